@@ -1,0 +1,90 @@
+"""Pre-flight checks: do the loss, the label encoding and the model agree? (no TensorFlow)
+
+Everything here runs before any data is read or any model is built, so a mismatch costs the
+user a second, not an epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError
+from .losses import check_params, loss_info
+
+
+@dataclass
+class Plan:
+    """What the checks decided: the label encoding, the loss's parameters, notices to show."""
+
+    encoding: str
+    loss_name: str
+    loss_params: dict[str, Any]
+    num_classes: int | None
+    notices: list[str] = field(default_factory=list)
+
+
+def _is_custom(name: str) -> bool:
+    return ":" in name
+
+
+def plan_run(config: Config) -> Plan:
+    """Resolve ``labels.encoding: auto`` and ``from_logits``; refuse combinations that cannot train."""
+    from .data.catalog import DATASETS
+
+    notices: list[str] = []
+    dataset = DATASETS.get(config.data.dataset)
+    num_classes = dataset.num_classes if dataset is not None else None
+    name = config.loss.name
+    params = dict(config.loss.params)
+    requested = config.labels.encoding
+
+    if _is_custom(name):
+        if requested == "auto":
+            raise ConfigError(
+                f"labels.encoding: a custom loss ({name}) needs an explicit encoding; "
+                "set labels.encoding: sparse (integer class ids) or onehot (one row per example)."
+            )
+        return Plan(requested, name, params, num_classes, notices)
+
+    info = loss_info(name)
+    check_params(info, params)
+    encoding = info.encoding if requested == "auto" else requested
+    if encoding != info.encoding:
+        needs = "one-hot" if info.encoding == "onehot" else "sparse (integer)"
+        fix = (
+            "labels.encoding: onehot (or auto), or use loss: sparse_categorical_crossentropy"
+            if info.encoding == "onehot"
+            else "labels.encoding: sparse (or auto), or use loss: categorical_crossentropy"
+        )
+        raise ConfigError(
+            f"labels.encoding: loss {info.name} needs {needs} labels but labels.encoding is {requested}; "
+            f"set {fix}."
+        )
+
+    output = config.model.output
+    if info.takes_logits:
+        if "from_logits" in params:
+            from_logits = params["from_logits"]
+            if not isinstance(from_logits, bool):
+                raise ConfigError(f"loss.from_logits: must be true or false; got {from_logits!r}")
+            if from_logits and output == "softmax":
+                raise ConfigError(
+                    "loss.from_logits: is true but model.output is softmax, so the loss would apply softmax twice; "
+                    "set model.output: logits, or loss.from_logits: false (or leave it out)."
+                )
+            if not from_logits and output == "logits":
+                raise ConfigError(
+                    "loss.from_logits: is false but model.output is logits (raw scores, not probabilities); "
+                    "set loss.from_logits: true (or leave it out), or model.output: softmax."
+                )
+        else:
+            params["from_logits"] = output == "logits"
+            if output == "logits":
+                notices.append(f"loss {info.name}: from_logits set to true because model.output is logits.")
+    elif output == "logits":
+        notices.append(
+            f"loss {info.name} has no from_logits setting and will see raw scores (model.output: logits); "
+            "use model.output: softmax if it expects probabilities."
+        )
+    return Plan(encoding, info.name, params, num_classes, notices)

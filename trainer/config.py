@@ -1,0 +1,375 @@
+"""The typed config: YAML (with line numbers) + ``--set`` overrides -> validated ``Config``.
+
+Never imports TensorFlow: ``trainer validate`` and ``--help`` stay fast.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from .errors import ConfigError
+from .registry import closest, unknown_choice_message
+
+KeyPath = tuple[Union[str, int], ...]
+
+ACTIVATIONS = (
+    "relu", "gelu", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign",
+    "swish", "silu", "leaky_relu", "relu6", "mish", "hard_sigmoid", "exponential", "linear",
+)
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown keys are refused, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NamedSpec(BaseModel):
+    """A catalogue entry chosen by ``name`` plus its parameters: ``adam`` or ``{name: adam, learning_rate: 0.01}``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _to_plain(self, handler):
+        data = handler(self)
+        return data["name"] if len(data) == 1 else data
+
+
+class DataConfig(_Strict):
+    dataset: str = "mnist"
+    path: str | None = None
+    validation: str | float = "test"
+    limit: Annotated[int, Field(gt=0)] | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from .data.catalog import DATASETS
+
+        names = list(DATASETS)
+        if value not in names:
+            raise ValueError(unknown_choice_message("dataset", value, names).split(": ", 1)[1])
+        return value
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _validation_choice(cls, value: Any) -> Any:
+        allowed = "'test', 'none' or a fraction strictly between 0 and 1"
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            raise ValueError(f"must be {allowed}")
+        if isinstance(value, str):
+            if value not in ("test", "none"):
+                raise ValueError(f"must be {allowed}")
+            return value
+        if isinstance(value, (int, float)) and not (0.0 < float(value) < 1.0 and math.isfinite(value)):
+            raise ValueError(f"must be {allowed}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise ValueError(f"must be {allowed}")
+
+
+class LabelsConfig(_Strict):
+    encoding: Literal["auto", "sparse", "onehot"] = "auto"
+
+
+class MLPConfig(_Strict):
+    type: Literal["mlp"] = "mlp"
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64, 64])
+    activation: str = "relu"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    output: Literal["softmax", "logits"] = "softmax"
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        if value not in ACTIVATIONS:
+            raise ValueError(unknown_choice_message("activation", value, ACTIVATIONS).split(": ", 1)[1])
+        return value
+
+
+ModelConfig = Annotated[Union[MLPConfig], Field(discriminator="type")]
+
+
+class TrainConfig(_Strict):
+    epochs: Annotated[int, Field(gt=0)] = 10
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    shuffle: bool = True
+    mixed_precision: Union[Literal["auto"], bool] = "auto"
+
+
+class OutputConfig(_Strict):
+    dir: str = "outputs"
+
+
+class Config(_Strict):
+    """The whole run, as the YAML file describes it."""
+
+    name: str = Field(default="run", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 42
+    data: DataConfig = Field(default_factory=DataConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    loss: NamedSpec = Field(default_factory=lambda: NamedSpec(name="sparse_categorical_crossentropy"))
+    optimizer: NamedSpec = Field(default_factory=lambda: NamedSpec(name="adam"))
+    metrics: list[NamedSpec] = Field(default_factory=lambda: [NamedSpec(name="accuracy")])
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    callbacks: list[NamedSpec] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+
+class _Source:
+    """Where each key of a loaded document came from, for error messages."""
+
+    def __init__(self, file: str | None, marks: dict[KeyPath, int] | None = None):
+        self.file = file
+        self.marks = marks or {}
+        self.overrides: dict[KeyPath, str] = {}
+
+    def where(self, path: KeyPath) -> str:
+        for cut in range(len(path), -1, -1):
+            prefix = path[:cut]
+            if prefix in self.overrides:
+                return f"--set {self.overrides[prefix]}"
+            if prefix in self.marks and self.file:
+                return f"{self.file}:{self.marks[prefix]}"
+        return self.file or "config"
+
+
+def _collect_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], file: str) -> None:
+    marks[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(
+                    f"{file}:{key_node.start_mark.line + 1}: key {_dotted(path + (key,))!r} appears twice "
+                    f"(first on line {seen[key]}); keep one."
+                )
+            seen[key] = key_node.start_mark.line + 1
+            _collect_marks(value_node, path + (key,), marks, file)
+            marks[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _collect_marks(item, path + (index,), marks, file)
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
+    """Parse a YAML config file into a dict plus a map of key path -> line number."""
+    file = str(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {file}")
+    if path.is_dir():
+        raise ConfigError(f"config path is a folder, not a YAML file: {file}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: YAML syntax error: {exc}") from None
+    if node is None or data is None:
+        raise ConfigError(f"{file} is empty; a config is a YAML mapping such as 'data: {{dataset: mnist}}'.")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{file}: the top level must be a mapping of keys (name, data, model, ...), "
+            f"got a {type(data).__name__}."
+        )
+    marks: dict[KeyPath, int] = {}
+    _collect_marks(node, (), marks, file)
+    return data, _Source(file, marks)
+
+
+# --------------------------------------------------------------------------- --set overrides
+
+
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(part) for part in path) if path else "(top level)"
+
+
+def parse_override(text: str) -> tuple[KeyPath, Any]:
+    """``train.epochs=3`` -> (("train", "epochs"), 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=3")
+    key, _, raw = text.partition("=")
+    parts = tuple(key.strip().split("."))
+    if not key.strip() or any(not part for part in parts):
+        raise ConfigError(f"--set {text!r}: the key must be a dotted path such as train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    path: KeyPath = tuple(int(p) if p.isdigit() else p for p in parts)
+    return path, value
+
+
+def apply_override(data: dict[str, Any], path: KeyPath, value: Any, text: str) -> None:
+    """Set ``data[path] = value``, creating mappings on the way; a named spec string becomes a mapping."""
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        child = node[part] if _has(node, part) else None
+        if child is None:
+            child = {}
+        elif isinstance(child, str):
+            child = {"name": child}  # `loss: mse` + `--set loss.reduction=sum`
+        elif not isinstance(child, (dict, list)):
+            raise ConfigError(
+                f"--set {text}: {_dotted(path[: depth + 1])} is {child!r}, not a mapping, so it has no key {path[depth + 1]!r}"
+            )
+        _put(node, part, child, text)
+        node = child
+    _put(node, path[-1], value, text)
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _put(node: Any, part: str | int, value: Any, text: str) -> None:
+    if isinstance(node, dict):
+        node[part] = value
+    elif isinstance(part, int) and 0 <= part < len(node):
+        node[part] = value
+    else:
+        raise ConfigError(f"--set {text}: index {part!r} is out of range for a list of {len(node)} items")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _model_fields(path: KeyPath, data: dict[str, Any]) -> list[str]:
+    """The valid keys at ``path`` (for "did you mean"), walking the schema."""
+    schema: Any = Config
+    node: Any = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            field = schema.model_fields.get(part)
+            if field is None:
+                return []
+            schema = field.annotation
+            node = node.get(part) if isinstance(node, dict) else None
+            if part == "model":
+                schema = _model_class_for(node)
+        else:
+            return []
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return list(schema.model_fields)
+    return []
+
+
+def _model_class_for(node: Any) -> type[BaseModel]:
+    union = Config.model_fields["model"].annotation
+    members = getattr(union, "__args__", (union,))
+    kind = node.get("type", "mlp") if isinstance(node, dict) else "mlp"
+    for member in members:
+        if member.model_fields["type"].default == kind:
+            return member
+    return MLPConfig
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str]:
+    loc: KeyPath = tuple(part for part in error["loc"] if not (isinstance(part, str) and part in _UNION_TAGS))
+    kind = error["type"]
+    received = error.get("input")
+    if kind == "extra_forbidden":
+        valid = _model_fields(loc[:-1], data)
+        suggestion = closest(str(loc[-1]), valid)
+        message = f"unknown key {loc[-1]!r}"
+        if suggestion:
+            message += f" (did you mean {suggestion!r}?)"
+        if valid:
+            message += f"; valid keys here: {', '.join(valid)}"
+        return loc, message
+    if kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        return loc + ("type",), unknown_choice_message("type", error.get("ctx", {}).get("tag"), [t.strip(" '") for t in tags.split(",")]).split(": ", 1)[1]
+    if kind == "union_tag_not_found":
+        return loc + ("type",), "missing; say which model to build, e.g. type: mlp"
+    if kind == "missing":
+        return loc, "required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return loc, f"{message}; got {received!r}" if not isinstance(received, dict) else message
+
+
+_UNION_TAGS = {"mlp", "vgg16_head"}
+
+
+def validate(data: dict[str, Any], source: _Source) -> Config:
+    """Turn a plain dict into a ``Config``; every problem is reported at once with its location."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc, message = _describe(error, data)
+            problems.append(f"{source.where(loc)}: {_dotted(loc)}: {message}")
+        count = len(problems)
+        raise ConfigError(
+            f"{source.file or 'config'}: {count} problem{'s' if count > 1 else ''} in the config:",
+            problems=problems,
+        ) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, base: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (or start from ``base``), apply ``--set`` overrides, validate and resolve paths."""
+    if path is not None:
+        data, source = read_yaml(Path(path))
+        data.setdefault("name", Path(path).stem)
+    else:
+        data, source = dict(base or {}), _Source(None)
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(data, key, value, text)
+        source.overrides[key] = text
+    config = validate(data, source)
+    if config.data.path is not None:
+        config.data.path = str(Path(config.data.path).expanduser().resolve())
+    return config

@@ -1,0 +1,132 @@
+"""Loading a dataset by name: a local copy in a published format, or Keras's download/cache.
+
+Returns NumPy arrays (uint8 images, int64 labels) already split into train / validation / test,
+with every label checked against the class range. TensorFlow is imported only for a download.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from .catalog import DATASETS
+from .formats import Splits, detect_and_load, normalize_images, normalize_labels
+
+
+@dataclass
+class LoadedData:
+    """Arrays for each split plus what the run needs to know about the classes."""
+
+    dataset: str
+    num_classes: int
+    class_names: list[str]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The arrays of ``train``, ``validation`` or ``test``."""
+        if name == "train":
+            return self.x_train, self.y_train
+        if name == "test":
+            return self.x_test, self.y_test
+        if name == "validation":
+            if self.x_val is None:
+                raise DataError("there is no validation split: data.validation is none.")
+            return self.x_val, self.y_val
+        raise DataError(f"unknown split {name!r}; valid: train, validation, test")
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "train": len(self.x_train),
+            "validation": 0 if self.x_val is None else len(self.x_val),
+            "test": len(self.x_test),
+        }
+
+
+def _download(dataset: str) -> Splits:
+    """Keras's own loader (download or ``~/.keras/datasets`` cache); failure names ``data.path``."""
+    info = DATASETS[dataset]
+    try:
+        import keras
+
+        loader = getattr(keras.datasets, info.keras_module)
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"data.path is null, so Keras tried to download {dataset} and failed ({reason[:200]}). "
+            f"Set data.path to a local copy: {info.accepted_formats}."
+        ) from None
+    source = f"keras.datasets.{info.keras_module}"
+    return Splits(
+        normalize_images(x_train, source),
+        normalize_labels(y_train, source),
+        normalize_images(x_test, source),
+        normalize_labels(y_test, source),
+    )
+
+
+def check_label_range(y: np.ndarray, num_classes: int, what: str) -> None:
+    """Labels must be 0..num_classes-1; say the range found and the one expected."""
+    if len(y) == 0:
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        hint = " (labels that start at 1? subtract 1 from them)" if low == 1 and high == num_classes else ""
+        raise DataError(
+            f"{what}: labels range from {low} to {high}, but {num_classes} classes need labels 0 to {num_classes - 1}{hint}."
+        )
+
+
+def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
+    """Read the configured dataset and split off validation as ``data.validation`` says."""
+    info = DATASETS[config.dataset]
+    if config.path is None:
+        splits = _download(config.dataset)
+        source = f"keras.datasets.{info.keras_module}"
+    else:
+        splits = detect_and_load(Path(config.path), config.dataset)
+        source = config.path
+    x_train, y_train = splits.x_train, splits.y_train
+    if config.limit is not None:
+        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+    check_label_range(y_train, info.num_classes, f"{source} (train)")
+    check_label_range(splits.y_test, info.num_classes, f"{source} (test)")
+    if splits.x_test.shape[1:] != x_train.shape[1:]:
+        raise DataError(
+            f"{source}: train images are {tuple(x_train.shape[1:])} but test images are {tuple(splits.x_test.shape[1:])}; "
+            "both splits must have the same image shape."
+        )
+
+    x_val = y_val = None
+    if config.validation == "test":
+        x_val, y_val = splits.x_test, splits.y_test
+    elif isinstance(config.validation, float):
+        count = int(round(len(x_train) * config.validation))
+        if count < 1 or count >= len(x_train):
+            raise DataError(
+                f"data.validation: a fraction of {config.validation} of {len(x_train)} training examples "
+                f"leaves {count} for validation and {len(x_train) - count} for training; both need at least one."
+            )
+        # Like Keras's validation_split: the last examples, taken before any shuffling.
+        x_train, x_val = x_train[:-count], x_train[-count:]
+        y_train, y_val = y_train[:-count], y_train[-count:]
+    if len(x_train) == 0:
+        raise DataError(f"{source}: the training split is empty.")
+    class_names = splits.class_names or list(info.class_names)
+    return LoadedData(
+        config.dataset, info.num_classes, class_names, x_train, y_train, x_val, y_val,
+        splits.x_test, splits.y_test, source,
+    )

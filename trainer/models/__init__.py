@@ -1,0 +1,18 @@
+"""Model builders by ``model.type``: each takes its config section, the input shape and the class count."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..registry import Registry
+
+MODELS: Registry[str] = Registry("model.type")
+MODELS.register("mlp", "trainer.models.mlp:build_mlp")
+
+
+def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any):
+    """Build the Keras model that ``config`` (a model section) describes."""
+    import importlib
+
+    module_name, _, attr = MODELS.get(config.type, key="model.type").partition(":")
+    builder: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
+    return builder(config, input_shape, num_classes, **kwargs)

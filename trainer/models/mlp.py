@@ -1,0 +1,24 @@
+"""The multi-layer perceptron: scale pixels to [0, 1], flatten, dense layers, a class layer."""
+from __future__ import annotations
+
+import keras
+
+
+def output_layers(x, num_classes: int, output: str):
+    """The class layer; softmax (or identity for logits) is kept in float32 under mixed precision."""
+    x = keras.layers.Dense(num_classes, name="classes")(x)
+    activation = "softmax" if output == "softmax" else "linear"
+    return keras.layers.Activation(activation, dtype="float32", name="probabilities" if output == "softmax" else "logits")(x)
+
+
+def build_mlp(config, input_shape: tuple[int, ...], num_classes: int, **_: object) -> keras.Model:
+    """Input pixels are 0..255 (as stored); the model scales them itself, so saved models take raw images."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for index, units in enumerate(config.hidden_units, start=1):
+        x = keras.layers.Dense(units, activation=config.activation, name=f"dense_{index}")(x)
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
+    outputs = output_layers(x, num_classes, config.output)
+    return keras.Model(inputs, outputs, name="mlp")

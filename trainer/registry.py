@@ -1,0 +1,65 @@
+"""Name -> entry registries with aliases and "did you mean" suggestions (no TensorFlow)."""
+from __future__ import annotations
+
+import difflib
+from typing import Generic, Iterable, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def closest(value: str, choices: Iterable[str]) -> str | None:
+    """The valid choice that looks most like ``value``, or None when nothing is close."""
+    matches = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_choice_message(key: str, value: object, choices: Iterable[str]) -> str:
+    """One sentence: the key, the value received, the valid choices and the closest one."""
+    choices = sorted(set(choices))
+    message = f"{key}: unknown value {value!r}; valid: {', '.join(choices)}"
+    suggestion = closest(str(value), choices)
+    if suggestion is not None:
+        message += f" (did you mean {suggestion!r}?)"
+    return message
+
+
+class Registry(Generic[T]):
+    """A catalogue of named entries; aliases resolve to the same entry."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, entry: T, aliases: Iterable[str] = ()) -> T:
+        self._entries[name] = entry
+        for alias in aliases:
+            self._aliases[alias] = name
+        return entry
+
+    def canonical(self, name: str) -> str | None:
+        key = str(name).lower()
+        if key in self._entries:
+            return key
+        return self._aliases.get(key)
+
+    def names(self, with_aliases: bool = True) -> list[str]:
+        names = list(self._entries)
+        if with_aliases:
+            names += list(self._aliases)
+        return sorted(names)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.canonical(name) is not None
+
+    def get(self, name: str, key: str | None = None) -> T:
+        """The entry for ``name``; a ConfigError naming ``key`` and the valid names otherwise."""
+        canonical = self.canonical(name) if isinstance(name, str) else None
+        if canonical is None:
+            raise ConfigError(unknown_choice_message(key or self.kind, name, self.names()))
+        return self._entries[canonical]
+
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._entries.items())

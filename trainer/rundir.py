@@ -1,0 +1,153 @@
+"""The run directory's life: where it goes, refusing to overwrite, atomic writes (stdlib only)."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import RunDirError
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.h5"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+
+
+def default_run_dir(output_dir: str, name: str, now: datetime | None = None) -> Path:
+    """``<output.dir>/<name>-<YYYYmmdd-HHMMSS>``."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path(output_dir) / f"{name}-{stamp}"
+
+
+def create_run_dir(path: Path) -> Path:
+    """Make a fresh run directory; an existing non-empty one is never touched."""
+    if path.exists():
+        if not path.is_dir():
+            raise RunDirError(f"run directory {path} exists and is a file; choose another --run-dir.")
+        if any(path.iterdir()):
+            raise RunDirError(
+                f"run directory {path} already exists and is not empty; nothing was changed. "
+                "Choose another --run-dir (or leave it out for a new timestamped one)."
+            )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}") from None
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it into place only on success."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class HistoryWriter:
+    """Appends one row per finished epoch to ``history.csv``, durable as each epoch ends."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.columns: list[str] | None = None
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                self.columns = next(csv.reader(handle), None)
+
+    def append(self, row: dict[str, Any]) -> None:
+        if self.columns is None:
+            self.columns = list(row)
+            with open(self.path, "w", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerow(self.columns)
+        for key in row:
+            if key not in self.columns:
+                raise RunDirError(f"{self.path}: a new column {key!r} appeared after the first epoch")
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow([_csv_value(row.get(c)) for c in self.columns])
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``history.csv`` with numbers parsed."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            rows.append({k: _parse_number(v) for k, v in row.items()})
+    return rows
+
+
+def _parse_number(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
