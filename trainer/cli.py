@@ -119,13 +119,13 @@ def run(
     from .checks import plan_run
     from .config import load_config
     from .console import TrainingProgress, console, key_value_table, print_table
-    from .rundir import create_run_dir, default_run_dir
+    from .rundir import check_new_run_dir, default_run_dir
 
     loaded = load_config(config, set_ or [])
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
     target = run_dir or default_run_dir(loaded.output.dir, loaded.name)
     if not dry_run:
-        create_run_dir(target)
+        check_new_run_dir(target)  # created only once data and model are ready
 
     quiet_tensorflow()
     from .training import run_training

@@ -25,8 +25,8 @@ def default_run_dir(output_dir: str, name: str, now: datetime | None = None) -> 
     return Path(output_dir) / f"{name}-{stamp}"
 
 
-def create_run_dir(path: Path) -> Path:
-    """Make a fresh run directory; an existing non-empty one is never touched."""
+def check_new_run_dir(path: Path) -> None:
+    """Refuse early (before any work) a run directory that exists and is not empty."""
     if path.exists():
         if not path.is_dir():
             raise RunDirError(f"run directory {path} exists and is a file; choose another --run-dir.")
@@ -35,6 +35,11 @@ def create_run_dir(path: Path) -> Path:
                 f"run directory {path} already exists and is not empty; nothing was changed. "
                 "Choose another --run-dir (or leave it out for a new timestamped one)."
             )
+
+
+def create_run_dir(path: Path) -> Path:
+    """Make a fresh run directory; an existing non-empty one is never touched."""
+    check_new_run_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"

@@ -24,6 +24,7 @@ from .rundir import (
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    create_run_dir,
 )
 
 
@@ -161,6 +162,7 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
     val_ds = dataset(data.x_val, data.y_val) if data.x_val is not None else None
     test_ds = dataset(data.x_test, data.y_test)
 
+    create_run_dir(run_dir)
     atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
     manifest = {
         "dataset": data.dataset,

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny datasets in real formats, config files, and a CLI runner."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_HOME", str(Path(__file__).parent / ".keras-home-unused"))
+
+from tests.datagen import write_mnist_npz  # noqa: E402
+
+
+def tiny_config(data_path: Path | str | None, **sections: Any) -> dict[str, Any]:
+    """A config that trains in about a second: a small MLP on a tiny dataset, one epoch."""
+    config: dict[str, Any] = {
+        "name": "tiny",
+        "seed": 1,
+        "data": {"dataset": "mnist", "path": str(data_path) if data_path else None, "validation": "test"},
+        "model": {"type": "mlp", "hidden_units": [16]},
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": {"name": "adam", "learning_rate": 0.01},
+        "train": {"epochs": 1, "batch_size": 32},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+@pytest.fixture
+def mnist_npz(tmp_path: Path) -> Path:
+    """A learnable 10-class, 28x28 dataset in Keras's mnist.npz layout (256 train, 64 test)."""
+    return write_mnist_npz(tmp_path / "mnist.npz", n_train=256, n_test=64, seed=0)
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a dict (as YAML) or raw text to a config file and return its path."""
+
+    def write(content: dict[str, Any] | str, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli():
+    """Invoke the trainer CLI in-process, as a user would type it."""
+    from trainer.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return invoke

@@ -1,0 +1,149 @@
+"""`trainer run` end to end on tiny generated data: files written, numbers recorded, exit codes."""
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+from tests.datagen import write_cifar10_dir, write_idx_dir, write_mnist_npz
+
+
+def test_run_writes_complete_run_directory(cli, mnist_npz, write_config, tmp_path):
+    config = write_config(tiny_config(mnist_npz, train={"epochs": 2}))
+    run_dir = tmp_path / "run"
+    result = cli("run", config, "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert {"config.yaml", "model.h5", "history.csv", "metrics.json", "manifest.json"} <= {p.name for p in run_dir.iterdir()}
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert metrics["epochs_completed"] == 2
+    assert set(metrics["test"]) >= {"loss", "accuracy"}
+    assert metrics["validation"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert metrics["versions"]["keras"] == keras.__version__
+    assert metrics["seed"] == 1 and metrics["device"]["kind"] == "cpu"
+
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds"} <= set(rows[0])
+    assert float(rows[-1]["loss"]) == pytest.approx(metrics["train"]["loss"])
+
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2 and resolved["labels"]["encoding"] == "auto"
+
+    model = keras.models.load_model(run_dir / "model.h5")
+    data = np.load(mnist_npz)
+    probabilities = model.predict(data["x_test"].astype("float32")[..., None], verbose=0)
+    accuracy = float(np.mean(probabilities.argmax(1) == data["y_test"]))
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    assert accuracy > 0.5  # the synthetic classes are learnable
+
+
+def test_run_learns_with_onehot_and_logits(cli, mnist_npz, write_config, tmp_path):
+    onehot = write_config(tiny_config(mnist_npz, loss="categorical_crossentropy", labels={"encoding": "onehot"}, train={"epochs": 3}), "onehot.yaml")
+    logits = write_config(
+        tiny_config(mnist_npz, model={"type": "mlp", "hidden_units": [16], "output": "logits"},
+                    loss={"name": "sparse_categorical_crossentropy", "from_logits": True}, train={"epochs": 3}),
+        "logits.yaml",
+    )
+    for config, name in ((onehot, "a"), (logits, "b")):
+        result = cli("run", config, "--run-dir", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["test"]["accuracy"] > 0.8
+
+
+def test_same_seed_same_history(cli, mnist_npz, write_config, tmp_path):
+    config = write_config(tiny_config(mnist_npz, train={"epochs": 2}))
+    for name in ("a", "b"):
+        assert cli("run", config, "--run-dir", tmp_path / name).exit_code == 0
+    rows = [list(csv.DictReader(open(tmp_path / n / "history.csv"))) for n in ("a", "b")]
+    for first, second in zip(*rows):
+        assert float(first["loss"]) == pytest.approx(float(second["loss"]), rel=1e-6)
+        assert first["val_accuracy"] == second["val_accuracy"]
+
+
+def test_set_overrides_are_applied_and_validated(cli, mnist_npz, write_config, tmp_path):
+    config = write_config(tiny_config(mnist_npz))
+    result = cli("run", config, "--set", "train.epochs=2", "--set", "model.hidden_units=[8,4]", "--run-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert resolved["train"]["epochs"] == 2 and resolved["model"]["hidden_units"] == [8, 4]
+    model = keras.models.load_model(tmp_path / "r" / "model.h5")
+    assert [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)] == [8, 4, 10]
+
+    bad = cli("run", config, "--set", "train.epochs=-1", "--run-dir", tmp_path / "bad")
+    assert bad.exit_code == 2
+    assert "train.epochs" in bad.output and "-1" in bad.output and "--set train.epochs=-1" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_default_run_dir_and_refusal_to_overwrite(cli, mnist_npz, write_config, tmp_path):
+    out = tmp_path / "outs"
+    config = write_config(tiny_config(mnist_npz, output={"dir": str(out)}))
+    assert cli("run", config).exit_code == 0
+    (run_dir,) = list(out.iterdir())
+    assert run_dir.name.startswith("tiny-") and len(run_dir.name) == len("tiny-YYYYmmdd-HHMMSS")
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    again = cli("run", config, "--run-dir", run_dir)
+    assert again.exit_code == 2 and "already exists" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_dry_run_trains_and_writes_nothing(cli, mnist_npz, write_config, tmp_path):
+    config = write_config(tiny_config(mnist_npz))
+    result = cli("run", config, "--dry-run", "--run-dir", tmp_path / "dry")
+    assert result.exit_code == 0, result.output
+    assert "Total params" in result.output and "dry run" in result.output
+    assert not (tmp_path / "dry").exists()
+
+
+@pytest.mark.parametrize("fmt", ["idx_gz", "idx_raw", "cifar10"])
+def test_run_accepts_each_published_format(cli, write_config, tmp_path, fmt):
+    if fmt == "cifar10":
+        path = write_cifar10_dir(tmp_path / "c", n_per_batch=10, n_test=10)
+        config = tiny_config(path, data={"dataset": "cifar10"})
+        expected_shape = [32, 32, 3]
+    else:
+        path = write_idx_dir(tmp_path / "idx", n_train=64, n_test=16, gz=fmt == "idx_gz")
+        config = tiny_config(path)
+        expected_shape = [28, 28, 1]
+    result = cli("run", write_config(config), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["input_shape"] == expected_shape
+    if fmt == "cifar10":
+        assert manifest["class_names"][0] == "airplane"
+
+
+def test_labels_starting_at_one_are_refused(cli, write_config, tmp_path):
+    path = write_mnist_npz(tmp_path / "m.npz", n_train=64, n_test=16, label_offset=1)
+    result = cli("run", write_config(tiny_config(path)), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "range from 1 to 10" in result.output and "0 to 9" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_download_failure_names_data_path(cli, write_config, tmp_path, monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
+    result = cli("run", write_config(tiny_config(None)), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert "data.path" in result.output and ".npz" in result.output and "IDX" in result.output
+
+
+def test_bad_data_leaves_no_run_directory(cli, write_config, tmp_path):
+    path = write_mnist_npz(tmp_path / "m.npz", n_train=64, n_test=16, label_offset=1)
+    result = cli("run", write_config(tiny_config(path)), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 2
+    assert not (tmp_path / "r").exists()
