@@ -147,3 +147,19 @@ def test_bad_data_leaves_no_run_directory(cli, write_config, tmp_path):
     result = cli("run", write_config(tiny_config(path)), "--run-dir", tmp_path / "r")
     assert result.exit_code == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_console_script_subprocess(subprocess_env, mnist_npz, write_config, tmp_path):
+    """A real process, as a user runs it: exit code, output and the run directory."""
+    import subprocess
+    import sys
+
+    config = write_config(tiny_config(mnist_npz))
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer", "run", str(config), "--run-dir", str(tmp_path / "r")],
+        env=subprocess_env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "run finished" in done.stdout and str(tmp_path / "r") in done.stdout
+    assert "Traceback" not in done.stderr and "oneDNN" not in done.stderr
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "completed"
