@@ -146,10 +146,10 @@ def run(
                 *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy")),
                 *((f"test {k}", v) for k, v in test.items()),
                 ("wall seconds", result.metrics.get("wall_seconds")),
-                ("run directory", str(target)),
             ],
         )
     )
+    console.print(f"run directory: {target}", soft_wrap=True)
 
 
 def entrypoint() -> None:

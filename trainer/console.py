@@ -57,8 +57,8 @@ def format_value(value: Any) -> str:
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="key")
-    table.add_column()
+    table.add_column(style="key", no_wrap=True)
+    table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, format_value(value))
     return table
