@@ -1,0 +1,136 @@
+"""Config loading, --set overrides and the loss/label/model agreement checks (no TensorFlow needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+from trainer.checks import plan_run
+from trainer.config import Config, load_config, parse_override
+from trainer.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_defaults_match_the_documented_contract():
+    config = Config()
+    assert config.data.dataset == "mnist" and config.data.validation == "test" and config.data.path is None
+    assert config.labels.encoding == "auto"
+    assert config.model.type == "mlp" and config.model.hidden_units == [64, 64] and config.model.output == "softmax"
+    assert config.loss.name == "sparse_categorical_crossentropy" and config.optimizer.name == "adam"
+    assert (config.train.epochs, config.train.batch_size, config.train.shuffle) == (10, 32, True)
+    assert config.device == "auto" and config.output.dir == "outputs"
+
+
+def test_resolved_config_round_trips(write_config):
+    path = write_config(tiny_config("/tmp/x.npz", optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9}))
+    config = load_config(path)
+    again = Config.model_validate(yaml.safe_load(config.to_yaml()))
+    assert again == config
+    assert again.optimizer.params == {"learning_rate": 0.1, "momentum": 0.9}
+
+
+@pytest.mark.parametrize(
+    "text, key, value",
+    [
+        ("train.epochs=3", ("train", "epochs"), 3),
+        ("model.hidden_units=[128,64]", ("model", "hidden_units"), [128, 64]),
+        ("data.validation=0.2", ("data", "validation"), 0.2),
+        ("data.path=", ("data", "path"), None),
+        ("name=my-run", ("name",), "my-run"),
+    ],
+)
+def test_parse_override_reads_yaml_values(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+def test_set_on_a_named_spec_string_turns_it_into_a_mapping(write_config):
+    config = load_config(write_config(tiny_config(None, loss="categorical_crossentropy")), ["loss.label_smoothing=0.1"])
+    assert config.loss.name == "categorical_crossentropy" and config.loss.params == {"label_smoothing": 0.1}
+
+
+@pytest.mark.parametrize("bad", ["train.epochs", "=3", "train..epochs=3", "model.hidden_units=[1,"])
+def test_malformed_set_is_refused(write_config, bad):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tiny_config(None)), [bad])
+    assert "--set" in str(info.value)
+
+
+def test_errors_name_file_line_key_and_value(write_config):
+    path = write_config("name: t\ntrain:\n  epochs: -1\n  batch_size: 0\ndata:\n  validation: 1.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "3 problems" in text
+    assert f"{path}:3: train.epochs" in text and "-1" in text
+    assert f"{path}:4: train.batch_size" in text
+    assert f"{path}:6: data.validation" in text and "1.5" in text and "between 0 and 1" in text
+
+
+def test_unknown_key_suggests_the_closest(write_config):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config("train:\n  epoch: 3\n"))
+    assert "unknown key 'epoch'" in str(info.value) and "did you mean 'epochs'" in str(info.value)
+
+
+def test_unknown_dataset_and_activation_suggest(write_config):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config("data: {dataset: minst}\nmodel: {type: mlp, activation: rellu}\n"))
+    text = str(info.value)
+    assert "'minst'" in text and "did you mean 'mnist'" in text and "did you mean 'relu'" in text
+
+
+def test_yaml_syntax_error_has_line_and_column(write_config):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config("train:\n  epochs: [1, 2\nname: x\n"))
+    assert "YAML syntax error" in str(info.value) and ":3:" in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [("", "is empty"), ("- a\n- b\n", "top level must be a mapping"), ("a: 1\na: 2\n", "appears twice")])
+def test_empty_list_and_duplicate_documents(write_config, text, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    assert message in str(info.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_auto_encoding_follows_the_loss(write_config):
+    sparse = plan_run(load_config(write_config(tiny_config(None))))
+    onehot = plan_run(load_config(write_config(tiny_config(None, loss="categorical_crossentropy"))))
+    assert (sparse.encoding, onehot.encoding) == ("sparse", "onehot")
+    assert sparse.loss_params == {"from_logits": False}
+
+
+@pytest.mark.parametrize(
+    "loss, encoding, needs",
+    [("categorical_crossentropy", "sparse", "one-hot"), ("sparse_categorical_crossentropy", "onehot", "sparse"), ("mse", "sparse", "one-hot")],
+)
+def test_encoding_that_disagrees_with_the_loss_is_refused(write_config, loss, encoding, needs):
+    config = load_config(write_config(tiny_config(None, loss=loss, labels={"encoding": encoding})))
+    with pytest.raises(ConfigError) as info:
+        plan_run(config)
+    assert needs in str(info.value) and "labels.encoding" in str(info.value)
+
+
+def test_softmax_with_from_logits_is_refused_and_logits_default_is_set(write_config):
+    both = tiny_config(None, loss={"name": "sparse_categorical_crossentropy", "from_logits": True})
+    with pytest.raises(ConfigError, match="softmax twice"):
+        plan_run(load_config(write_config(both)))
+    neither = tiny_config(None, model={"type": "mlp", "output": "logits"}, loss={"name": "sparse_categorical_crossentropy", "from_logits": False})
+    with pytest.raises(ConfigError, match="raw scores"):
+        plan_run(load_config(write_config(neither)))
+    implied = plan_run(load_config(write_config(tiny_config(None, model={"type": "mlp", "output": "logits"}))))
+    assert implied.loss_params["from_logits"] is True and implied.notices
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_validates(path, cli):
+    result = cli("validate", path)
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
