@@ -1,0 +1,161 @@
+"""Run every benchmark case: trainer against a plain Keras baseline, side by side, in this process tree.
+
+    python benchmarks/prepare_data.py            # once: local data from ../shared/data
+    python benchmarks/run.py --repeats 3         # prints a Markdown table of medians and ratios
+
+Each case runs the baseline command and the trainer command alternately (``--repeats`` times each),
+measures the wall time of the whole command and the peak resident memory of the child process
+(``os.wait4``'s rusage), and reports medians and the ratio trainer / baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PY = sys.executable
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    peak_mib: float
+    stdout: str
+
+
+@dataclass
+class Case:
+    name: str
+    baseline: list[str]
+    trainer: list[str]
+    target: float
+    metric: str = "wall"  # "wall" or "memory"
+    samples: dict[str, list[Measurement]] = field(default_factory=lambda: {"baseline": [], "trainer": []})
+
+
+def measure(command: list[str], env: dict[str, str]) -> Measurement:
+    """Wall time and peak RSS of one command, run to completion."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    output = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"command failed ({process.returncode}): {' '.join(command)}\n{output[-3000:]}")
+    return Measurement(seconds, usage.ru_maxrss / 1024.0, output)
+
+
+def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
+    mnist = data / "mnist-60k2k.npz"
+    cifar = data / "cifar10-bench"
+    run_dir = str(scratch / "run")
+    trainer = [PY, "-m", "trainer"]
+    all_cases = [
+        Case(
+            "mnist_mlp",
+            [PY, str(HERE / "baselines" / "mnist_mlp_keras.py"), str(mnist), "--epochs", "3"],
+            [*trainer, "run", str(HERE / "configs" / "mnist_mlp.yaml"), "--set", f"data.path={mnist}", "--run-dir", run_dir],
+            0.5,
+        ),
+        Case(
+            "vgg16_head",
+            [PY, str(HERE / "baselines" / "vgg16_head_keras.py"), str(cifar), "--train", "2000", "--val", "500", "--epochs", "5"],
+            [*trainer, "run", str(HERE / "configs" / "cifar10_vgg16.yaml"), "--set", f"data.path={cifar}", "--run-dir", run_dir],
+            0.35,
+        ),
+        Case("help", [PY, "-c", "import tensorflow"], [*trainer, "--help"], 0.25),
+        Case(
+            "validate",
+            [PY, "-c", "import tensorflow"],
+            [*trainer, "validate", str(ROOT / "configs" / "mnist_sparse.yaml")],
+            0.25,
+        ),
+    ]
+    return [case for case in all_cases if only is None or case.name in only]
+
+
+def accuracy_of(case: Case, side: str, measurement: Measurement, scratch: Path) -> float | None:
+    """Test (or validation) accuracy each side reported, to check that speed did not cost accuracy."""
+    if side == "baseline":
+        for line in reversed(measurement.stdout.splitlines()):
+            if line.startswith("{"):
+                values = json.loads(line)
+                return values.get("test_accuracy", values.get("val_accuracy"))
+        return None
+    metrics_file = scratch / "run" / "metrics.json"
+    if not metrics_file.exists():
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    return (metrics.get("test") or {}).get("accuracy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/trainer-data"), help="what prepare_data.py wrote")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp vgg16_head help validate")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    scratch = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
+    rows, raw = [], {}
+    try:
+        for case in cases(args.data, scratch, set(args.only) if args.only else None):
+            accuracies: dict[str, list[float]] = {"baseline": [], "trainer": []}
+            for repeat in range(args.repeats):
+                order = ("baseline", "trainer") if repeat % 2 == 0 else ("trainer", "baseline")
+                for side in order:
+                    shutil.rmtree(scratch / "run", ignore_errors=True)
+                    result = measure(case.baseline if side == "baseline" else case.trainer, env)
+                    case.samples[side].append(result)
+                    accuracy = accuracy_of(case, side, result, scratch)
+                    if accuracy is not None:
+                        accuracies[side].append(accuracy)
+                    print(f"{case.name:12s} {side:8s} run {repeat + 1}: {result.seconds:7.2f} s  {result.peak_mib:7.0f} MiB", file=sys.stderr)
+            base_s = statistics.median(m.seconds for m in case.samples["baseline"])
+            ours_s = statistics.median(m.seconds for m in case.samples["trainer"])
+            base_m = statistics.median(m.peak_mib for m in case.samples["baseline"])
+            ours_m = statistics.median(m.peak_mib for m in case.samples["trainer"])
+            acc = {k: statistics.median(v) for k, v in accuracies.items() if v}
+            rows.append((case, base_s, ours_s, base_m, ours_m, acc))
+            raw[case.name] = {
+                "baseline_seconds": [m.seconds for m in case.samples["baseline"]],
+                "trainer_seconds": [m.seconds for m in case.samples["trainer"]],
+                "baseline_peak_mib": [m.peak_mib for m in case.samples["baseline"]],
+                "trainer_peak_mib": [m.peak_mib for m in case.samples["trainer"]],
+                "accuracy": acc,
+            }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"medians of {args.repeats} runs each\n")
+    print("| case | baseline s | trainer s | ratio (target) | peak MiB baseline / trainer (ratio) | accuracy baseline / trainer |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for case, base_s, ours_s, base_m, ours_m, acc in rows:
+        ratio = ours_s / base_s
+        verdict = "ok" if ratio <= case.target else "MISSED"
+        accuracy = f"{acc['baseline']:.4f} / {acc['trainer']:.4f}" if len(acc) == 2 else "-"
+        print(
+            f"| {case.name} | {base_s:.2f} | {ours_s:.2f} | {ratio:.2f} (<= {case.target}, {verdict}) | "
+            f"{base_m:.0f} / {ours_m:.0f} ({ours_m / base_m:.2f}) | {accuracy} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=2))
+
+
+if __name__ == "__main__":
+    main()
