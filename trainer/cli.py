@@ -249,7 +249,9 @@ def runs(
     if not found:
         info(f"no runs under {root}.")
         return
-    print_table(records_table(f"runs under {root}", found))
+    headers = {"validation_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "seconds"}
+    rows = [{headers.get(key, key): value for key, value in row.items()} for row in found]
+    print_table(records_table(f"runs under {root}", rows))
 
 
 def entrypoint() -> None:

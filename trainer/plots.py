@@ -43,6 +43,8 @@ def write_curves(rows: list[dict[str, Any]], path: Path) -> Path:
     """``curves.png``: one panel per loss/metric, training against validation, per epoch."""
     names = curve_names(rows) or ["loss"]
     figure = _figure(4.2 * len(names), 3.4)
+    from matplotlib.ticker import MaxNLocator
+
     axes = figure.subplots(1, len(names), squeeze=False)[0]
     epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
     for axis, name in zip(axes, names):
@@ -52,6 +54,7 @@ def write_curves(rows: list[dict[str, Any]], path: Path) -> Path:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
         axis.set_title(name)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if axis.lines:
             axis.legend()

@@ -39,9 +39,9 @@ def describe_run(run_dir: Path) -> dict[str, Any] | None:
         "name": run_dir.name,
         "status": metrics.get("status", "unfinished"),
         "epochs": metrics.get("epochs_completed", len(rows)),
-        "validation accuracy": validation,
-        "test accuracy": _accuracy(metrics.get("test")),
-        "wall seconds": metrics.get("wall_seconds"),
+        "validation_accuracy": validation,
+        "test_accuracy": _accuracy(metrics.get("test")),
+        "wall_seconds": metrics.get("wall_seconds"),
         "started": datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S"),
         "_started": started,
     }
