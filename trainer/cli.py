@@ -223,15 +223,23 @@ def predict(
         write_predictions(records, output)
     rows = [
         {
-            "input": r["input"] + ("" if r["index"] is None else f"[{r['index']}]"),
+            "input": short_path(r["input"]) + ("" if r["index"] is None else f"[{r['index']}]"),
             "predicted": r["predicted"],
             "name": r["name"],
             "probability": r["probability"],
-            f"top {top_k}": ", ".join(f"{t['name']} {t['probability']:.3f}" for t in r["top_k"]),
+            f"top {top_k}": "  ".join(f"{t['name']}:{t['probability']:.2f}" for t in r["top_k"]),
         }
         for r in records
     ]
     print_table(records_table(f"predictions ({len(records)} images)", rows))
+
+
+def short_path(path: str, limit: int = 36) -> str:
+    """A long path as its last parts (``.../folder/file.png``), so a table keeps the file name visible."""
+    if len(path) <= limit:
+        return path
+    parts = Path(path).parts
+    return os.sep.join(["…", *parts[-2:]]) if len(parts) > 2 else path
 
 
 @app.command()
