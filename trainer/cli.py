@@ -152,6 +152,116 @@ def run(
     console.print(f"run directory: {target}", soft_wrap=True)
 
 
+CONFIG_HELP = "The YAML config the model was trained with, when TARGET is a model file rather than a run directory."
+
+
+@app.command("eval")
+@handles_errors
+def eval_(
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    split: str = typer.Option("test", "--split", help="Which split to measure: test, train or validation."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for this evaluation only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
+) -> None:
+    """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
+    from .console import console, key_value_table, print_table, records_table
+    from .errors import ConfigError
+    from .evaluation import SPLITS
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if output is not None and not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist.")
+    quiet_tensorflow()
+    from .evaluation import evaluate_run, load_run
+    from .plots import confusion_matrix_file, write_confusion_matrix
+    from .rundir import atomic_write_json
+
+    loaded = load_run(target, config_path=config, overrides=set_ or [])
+    result = evaluate_run(loaded, split)
+    report = output or loaded.run_dir / f"eval-{split}.json"
+    picture = report.parent / confusion_matrix_file(split)
+    write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted")
+    atomic_write_json(report, result.to_dict())
+
+    metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
+    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics]))
+    print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
+    if len(result.confusion_matrix) <= 20:
+        names = result.class_names
+        rows = [{"true / predicted": names[i], **{names[j]: count for j, count in enumerate(row)}} for i, row in enumerate(result.confusion_matrix)]
+        print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
+    console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
+
+
+@app.command()
+@handles_errors
+def predict(
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, BMP, GIF), folders of images, or .npy arrays (one image or a batch, raw pixels 0..255).", show_default=False),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+) -> None:
+    """Classify images with a finished run; inputs are converted the way the training data was."""
+    from .console import notice, print_table, records_table
+    from .prediction import check_output_path
+
+    if output is not None:
+        check_output_path(output)
+    quiet_tensorflow()
+    from .evaluation import load_run
+    from .prediction import load_inputs, predict_records, write_predictions
+
+    loaded = load_run(target, config_path=config)
+    images = load_inputs(inputs, loaded.input_shape)
+    for text in images.notices:
+        notice(text)
+    records = predict_records(loaded, images, top_k)
+    if output is not None:
+        write_predictions(records, output)
+    rows = [
+        {
+            "input": short_path(r["input"]) + ("" if r["index"] is None else f"[{r['index']}]"),
+            "predicted": r["predicted"],
+            "name": r["name"],
+            "probability": r["probability"],
+            f"top {top_k}": "  ".join(f"{t['name']}:{t['probability']:.2f}" for t in r["top_k"]),
+        }
+        for r in records
+    ]
+    print_table(records_table(f"predictions ({len(records)} images)", rows))
+
+
+def short_path(path: str, limit: int = 36) -> str:
+    """A long path as its last parts (``.../folder/file.png``), so a table keeps the file name visible."""
+    if len(path) <= limit:
+        return path
+    parts = Path(path).parts
+    return os.sep.join(["…", *parts[-2:]]) if len(parts) > 2 else path
+
+
+@app.command()
+@handles_errors
+def runs(
+    folder: Optional[Path] = typer.Argument(None, help="The folder holding run directories (default: output.dir's default, outputs).", show_default=False),
+) -> None:
+    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
+    from .config import OutputConfig
+    from .console import info, print_table, records_table
+    from .runs import list_runs
+
+    root = folder or Path(OutputConfig().dir)
+    found = list_runs(root)
+    if not found:
+        info(f"no runs under {root}.")
+        return
+    headers = {"validation_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "seconds"}
+    rows = [{headers.get(key, key): value for key, value in row.items()} for row in found]
+    print_table(records_table(f"runs under {root}", rows))
+
+
 def entrypoint() -> None:
     """The ``trainer`` console script."""
     app()

@@ -216,6 +216,9 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
     with atomic_path(run_dir / MODEL_FILE) as tmp:
         model.save(tmp)
     result.metrics = write_metrics("completed", test)
+    from .plots import CURVES_FILE, write_curves
+
+    write_curves(rows, run_dir / CURVES_FILE)
     result.status = "completed"
     result.history = rows
     return result

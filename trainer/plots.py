@@ -1,0 +1,93 @@
+"""Pictures of a run: training curves and confusion matrices (matplotlib, Agg, imported when drawn).
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state) and written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .rundir import atomic_path
+
+CURVES_FILE = "curves.png"
+# history.csv columns that describe the epoch rather than a loss or metric
+NOT_CURVES = ("epoch", "learning_rate", "epoch_seconds", "examples_per_second")
+
+
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    with atomic_path(Path(path)) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
+
+
+def curve_names(rows: list[dict[str, Any]]) -> list[str]:
+    """The losses and metrics in history rows, training names only (``loss``, ``accuracy``, ...)."""
+    names: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in NOT_CURVES and not key.startswith("val_") and key not in names:
+                names.append(key)
+    return names
+
+
+def write_curves(rows: list[dict[str, Any]], path: Path) -> Path:
+    """``curves.png``: one panel per loss/metric, training against validation, per epoch."""
+    names = curve_names(rows) or ["loss"]
+    figure = _figure(4.2 * len(names), 3.4)
+    from matplotlib.ticker import MaxNLocator
+
+    axes = figure.subplots(1, len(names), squeeze=False)[0]
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+    for axis, name in zip(axes, names):
+        for key, label in ((name, "training"), (f"val_{name}", "validation")):
+            points = [(e, row.get(key)) for e, row in zip(epochs, rows) if isinstance(row.get(key), (int, float))]
+            if points:
+                axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        axis.set_title(name)
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend()
+    return _save(figure, path)
+
+
+def confusion_matrix_file(split: str) -> str:
+    return f"confusion_matrix-{split}.png"
+
+
+def write_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
+    """A heat map with rows = true class and columns = predicted class; counts written in when they fit."""
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    size = len(counts)
+    side = min(max(4.0, 0.45 * size + 2.0), 30.0)
+    figure = _figure(side + 1.0, side)
+    axis = figure.subplots()
+    image = axis.imshow(counts, cmap="Blues", interpolation="nearest")
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    axis.set_title(title)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
+    if size <= 30:
+        ticks = list(range(size))
+        labels = [str(name) for name in class_names[:size]] if len(class_names) >= size else [str(i) for i in ticks]
+        axis.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=0) > 2 else 0)
+        axis.set_yticks(ticks, labels)
+    if size <= 20:
+        threshold = counts.max() / 2 if counts.size else 0
+        for row in range(size):
+            for col in range(size):
+                axis.text(col, row, str(counts[row, col]), ha="center", va="center", fontsize=8,
+                          color="white" if counts[row, col] > threshold else "black")
+    return _save(figure, path)

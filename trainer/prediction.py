@@ -1,0 +1,183 @@
+"""Use a finished run on people's own images: collect inputs, convert them as training data was, predict.
+
+Inputs are image files (PNG, JPEG, BMP, GIF), folders of them, and ``.npy`` arrays holding one
+image or a batch. Images are converted to the model's input: greyscale or RGB, resized to the
+trained size, raw 0..255 pixels (the model scales them itself). ``.npy`` arrays must already
+have the trained height and width; they hold raw pixel values 0..255 (uint8, other integers or
+floats); a float array whose maximum is <= 1.0 is taken as pixels scaled to 0..1 and multiplied
+by 255, with a notice. Nothing here prints.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, DataError
+from .rundir import atomic_path, atomic_write_text
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+NPY_SUFFIX = ".npy"
+OUTPUT_SUFFIXES = (".json", ".csv")
+CSV_COLUMNS = ("input", "index", "predicted", "name", "probability")
+
+
+@dataclass
+class Inputs:
+    """Images ready for the model plus where each came from."""
+
+    images: np.ndarray  # float32 (N, H, W, C), raw 0..255
+    sources: list[tuple[str, int | None]]  # (file, position in an .npy batch or None for an image file)
+    notices: list[str] = field(default_factory=list)
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """The image and .npy files named, folders expanded (recursively, sorted); anything else is refused."""
+    files: list[Path] = []
+    allowed = ", ".join((*IMAGE_SUFFIXES, NPY_SUFFIX))
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"input {path} does not exist; expected an image file ({allowed}), a folder of images or a .npy file.")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (*IMAGE_SUFFIXES, NPY_SUFFIX))
+            if not found:
+                raise DataError(f"input folder {path} holds no image or .npy files; expected files ending in {allowed}.")
+            files.extend(found)
+        elif path.suffix.lower() in (*IMAGE_SUFFIXES, NPY_SUFFIX):
+            files.append(path)
+        else:
+            raise DataError(f"input {path}: unsupported file type {path.suffix or '(none)'!r}; expected one of {allowed}, or a folder.")
+    return files
+
+
+def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """One image file as uint8 (H, W, C) of the model's shape: greyscale or RGB, resized when needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width, channels = input_shape
+    try:
+        with Image.open(path) as image:
+            image.seek(0)  # the first frame of an animated GIF
+            converted = image.convert("L" if channels == 1 else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(converted, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot decode the image {path} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
+            "expected a readable PNG, JPEG, BMP or GIF file."
+        ) from None
+    return pixels.reshape(height, width, channels)
+
+
+def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:
+    """An .npy file as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
+    from .data.formats import normalize_images
+
+    height, width, channels = input_shape
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"cannot read {path} as a NumPy .npy array ({str(exc)[:160]}); expected a file written by numpy.save.") from None
+    image_shapes = [(height, width, channels)] + ([(height, width)] if channels == 1 else [])
+    expected = ", ".join(str(s) for s in [*image_shapes, *((None, *s) for s in image_shapes)]).replace("None", "N")
+    if tuple(array.shape) in image_shapes:
+        batch, is_batch = array[np.newaxis], False
+    elif array.ndim >= 3 and tuple(array.shape[1:]) in image_shapes:
+        batch, is_batch = array, True
+    else:
+        raise DataError(
+            f"{path}: array of shape {tuple(array.shape)} does not fit the model, which takes {height}x{width} images "
+            f"with {channels} channel(s); expected one of {expected}."
+        )
+    notices = []
+    if np.issubdtype(batch.dtype, np.floating) and batch.size and np.isfinite(batch).all() and batch.max() <= 1.0:
+        notices.append(f"{path}: float values are all <= 1.0, so they were read as pixels scaled to 0..1 and multiplied by 255.")
+    images = normalize_images(batch.reshape(len(batch), height, width, channels), str(path))
+    return images, is_batch, notices
+
+
+def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:
+    """Every input converted to the model's input shape, in the order given (folders sorted)."""
+    if len(input_shape) != 3:
+        raise DataError(f"the model takes inputs of shape {input_shape}; trainer predict handles image models (height, width, channels).")
+    arrays: list[np.ndarray] = []
+    sources: list[tuple[str, int | None]] = []
+    notices: list[str] = []
+    for path in collect_files(paths):
+        if path.suffix.lower() == NPY_SUFFIX:
+            images, is_batch, found = load_npy(path, input_shape)
+            notices += found
+            arrays.append(images)
+            sources += [(str(path), i if is_batch else None) for i in range(len(images))]
+        else:
+            arrays.append(load_image(path, input_shape)[np.newaxis])
+            sources.append((str(path), None))
+    if not arrays or sum(len(a) for a in arrays) == 0:
+        raise DataError("no images to predict: the inputs hold no images.")
+    return Inputs(np.concatenate(arrays).astype(np.float32), sources, notices)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def probabilities(model: Any, images: np.ndarray, model_output: str, batch_size: int = 256) -> np.ndarray:
+    """True class probabilities (float64 rows that sum to 1) whether the model ends in softmax or logits."""
+    outputs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return softmax(outputs) if model_output == "logits" else outputs
+
+
+def predict_records(run: Any, inputs: Inputs, top_k: int = 3) -> list[dict[str, Any]]:
+    """One record per image: input, index, predicted class, name, probability and the top K classes."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k: must be at least 1; got {top_k}")
+    probs = probabilities(run.model, inputs.images, run.model_output)
+    k = min(top_k, probs.shape[1])
+    records = []
+    for (source, index), row in zip(inputs.sources, probs):
+        order = np.argsort(-row, kind="stable")[:k]
+        best = int(order[0])
+        records.append({
+            "input": source,
+            "index": index,
+            "predicted": best,
+            "name": run.class_name(best),
+            "probability": float(row[best]),
+            "top_k": [{"class": int(c), "name": run.class_name(int(c)), "probability": float(row[c])} for c in order],
+        })
+    return records
+
+
+def check_output_path(path: Path) -> str:
+    """``json`` or ``csv`` from the file's suffix; checked before any work so a typo costs nothing."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"--output {path}: unsupported file type {suffix or '(none)'!r}; expected a .json or .csv file.")
+    if not Path(path).parent.is_dir():
+        raise ConfigError(f"--output {path}: the folder {Path(path).parent} does not exist.")
+    return suffix[1:]
+
+
+def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
+    """Write records as JSON (everything) or CSV (input, index, predicted, name, probability), atomically."""
+    kind = check_output_path(path)
+    if kind == "json":
+        atomic_write_text(Path(path), json.dumps(records, indent=2) + "\n")
+        return Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in records:
+        writer.writerow(["" if record[c] is None else (repr(record[c]) if isinstance(record[c], float) else record[c]) for c in CSV_COLUMNS])
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    return Path(path)

@@ -1,0 +1,59 @@
+"""The list of runs under a folder: what was tried, how far it got, how well it did (stdlib only)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import RunDirError
+from .rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
+
+
+def _accuracy(section: Any) -> float | None:
+    return section.get("accuracy") if isinstance(section, dict) else None
+
+
+def describe_run(run_dir: Path) -> dict[str, Any] | None:
+    """One row for a run directory, or None when the folder holds no run."""
+    config_file, metrics_file, history_file = run_dir / CONFIG_FILE, run_dir / METRICS_FILE, run_dir / HISTORY_FILE
+    if not config_file.is_file():
+        return None
+    metrics: dict[str, Any] = {}
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics = {"status": "unreadable metrics.json"}
+    rows: list[dict[str, Any]] = []
+    if history_file.is_file():
+        try:
+            rows = read_history(history_file)
+        except (OSError, ValueError):
+            rows = []
+    validation = _accuracy(metrics.get("validation"))
+    if validation is None and rows:
+        validation = rows[-1].get("val_accuracy")
+    started = config_file.stat().st_mtime
+    return {
+        "name": run_dir.name,
+        "status": metrics.get("status", "unfinished"),
+        "epochs": metrics.get("epochs_completed", len(rows)),
+        "validation_accuracy": validation,
+        "test_accuracy": _accuracy(metrics.get("test")),
+        "wall_seconds": metrics.get("wall_seconds"),
+        "started": datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S"),
+        "_started": started,
+    }
+
+
+def list_runs(root: Path) -> list[dict[str, Any]]:
+    """Every run directly under ``root``, oldest first (by when its config.yaml was written)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RunDirError(f"{root} is not a folder of runs; pass the folder that holds your run directories (output.dir).")
+    found = [row for child in root.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
+    found.sort(key=lambda row: (row["_started"], row["name"]))
+    for row in found:
+        del row["_started"]
+    return found
