@@ -117,6 +117,12 @@ def _json_log_class():
     return JsonLinesLog
 
 
+def tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def callback_class(info: CallbackInfo):
     import keras
 
@@ -149,6 +155,11 @@ def build_callbacks(specs: list[Any], run_dir: Path | None, config_dir: Any = No
             built.append(callback)
             continue
         info = CALLBACKS.get(spec.name, key=f"{key}.name")
+        if info.name == "tensorboard" and not tensorboard_installed():
+            raise ConfigError(
+                f"{key}: the tensorboard callback needs the 'tensorboard' package, which is not installed; "
+                "run `pip install tensorboard`, or remove this callback (json_log and csv_logger need nothing extra)."
+            )
         cls = callback_class(info)
         params = {**info.defaults, **spec.params}
         keras_params = params
