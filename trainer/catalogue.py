@@ -60,7 +60,10 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
                 note = f"{BY_ENCODING[name]['sparse']} or {BY_ENCODING[name]['onehot']} by label encoding"
             else:
                 cls, note = getattr(keras.metrics, class_name), class_name
-            rows.append({"name": name, "aliases": aliases, "keras": note, "parameters": _params({**keras_defaults(cls), **DEFAULTS.get(name, {})})})
+            defaults = {**keras_defaults(cls), **DEFAULTS.get(name, {})}
+            if name in BY_ENCODING:
+                defaults["name"] = "top_<k>_accuracy" if name == "top_k_accuracy" else name  # what the logs call it
+            rows.append({"name": name, "aliases": aliases, "keras": note, "parameters": _params(defaults)})
         return rows
     if kind == "optimizers":
         import keras
