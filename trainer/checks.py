@@ -40,6 +40,9 @@ def plan_run(config: Config) -> Plan:
     requested = config.labels.encoding
 
     if _is_custom(name):
+        from .imports import split_ref
+
+        split_ref(name, "loss")  # a malformed reference is refused here; the import waits for `trainer run`
         if requested == "auto":
             raise ConfigError(
                 f"labels.encoding: a custom loss ({name}) needs an explicit encoding; "

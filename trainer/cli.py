@@ -262,6 +262,23 @@ def runs(
     print_table(records_table(f"runs under {root}", rows))
 
 
+@app.command("list")
+@handles_errors
+def list_catalogue(
+    catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers or callbacks.", show_default=False),
+) -> None:
+    """Show a catalogue (losses, metrics, optimizers, callbacks) with each entry's parameters and defaults."""
+    from .catalogue import CATALOGUES, catalogue_rows
+    from .console import print_table, records_table
+
+    if catalogue in CATALOGUES and catalogue != "losses":
+        quiet_tensorflow()  # the parameters are read from the Keras classes themselves
+    rows = catalogue_rows(catalogue)
+    print_table(records_table(catalogue, rows))
+    if catalogue != "losses":
+        typer.echo("Custom entries: name: 'my_module:Name' (a module beside the config or in the working directory).")
+
+
 def entrypoint() -> None:
     """The ``trainer`` console script."""
     app()

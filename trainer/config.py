@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_serializer,
@@ -102,6 +103,24 @@ class MLPConfig(_Strict):
     activation: str = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     output: Literal["softmax", "logits"] = "softmax"
+    kernel_regularizer: dict[str, Any] | None = None
+    bias_regularizer: dict[str, Any] | None = None
+    activity_regularizer: dict[str, Any] | None = None
+    kernel_constraint: Union[str, dict[str, Any], None] = None
+
+    @field_validator("kernel_regularizer", "bias_regularizer", "activity_regularizer")
+    @classmethod
+    def _known_regularizer(cls, value: Any) -> Any:
+        from .regularizers import check_regularizer
+
+        return None if value is None else check_regularizer(value)
+
+    @field_validator("kernel_constraint")
+    @classmethod
+    def _known_constraint(cls, value: Any) -> Any:
+        from .regularizers import check_constraint
+
+        return None if value is None else check_constraint(value)
 
     @field_validator("activation")
     @classmethod
@@ -119,6 +138,49 @@ class TrainConfig(_Strict):
     batch_size: Annotated[int, Field(gt=0)] = 32
     shuffle: bool = True
     mixed_precision: Union[Literal["auto"], bool] = "auto"
+    class_weight: Union[Literal["balanced"], dict[int, Annotated[float, Field(ge=0.0)]], None] = None
+    sample_weights: str | None = None  # a .npy file with one weight per training example
+    steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
+    validation_steps: Annotated[int, Field(gt=0)] | None = None
+    initial_epoch: Annotated[int, Field(ge=0)] = 0
+
+    _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
+
+    @model_validator(mode="after")
+    def _one_kind_of_weights(self) -> "TrainConfig":
+        if self.class_weight is not None and self.sample_weights is not None:
+            raise ValueError("class_weight and sample_weights cannot be used together (Keras refuses both at once); keep one")
+        if self.initial_epoch >= self.epochs:
+            raise ValueError(f"initial_epoch ({self.initial_epoch}) must be smaller than epochs ({self.epochs})")
+        return self
+
+
+KERAS2_FIT_KEYS = ("workers", "use_multiprocessing", "max_queue_size")
+
+
+def _refuse_keras2_keys(value: Any) -> Any:
+    """``workers``/``use_multiprocessing``/``max_queue_size`` were Keras 2 ``fit`` settings; say so plainly."""
+    if isinstance(value, dict):
+        dropped = [key for key in KERAS2_FIT_KEYS if key in value]
+        if dropped:
+            raise ValueError(
+                f"{', '.join(dropped)}: Keras 3 removed {'these' if len(dropped) > 1 else 'this'} model.fit setting"
+                f"{'s' if len(dropped) > 1 else ''} (the tf.data pipeline already loads batches in parallel); delete "
+                f"{'them' if len(dropped) > 1 else 'it'}"
+            )
+    return value
+
+
+class CompileConfig(_Strict):
+    """``model.compile`` settings beyond loss, optimizer and metrics."""
+
+    loss_weights: Annotated[float, Field(ge=0.0)] | None = None  # one output, so one number
+    weighted_metrics: list[NamedSpec] = Field(default_factory=list)
+    run_eagerly: bool = False
+    steps_per_execution: Annotated[int, Field(gt=0)] = 1
+    jit_compile: Union[Literal["auto"], bool] = "auto"
+
+    _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
 
 
 class OutputConfig(_Strict):
@@ -137,9 +199,16 @@ class Config(_Strict):
     optimizer: NamedSpec = Field(default_factory=lambda: NamedSpec(name="adam"))
     metrics: list[NamedSpec] = Field(default_factory=lambda: [NamedSpec(name="accuracy")])
     train: TrainConfig = Field(default_factory=TrainConfig)
+    compile: CompileConfig = Field(default_factory=CompileConfig)
     callbacks: list[NamedSpec] = Field(default_factory=list)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     output: OutputConfig = Field(default_factory=OutputConfig)
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The folder of the YAML file (user ``module:attr`` code is imported from there first)."""
+        return self._config_dir
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -372,4 +441,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     config = validate(data, source)
     if config.data.path is not None:
         config.data.path = str(Path(config.data.path).expanduser().resolve())
+    if config.train.sample_weights is not None:
+        config.train.sample_weights = str(Path(config.train.sample_weights).expanduser().resolve())
+    if path is not None:
+        config._config_dir = Path(path).resolve().parent
     return config

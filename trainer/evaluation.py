@@ -6,7 +6,6 @@ its config; ``evaluate_run`` loads a split exactly as ``trainer run`` did and re
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,28 +71,6 @@ def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path,
     return Path(config_path), target, target.parent
 
 
-def import_custom(name: str, key: str) -> Any:
-    """The object a ``module:attr`` name points to; a ConfigError names the key when it cannot be imported."""
-    module_name, _, attr = name.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{key}: cannot import {name!r} ({exc}); expected 'module:attribute' importable here.") from None
-
-
-def custom_objects(config: Config) -> dict[str, Any]:
-    """Custom loss / metric objects the config names as ``module:attr``, keyed by their attribute name."""
-    named = [("loss.name", config.loss.name)]
-    named += [(f"metrics.{i}.name", spec.name) for i, spec in enumerate(config.metrics)]
-    objects = {}
-    for key, name in named:
-        if ":" in name:
-            obj = import_custom(name, key)
-            objects[name.partition(":")[2]] = obj
-            objects[getattr(obj, "__name__", name.partition(":")[2])] = obj
-    return objects
-
-
 def load_model_file(path: Path, objects: dict[str, Any] | None = None):
     """``keras.models.load_model(path, compile=True)``; an unreadable file is a RunDirError naming it."""
     import keras
@@ -121,7 +98,13 @@ def load_run(target: Path, *, config_path: Path | None = None, overrides: list[s
     encoding = manifest.get("label_encoding") or plan_run(config).encoding
     class_names = list(manifest.get("class_names") or info.class_names)
     model_output = manifest.get("model_output") or config.model.output
-    model = load_model_file(model_file, custom_objects(config))
+    if config_path is not None and not manifest.get("custom_objects"):
+        from .catalogue import check_catalogue  # a bare model file: import what its config names
+
+        manifest = {**manifest, "custom_objects": check_catalogue(config)}
+    from .imports import load_custom_objects
+
+    model = load_model_file(model_file, load_custom_objects(manifest, config.config_dir))
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
         from .training import compile_model
 

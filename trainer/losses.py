@@ -42,7 +42,7 @@ for _info in (
         "sparse_categorical_crossentropy",
         "SparseCategoricalCrossentropy",
         "sparse",
-        {"from_logits": False, "ignore_class": None, **_COMMON},
+        {"from_logits": False, "ignore_class": None, "axis": -1, **_COMMON},
         ("scce",),
     ),
     LossInfo(
@@ -64,6 +64,8 @@ for _info in (
     LossInfo("cosine_similarity", "CosineSimilarity", "onehot", {"axis": -1, **_COMMON}),
     LossInfo("poisson", "Poisson", "onehot", dict(_COMMON)),
 ):
+    # ``name`` is a parameter too (the Keras default is the loss's own name, "huber_loss" for huber).
+    _info.params["name"] = "huber_loss" if _info.name == "huber" else _info.name
     LOSSES.register(_info.name, _info, _info.aliases)
 
 
@@ -87,10 +89,17 @@ def check_params(info: LossInfo, params: dict[str, Any], key: str = "loss") -> N
         raise ConfigError(f"{key}: unknown parameter{'s' if len(unknown) > 1 else ''} for {info.name}", problems=problems)
 
 
-def build_loss(name: str, params: dict[str, Any]):
-    """A Keras loss object for a built-in name and its parameters."""
+def build_loss(name: str, params: dict[str, Any], config_dir: Any = None, records: list[dict[str, Any]] | None = None):
+    """A Keras loss object for a built-in name, or user code for ``module:attr``; imports are appended to ``records``."""
     import keras
 
+    from .imports import instantiate, is_ref
+
+    if is_ref(name):
+        loss, entry = instantiate(name, params, config_dir, key="loss", base=keras.losses.Loss, what="loss")
+        if records is not None:
+            records.append(entry)
+        return loss
     info = loss_info(name)
     check_params(info, params)
     return getattr(keras.losses, info.keras_class)(**params)

@@ -1,4 +1,4 @@
-"""The metric catalogue: names -> Keras metrics, with ``accuracy`` matched to the label encoding."""
+"""The metric catalogue: names -> Keras metrics, with ``accuracy`` and top-k matched to the label encoding."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,17 +7,30 @@ from .errors import ConfigError
 from .optimizers import check_keras_params
 from .registry import Registry
 
+# name -> Keras class; "accuracy" and "top_k_accuracy" are chosen by the label encoding.
 METRICS: Registry[str] = Registry("metrics")
 for _name, _cls, _aliases in (
     ("categorical_accuracy", "CategoricalAccuracy", ()),
     ("sparse_categorical_accuracy", "SparseCategoricalAccuracy", ()),
     ("top_k_categorical_accuracy", "TopKCategoricalAccuracy", ()),
     ("sparse_top_k_categorical_accuracy", "SparseTopKCategoricalAccuracy", ()),
+    ("auc", "AUC", ()),
+    ("precision", "Precision", ()),
+    ("recall", "Recall", ()),
+    ("f1_score", "F1Score", ("f1",)),
     ("mean_squared_error", "MeanSquaredError", ("mse",)),
     ("mean_absolute_error", "MeanAbsoluteError", ("mae",)),
 ):
     METRICS.register(_name, _cls, _aliases)
 METRICS.register("accuracy", "accuracy", ("acc",))
+METRICS.register("top_k_accuracy", "top_k_accuracy", ("top_k",))
+
+BY_ENCODING = {
+    "accuracy": {"sparse": "SparseCategoricalAccuracy", "onehot": "CategoricalAccuracy"},
+    "top_k_accuracy": {"sparse": "SparseTopKCategoricalAccuracy", "onehot": "TopKCategoricalAccuracy"},
+}
+# Trainer's defaults that differ from Keras's (a per-class F1 vector cannot be logged per epoch).
+DEFAULTS: dict[str, dict[str, Any]] = {"f1_score": {"average": "macro"}}
 
 
 def resolve_metric_name(name: str, encoding: str) -> str:
@@ -25,26 +38,52 @@ def resolve_metric_name(name: str, encoding: str) -> str:
     return METRICS.canonical(name) or name
 
 
-def build_metrics(specs: list[Any], encoding: str) -> list[Any]:
-    """Keras metric objects for the configured names; ``accuracy`` follows the label encoding."""
+def metric_class(name: str, encoding: str, key: str):
+    """The Keras class for a catalogue name under ``encoding`` (sparse labels get one-hot-encoding variants)."""
     import keras
+
+    canonical = METRICS.canonical(name) if isinstance(name, str) else None
+    if canonical is None:
+        METRICS.get(name, key=f"{key}.name")  # raises with the closest valid name
+    if canonical in BY_ENCODING:
+        return getattr(keras.metrics, BY_ENCODING[canonical][encoding])
+    class_name = METRICS.get(canonical)
+    if encoding == "sparse":
+        from .metric_classes import SPARSE_VARIANTS
+
+        if class_name in SPARSE_VARIANTS:
+            return SPARSE_VARIANTS[class_name]
+    return getattr(keras.metrics, class_name)
+
+
+def build_metrics(
+    specs: list[Any], encoding: str, config_dir: Any = None, records: list[dict[str, Any]] | None = None, *, prefix: str = "", key_prefix: str = "metrics"
+) -> list[Any]:
+    """Keras metric objects for the configured names; ``module:attr`` entries import user code (appended to ``records``)."""
+    import keras
+
+    from .imports import instantiate, is_ref
 
     metrics = []
     for index, spec in enumerate(specs):
-        key = f"metrics.{index}"
-        canonical = METRICS.get(spec.name, key=key)
-        params = spec.params
-        if canonical == "accuracy":
-            cls = keras.metrics.SparseCategoricalAccuracy if encoding == "sparse" else keras.metrics.CategoricalAccuracy
-            check_keras_params(cls, params, key, "accuracy")
-            metrics.append(cls(name=params.pop("name", "accuracy"), **params))
+        key = f"{key_prefix}.{index}"
+        params = dict(spec.params)
+        if is_ref(spec.name):
+            metric, entry = instantiate(spec.name, params, config_dir, key=key, base=keras.metrics.Metric, what="metric")
+            if records is not None:
+                records.append(entry)
+            metrics.append(metric)
             continue
-        cls = getattr(keras.metrics, canonical_class(spec.name, key))
+        cls = metric_class(spec.name, encoding, key)
+        canonical = METRICS.canonical(spec.name)
         check_keras_params(cls, params, key, spec.name)
+        params = {**DEFAULTS.get(canonical, {}), **params}
+        default_name = f"top_{params.get('k', 5)}_accuracy" if canonical == "top_k_accuracy" else canonical
+        name = params.pop("name", default_name)
         try:
-            metrics.append(cls(**params))
+            metrics.append(cls(name=prefix + name, **params))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: {spec.name} refused its parameters {params}: {exc}") from None
+            raise ConfigError(f"{key}: {spec.name} refused its parameters {spec.params}: {exc}") from None
     return metrics
 
 

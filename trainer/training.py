@@ -65,8 +65,11 @@ def model_summary_text(model) -> str:
     return "\n".join(lines)
 
 
-def compile_model(model, config: Config, plan: Plan) -> None:
-    """Compile with the configured loss, optimizer and metrics (accuracy always included)."""
+def compile_model(model, config: Config, plan: Plan) -> list[dict[str, Any]]:
+    """Compile with the configured loss, optimizer and metrics (accuracy always included).
+
+    Returns the user code (``module:attr``) the compiled model holds, for ``manifest.json``.
+    """
     from .losses import build_loss
     from .metrics import build_metrics
     from .optimizers import build_optimizer
@@ -76,11 +79,87 @@ def compile_model(model, config: Config, plan: Plan) -> None:
         from .config import NamedSpec
 
         specs.append(NamedSpec(name="accuracy"))
+    records: list[dict[str, Any]] = []
     model.compile(
         optimizer=build_optimizer(config.optimizer.name, config.optimizer.params),
-        loss=build_loss(plan.loss_name, plan.loss_params),
-        metrics=build_metrics(specs, plan.encoding),
+        loss=build_loss(plan.loss_name, plan.loss_params, config.config_dir, records),
+        metrics=build_metrics(specs, plan.encoding, config.config_dir, records),
+        **compile_kwargs(config, plan, records),
     )
+    return records
+
+
+def compile_kwargs(config: Config, plan: Plan, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``compile`` section as ``model.compile`` keyword arguments (weighted metrics are named ``weighted_<name>``)."""
+    from .metrics import build_metrics
+
+    section = config.compile
+    return {
+        "loss_weights": section.loss_weights,
+        "weighted_metrics": build_metrics(
+            section.weighted_metrics, plan.encoding, config.config_dir, records, prefix="weighted_", key_prefix="compile.weighted_metrics"
+        ) or None,
+        "run_eagerly": section.run_eagerly,
+        "steps_per_execution": section.steps_per_execution,
+        "jit_compile": section.jit_compile,
+    }
+
+
+def fit_kwargs(config: Config, y_train) -> dict[str, Any]:
+    """The ``train`` section's ``model.fit`` settings beyond epochs and batches (``class_weight: balanced`` computed here)."""
+    import numpy as np
+
+    from .errors import ConfigError
+
+    train = config.train
+    class_weight = train.class_weight
+    if class_weight == "balanced":
+        counts = np.bincount(y_train)
+        class_weight = {c: float(len(y_train) / (len(counts) * n)) for c, n in enumerate(counts) if n > 0}
+    elif class_weight is not None:
+        from .data.catalog import DATASETS
+
+        num_classes = DATASETS[config.data.dataset].num_classes
+        outside = [c for c in class_weight if not 0 <= c < num_classes]
+        if outside:
+            raise ConfigError(f"train.class_weight: class ids {outside} are outside 0..{num_classes - 1} of {config.data.dataset}")
+        class_weight = {c: float(class_weight.get(c, 1.0)) for c in range(num_classes)}  # unnamed classes weigh 1
+    return {
+        "class_weight": class_weight,
+        "initial_epoch": train.initial_epoch,
+        "steps_per_epoch": train.steps_per_epoch,
+        "validation_steps": train.validation_steps,
+    }
+
+
+def load_sample_weights(config: Config, train_examples: int, validation_examples: int):
+    """``train.sample_weights``: a .npy with one weight per training example (as read, after ``data.limit``).
+
+    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped.
+    """
+    import numpy as np
+
+    from .errors import DataError
+
+    path = config.train.sample_weights
+    if path is None:
+        return None
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"train.sample_weights: cannot read {path} as a .npy array: {exc}") from None
+    weights = np.asarray(weights)
+    if config.data.limit is not None and weights.ndim == 1 and len(weights) > config.data.limit:
+        weights = weights[: config.data.limit]
+    expected = train_examples + (validation_examples if isinstance(config.data.validation, float) else 0)
+    if weights.ndim != 1 or len(weights) != expected or not np.issubdtype(weights.dtype, np.number):
+        raise DataError(
+            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}; "
+            f"expected one number per training example, shape ({expected},)."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise DataError(f"train.sample_weights: {path} has negative, NaN or infinite weights; all must be finite and >= 0.")
+    return weights[:train_examples].astype("float32")
 
 
 def _epoch_recorder(history: HistoryWriter | None, reporter: Any, rows: list[dict[str, Any]], train_examples: int):
@@ -130,11 +209,16 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
     from .device import configure_device
     from .models import build_model
 
+    from .catalogue import check_catalogue
+
+    check_catalogue(config, plan)  # names, parameters and user code, before any data is read
     device = configure_device(config.device, config.train.mixed_precision)
     keras.utils.set_random_seed(config.seed)
     data = load_data(config.data, seed=config.seed)
     model = build_model(config.model, data.input_shape, data.num_classes)
-    compile_model(model, config, plan)
+    custom_objects = compile_model(model, config, plan)
+    sample_weights = load_sample_weights(config, len(data.x_train), 0 if data.x_val is None else len(data.x_val))
+    fit_settings = fit_kwargs(config, data.y_train)
     summary = summarize(model)
     sizes = data.sizes()
     reporter.header(
@@ -152,13 +236,15 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         return result
     assert run_dir is not None
 
-    def dataset(x, y, shuffle=False):
+    def dataset(x, y, shuffle=False, weights=None):
         return make_dataset(
             x, y, batch_size=config.train.batch_size, encoding=plan.encoding, num_classes=data.num_classes,
-            shuffle=shuffle, seed=config.seed,
+            shuffle=shuffle, seed=config.seed, weights=weights,
         )
 
-    train_ds = dataset(data.x_train, data.y_train, shuffle=config.train.shuffle)
+    train_ds = dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=sample_weights)
+    if config.train.steps_per_epoch is not None:
+        train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
     val_ds = dataset(data.x_val, data.y_val) if data.x_val is not None else None
     test_ds = dataset(data.x_test, data.y_test)
 
@@ -172,6 +258,7 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         "label_encoding": plan.encoding,
         "loss": {"name": plan.loss_name, **plan.loss_params},
         "model_output": config.model.output,
+        "custom_objects": custom_objects,
     }
     atomic_write_json(run_dir / MANIFEST_FILE, manifest)
 
@@ -179,7 +266,7 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
 
     rows: list[dict[str, Any]] = []
     recorder = _epoch_recorder(HistoryWriter(run_dir / HISTORY_FILE), reporter, rows, sizes["train"])
-    callbacks = [recorder, *build_callbacks(config.callbacks, run_dir)]
+    callbacks = [recorder, *build_callbacks(config.callbacks, run_dir, config.config_dir)]
 
     base = {"seed": config.seed, "device": device.to_dict(), "versions": versions(), "run_dir": str(run_dir)}
 
@@ -199,7 +286,9 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         return metrics
 
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False)
+        model.fit(
+            train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False, **fit_settings
+        )
     except KeyboardInterrupt:
         reporter.close()
         write_metrics("interrupted", None)

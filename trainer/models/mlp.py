@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import keras
 
+from ..regularizers import dense_kwargs
 
-def output_layers(x, num_classes: int, output: str):
+
+def output_layers(x, num_classes: int, output: str, **dense_options):
     """The class layer; softmax (or identity for logits) is kept in float32 under mixed precision."""
-    x = keras.layers.Dense(num_classes, name="classes")(x)
+    x = keras.layers.Dense(num_classes, name="classes", **dense_options)(x)
     activation = "softmax" if output == "softmax" else "linear"
     return keras.layers.Activation(activation, dtype="float32", name="probabilities" if output == "softmax" else "logits")(x)
 
@@ -17,8 +19,8 @@ def build_mlp(config, input_shape: tuple[int, ...], num_classes: int, **_: objec
     x = keras.layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     x = keras.layers.Flatten(name="flatten")(x)
     for index, units in enumerate(config.hidden_units, start=1):
-        x = keras.layers.Dense(units, activation=config.activation, name=f"dense_{index}")(x)
+        x = keras.layers.Dense(units, activation=config.activation, name=f"dense_{index}", **dense_kwargs(config))(x)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{index}")(x)
-    outputs = output_layers(x, num_classes, config.output)
+    outputs = output_layers(x, num_classes, config.output, **dense_kwargs(config))
     return keras.Model(inputs, outputs, name="mlp")

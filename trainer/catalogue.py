@@ -1,0 +1,98 @@
+"""Checks of the whole catalogue before any data is read, and the ``trainer list`` tables' contents.
+
+``check_catalogue`` builds every configured loss, metric, optimizer and callback once (imports
+user code too), so a wrong name or parameter costs a second, not a data load and an epoch.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .checks import Plan, plan_run
+from .config import Config
+from .errors import ConfigError
+
+
+def check_catalogue(config: Config, plan: Plan | None = None) -> list[dict[str, Any]]:
+    """Build (and throw away) everything the config names; returns the custom objects that the model will hold."""
+    from .callbacks import build_callbacks
+    from .losses import build_loss
+    from .metrics import build_metrics
+    from .optimizers import build_optimizer
+
+    plan = plan or plan_run(config)
+    records: list[dict[str, Any]] = []
+    build_loss(plan.loss_name, plan.loss_params, config.config_dir, records)
+    build_metrics(config.metrics, plan.encoding, config.config_dir, records)
+    build_metrics(config.compile.weighted_metrics, plan.encoding, config.config_dir, records, key_prefix="compile.weighted_metrics")
+    build_optimizer(config.optimizer.name, config.optimizer.params)
+    build_callbacks(config.callbacks, None, config.config_dir)
+    scheduled = isinstance(config.optimizer.params.get("learning_rate"), (dict, str))
+    uses_callback = any(spec.name in ("learning_rate_scheduler", "reduce_lr_on_plateau") for spec in config.callbacks)
+    if scheduled and uses_callback:
+        raise ConfigError(
+            "optimizer.learning_rate: is a schedule, but a callback (learning_rate_scheduler or reduce_lr_on_plateau) "
+            "also sets the learning rate; Keras cannot do both. Use a number for learning_rate, or drop the callback."
+        )
+    return records
+
+
+def catalogue_rows(kind: str) -> list[dict[str, Any]]:
+    """One row per entry of a catalogue: name, aliases and parameters with their defaults."""
+    if kind == "losses":
+        from .losses import LOSSES
+
+        return [
+            {"name": name, "aliases": ", ".join(info.aliases), "labels": info.encoding, "parameters": _params(info.params)}
+            for name, info in LOSSES.items()
+        ]
+    from .optimizers import keras_defaults
+
+    if kind == "metrics":
+        import keras
+
+        from .metrics import BY_ENCODING, DEFAULTS, METRICS
+
+        rows = []
+        for name, class_name in METRICS.items():
+            aliases = ", ".join(a for a, target in METRICS._aliases.items() if target == name)
+            if name in BY_ENCODING:
+                cls = getattr(keras.metrics, BY_ENCODING[name]["sparse"])
+                note = f"{BY_ENCODING[name]['sparse']} or {BY_ENCODING[name]['onehot']} by label encoding"
+            else:
+                cls, note = getattr(keras.metrics, class_name), class_name
+            defaults = {**keras_defaults(cls), **DEFAULTS.get(name, {})}
+            if name in BY_ENCODING:
+                defaults["name"] = "top_<k>_accuracy" if name == "top_k_accuracy" else name  # what the logs call it
+            rows.append({"name": name, "aliases": aliases, "keras": note, "parameters": _params(defaults)})
+        return rows
+    if kind == "optimizers":
+        import keras
+
+        from .optimizers import OPTIMIZERS, SCHEDULES
+
+        rows = [
+            {"name": name, "keras": cls, "parameters": _params(keras_defaults(getattr(keras.optimizers, cls)))}
+            for name, cls in OPTIMIZERS.items()
+        ]
+        rows += [
+            {"name": f"learning_rate: {{name: {name}}}", "keras": f"schedules.{cls}", "parameters": _params(keras_defaults(getattr(keras.optimizers.schedules, cls)))}
+            for name, cls in SCHEDULES.items()
+        ]
+        return rows
+    if kind == "callbacks":
+        from .callbacks import CALLBACKS, callback_defaults
+
+        return [
+            {"name": name, "keras": info.keras_class or "(trainer)", "parameters": _params(callback_defaults(info))}
+            for name, info in CALLBACKS.items()
+        ]
+    from .registry import unknown_choice_message
+
+    raise ConfigError(unknown_choice_message("trainer list", kind, CATALOGUES))
+
+
+CATALOGUES = ("losses", "metrics", "optimizers", "callbacks")
+
+
+def _params(defaults: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in defaults.items()) or "-"
