@@ -14,12 +14,20 @@ def make_dataset(
     num_classes: int,
     shuffle: bool = False,
     seed: int | None = None,
+    epoch_variable: tf.Variable | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (float32 pixels 0..255, labels as ``encoding`` says); the data stays uint8 until batched."""
-    dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if shuffle:
-        dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    """Batches of (float32 pixels 0..255, labels as ``encoding`` says); the data stays uint8 until batched.
+
+    With ``epoch_variable`` the shuffle order is a function of (seed, the variable's value), so a
+    resumed run sees the same order in epoch N as an uninterrupted one.
+    """
+    if shuffle and epoch_variable is not None:
+        dataset = epoch_shuffled_batches(x, y.astype(np.int32), batch_size, seed or 0, epoch_variable)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+        if shuffle:
+            dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
 
     def convert(images, labels):
         images = tf.cast(images, tf.float32)
@@ -28,3 +36,17 @@ def make_dataset(
         return images, labels
 
     return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_shuffled_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch_variable: tf.Variable) -> tf.data.Dataset:
+    """Batches in an order drawn from the stateless seed (seed, epoch): reproducible per epoch, whatever ran before."""
+    images, labels = tf.constant(x), tf.constant(y)
+    count = len(x)
+    seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
+
+    def order(_):
+        keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
+        return tf.argsort(keys)
+
+    indices = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size)
+    return indices.map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
