@@ -218,7 +218,8 @@ def run_training(
         )
     except NonFiniteLoss as exc:
         write_metrics("failed", None, exc.reason)
-        raise RunFailedError(f"{exc.reason}; the run stopped. The last good checkpoint is kept; see {run_dir / METRICS_FILE}") from None
+        kept = f"the checkpoint of epoch {len(rows)} is kept" if rows else "no epoch had completed, so there is no checkpoint"
+        raise RunFailedError(f"{exc.reason}; the run stopped and {kept}. See {run_dir / METRICS_FILE}") from None
     except tf.errors.ResourceExhaustedError as exc:
         write_metrics("failed", None, f"out of memory: {exc.message}")
         raise RunFailedError(f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.") from None
