@@ -17,7 +17,7 @@ from tests.datagen import write_mnist_npz
 from trainer.checkpoint import CHECKPOINT_FILE, RunLock, config_differences
 from trainer.rundir import read_history
 
-EPOCHS = 8
+EPOCHS = 6
 
 
 @pytest.fixture(scope="module")
