@@ -32,6 +32,7 @@ def plan_run(config: Config) -> Plan:
     """Resolve ``labels.encoding: auto`` and ``from_logits``; refuse combinations that cannot train."""
     from .data.catalog import DATASETS
 
+    check_catalogue_names(config)
     notices: list[str] = []
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
@@ -91,3 +92,17 @@ def plan_run(config: Config) -> Plan:
             "use model.output: softmax if it expects probabilities."
         )
     return Plan(encoding, info.name, params, num_classes, notices)
+
+
+def check_catalogue_names(config: Config) -> None:
+    """Unknown optimizer, metric or callback names are refused here (by ``validate`` and before ``--dry-run``), not mid-run."""
+    from .callbacks import CALLBACKS
+    from .metrics import METRICS
+    from .optimizers import OPTIMIZERS
+
+    entries = [(OPTIMIZERS, "optimizer", config.optimizer)]
+    entries += [(METRICS, f"metrics.{i}", spec) for i, spec in enumerate(config.metrics)]
+    entries += [(CALLBACKS, f"callbacks.{i}.name", spec) for i, spec in enumerate(config.callbacks)]
+    for registry, key, spec in entries:
+        if not _is_custom(spec.name):
+            registry.get(spec.name, key=key)

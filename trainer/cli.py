@@ -5,6 +5,7 @@ TensorFlow is imported only inside the bodies of commands that need it, so ``--h
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -114,6 +115,7 @@ def run(
         None, "--run-dir", help="Put the run exactly here (default: <output.dir>/<name>-<YYYYmmdd-HHMMSS>). Must be new or empty.", show_default=False
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate, load the data, build and compile the model, print its summary; train and write nothing."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
 ) -> None:
     """Train the model a config describes and write a run directory (config, model.h5, history, metrics)."""
     from .checks import plan_run
@@ -124,13 +126,21 @@ def run(
     loaded = load_config(config, set_ or [])
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
     target = run_dir or default_run_dir(loaded.output.dir, loaded.name)
-    if not dry_run:
+    resume_state = None
+    if resume:
+        resume_state = check_resume_options(config, target if run_dir else None, loaded, dry_run)
+    elif not dry_run:
         check_new_run_dir(target)  # created only once data and model are ready
 
     quiet_tensorflow()
     from .training import run_training
 
-    result = run_training(loaded, None if dry_run else target, reporter=TrainingProgress(), dry_run=dry_run)
+    with interrupts_as_keyboard_interrupt():
+        try:
+            result = run_training(loaded, None if dry_run else target, reporter=TrainingProgress(), dry_run=dry_run, resume=resume_state)
+        except RunInterrupted as error:
+            error.hint = interrupted_hint(config, target, set_ or [])
+            raise
     if dry_run:
         console.print(result.model_summary)
         console.print("[ok]dry run:[/ok] config, data and model are fine; nothing was trained or written.")
@@ -277,6 +287,47 @@ def list_catalogue(
     print_table(records_table(catalogue, rows))
     if catalogue != "losses":
         typer.echo("Custom entries: name: 'my_module:Name' (a module beside the config or in the working directory).")
+
+
+def check_resume_options(config: Path, run_dir: Optional[Path], loaded: Any, dry_run: bool) -> Any:
+    """``--resume`` needs ``--run-dir`` and no ``--dry-run``; the checkpoint and config must fit (no TensorFlow yet)."""
+    from .checkpoint import check_resume
+    from .errors import BadInputError
+
+    if run_dir is None:
+        raise BadInputError("--resume needs --run-dir DIR: the run directory to continue.")
+    if dry_run:
+        raise BadInputError("--resume and --dry-run cannot be combined.")
+    return check_resume(run_dir, loaded)
+
+
+def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:
+    """What to type next after Ctrl-C: the exact resume command, or why there is nothing to resume."""
+    from .checkpoint import read_checkpoint_quiet, resume_command
+
+    if read_checkpoint_quiet(run_dir) is None:
+        return "no epoch was completed, so there is nothing to resume; start again with a new --run-dir."
+    return f"resume with: {resume_command(config, run_dir, overrides)}"
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt():
+    """SIGTERM behaves like Ctrl-C while training (checkpoint kept, metrics.json says interrupted, exit 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def entrypoint() -> None:

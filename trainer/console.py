@@ -21,7 +21,7 @@ err_console = Console(theme=THEME, stderr=True, highlight=False)
 def print_error(error: TrainerError) -> None:
     """One clear message on stderr; no traceback for mistakes the user can fix."""
     label = "error" if error.exit_code != 130 else "interrupted"
-    err_console.print(f"[error]{label}:[/error] {_escape(str(error))}")
+    err_console.print(f"[error]{label}:[/error] {_escape(str(error))}", soft_wrap=True)  # commands and paths stay copyable
 
 
 def notice(text: str) -> None:

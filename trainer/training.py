@@ -4,6 +4,7 @@ Returns a ``RunResult``; all display goes through the ``reporter`` the caller pa
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import time
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import NonFiniteLoss, ResumeState, RunLock, checkpointer, loss_guard, truncate_history
 from .checks import Plan, plan_run
 from .config import Config
 from .errors import RunFailedError, RunInterrupted
@@ -194,8 +196,13 @@ def _epoch_recorder(history: HistoryWriter | None, reporter: Any, rows: list[dic
     return EpochRecorder()
 
 
-def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, dry_run: bool = False) -> RunResult:
-    """Train the model ``config`` describes and write the run directory (nothing is written for a dry run)."""
+def run_training(
+    config: Config, run_dir: Path | None, *, reporter: Any = None, dry_run: bool = False, resume: ResumeState | None = None
+) -> RunResult:
+    """Train the model ``config`` describes and write the run directory (nothing is written for a dry run).
+
+    With ``resume`` (from ``checkpoint.check_resume``) training continues in ``run_dir`` from its checkpoint.
+    """
     reporter = reporter or NullReporter()
     started = time.perf_counter()
     plan = plan_run(config)
@@ -235,11 +242,14 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
     if dry_run:
         return result
     assert run_dir is not None
+    import tensorflow as tf
+
+    epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)  # the shuffle order of epoch N depends on N only
 
     def dataset(x, y, shuffle=False, weights=None):
         return make_dataset(
             x, y, batch_size=config.train.batch_size, encoding=plan.encoding, num_classes=data.num_classes,
-            shuffle=shuffle, seed=config.seed, weights=weights,
+            shuffle=shuffle, seed=config.seed, weights=weights, epoch_variable=epoch_variable,
         )
 
     train_ds = dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=sample_weights)
@@ -248,7 +258,9 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
     val_ds = dataset(data.x_val, data.y_val) if data.x_val is not None else None
     test_ds = dataset(data.x_test, data.y_test)
 
-    create_run_dir(run_dir)
+    if resume is None:
+        create_run_dir(run_dir)
+    lock = RunLock(run_dir).acquire()  # noqa: F841 - held until the process ends
     atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
     manifest = {
         "dataset": data.dataset,
@@ -264,9 +276,10 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
 
     from .callbacks import build_callbacks
 
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = truncate_history(run_dir / HISTORY_FILE, resume.epoch) if resume else []
     recorder = _epoch_recorder(HistoryWriter(run_dir / HISTORY_FILE), reporter, rows, sizes["train"])
-    callbacks = [recorder, *build_callbacks(config.callbacks, run_dir, config.config_dir)]
+    user_callbacks = build_callbacks(config.callbacks, run_dir, config.config_dir)
+    callbacks = [recorder, loss_guard(), *user_callbacks, checkpointer(run_dir, user_callbacks, epoch_variable, resume)]
 
     base = {"seed": config.seed, "device": device.to_dict(), "versions": versions(), "run_dir": str(run_dir)}
 
@@ -287,8 +300,22 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
 
     try:
         model.fit(
-            train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False, **fit_settings
+            train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False,
+            **{**fit_settings, **({"initial_epoch": resume.epoch} if resume else {})},
         )
+    except NonFiniteLoss as exc:
+        write_metrics("failed", None, exc.reason)
+        kept = f"the checkpoint of epoch {len(rows)} is kept" if rows else "no epoch had completed, so there is no checkpoint"
+        raise RunFailedError(f"{exc.reason}; the run stopped and {kept}. See {run_dir / METRICS_FILE}") from None
+    except tf.errors.ResourceExhaustedError as exc:
+        write_metrics("failed", None, f"out of memory: {exc.message}")
+        raise RunFailedError(f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.") from None
+    except RunFailedError as exc:
+        with contextlib.suppress(OSError):
+            write_metrics("failed", None, exc.message)
+        raise
+    except OSError as exc:
+        raise RunFailedError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         reporter.close()
         write_metrics("interrupted", None)
@@ -302,9 +329,12 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         raise RunFailedError(f"the training loss became {final_loss}; see {run_dir / METRICS_FILE}")
 
     test = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
-    with atomic_path(run_dir / MODEL_FILE) as tmp:
-        model.save(tmp)
-    result.metrics = write_metrics("completed", test)
+    try:
+        with atomic_path(run_dir / MODEL_FILE) as tmp:
+            model.save(tmp)
+        result.metrics = write_metrics("completed", test)
+    except OSError as exc:
+        raise RunFailedError(f"cannot write {run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left.") from None
     from .plots import CURVES_FILE, write_curves
 
     write_curves(rows, run_dir / CURVES_FILE)
