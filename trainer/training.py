@@ -198,8 +198,15 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         return metrics
 
+    from .features import CachedFeatureTraining, uses_cached_features
+
+    cached = CachedFeatureTraining(model, data, run_dir, reporter, dataset) if uses_cached_features(config) else None
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False)
+        if cached is not None:
+            reporter.notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
+            cached.fit(lambda head: compile_model(head, config, plan), epochs=config.train.epochs, callbacks=callbacks, shuffle=config.train.shuffle)
+        else:
+            model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False)
     except KeyboardInterrupt:
         reporter.close()
         write_metrics("interrupted", None)
@@ -212,7 +219,11 @@ def run_training(config: Config, run_dir: Path | None, *, reporter: Any = None, 
         write_metrics("failed", None, f"the training loss became {final_loss}")
         raise RunFailedError(f"the training loss became {final_loss}; see {run_dir / METRICS_FILE}")
 
-    test = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+    if cached is not None:
+        test = cached.evaluate_test()
+        cached.cleanup()
+    else:
+        test = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     with atomic_path(run_dir / MODEL_FILE) as tmp:
         model.save(tmp)
     result.metrics = write_metrics("completed", test)
