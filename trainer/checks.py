@@ -33,7 +33,7 @@ def plan_run(config: Config) -> Plan:
     from .data.catalog import DATASETS
 
     check_catalogue_names(config)
-    notices: list[str] = []
+    notices: list[str] = model_input_notices(config)
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
     name = config.loss.name
@@ -106,3 +106,26 @@ def check_catalogue_names(config: Config) -> None:
     for registry, key, spec in entries:
         if not _is_custom(spec.name):
             registry.get(spec.name, key=key)
+
+
+def model_input_notices(config: Config) -> list[str]:
+    """Say how images will be adapted for the model (never silently); refuse a feature cache that cannot be."""
+    from .data.catalog import expected_image_shape
+    from .models.adaptation import adaptation_notice
+
+    cache = config.train.cache_features
+    if config.model.type != "vgg16_head":
+        if cache is True:
+            raise ConfigError(
+                f"train.cache_features: true needs a frozen backbone (model.type: vgg16_head); "
+                f"model.type is {config.model.type}, so set train.cache_features: auto or false."
+            )
+        return []
+    if cache is True and config.model.trainable_backbone:
+        raise ConfigError(
+            "train.cache_features: true needs a frozen backbone, but model.trainable_backbone is true "
+            "(the features change every step); set train.cache_features: auto or false."
+        )
+    shape = expected_image_shape(config.data.dataset, config.data.image_size, config.data.color_mode)
+    notice = adaptation_notice(shape) if shape is not None else None
+    return [notice] if notice else []

@@ -63,13 +63,15 @@ class DataConfig(_Strict):
     path: str | None = None
     validation: str | float = "test"
     limit: Annotated[int, Field(gt=0)] | None = None
+    image_size: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, min_length=2, max_length=2)
+    color_mode: Literal["rgb", "grayscale"] | None = None
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from .data.catalog import DATASETS
+        from .data.catalog import dataset_names
 
-        names = list(DATASETS)
+        names = dataset_names()
         if value not in names:
             raise ValueError(unknown_choice_message("dataset", value, names).split(": ", 1)[1])
         return value
@@ -91,6 +93,20 @@ class DataConfig(_Strict):
         if isinstance(value, (int, float)):
             return float(value)
         raise ValueError(f"must be {allowed}")
+
+    @model_validator(mode="after")
+    def _folder_only_keys(self) -> "DataConfig":
+        """``image_size`` and ``color_mode`` describe how folder images are decoded; elsewhere the files decide."""
+        if self.dataset != "folder":
+            given = [key for key in ("image_size", "color_mode") if getattr(self, key) is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} only apply to dataset: folder (images of any size decoded from class folders); "
+                    f"{self.dataset} images keep the shape of the files, so remove {' and '.join(given)}"
+                )
+        if self.dataset == "folder" and self.path is None:
+            raise ValueError("dataset: folder needs data.path, a folder holding train/ and test/ with one subfolder per class")
+        return self
 
 
 class LabelsConfig(_Strict):
@@ -130,7 +146,52 @@ class MLPConfig(_Strict):
         return value
 
 
-ModelConfig = Annotated[Union[MLPConfig], Field(discriminator="type")]
+class HeadConfig(_Strict):
+    """The trainable dense head on top of a frozen backbone."""
+
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4096, 4096])
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    activation: str = "relu"
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        return MLPConfig._known_activation(value)
+
+
+class VGG16HeadConfig(_Strict):
+    """A VGG16 convolutional backbone (frozen by default) under a dense head."""
+
+    type: Literal["vgg16_head"] = "vgg16_head"
+    weights: str = "imagenet"  # imagenet | none | a path to a weights file
+    trainable_backbone: bool = False
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    output: Literal["softmax", "logits"] = "softmax"
+    preprocess: Literal["auto", "vgg16", "scale"] = "auto"
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_choice(cls, value: Any) -> Any:
+        if value is None:
+            return "none"
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be imagenet, none or the path to a weights file")
+        return value
+
+    @property
+    def weights_kind(self) -> str:
+        """``imagenet``, ``none`` or ``path``."""
+        return self.weights if self.weights in ("imagenet", "none") else "path"
+
+    @property
+    def preprocessing(self) -> str:
+        """``auto`` resolved: VGG16's own preprocessing for ImageNet weights, [0, 1] scaling otherwise."""
+        if self.preprocess != "auto":
+            return self.preprocess
+        return "vgg16" if self.weights == "imagenet" else "scale"
+
+
+ModelConfig = Annotated[Union[MLPConfig, VGG16HeadConfig], Field(discriminator="type")]
 
 
 class TrainConfig(_Strict):
@@ -143,6 +204,7 @@ class TrainConfig(_Strict):
     steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
     validation_steps: Annotated[int, Field(gt=0)] | None = None
     initial_epoch: Annotated[int, Field(ge=0)] = 0
+    cache_features: Union[Literal["auto"], bool] = "auto"
 
     _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
 
@@ -443,6 +505,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         config.data.path = str(Path(config.data.path).expanduser().resolve())
     if config.train.sample_weights is not None:
         config.train.sample_weights = str(Path(config.train.sample_weights).expanduser().resolve())
+    if getattr(config.model, "weights_kind", None) == "path":
+        config.model.weights = str(Path(config.model.weights).expanduser().resolve())
     if path is not None:
         config._config_dir = Path(path).resolve().parent
     return config

@@ -298,11 +298,23 @@ def run_training(
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         return metrics
 
+    from .features import CachedFeatureTraining, uses_cached_features
+
+    cached = CachedFeatureTraining(model, data, run_dir, reporter, dataset) if uses_cached_features(config) else None
     try:
-        model.fit(
-            train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False,
-            **{**fit_settings, **({"initial_epoch": resume.epoch} if resume else {})},
-        )
+        fit_settings = {**fit_settings, **({"initial_epoch": resume.epoch} if resume else {})}
+        if cached is not None:
+            reporter.notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
+            cached.fit(
+                lambda head: compile_model(head, config, plan), epochs=config.train.epochs, callbacks=callbacks,
+                shuffle=config.train.shuffle, weights=sample_weights, xla=config.compile.jit_compile is not False,
+                **fit_settings,
+            )
+        else:
+            model.fit(
+                train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False,
+                **fit_settings,
+            )
     except NonFiniteLoss as exc:
         write_metrics("failed", None, exc.reason)
         kept = f"the checkpoint of epoch {len(rows)} is kept" if rows else "no epoch had completed, so there is no checkpoint"
@@ -328,7 +340,11 @@ def run_training(
         write_metrics("failed", None, f"the training loss became {final_loss}")
         raise RunFailedError(f"the training loss became {final_loss}; see {run_dir / METRICS_FILE}")
 
-    test = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+    if cached is not None:
+        test = cached.evaluate_test()
+        cached.cleanup()
+    else:
+        test = {k: float(v) for k, v in model.evaluate(test_ds, verbose=0, return_dict=True).items()}
     try:
         with atomic_path(run_dir / MODEL_FILE) as tmp:
             model.save(tmp)

@@ -99,6 +99,26 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+# Not a published dataset: class folders of images under data.path (see trainer.data.folder).
+FOLDER_DATASET = "folder"
+FOLDER_DEFAULT_IMAGE_SIZE = (32, 32)  # (height, width) when data.image_size is not given
+FOLDER_DEFAULT_COLOR_MODE = "rgb"
+
+
+def dataset_names() -> list[str]:
+    """Every valid ``data.dataset``: the published datasets plus ``folder``."""
+    return [*DATASETS, FOLDER_DATASET]
+
+
+def expected_image_shape(dataset: str, image_size=None, color_mode=None) -> tuple[int, int, int] | None:
+    """(height, width, channels) the images of ``dataset`` will have, known before reading any file."""
+    if dataset == FOLDER_DATASET:
+        height, width = image_size or FOLDER_DEFAULT_IMAGE_SIZE
+        return (int(height), int(width), 1 if (color_mode or FOLDER_DEFAULT_COLOR_MODE) == "grayscale" else 3)
+    info = DATASETS.get(dataset)
+    return info.image_shape if info is not None else None
+
+
 def get_dataset_info(name: str, key: str = "data.dataset") -> DatasetInfo:
     """The entry for ``name``; a ConfigError naming ``key``, the value and the known datasets."""
     info = DATASETS.get(str(name).lower()) if isinstance(name, str) else None

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from .catalog import DATASETS
+from .catalog import DATASETS, FOLDER_DATASET
 from .formats import Splits, detect_and_load, normalize_images, normalize_labels
 
 
@@ -92,18 +92,24 @@ def check_label_range(y: np.ndarray, num_classes: int, what: str) -> None:
 
 def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
     """Read the configured dataset and split off validation as ``data.validation`` says."""
-    info = DATASETS[config.dataset]
-    if config.path is None:
+    info = DATASETS.get(config.dataset)
+    folder = None
+    if config.dataset == FOLDER_DATASET:
+        folder = _load_folder(config)
+        splits = Splits(folder.x_train, folder.y_train, folder.x_test, folder.y_test, folder.class_names)
+        source = str(config.path)
+    elif config.path is None:
         splits = _download(config.dataset)
         source = f"keras.datasets.{info.keras_module}"
     else:
         splits = detect_and_load(Path(config.path), config.dataset)
         source = config.path
+    num_classes = info.num_classes if info is not None else len(splits.class_names or [])
     x_train, y_train = splits.x_train, splits.y_train
     if config.limit is not None:
         x_train, y_train = x_train[: config.limit], y_train[: config.limit]
-    check_label_range(y_train, info.num_classes, f"{source} (train)")
-    check_label_range(splits.y_test, info.num_classes, f"{source} (test)")
+    check_label_range(y_train, num_classes, f"{source} (train)")
+    check_label_range(splits.y_test, num_classes, f"{source} (test)")
     if splits.x_test.shape[1:] != x_train.shape[1:]:
         raise DataError(
             f"{source}: train images are {tuple(x_train.shape[1:])} but test images are {tuple(splits.x_test.shape[1:])}; "
@@ -111,7 +117,9 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         )
 
     x_val = y_val = None
-    if config.validation == "test":
+    if folder is not None and folder.x_val is not None and config.validation != "none":
+        x_val, y_val = folder.x_val, folder.y_val
+    elif config.validation == "test":
         x_val, y_val = splits.x_test, splits.y_test
     elif isinstance(config.validation, float):
         count = int(round(len(x_train) * config.validation))
@@ -127,6 +135,20 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         raise DataError(f"{source}: the training split is empty.")
     class_names = splits.class_names or list(info.class_names)
     return LoadedData(
-        config.dataset, info.num_classes, class_names, x_train, y_train, x_val, y_val,
+        config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
         splits.x_test, splits.y_test, source,
     )
+
+
+def _load_folder(config: DataConfig):
+    """Class folders under ``data.path``; a validation/ folder there and a fraction in data.validation conflict."""
+    from .folder import load_folder
+
+    folder = load_folder(Path(config.path), config.image_size, config.color_mode)
+    if folder.x_val is not None and isinstance(config.validation, float):
+        raise DataError(
+            f"data.validation: {config.path} has a validation/ folder, so data.validation: {config.validation} "
+            "(a fraction of train) is ambiguous; set data.validation: test to use the validation/ folder, "
+            "or remove that folder."
+        )
+    return folder

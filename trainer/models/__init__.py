@@ -7,6 +7,7 @@ from ..registry import Registry
 
 MODELS: Registry[str] = Registry("model.type")
 MODELS.register("mlp", "trainer.models.mlp:build_mlp")
+MODELS.register("vgg16_head", "trainer.models.vgg16_head:build_vgg16_head")
 
 
 def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any):
@@ -16,3 +17,12 @@ def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int, **k
     module_name, _, attr = MODELS.get(config.type, key="model.type").partition(":")
     builder: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
     return builder(config, input_shape, num_classes, **kwargs)
+
+
+def load_model(path: Any):
+    """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
+    import keras
+
+    from . import layers  # noqa: F401 - registers VGG16Preprocess
+
+    return keras.models.load_model(path)

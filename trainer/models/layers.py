@@ -1,0 +1,23 @@
+"""Custom layers saved inside model.h5; importing this module registers them for loading.
+
+``keras.models.load_model`` of a vgg16_head model needs ``import trainer.models.layers`` first
+(``trainer.models.load_model`` does it).
+"""
+from __future__ import annotations
+
+import keras
+
+# keras.applications.vgg16.preprocess_input ("caffe" mode): the ImageNet channel means, BGR order.
+IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+class VGG16Preprocess(keras.layers.Layer):
+    """``keras.applications.vgg16.preprocess_input`` as a layer: RGB -> BGR, subtract the ImageNet means (0..255 in)."""
+
+    def call(self, inputs):
+        means = keras.ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype=inputs.dtype)
+        return keras.ops.flip(inputs, axis=-1) - means
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
