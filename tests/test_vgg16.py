@@ -240,3 +240,28 @@ def test_every_example_config_validates(cli):
     for path in sorted((REPO_ROOT / "configs").glob("*.yaml")):
         result = cli("validate", path)
         assert result.exit_code == 0, (path, result.output)
+
+
+def test_eval_and_predict_take_a_folder_vgg16_run(cli, write_config, tmp_path):
+    """Class names travel from the folders through the run to eval and predict; predict takes any image size."""
+    from PIL import Image
+
+    data = folder_data(tmp_path, n_per_class=4)
+    config = write_config(vgg_config(data, data={"dataset": "folder", "path": str(data), "image_size": [32, 32]}))
+    assert cli("run", config, "--run-dir", tmp_path / "r").exit_code == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+
+    evaluated = cli("eval", tmp_path / "r")
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((tmp_path / "r" / "eval-test.json").read_text())
+    assert [row["name"] for row in report["per_class"]] == ["cat", "dog", "frog"]
+    assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+    assert sum(map(sum, report["confusion_matrix"])) == report["examples"]
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (97, 61), (200, 30, 30)).save(big)
+    predicted = cli("predict", tmp_path / "r", big, "--output", tmp_path / "p.json")
+    assert predicted.exit_code == 0, predicted.output
+    (record,) = json.loads((tmp_path / "p.json").read_text())
+    assert record["name"] in ("cat", "dog", "frog")
+    assert sum(entry["probability"] for entry in record["top_k"]) == pytest.approx(1.0, abs=1e-5)

@@ -72,17 +72,24 @@ def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path,
 
 
 def load_model_file(path: Path, objects: dict[str, Any] | None = None):
-    """``keras.models.load_model(path, compile=True)``; an unreadable file is a RunDirError naming it."""
-    import keras
+    """``trainer.models.load_model(path)`` (compiled); an unreadable file is a RunDirError naming it."""
+    from .models import load_model
 
     try:
-        return keras.models.load_model(path, custom_objects=objects or None, compile=True)
+        return load_model(path, objects, compile=True)
     except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a damaged file
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise RunDirError(
             f"cannot load the model {path}: {reason}. Expected a Keras .h5 model as trainer run saves it "
             "(is the file truncated or still being written?)."
         ) from None
+
+
+def _folder_classes(config: Config) -> list[str]:
+    """Class names of a folder dataset read from its train folder (a model file evaluated with --config)."""
+    from .data.folder import list_classes
+
+    return list_classes(Path(config.data.path) / "train") if config.data.path else []
 
 
 def load_run(target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
@@ -94,9 +101,9 @@ def load_run(target: Path, *, config_path: Path | None = None, overrides: list[s
     config = load_config(config_file, list(overrides))
     manifest_file = run_dir / MANIFEST_FILE
     manifest: dict[str, Any] = read_json(manifest_file) if manifest_file.is_file() and config_path is None else {}
-    info = DATASETS[config.data.dataset]
+    info = DATASETS.get(config.data.dataset)  # None for a folder dataset: its classes are its folders
     encoding = manifest.get("label_encoding") or plan_run(config).encoding
-    class_names = list(manifest.get("class_names") or info.class_names)
+    class_names = list(manifest.get("class_names") or (info.class_names if info else _folder_classes(config)))
     model_output = manifest.get("model_output") or config.model.output
     if config_path is not None and not manifest.get("custom_objects"):
         from .catalogue import check_catalogue  # a bare model file: import what its config names

@@ -19,10 +19,10 @@ def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int, **k
     return builder(config, input_shape, num_classes, **kwargs)
 
 
-def load_model(path: Any):
+def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile: bool = True):
     """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
     import keras
 
     from . import layers  # noqa: F401 - registers VGG16Preprocess
 
-    return keras.models.load_model(path)
+    return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile)
