@@ -163,3 +163,16 @@ def test_console_script_subprocess(subprocess_env, mnist_npz, write_config, tmp_
     assert "run finished" in done.stdout and str(tmp_path / "r") in done.stdout
     assert "Traceback" not in done.stderr and "oneDNN" not in done.stderr
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_steps_per_execution_auto_rule(write_config):
+    from trainer.config import load_config
+    from trainer.training import resolve_steps_per_execution
+
+    def spe(steps, **sections):
+        return resolve_steps_per_execution(load_config(write_config(tiny_config(None, **sections))), steps)
+
+    assert spe(1875) == 93 and spe(10) == 1 and spe(100000) == 200 and spe(None) == 1
+    assert spe(1875, compile={"steps_per_execution": 7}) == 7
+    assert spe(1875, compile={"run_eagerly": True}) == 1
+    assert spe(1875, callbacks=[{"name": "my_callbacks:Printer"}]) == 1

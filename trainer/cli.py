@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
@@ -332,4 +333,18 @@ def interrupts_as_keyboard_interrupt():
 
 def entrypoint() -> None:
     """The ``trainer`` console script."""
-    app()
+    try:
+        app()
+        code: Any = 0
+    except SystemExit as done:
+        code = done.code
+    if "tensorflow" in sys.modules and isinstance(code, (int, type(None))):
+        # Every file is written, fsynced and closed by now. TensorFlow's interpreter teardown
+        # takes about a second and does nothing the user needs, so skip it.
+        import logging
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    raise SystemExit(code)

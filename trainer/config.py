@@ -239,7 +239,7 @@ class CompileConfig(_Strict):
     loss_weights: Annotated[float, Field(ge=0.0)] | None = None  # one output, so one number
     weighted_metrics: list[NamedSpec] = Field(default_factory=list)
     run_eagerly: bool = False
-    steps_per_execution: Annotated[int, Field(gt=0)] = 1
+    steps_per_execution: Union[Literal["auto"], Annotated[int, Field(gt=0)]] = "auto"
     jit_compile: Union[Literal["auto"], bool] = "auto"
 
     _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
