@@ -183,8 +183,8 @@ def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: st
         raise BadInputError(f"KERAS_BACKEND={requested}: trainer supports {' and '.join(BACKENDS)}; set KERAS_BACKEND=tensorflow or jax.")
     backend, notice = requested, None
     if backend is None:
-        backend = loaded_backend or ("jax" if strategy == "multi_worker" else "tensorflow")
-        if strategy == "multi_worker" and backend == "jax" and loaded_backend is None:
+        backend = "jax" if strategy == "multi_worker" else (loaded_backend or "tensorflow")
+        if strategy == "multi_worker" and loaded_backend is None:
             notice = "distribute.strategy multi_worker runs on the JAX backend: KERAS_BACKEND=jax for this run."
     if loaded_backend is not None and loaded_backend != backend:
         raise BadInputError(f"Keras is already running on {loaded_backend} in this process; KERAS_BACKEND={backend} needs a new process.")
