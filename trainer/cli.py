@@ -126,11 +126,12 @@ def run(
 
     loaded = load_config(config, set_ or [])
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
+    setup = prepare_distribution(loaded, resume)  # backend chosen and processes met before Keras is imported
     target = run_dir or default_run_dir(loaded.output.dir, loaded.name)
     resume_state = None
     if resume:
         resume_state = check_resume_options(config, target if run_dir else None, loaded, dry_run)
-    elif not dry_run:
+    elif not dry_run and setup.is_chief:
         check_new_run_dir(target)  # created only once data and model are ready
 
     quiet_tensorflow()
@@ -138,13 +139,18 @@ def run(
 
     with interrupts_as_keyboard_interrupt():
         try:
-            result = run_training(loaded, None if dry_run else target, reporter=TrainingProgress(), dry_run=dry_run, resume=resume_state)
+            result = run_training(
+                loaded, None if dry_run else target, reporter=TrainingProgress(), dry_run=dry_run, resume=resume_state, distribute=setup
+            )
         except RunInterrupted as error:
             error.hint = interrupted_hint(config, target, set_ or [])
             raise
     if dry_run:
         console.print(result.model_summary)
         console.print("[ok]dry run:[/ok] config, data and model are fine; nothing was trained or written.")
+        return
+    if not setup.is_chief:
+        console.print(f"process {setup.process_id} of {setup.num_processes} finished; process 0 writes the run directory {target}", soft_wrap=True)
         return
     test = result.metrics.get("test") or {}
     validation = result.metrics.get("validation") or {}
@@ -184,6 +190,7 @@ def eval_(
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if output is not None and not output.parent.is_dir():
         raise ConfigError(f"--output {output}: the folder {output.parent} does not exist.")
+    choose_keras_backend()
     quiet_tensorflow()
     from .evaluation import evaluate_run, load_run
     from .plots import confusion_matrix_file, write_confusion_matrix
@@ -221,6 +228,7 @@ def predict(
 
     if output is not None:
         check_output_path(output)
+    choose_keras_backend()
     quiet_tensorflow()
     from .evaluation import load_run
     from .prediction import load_inputs, predict_records, write_predictions
@@ -300,6 +308,44 @@ def check_resume_options(config: Path, run_dir: Optional[Path], loaded: Any, dry
     if dry_run:
         raise BadInputError("--resume and --dry-run cannot be combined.")
     return check_resume(run_dir, loaded)
+
+
+def choose_keras_backend(strategy: str = "none") -> tuple[str, str | None]:
+    """Decide the Keras backend before Keras is imported (KERAS_BACKEND; multi_worker picks JAX); refuse what cannot run."""
+    import sys
+
+    from .distribute import backend_environment, check_backend_installed, choose_backend
+
+    keras_module = sys.modules.get("keras")
+    loaded = keras_module.backend.backend() if keras_module is not None and hasattr(keras_module, "backend") else None
+    backend, notice = choose_backend(strategy, os.environ, loaded)
+    check_backend_installed(backend)
+    if loaded is None:
+        os.environ.update(backend_environment(backend, os.environ))
+    return backend, notice
+
+
+def prepare_distribution(loaded: Any, resume: bool) -> Any:
+    """Resolve ``distribute`` (config, environment, Slurm), pick the backend and, for multi_worker, wait for every process.
+
+    The wait is bounded (``distribute.timeout_seconds``) and happens before TensorFlow or JAX start,
+    so an unreachable coordinator is a clear exit 2, never a hang.
+    """
+    from .console import notice
+    from .distribute import rendezvous, resolve_distribute
+    from .errors import BadInputError
+
+    backend, picked = choose_keras_backend(loaded.distribute.strategy)
+    setup = resolve_distribute(loaded.distribute, os.environ, backend)
+    if picked:
+        setup.notices.insert(0, picked)
+    if setup.multi_process and resume:
+        raise BadInputError("--resume is not supported with distribute.strategy multi_worker yet; resume with strategy none, or start a new run.")
+    if setup.multi_process:
+        if setup.is_chief:
+            notice(f"process 0 of {setup.num_processes}: waiting up to {setup.timeout_seconds:g} s for the others on {setup.coordinator_address}")
+        rendezvous(setup)
+    return setup
 
 
 def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:

@@ -249,6 +249,38 @@ class OutputConfig(_Strict):
     dir: str = "outputs"
 
 
+class DistributeConfig(_Strict):
+    """Beyond one device: ``mirrored`` (all local GPUs) or ``multi_worker`` (several processes, JAX backend).
+
+    ``coordinator``, ``num_processes`` and ``process_id`` may also come from the environment or
+    Slurm (``trainer.distribute.resolve_distribute``); docs/distributed.md lists the variables.
+    """
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    coordinator: str | None = None  # HOST:PORT of process 0; port+1 is used too
+    num_processes: Annotated[int, Field(gt=0)] | None = None
+    process_id: Annotated[int, Field(ge=0)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 120.0  # how long processes wait for each other at start
+
+    @field_validator("coordinator")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .distribute import parse_coordinator
+
+            try:
+                parse_coordinator(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message.split(": ", 1)[1]) from None
+        return value
+
+    @model_validator(mode="after")
+    def _id_in_range(self) -> "DistributeConfig":
+        if self.num_processes is not None and self.process_id is not None and self.process_id >= self.num_processes:
+            raise ValueError(f"process_id {self.process_id} is out of range; with num_processes {self.num_processes} it must be 0..{self.num_processes - 1}")
+        return self
+
+
 class Config(_Strict):
     """The whole run, as the YAML file describes it."""
 
@@ -264,6 +296,7 @@ class Config(_Strict):
     compile: CompileConfig = Field(default_factory=CompileConfig)
     callbacks: list[NamedSpec] = Field(default_factory=list)
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     _config_dir: Path | None = PrivateAttr(default=None)
 

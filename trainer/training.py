@@ -4,9 +4,13 @@ Returns a ``RunResult``; all display goes through the ``reporter`` the caller pa
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
+import os
 import platform
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +55,12 @@ def versions() -> dict[str, str]:
     import keras
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
+    found = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        found["jax"] = jax.__version__
+    return found
 
 
 def summarize(model) -> str:
@@ -218,11 +227,14 @@ def _epoch_recorder(history: HistoryWriter | None, reporter: Any, rows: list[dic
 
 
 def run_training(
-    config: Config, run_dir: Path | None, *, reporter: Any = None, dry_run: bool = False, resume: ResumeState | None = None
+    config: Config, run_dir: Path | None, *, reporter: Any = None, dry_run: bool = False, resume: ResumeState | None = None,
+    distribute: Any = None,
 ) -> RunResult:
     """Train the model ``config`` describes and write the run directory (nothing is written for a dry run).
 
     With ``resume`` (from ``checkpoint.check_resume``) training continues in ``run_dir`` from its checkpoint.
+    ``distribute`` is a resolved ``distribute.DistributeSetup`` (default: ``config.distribute`` resolved
+    from this process's environment); only process 0 writes ``run_dir``.
     """
     reporter = reporter or NullReporter()
     started = time.perf_counter()
@@ -234,18 +246,20 @@ def run_training(
 
     from .data.loaders import load_data
     from .data.pipeline import make_dataset
-    from .device import configure_device
     from .models import build_model
 
     from .catalogue import check_catalogue
 
+    device, distribution = start_distribution_for(config, distribute)  # before any computation (JAX joins its peers here)
     check_catalogue(config, plan)  # names, parameters and user code, before any data is read
-    device = configure_device(config.device, config.train.mixed_precision)
+    for text in distribution.setup.notices + distribution.notices:
+        reporter.notice(text)
     keras.utils.set_random_seed(config.seed)
     data = load_data(config.data, seed=config.seed)
-    model = build_model(config.model, data.input_shape, data.num_classes)
     steps_per_epoch = config.train.steps_per_epoch or math.ceil(len(data.x_train) / config.train.batch_size)
-    custom_objects = compile_model(model, config, plan, steps_per_epoch)
+    with distribution.scope():
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        custom_objects = compile_model(model, config, plan, steps_per_epoch)
     sample_weights = load_sample_weights(config, len(data.x_train), 0 if data.x_val is None else len(data.x_val))
     fit_settings = fit_kwargs(config, data.y_train)
     summary = summarize(model)
@@ -257,6 +271,7 @@ def run_training(
             ("model", summary),
             ("labels", f"{plan.encoding}, {data.num_classes} classes"),
             ("device", device.description),
+            *((("distribute", distribution.summary()),) if distribution.setup.strategy != "none" else ()),
             ("run directory", str(run_dir) if run_dir and not dry_run else "(dry run: nothing written)"),
         ]
     )
@@ -266,12 +281,18 @@ def run_training(
     assert run_dir is not None
     import tensorflow as tf
 
+    if not distribution.is_chief:  # the one place that decides who writes: the others write to a private scratch folder
+        run_dir = Path(tempfile.mkdtemp(prefix=f"trainer-process{distribution.setup.process_id}-"))
+        atexit.register(shutil.rmtree, run_dir, True)
+        result.run_dir = None
+
     epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)  # the shuffle order of epoch N depends on N only
 
     def dataset(x, y, shuffle=False, weights=None):
         return make_dataset(
             x, y, batch_size=config.train.batch_size, encoding=plan.encoding, num_classes=data.num_classes,
             shuffle=shuffle, seed=config.seed, weights=weights, epoch_variable=epoch_variable,
+            **({"drop_remainder": True} if distribution.full_batches else {}),
         )
 
     train_ds = dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=sample_weights)
@@ -280,7 +301,7 @@ def run_training(
     val_ds = dataset(data.x_val, data.y_val) if data.x_val is not None else None
     test_ds = dataset(data.x_test, data.y_test)
 
-    if resume is None:
+    if resume is None and distribution.is_chief:
         create_run_dir(run_dir)
     lock = RunLock(run_dir).acquire()  # noqa: F841 - held until the process ends
     atomic_write_text(run_dir / CONFIG_FILE, config.to_yaml())
@@ -303,7 +324,9 @@ def run_training(
     user_callbacks = build_callbacks(config.callbacks, run_dir, config.config_dir)
     callbacks = [recorder, loss_guard(), *user_callbacks, checkpointer(run_dir, user_callbacks, epoch_variable, resume)]
 
-    base = {"seed": config.seed, "device": device.to_dict(), "versions": versions(), "run_dir": str(run_dir)}
+    base = {
+        "seed": config.seed, "device": device.to_dict(), "distribute": distribution.to_dict(), "versions": versions(), "run_dir": str(run_dir),
+    }
 
     def write_metrics(status: str, test: dict[str, Any] | None, reason: str | None = None) -> dict[str, Any]:
         last = rows[-1] if rows else {}
@@ -322,7 +345,9 @@ def run_training(
 
     from .features import CachedFeatureTraining, uses_cached_features
 
-    cached = CachedFeatureTraining(model, data, run_dir, reporter, dataset) if uses_cached_features(config) else None
+    cached = None
+    if uses_cached_features(config) and distribution.setup.strategy == "none":  # the cache is one process's, on one device
+        cached = CachedFeatureTraining(model, data, run_dir, reporter, dataset)
     try:
         fit_settings = {**fit_settings, **({"initial_epoch": resume.epoch} if resume else {})}
         if cached is not None:
@@ -375,7 +400,34 @@ def run_training(
         raise RunFailedError(f"cannot write {run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left.") from None
     from .plots import CURVES_FILE, write_curves
 
-    write_curves(rows, run_dir / CURVES_FILE)
+    if distribution.is_chief:
+        write_curves(rows, run_dir / CURVES_FILE)
     result.status = "completed"
     result.history = rows
     return result
+
+
+def start_distribution_for(config: Config, setup: Any) -> tuple[Any, Any]:
+    """The device and the started ``config.distribute`` (``setup``: already resolved by the CLI) on Keras's backend.
+
+    TensorFlow: devices are configured before the strategy lists them. JAX: the distributed
+    runtime starts before JAX's first use, then JAX describes its devices.
+    """
+    import keras
+
+    from .device import configure_device
+    from .distribute import check_backend_installed, resolve_distribute
+    from .strategy import configure_jax_device, start_distribution
+
+    backend = keras.backend.backend()
+    if setup is None:
+        check_backend_installed(backend)
+        setup = resolve_distribute(config.distribute, os.environ, backend)
+    if backend == "jax":
+        distribution = start_distribution(setup, os.environ)
+        device = configure_jax_device(config.device, config.train.mixed_precision)
+    else:
+        device = configure_device(config.device, config.train.mixed_precision)
+        distribution = start_distribution(setup, os.environ)
+    distribution.check_batch_size(config.train.batch_size)
+    return device, distribution
