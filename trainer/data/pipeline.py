@@ -1,4 +1,9 @@
-"""The ``tf.data`` input pipeline: uint8 arrays in, float32 batches out, converted on the fly."""
+"""The ``tf.data`` input pipeline: the stored arrays in, batches out, with no per-example work.
+
+Images stay uint8 (as stored: no float64 or float32 copy of the dataset); the models cast and
+scale them in their first layer, so the pipeline does no per-batch conversion either. One-hot
+labels are made once, not per batch.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -18,13 +23,16 @@ def make_dataset(
     epoch_variable: tf.Variable | None = None,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
-    """Batches of (float32 pixels 0..255, labels as ``encoding`` says[, per-example weights]).
+    """Batches of (pixels 0..255 as stored, labels as ``encoding`` says[, per-example weights]).
 
-    The data stays uint8 until batched. With ``epoch_variable`` the shuffle order is a function of
-    (seed, the variable's value), so a resumed run sees the same order in epoch N as an
-    uninterrupted one. ``drop_remainder`` drops a last partial batch (JAX splits batches evenly over devices).
+    With ``epoch_variable`` the shuffle order is a function of (seed, the variable's value), so a
+    resumed run sees the same order in epoch N as an uninterrupted one. ``drop_remainder`` drops
+    a last partial batch (JAX splits batches evenly over devices).
     """
-    columns = (x, y.astype(np.int32)) if weights is None else (x, y.astype(np.int32), np.asarray(weights, np.float32))
+    labels = y.astype(np.int32)
+    if encoding == "onehot":
+        labels = np.eye(num_classes, dtype=np.float32)[labels]
+    columns = (x, labels) if weights is None else (x, labels, np.asarray(weights, np.float32))
     if shuffle and epoch_variable is not None:
         dataset = epoch_shuffled_batches(columns, batch_size, seed or 0, epoch_variable, drop_remainder)
     else:
@@ -32,14 +40,7 @@ def make_dataset(
         if shuffle:
             dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-
-    def convert(images, labels, *weights):
-        images = tf.cast(images, tf.float32)
-        if encoding == "onehot":
-            labels = tf.one_hot(labels, num_classes, dtype=tf.float32)
-        return (images, labels, *weights)
-
-    return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def epoch_shuffled_batches(
@@ -47,15 +48,22 @@ def epoch_shuffled_batches(
 ) -> tf.data.Dataset:
     """Batches in an order drawn from the stateless seed (seed, epoch): reproducible per epoch, whatever ran before.
 
-    Each batch is one vectorised gather of its indices, not ``batch_size`` separate elements.
+    Once per epoch the whole split is gathered into the new order in one vectorised op and cut
+    into batches by a reshape, so the pipeline does no per-example or per-batch work.
     """
     tensors = tuple(tf.constant(column) for column in columns)
     count = len(columns[0])
+    full = count // batch_size * batch_size
     seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
 
-    def order(_):
+    def epoch(_):
         keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
-        return tf.argsort(keys)
+        shuffled = tuple(tf.gather(tensor, tf.argsort(keys)) for tensor in tensors)
+        batches = tf.data.Dataset.from_tensor_slices(
+            tuple(tf.reshape(column[:full], [-1, batch_size, *column.shape[1:]]) for column in shuffled)
+        )
+        if full < count and not drop_remainder:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(tuple(column[full:] for column in shuffled)))
+        return batches
 
-    indices = tf.data.Dataset.from_tensors(0).map(order).unbatch().batch(batch_size, drop_remainder=drop_remainder)
-    return indices.map(lambda index: tuple(tf.gather(tensor, index) for tensor in tensors))
+    return tf.data.Dataset.from_tensors(0).flat_map(epoch)
