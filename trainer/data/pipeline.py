@@ -56,6 +56,7 @@ def epoch_shuffled_batches(
     full = count // batch_size * batch_size
     seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
 
+    @tf.autograph.experimental.do_not_convert  # plain tensor code: converting it only costs start-up time
     def epoch(_):
         keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
         shuffled = tuple(tf.gather(tensor, tf.argsort(keys)) for tensor in tensors)
