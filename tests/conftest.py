@@ -14,6 +14,14 @@ os.environ.setdefault("KERAS_HOME", str(Path(__file__).parent / ".keras-home-unu
 
 from tests.datagen import write_mnist_npz  # noqa: E402
 
+# CI replays hypothesis's examples from a fixed seed, so a green run stays green; runs on a
+# developer's machine keep exploring new inputs (and the failures they find become tests).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
+
 
 def tiny_config(data_path: Path | str | None, **sections: Any) -> dict[str, Any]:
     """A config that trains in about a second: a small MLP on a tiny dataset, one epoch."""

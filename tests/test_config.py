@@ -134,3 +134,10 @@ def test_every_shipped_config_validates(path, cli):
     result = cli("validate", path)
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
+
+
+def test_set_key_with_a_non_ascii_digit_is_a_key_not_an_index(write_config):
+    """Found by hypothesis: '¹'.isdigit() is True but int('¹') fails."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tiny_config(None)), ["¹=1"])
+    assert "unknown key '¹'" in str(info.value)

@@ -107,7 +107,14 @@ def validate(
     )
 
 
-@app.command()
+RUN_EPILOG = (
+    "Exit codes: 0 done, 1 the run failed (NaN loss, out of memory), 2 bad input (config, data, arguments), "
+    "130 interrupted. Every epoch is checkpointed: after Ctrl-C or a crash, add --resume to continue. "
+    "KERAS_BACKEND=jax trains on JAX; distribute.strategy spreads a run over devices or machines."
+)
+
+
+@app.command(epilog=RUN_EPILOG)
 @handles_errors
 def run(
     config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),

@@ -404,7 +404,7 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
-    path: KeyPath = tuple(int(p) if p.isdigit() else p for p in parts)
+    path: KeyPath = tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)  # '¹'.isdigit() is True
     return path, value
 
 

@@ -67,4 +67,6 @@ def epoch_shuffled_batches(
             batches = batches.concatenate(tf.data.Dataset.from_tensors(tuple(column[full:] for column in shuffled)))
         return batches
 
-    return tf.data.Dataset.from_tensors(0).flat_map(epoch)
+    batches = count // batch_size + (1 if full < count and not drop_remainder else 0)
+    # flat_map hides the length; stating it lets Keras count steps (and not warn that the input "ran out").
+    return tf.data.Dataset.from_tensors(0).flat_map(epoch).apply(tf.data.experimental.assert_cardinality(batches))
