@@ -169,6 +169,7 @@ def run(
                 ("epochs", result.metrics.get("epochs_completed")),
                 *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy")),
                 *((f"test {k}", v) for k, v in test.items()),
+                ("examples per second", (result.history[-1] if result.history else {}).get("examples_per_second")),
                 ("wall seconds", result.metrics.get("wall_seconds")),
             ],
         )

@@ -49,8 +49,10 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
             return f"{value:.3e}"
+        if abs(value) >= 100:  # throughputs, seconds: a decimal is enough
+            return f"{value:,.1f}"
         return f"{value:.4f}"
     return str(value)
 
