@@ -276,7 +276,7 @@ def run_training(
             ("run directory", str(run_dir) if run_dir and not dry_run else "(dry run: nothing written)"),
         ]
     )
-    result = RunResult("dry-run", None if dry_run else run_dir, plan, model_summary_text(model))
+    result = RunResult("dry-run", None if dry_run else run_dir, plan, model_summary_text(model) if dry_run else "")  # rendering costs ~0.1 s
     if dry_run:
         return result
     assert run_dir is not None
