@@ -176,3 +176,19 @@ def test_steps_per_execution_auto_rule(write_config):
     assert spe(1875, compile={"steps_per_execution": 7}) == 7
     assert spe(1875, compile={"run_eagerly": True}) == 1
     assert spe(1875, callbacks=[{"name": "my_callbacks:Printer"}]) == 1
+
+
+def test_progress_never_counts_past_the_epoch():
+    """Keras reports a partial last execution's nominal end step (252 of 250); the bar stops at 250."""
+    import io
+
+    from rich.console import Console
+
+    from trainer.console import TrainingProgress
+
+    out = io.StringIO()
+    progress = TrainingProgress(Console(file=out, force_terminal=True, width=120))
+    progress.epoch_start(1, 2, 250)
+    progress.batch_end(252, {"loss": 0.5})
+    assert progress.progress.tasks[0].completed == 250
+    progress.close()

@@ -108,7 +108,10 @@ class TrainingProgress:
     def batch_end(self, step: int, logs: dict[str, Any]) -> None:
         if self.progress is not None:
             metrics = "  ".join(f"{k} {format_value(v)}" for k, v in logs.items() if not k.startswith("val_"))
-            self.progress.update(self.task, completed=step, metrics=metrics)
+            total = self.progress.tasks[0].total if self.progress.tasks else None
+            # With several steps per execution Keras reports the last execution's nominal end step,
+            # which can run past the epoch's end.
+            self.progress.update(self.task, completed=min(step, total) if total else step, metrics=metrics)
 
     def epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
         self._stop()
