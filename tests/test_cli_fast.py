@@ -58,3 +58,9 @@ def test_bad_command_line_arguments_exit_2(cli, tmp_path):
     missing = cli("run", tmp_path / "absent.yaml")
     assert missing.exit_code == 2 and "config file not found" in missing.output
     assert cli("run", "x.yaml", "--no-such-option").exit_code == 2
+
+
+def test_error_text_like_an_emoji_code_is_printed_as_given(write_config, cli):
+    """Rich would turn ':-1:' (YAML `{0:-1}` read as one key) into a thumbs-down."""
+    result = cli("validate", write_config(tiny_config("/tmp/x.npz")), "--set", "train.class_weight={0:-1}")
+    assert result.exit_code == 2 and "0:-1" in result.output and "\N{THUMBS DOWN SIGN}" not in result.output

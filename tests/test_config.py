@@ -141,3 +141,43 @@ def test_set_key_with_a_non_ascii_digit_is_a_key_not_an_index(write_config):
     with pytest.raises(ConfigError) as info:
         load_config(write_config(tiny_config(None)), ["¹=1"])
     assert "unknown key '¹'" in str(info.value)
+
+
+def test_set_a_parameter_of_the_default_loss_or_optimizer(write_config):
+    """`--set loss.from_logits=...` with no loss in the file sets a parameter of the default loss."""
+    config = tiny_config("/tmp/x.npz")
+    del config["loss"], config["optimizer"]
+    path = write_config(config)
+    loaded = load_config(path, ["optimizer.learning_rate=0.01", "loss.ignore_class=3"])
+    assert loaded.optimizer.name == "adam" and loaded.optimizer.params == {"learning_rate": 0.01}
+    assert loaded.loss.name == "sparse_categorical_crossentropy" and loaded.loss.params == {"ignore_class": 3}
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_outside_numpys_range_is_refused(write_config, seed):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tiny_config("/tmp/x.npz", seed=seed)))
+    assert "seed" in str(caught.value) and str(seed) in str(caught.value)
+
+
+def test_union_keys_give_one_problem_without_pydantic_tags(write_config):
+    path = write_config(tiny_config("/tmp/x.npz", train={"mixed_precision": "maybe"}, compile={"steps_per_execution": 0}))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert [problem.split(": ", 1)[1] for problem in caught.value.problems] == [
+        "train.mixed_precision: Input should be 'auto' or a valid boolean; got 'maybe'",
+        "compile.steps_per_execution: Input should be 'auto' or greater than 0; got 0",
+    ]
+
+
+def test_problem_inside_an_overridden_list_names_the_set(write_config):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tiny_config("/tmp/x.npz")), ["model.hidden_units=[8,0]"])
+    assert caught.value.problems == ["--set model.hidden_units=[8,0]: model.hidden_units.1: Input should be greater than 0; got 0"]
+
+
+def test_the_readme_config_block_of_defaults_validates(write_config):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write_config(block))
+    assert config.to_dict() == load_config(write_config("name: mnist_sparse\n", "minimal.yaml")).to_dict()

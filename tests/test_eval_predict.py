@@ -318,3 +318,24 @@ def test_cli_and_new_modules_import_without_tensorflow(subprocess_env):
     code = "import sys, trainer.cli, trainer.runs, trainer.plots; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_output_that_is_a_folder_is_refused(runs_root, tmp_path):
+    folder = tmp_path / "report.json"
+    folder.mkdir()
+    evaluated = invoke("eval", runs_root / "softmax", "--output", folder)
+    assert evaluated.exit_code == 2 and "is a folder" in evaluated.output and "Traceback" not in evaluated.output
+    np.save(tmp_path / "one.npy", np.zeros((28, 28), dtype=np.uint8))
+    predicted = invoke("predict", runs_root / "softmax", tmp_path / "one.npy", "--output", folder)
+    assert predicted.exit_code == 2 and "is a folder" in predicted.output
+    assert list(folder.iterdir()) == []
+
+
+def test_runs_survives_a_metrics_json_that_is_not_an_object(tmp_path):
+    from trainer.runs import list_runs
+
+    run_dir = tmp_path / "outputs" / "odd"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("name: odd\n")
+    (run_dir / "metrics.json").write_text("[1, 2]\n")
+    assert list_runs(tmp_path / "outputs")[0]["status"] == "unreadable metrics.json"

@@ -266,6 +266,14 @@ def test_npz_that_is_not_a_zip(tmp_path):
         load_npz(path)
 
 
+def test_npz_that_is_a_lone_npy_array(tmp_path):
+    path = tmp_path / "single.npz"
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros((3, 28, 28), dtype=np.uint8))  # np.load would return this array, not an archive
+    with pytest.raises(DataError, match="single.npz: cannot be read as a .npz archive .*not a zip"):
+        load_npz(path)
+
+
 # --------------------------------------------------------------------------- IDX
 
 

@@ -153,6 +153,7 @@ def test_resume_refusals(cli, two_epoch_run, tmp_path, write_config, mnist_npz):
         (("--run-dir", run_dir, "--resume"), "already completed"),
         (("--resume",), "--resume needs --run-dir"),
         (("--run-dir", tmp_path / "nowhere", "--resume"), "does not exist"),
+        (("--run-dir", config, "--resume"), "is a file, not a run directory"),
         (("--run-dir", run_dir, "--resume", "--set", "train.epochs=1"), "must be at least 2"),
     ]
     for args, expected in cases:

@@ -117,6 +117,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], path: tuple[str
 def check_resume(run_dir: Path, config: Any) -> ResumeState:
     """Refuse (exit 2) a resume that cannot continue this run: no run, no checkpoint, a different config."""
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--resume: {run_dir} is a file, not a run directory; pass the run directory to continue.")
     if not run_dir.is_dir():
         raise RunDirError(f"--resume: run directory {run_dir} does not exist; leave out --resume to start a new run.")
     config_path = run_dir / CONFIG_FILE

@@ -5,6 +5,7 @@ Never imports TensorFlow: ``trainer validate`` and ``--help`` stay fast.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -285,7 +286,7 @@ class Config(_Strict):
     """The whole run, as the YAML file describes it."""
 
     name: str = Field(default="run", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # NumPy's seed range
     data: DataConfig = Field(default_factory=DataConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     model: ModelConfig = Field(default_factory=MLPConfig)
@@ -324,10 +325,11 @@ class _Source:
         self.overrides: dict[KeyPath, str] = {}
 
     def where(self, path: KeyPath) -> str:
-        for cut in range(len(path), -1, -1):
-            prefix = path[:cut]
+        prefixes = [path[:cut] for cut in range(len(path), -1, -1)]
+        for prefix in prefixes:  # an override replaces the file's whole subtree, so it wins over deeper file lines
             if prefix in self.overrides:
                 return f"--set {self.overrides[prefix]}"
+        for prefix in prefixes:
             if prefix in self.marks and self.file:
                 return f"{self.file}:{self.marks[prefix]}"
         return self.file or "config"
@@ -413,6 +415,8 @@ def apply_override(data: dict[str, Any], path: KeyPath, value: Any, text: str) -
     node: Any = data
     for depth, part in enumerate(path[:-1]):
         child = node[part] if _has(node, part) else None
+        if child is None and depth == 0:
+            child = _default_spec_name(part)  # `--set loss.from_logits=true` with no loss in the file
         if child is None:
             child = {}
         elif isinstance(child, str):
@@ -424,6 +428,13 @@ def apply_override(data: dict[str, Any], path: KeyPath, value: Any, text: str) -
         _put(node, part, child, text)
         node = child
     _put(node, path[-1], value, text)
+
+
+def _default_spec_name(key: str | int) -> str | None:
+    """The default name of a top-level named spec (``loss``, ``optimizer``), so its parameters can be set alone."""
+    field = Config.model_fields.get(key) if isinstance(key, str) else None
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    return default.name if isinstance(default, NamedSpec) else None
 
 
 def _has(node: Any, part: str | int) -> bool:
@@ -478,8 +489,11 @@ def _model_class_for(node: Any) -> type[BaseModel]:
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str]:
-    loc: KeyPath = tuple(part for part in error["loc"] if not (isinstance(part, str) and part in _UNION_TAGS))
     kind = error["type"]
+    loc: KeyPath = tuple(
+        part for index, part in enumerate(error["loc"])
+        if not (isinstance(part, str) and (part in _UNION_TAGS or (_is_member_tag(part) and not (kind == "extra_forbidden" and index == len(error["loc"]) - 1))))
+    )
     received = error.get("input")
     if kind == "extra_forbidden":
         valid = _model_fields(loc[:-1], data)
@@ -506,15 +520,36 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str
 _UNION_TAGS = {"mlp", "vgg16_head"}
 
 
+_MEMBER_TAG = re.compile(r"(bool|str|int|float|none|constrained-\w+|(literal|dict|list|function-\w+)\[.*\])")
+
+
+def _is_member_tag(part: str) -> bool:
+    """pydantic's name for one member of a union (``literal['auto']``, ``bool``, ``dict[int,constrained-float]``), not a key."""
+    return _MEMBER_TAG.fullmatch(part) is not None
+
+
+def _join_alternatives(messages: list[str]) -> str:
+    """The errors of each member of a union as one sentence: ``Input should be 'auto' or a valid boolean; got 'maybe'``."""
+    if len(messages) == 1:
+        return messages[0]
+    tails = {message.rpartition("; got ")[2] for message in messages}
+    got = f"; got {tails.pop()}" if len(tails) == 1 and all("; got " in message for message in messages) else ""
+    heads = [message[: len(message) - len(got)] if got else message for message in messages]
+    prefix = "Input should be "
+    heads = [heads[0], *(head[len(prefix):] if head.startswith(prefix) and heads[0].startswith(prefix) else head for head in heads[1:])]
+    return " or ".join(dict.fromkeys(heads)) + got
+
+
 def validate(data: dict[str, Any], source: _Source) -> Config:
     """Turn a plain dict into a ``Config``; every problem is reported at once with its location."""
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        by_key: dict[KeyPath, list[str]] = {}
         for error in exc.errors(include_url=False):
             loc, message = _describe(error, data)
-            problems.append(f"{source.where(loc)}: {_dotted(loc)}: {message}")
+            by_key.setdefault(loc, []).append(message)
+        problems = [f"{source.where(loc)}: {_dotted(loc)}: {_join_alternatives(messages)}" for loc, messages in by_key.items()]
         count = len(problems)
         raise ConfigError(
             f"{source.file or 'config'}: {count} problem{'s' if count > 1 else ''} in the config:",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any, Iterable
 
 from rich.console import Console
@@ -14,8 +13,8 @@ from .errors import TrainerError
 
 THEME = Theme({"error": "bold red", "notice": "yellow", "ok": "green", "key": "cyan", "dim": "dim"})
 
-console = Console(theme=THEME, highlight=False)
-err_console = Console(theme=THEME, stderr=True, highlight=False)
+console = Console(theme=THEME, highlight=False, emoji=False)  # ":-1:" in a path or value stays text
+err_console = Console(theme=THEME, stderr=True, highlight=False, emoji=False)
 
 
 def print_error(error: TrainerError) -> None:
@@ -144,7 +143,3 @@ class TrainingProgress:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-
-
-def is_interactive() -> bool:
-    return sys.stdout.isatty()

@@ -33,11 +33,6 @@ BY_ENCODING = {
 DEFAULTS: dict[str, dict[str, Any]] = {"f1_score": {"average": "macro"}}
 
 
-def resolve_metric_name(name: str, encoding: str) -> str:
-    """``accuracy`` becomes the accuracy that fits the labels, so its name in the logs stays ``accuracy``."""
-    return METRICS.canonical(name) or name
-
-
 def metric_class(name: str, encoding: str, key: str):
     """The Keras class for a catalogue name under ``encoding`` (sparse labels get one-hot-encoding variants)."""
     import keras
@@ -85,7 +80,3 @@ def build_metrics(
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{key}: {spec.name} refused its parameters {spec.params}: {exc}") from None
     return metrics
-
-
-def canonical_class(name: str, key: str) -> str:
-    return METRICS.get(name, key=key)

@@ -164,6 +164,8 @@ def check_output_path(path: Path) -> str:
         raise ConfigError(f"--output {path}: unsupported file type {suffix or '(none)'!r}; expected a .json or .csv file.")
     if not Path(path).parent.is_dir():
         raise ConfigError(f"--output {path}: the folder {Path(path).parent} does not exist.")
+    if Path(path).is_dir():
+        raise ConfigError(f"--output {path}: is a folder; expected a .json or .csv file name.")
     return suffix[1:]
 
 

@@ -25,6 +25,8 @@ def describe_run(run_dir: Path) -> dict[str, Any] | None:
             metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             metrics = {"status": "unreadable metrics.json"}
+        if not isinstance(metrics, dict):
+            metrics = {"status": "unreadable metrics.json"}
     rows: list[dict[str, Any]] = []
     if history_file.is_file():
         try:

@@ -145,6 +145,11 @@ def _assemble(
 def load_npz(path: Path) -> Splits:
     """Read a Keras ``mnist.npz``-style archive with x_train, y_train, x_test, y_test."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would read a lone .npy or try pickle instead
+        raise DataError(
+            f"{path}: cannot be read as a .npz archive (it is not a zip of .npy arrays: truncated, or another format such as a lone .npy); "
+            f"expected {FORMAT_DESCRIPTIONS['npz']}."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in SPLIT_KEYS if key not in archive.files]
