@@ -24,10 +24,13 @@ EPOCHS = 6
 def long_config(tmp_path_factory):
     """Epochs of a hundred small batches, so that a signal lands while the run is mid-way."""
     folder = tmp_path_factory.mktemp("long")
-    data = write_mnist_npz(folder / "long.npz", n_train=1024, n_test=64, seed=0)
+    data = write_mnist_npz(folder / "long.npz", n_train=3072, n_test=64, seed=0)
     config = tiny_config(
         data,
         train={"epochs": EPOCHS, "batch_size": 10},
+        # one step per call: epochs long enough (~0.5 s) that the signal lands mid-run even on a
+        # loaded machine, without changing what is computed
+        compile={"steps_per_execution": 1},
         optimizer={"name": "adam", "learning_rate": 0.001},
         callbacks=[{"name": "early_stopping", "patience": 50}, {"name": "reduce_lr_on_plateau", "patience": 1, "factor": 0.5}],
     )
