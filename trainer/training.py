@@ -381,7 +381,6 @@ def run_training(
     except OSError as exc:
         raise RunFailedError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
-        reporter.close()
         write_metrics("interrupted", None)
         raise RunInterrupted(f"interrupted after {len(rows)} completed epoch(s); the run directory is {run_dir}") from None
     finally:
