@@ -192,3 +192,13 @@ def test_progress_never_counts_past_the_epoch():
     progress.batch_end(252, {"loss": 0.5})
     assert progress.progress.tasks[0].completed == 250
     progress.close()
+
+
+def test_images_of_another_shape_than_the_dataset_are_named_in_a_notice(cli, mnist_npz, write_config, tmp_path):
+    """cifar10 given an MNIST-shaped file trains (the model adapts), but never silently."""
+    result = cli("run", write_config(tiny_config(mnist_npz, data={"dataset": "cifar10"})), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "images are 28x28x1, not 32x32x3 as in cifar10" in text and "data.dataset" in text
+    plain = cli("run", write_config(tiny_config(mnist_npz), "plain.yaml"), "--run-dir", tmp_path / "p")
+    assert "not 28x28x1" not in " ".join(plain.output.split()) and "notice" not in plain.output

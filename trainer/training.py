@@ -257,6 +257,8 @@ def run_training(
         reporter.notice(text)
     keras.utils.set_random_seed(config.seed)
     data = load_data(config.data, seed=config.seed)
+    for text in data.notices:
+        reporter.notice(text)
     steps_per_epoch = config.train.steps_per_epoch or math.ceil(len(data.x_train) / config.train.batch_size)
     with distribution.scope():
         model = build_model(config.model, data.input_shape, data.num_classes)

@@ -5,7 +5,7 @@ with every label checked against the class range. TensorFlow is imported only fo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ class LoadedData:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    notices: list[str] = field(default_factory=list)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -134,9 +135,16 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
     if len(x_train) == 0:
         raise DataError(f"{source}: the training split is empty.")
     class_names = splits.class_names or list(info.class_names)
+    notices = []
+    if tuple(x_train.shape[1:]) != tuple(info.image_shape):
+        # Allowed (the model adapts to the data), but a sign of a mislabelled file: say so.
+        notices.append(
+            f"{source}: images are {'x'.join(map(str, x_train.shape[1:]))}, not {'x'.join(map(str, info.image_shape))} "
+            f"as in {config.dataset}; training on them as they are (is data.dataset right?)."
+        )
     return LoadedData(
         config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
-        splits.x_test, splits.y_test, source,
+        splits.x_test, splits.y_test, source, notices,
     )
 
 
