@@ -136,7 +136,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         raise DataError(f"{source}: the training split is empty.")
     class_names = splits.class_names or list(info.class_names)
     notices = []
-    if tuple(x_train.shape[1:]) != tuple(info.image_shape):
+    if info is not None and tuple(x_train.shape[1:]) != tuple(info.image_shape):
         # Allowed (the model adapts to the data), but a sign of a mislabelled file: say so.
         notices.append(
             f"{source}: images are {'x'.join(map(str, x_train.shape[1:]))}, not {'x'.join(map(str, info.image_shape))} "
