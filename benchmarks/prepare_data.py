@@ -47,6 +47,12 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--no-cifar", action="store_true", help="skip unpacking CIFAR-10")
     args = parser.parse_args()
+    if not (args.shared / "mnist-t10k").is_dir():
+        raise SystemExit(
+            f"error: {args.shared / 'mnist-t10k'} not found; this script reads the project's shared data "
+            "(../shared/data beside the checkout). Point --shared at the folder that holds mnist-t10k/ "
+            "and cifar10-jpg.tar.gz."
+        )
     args.out.mkdir(parents=True, exist_ok=True)
 
     x_train, y_train, x_test, y_test = mnist_splits(args.shared)
