@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tarfile
 from pathlib import Path
 
@@ -48,11 +49,13 @@ def main() -> None:
     parser.add_argument("--no-cifar", action="store_true", help="skip unpacking CIFAR-10")
     args = parser.parse_args()
     if not (args.shared / "mnist-t10k").is_dir():
-        raise SystemExit(
+        print(
             f"error: {args.shared / 'mnist-t10k'} not found; this script reads the project's shared data "
             "(../shared/data beside the checkout). Point --shared at the folder that holds mnist-t10k/ "
-            "and cifar10-jpg.tar.gz."
+            "and cifar10-jpg.tar.gz.",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     args.out.mkdir(parents=True, exist_ok=True)
 
     x_train, y_train, x_test, y_test = mnist_splits(args.shared)
