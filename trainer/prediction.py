@@ -56,23 +56,11 @@ def collect_files(paths: list[Path]) -> list[Path]:
 
 
 def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    """One image file as uint8 (H, W, C) of the model's shape: greyscale or RGB, resized when needed."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as uint8 (H, W, C) of the model's shape, decoded exactly as folder datasets are."""
+    from .data.folder import decode_image
 
     height, width, channels = input_shape
-    try:
-        with Image.open(path) as image:
-            image.seek(0)  # the first frame of an animated GIF
-            converted = image.convert("L" if channels == 1 else "RGB")
-            if converted.size != (width, height):
-                converted = converted.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(
-            f"cannot decode the image {path} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
-            "expected a readable PNG, JPEG, BMP or GIF file."
-        ) from None
-    return pixels.reshape(height, width, channels)
+    return decode_image(path, (height, width), "grayscale" if channels == 1 else "rgb")
 
 
 def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:

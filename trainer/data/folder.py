@@ -55,18 +55,26 @@ def image_files(class_dir: Path) -> list[Path]:
 
 
 def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np.ndarray:
-    """One image as uint8 (height, width, channels), converted and resized; undecodable files are named."""
+    """One image as uint8 (height, width, channels), converted and resized; undecodable files are named.
+
+    Training (folder datasets) and ``trainer predict`` both read images here, so both see the same pixels.
+    """
     from PIL import Image, UnidentifiedImageError
 
     height, width = image_size
     try:
         with Image.open(path) as image:
+            image.seek(0)  # the first frame of an animated GIF
             image = image.convert(PIL_MODES[color_mode])
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot decode this image ({exc}); remove or replace the file.") from None
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"{path}: cannot decode this image ({reason}); expected a readable PNG, JPEG, BMP or GIF file "
+            "(or another format Pillow reads). Remove or replace the file."
+        ) from None
     return pixels.reshape(height, width, -1)
 
 
