@@ -322,16 +322,9 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
 
 
 def _save_weights_atomically(model, path: Path) -> None:
-    """``model.save_weights`` (which wants a ``.weights.h5`` name) to a temporary file, then rename."""
-    tmp = path.with_name(f".partial-{path.name}")
-    try:
+    """``model.save_weights`` (it wants a ``.weights.h5`` name) to a temporary file, then rename."""
+    with atomic_path(path) as tmp:
         model.save_weights(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_checkpoint_quiet(run_dir: Path) -> str | None:

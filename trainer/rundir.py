@@ -52,9 +52,15 @@ def create_run_dir(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it into place only on success."""
+    """Yield a temporary path beside ``path`` (same suffixes); rename it into place only on success.
+
+    All suffixes are kept (``x.weights.h5`` -> ``.x.<random>.tmp.weights.h5``): Keras picks the
+    format from them.
+    """
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    suffixes = "".join(path.suffixes)
+    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
