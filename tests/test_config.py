@@ -181,3 +181,15 @@ def test_the_readme_config_block_of_defaults_validates(write_config):
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = load_config(write_config(block))
     assert config.to_dict() == load_config(write_config("name: mnist_sparse\n", "minimal.yaml")).to_dict()
+
+
+def test_a_schedule_and_a_learning_rate_callback_are_refused_by_validate(cli, write_config):
+    """Both would set the learning rate; caught without TensorFlow, before any run."""
+    config = tiny_config(
+        None,
+        optimizer={"name": "adam", "learning_rate": {"name": "exponential_decay", "initial_learning_rate": 0.01, "decay_steps": 10, "decay_rate": 0.9}},
+        callbacks=[{"name": "reduce_lr_on_plateau"}],
+    )
+    result = cli("validate", write_config(config))
+    assert result.exit_code == 2
+    assert "optimizer.learning_rate: is a schedule" in " ".join(result.output.split())

@@ -26,13 +26,6 @@ def check_catalogue(config: Config, plan: Plan | None = None) -> list[dict[str, 
     build_metrics(config.compile.weighted_metrics, plan.encoding, config.config_dir, records, key_prefix="compile.weighted_metrics")
     build_optimizer(config.optimizer.name, config.optimizer.params)
     build_callbacks(config.callbacks, None, config.config_dir)
-    scheduled = isinstance(config.optimizer.params.get("learning_rate"), (dict, str))
-    uses_callback = any(spec.name in ("learning_rate_scheduler", "reduce_lr_on_plateau") for spec in config.callbacks)
-    if scheduled and uses_callback:
-        raise ConfigError(
-            "optimizer.learning_rate: is a schedule, but a callback (learning_rate_scheduler or reduce_lr_on_plateau) "
-            "also sets the learning rate; Keras cannot do both. Use a number for learning_rate, or drop the callback."
-        )
     return records
 
 

@@ -95,7 +95,8 @@ def plan_run(config: Config) -> Plan:
 
 
 def check_catalogue_names(config: Config) -> None:
-    """Unknown optimizer, metric or callback names are refused here (by ``validate`` and before ``--dry-run``), not mid-run."""
+    """Unknown optimizer, metric or callback names, and a learning-rate schedule fought over by a callback,
+    are refused here (by ``validate`` and before ``--dry-run``), not mid-run."""
     from .callbacks import CALLBACKS
     from .metrics import METRICS
     from .optimizers import OPTIMIZERS
@@ -106,6 +107,13 @@ def check_catalogue_names(config: Config) -> None:
     for registry, key, spec in entries:
         if not _is_custom(spec.name):
             registry.get(spec.name, key=key)
+    scheduled = isinstance(config.optimizer.params.get("learning_rate"), (dict, str))
+    uses_callback = any(spec.name in ("learning_rate_scheduler", "reduce_lr_on_plateau") for spec in config.callbacks)
+    if scheduled and uses_callback:
+        raise ConfigError(
+            "optimizer.learning_rate: is a schedule, but a callback (learning_rate_scheduler or reduce_lr_on_plateau) "
+            "also sets the learning rate; Keras cannot do both. Use a number for learning_rate, or drop the callback."
+        )
 
 
 def model_input_notices(config: Config) -> list[str]:
