@@ -193,13 +193,12 @@ def eval_(
     from .console import console, key_value_table, print_table, records_table
     from .errors import ConfigError
     from .evaluation import SPLITS
+    from .rundir import check_output_file
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    if output is not None and not output.parent.is_dir():
-        raise ConfigError(f"--output {output}: the folder {output.parent} does not exist.")
-    if output is not None and output.is_dir():
-        raise ConfigError(f"--output {output}: is a folder; expected a file name for the JSON report, such as {output / f'eval-{split}.json'}.")
+    if output is not None:
+        check_output_file(output, f"a file name for the JSON report, such as {output / f'eval-{split}.json'}")
     choose_keras_backend()
     quiet_tensorflow()
     from .evaluation import evaluate_run, load_run

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .rundir import atomic_path, atomic_write_text
+from .rundir import atomic_path, atomic_write_text, check_output_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 NPY_SUFFIX = ".npy"
@@ -150,10 +150,7 @@ def check_output_path(path: Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {path}: unsupported file type {suffix or '(none)'!r}; expected a .json or .csv file.")
-    if not Path(path).parent.is_dir():
-        raise ConfigError(f"--output {path}: the folder {Path(path).parent} does not exist.")
-    if Path(path).is_dir():
-        raise ConfigError(f"--output {path}: is a folder; expected a .json or .csv file name.")
+    check_output_file(Path(path), "a .json or .csv file name")
     return suffix[1:]
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import RunDirError
+from .errors import ConfigError, RunDirError
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.h5"
@@ -48,6 +48,15 @@ def create_run_dir(path: Path) -> Path:
     except OSError as exc:
         raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}") from None
     return path
+
+
+def check_output_file(path: Path, expected: str) -> None:
+    """An ``--output`` file can be written: its folder exists and it is not itself a folder."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {path}: the folder {path.parent} does not exist.")
+    if path.is_dir():
+        raise ConfigError(f"--output {path}: is a folder; expected {expected}.")
 
 
 @contextlib.contextmanager
