@@ -389,11 +389,6 @@ def run_training(
         reporter.close()
 
     gc.freeze()  # the same for what training built
-    final_loss = rows[-1].get("loss") if rows else None
-    if final_loss is not None and not math.isfinite(final_loss):
-        write_metrics("failed", None, f"the training loss became {final_loss}")
-        raise RunFailedError(f"the training loss became {final_loss}; see {run_dir / METRICS_FILE}")
-
     if cached is not None:
         test = cached.evaluate_test()
         cached.cleanup()
