@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import REPO_ROOT, tiny_config
 from tests.datagen import write_mnist_npz
-from trainer.losses import LOSSES, build_loss
+from trainer.catalogue.losses import LOSSES, build_loss
 
 CONFIGS = REPO_ROOT / "configs"
 
@@ -179,7 +179,7 @@ def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subpro
         f"""
         import json, sys
         import keras, numpy as np
-        from trainer.imports import load_custom_objects
+        from trainer.catalogue.user_code import load_custom_objects
         run = {str(tmp_path / "r")!r}
         manifest = json.load(open(run + "/manifest.json"))
         model = keras.models.load_model(run + "/model.h5", custom_objects=load_custom_objects(manifest))
@@ -204,7 +204,7 @@ def test_hand_written_cross_entropy_trains_to_builtin_weights(cli, mnist_npz, tm
     custom = write_custom(tmp_path, tiny_config(mnist_npz, loss="my_custom:CrossEntropy", **base))
     result = cli("run", custom, "--run-dir", tmp_path / "custom")
     assert result.exit_code == 0, result.output
-    from trainer.imports import load_custom_objects
+    from trainer.catalogue.user_code import load_custom_objects
 
     manifest = json.loads((tmp_path / "custom" / "manifest.json").read_text())
     first = keras.models.load_model(tmp_path / "builtin" / "model.h5")
@@ -268,7 +268,7 @@ def test_file_callbacks_write_inside_run_dir_and_schedule(cli, small_npz, write_
 
 
 def test_tensorboard_events_under_run_dir(cli, small_npz, write_config, tmp_path):
-    from trainer.callbacks import tensorboard_installed
+    from trainer.catalogue.callbacks import tensorboard_installed
 
     result = cli("run", write_config(tiny_config(small_npz, callbacks=["tensorboard"])), "--run-dir", tmp_path / "r")
     if tensorboard_installed():
@@ -336,7 +336,7 @@ def test_regularizers_and_constraints_are_on_saved_layers(cli, small_npz, write_
 
 
 def test_dense_kwargs_of_a_config_without_the_keys():
-    from trainer.regularizers import dense_kwargs
+    from trainer.catalogue.regularizers import dense_kwargs
 
     assert dense_kwargs(object()) == {
         "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,

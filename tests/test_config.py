@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import tiny_config
-from trainer.checks import plan_run
+from trainer.config.checks import plan_run
 from trainer.config import Config, load_config, parse_override
 from trainer.errors import ConfigError
 

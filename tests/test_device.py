@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainer.device import choose_kind, configure_device, wants_mixed_precision
+from trainer.runtime.devices import choose_kind, configure_device, wants_mixed_precision
 from trainer.errors import BadInputError
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from tests.conftest import tiny_config
 from tests.datagen import write_mnist_npz
-from trainer.distribute import (
+from trainer.runtime.distribute import (
     CoordinatorError,
     backend_environment,
     check_backend_installed,

@@ -304,7 +304,7 @@ def test_runs_lists_runs_sorted_by_time(runs_root, tmp_path):
     accuracy = json.loads((runs_root / "softmax" / "metrics.json").read_text())["test"]["accuracy"]
     assert f"{accuracy:.4f}" in result.output
 
-    from trainer.runs import list_runs
+    from trainer.run.listing import list_runs
 
     rows = list_runs(folder)
     assert [r["name"] for r in rows] == ["alpha", "middle", "zeta"]
@@ -315,7 +315,7 @@ def test_runs_lists_runs_sorted_by_time(runs_root, tmp_path):
 
 
 def test_cli_and_new_modules_import_without_tensorflow(subprocess_env):
-    code = "import sys, trainer.cli, trainer.runs, trainer.plots; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    code = "import sys, trainer.cli, trainer.run.listing, trainer.inference.plots; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
@@ -332,7 +332,7 @@ def test_output_that_is_a_folder_is_refused(runs_root, tmp_path):
 
 
 def test_runs_survives_a_metrics_json_that_is_not_an_object(tmp_path):
-    from trainer.runs import list_runs
+    from trainer.run.listing import list_runs
 
     run_dir = tmp_path / "outputs" / "odd"
     run_dir.mkdir(parents=True)

@@ -7,7 +7,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trainer.checks import plan_run
+from trainer.config.checks import plan_run
 from trainer.config import load_config
 from trainer.errors import ConfigError
 

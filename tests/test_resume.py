@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from tests.datagen import write_mnist_npz
-from trainer.checkpoint import CHECKPOINT_FILE, RunLock, config_differences
-from trainer.rundir import read_history
+from trainer.run.checkpoint import CHECKPOINT_FILE, RunLock, config_differences
+from trainer.run.rundir import read_history
 
 EPOCHS = 6
 

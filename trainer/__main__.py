@@ -1,3 +1,3 @@
-from .cli import entrypoint
+from trainer.cli import entrypoint
 
 entrypoint()

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.theme import Theme
 
-from .errors import TrainerError
+from trainer.errors import TrainerError
 
 THEME = Theme({"error": "bold red", "notice": "yellow", "ok": "green", "key": "cyan", "dim": "dim"})
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..registry import unknown_choice_message
+from trainer.errors import ConfigError
+from trainer.catalogue.registry import unknown_choice_message
 
 FORMAT_DESCRIPTIONS: dict[str, str] = {
     "npz": "a Keras-format .npz with x_train, y_train, x_test, y_test",

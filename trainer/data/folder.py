@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .catalog import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
-from .catalog import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from trainer.errors import DataError
+from trainer.data.catalog import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
+from trainer.data.catalog import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}

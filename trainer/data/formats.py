@@ -17,8 +17,8 @@ from typing import BinaryIO, Callable
 
 import numpy as np
 
-from ..errors import DataError
-from .catalog import FORMAT_DESCRIPTIONS, get_dataset_info
+from trainer.errors import DataError
+from trainer.data.catalog import FORMAT_DESCRIPTIONS, get_dataset_info
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
-from ..errors import DataError
-from .catalog import DATASETS, FOLDER_DATASET
-from .formats import Splits, detect_and_load, normalize_images, normalize_labels
+from trainer.config.schema import DataConfig
+from trainer.errors import DataError
+from trainer.data.catalog import DATASETS, FOLDER_DATASET
+from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
 
 
 @dataclass
@@ -150,7 +150,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
 
 def _load_folder(config: DataConfig):
     """Class folders under ``data.path``; a validation/ folder there and a fraction in data.validation conflict."""
-    from .folder import load_folder
+    from trainer.data.folder import load_folder
 
     folder = load_folder(Path(config.path), config.image_size, config.color_mode)
     if folder.x_val is not None and isinstance(config.validation, float):

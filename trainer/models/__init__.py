@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..registry import Registry
+from trainer.catalogue.registry import Registry
 
 MODELS: Registry[str] = Registry("model.type")
 MODELS.register("mlp", "trainer.models.mlp:build_mlp")
@@ -23,6 +23,6 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
     import keras
 
-    from . import layers  # noqa: F401 - registers VGG16Preprocess
+    from trainer.models import layers  # noqa: F401 - registers VGG16Preprocess
 
     return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile)

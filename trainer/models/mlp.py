@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from ..regularizers import dense_kwargs
+from trainer.catalogue.regularizers import dense_kwargs
 
 
 def output_layers(x, num_classes: int, output: str, **dense_options):

@@ -14,10 +14,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..errors import ConfigError
-from .adaptation import vgg16_adaptation
-from .layers import VGG16Preprocess
-from .mlp import output_layers
+from trainer.errors import ConfigError
+from trainer.models.adaptation import vgg16_adaptation
+from trainer.models.layers import VGG16Preprocess
+from trainer.models.mlp import output_layers
 
 WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + WEIGHTS_FILE

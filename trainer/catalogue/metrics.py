@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ConfigError
-from .optimizers import check_keras_params
-from .registry import Registry
+from trainer.errors import ConfigError
+from trainer.catalogue.optimizers import check_keras_params
+from trainer.catalogue.registry import Registry
 
 # name -> Keras class; "accuracy" and "top_k_accuracy" are chosen by the label encoding.
 METRICS: Registry[str] = Registry("metrics")
@@ -44,7 +44,7 @@ def metric_class(name: str, encoding: str, key: str):
         return getattr(keras.metrics, BY_ENCODING[canonical][encoding])
     class_name = METRICS.get(canonical)
     if encoding == "sparse":
-        from .metric_classes import SPARSE_VARIANTS
+        from trainer.catalogue.metric_classes import SPARSE_VARIANTS
 
         if class_name in SPARSE_VARIANTS:
             return SPARSE_VARIANTS[class_name]
@@ -57,7 +57,7 @@ def build_metrics(
     """Keras metric objects for the configured names; ``module:attr`` entries import user code (appended to ``records``)."""
     import keras
 
-    from .imports import instantiate, is_ref
+    from trainer.catalogue.user_code import instantiate, is_ref
 
     metrics = []
     for index, spec in enumerate(specs):

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .errors import ConfigError
-from .losses import check_params, loss_info
+from trainer.config.schema import Config
+from trainer.errors import ConfigError
+from trainer.catalogue.losses import check_params, loss_info
 
 
 @dataclass
@@ -30,7 +30,7 @@ def _is_custom(name: str) -> bool:
 
 def plan_run(config: Config) -> Plan:
     """Resolve ``labels.encoding: auto`` and ``from_logits``; refuse combinations that cannot train."""
-    from .data.catalog import DATASETS
+    from trainer.data.catalog import DATASETS
 
     check_catalogue_names(config)
     notices: list[str] = model_input_notices(config)
@@ -41,7 +41,7 @@ def plan_run(config: Config) -> Plan:
     requested = config.labels.encoding
 
     if _is_custom(name):
-        from .imports import split_ref
+        from trainer.catalogue.user_code import split_ref
 
         split_ref(name, "loss")  # a malformed reference is refused here; the import waits for `trainer run`
         if requested == "auto":
@@ -97,9 +97,9 @@ def plan_run(config: Config) -> Plan:
 def check_catalogue_names(config: Config) -> None:
     """Unknown optimizer, metric or callback names, and a learning-rate schedule fought over by a callback,
     are refused here (by ``validate`` and before ``--dry-run``), not mid-run."""
-    from .callbacks import CALLBACKS
-    from .metrics import METRICS
-    from .optimizers import OPTIMIZERS
+    from trainer.catalogue.callbacks import CALLBACKS
+    from trainer.catalogue.metrics import METRICS
+    from trainer.catalogue.optimizers import OPTIMIZERS
 
     entries = [(OPTIMIZERS, "optimizer", config.optimizer)]
     entries += [(METRICS, f"metrics.{i}", spec) for i, spec in enumerate(config.metrics)]
@@ -118,8 +118,8 @@ def check_catalogue_names(config: Config) -> None:
 
 def model_input_notices(config: Config) -> list[str]:
     """Say how images will be adapted for the model (never silently); refuse a feature cache that cannot be."""
-    from .data.catalog import expected_image_shape
-    from .models.adaptation import adaptation_notice
+    from trainer.data.catalog import expected_image_shape
+    from trainer.models.adaptation import adaptation_notice
 
     cache = config.train.cache_features
     if config.model.type != "vgg16_head":

@@ -6,8 +6,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import RunDirError
-from .rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
+from trainer.errors import RunDirError
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
 
 
 def _accuracy(section: Any) -> float | None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError
-from .optimizers import check_keras_params, keras_defaults
-from .registry import Registry, closest
+from trainer.errors import ConfigError
+from trainer.catalogue.optimizers import check_keras_params, keras_defaults
+from trainer.catalogue.registry import Registry, closest
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class EpochSchedule:
 
 def _schedule(params: dict[str, Any], key: str, config_dir: Any) -> tuple[Any, dict[str, Any]]:
     """Split learning_rate_scheduler's parameters into the schedule function and the Keras ones."""
-    from .imports import import_ref, is_ref
+    from trainer.catalogue.user_code import import_ref, is_ref
 
     params = dict(params)
     schedule = params.pop("schedule")
@@ -142,7 +142,7 @@ def build_callbacks(specs: list[Any], run_dir: Path | None, config_dir: Any = No
     """Keras callbacks for the configured entries, in order (``run_dir`` None: only check them)."""
     import keras
 
-    from .imports import instantiate, is_ref
+    from trainer.catalogue.user_code import instantiate, is_ref
 
     base = Path(run_dir) if run_dir is not None else Path("run-dir-not-created-yet")
     built = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 from typing import Generic, Iterable, TypeVar
 
-from .errors import ConfigError
+from trainer.errors import ConfigError
 
 T = TypeVar("T")
 

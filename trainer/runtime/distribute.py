@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import BadInputError, ConfigError
+from trainer.errors import BadInputError, ConfigError
 
 ENV_COORDINATOR = "TRAINER_COORDINATOR"
 ENV_NUM_PROCESSES = "TRAINER_NUM_PROCESSES"

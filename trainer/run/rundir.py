@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, RunDirError
+from trainer.errors import ConfigError, RunDirError
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.h5"

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import NonFiniteLoss, ResumeState, RunLock, checkpointer, loss_guard, truncate_history
-from .checks import Plan, plan_run
-from .config import Config
-from .errors import RunFailedError, RunInterrupted
-from .rundir import (
+from trainer.run.checkpoint import NonFiniteLoss, ResumeState, RunLock, checkpointer, loss_guard, truncate_history
+from trainer.config.checks import Plan, plan_run
+from trainer.config.schema import Config
+from trainer.errors import RunFailedError, RunInterrupted
+from trainer.run.rundir import (
     CONFIG_FILE,
     HISTORY_FILE,
     MANIFEST_FILE,
@@ -82,13 +82,13 @@ def compile_model(model, config: Config, plan: Plan, steps_per_epoch: int | None
 
     Returns the user code (``module:attr``) the compiled model holds, for ``manifest.json``.
     """
-    from .losses import build_loss
-    from .metrics import build_metrics
-    from .optimizers import build_optimizer
+    from trainer.catalogue.losses import build_loss
+    from trainer.catalogue.metrics import build_metrics
+    from trainer.catalogue.optimizers import build_optimizer
 
     specs = list(config.metrics)
     if not any(s.name in ("accuracy", "acc") for s in specs):
-        from .config import NamedSpec
+        from trainer.config.schema import NamedSpec
 
         specs.append(NamedSpec(name="accuracy"))
     records: list[dict[str, Any]] = []
@@ -124,7 +124,7 @@ def resolve_steps_per_execution(config: Config, steps_per_epoch: int | None) -> 
 
 def compile_kwargs(config: Config, plan: Plan, records: list[dict[str, Any]], steps_per_epoch: int | None = None) -> dict[str, Any]:
     """The ``compile`` section as ``model.compile`` keyword arguments (weighted metrics are named ``weighted_<name>``)."""
-    from .metrics import build_metrics
+    from trainer.catalogue.metrics import build_metrics
 
     section = config.compile
     return {
@@ -142,7 +142,7 @@ def fit_kwargs(config: Config, y_train) -> dict[str, Any]:
     """The ``train`` section's ``model.fit`` settings beyond epochs and batches (``class_weight: balanced`` computed here)."""
     import numpy as np
 
-    from .errors import ConfigError
+    from trainer.errors import ConfigError
 
     train = config.train
     class_weight = train.class_weight
@@ -150,7 +150,7 @@ def fit_kwargs(config: Config, y_train) -> dict[str, Any]:
         counts = np.bincount(y_train)
         class_weight = {c: float(len(y_train) / (len(counts) * n)) for c, n in enumerate(counts) if n > 0}
     elif class_weight is not None:
-        from .data.catalog import DATASETS
+        from trainer.data.catalog import DATASETS
 
         num_classes = DATASETS[config.data.dataset].num_classes
         outside = [c for c in class_weight if not 0 <= c < num_classes]
@@ -172,7 +172,7 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
     """
     import numpy as np
 
-    from .errors import DataError
+    from trainer.errors import DataError
 
     path = config.train.sample_weights
     if path is None:
@@ -245,11 +245,11 @@ def run_training(
 
     import keras
 
-    from .data.loaders import load_data
-    from .data.pipeline import make_dataset
-    from .models import build_model
+    from trainer.data.loaders import load_data
+    from trainer.data.pipeline import make_dataset
+    from trainer.models import build_model
 
-    from .catalogue import check_catalogue
+    from trainer.catalogue.overview import check_catalogue
 
     device, distribution = start_distribution_for(config, distribute)  # before any computation (JAX joins its peers here)
     check_catalogue(config, plan)  # names, parameters and user code, before any data is read
@@ -320,7 +320,7 @@ def run_training(
     }
     atomic_write_json(run_dir / MANIFEST_FILE, manifest)
 
-    from .callbacks import build_callbacks
+    from trainer.catalogue.callbacks import build_callbacks
 
     rows: list[dict[str, Any]] = truncate_history(run_dir / HISTORY_FILE, resume.epoch) if resume else []
     recorder = _epoch_recorder(HistoryWriter(run_dir / HISTORY_FILE), reporter, rows, sizes["train"])
@@ -346,7 +346,7 @@ def run_training(
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         return metrics
 
-    from .features import CachedFeatureTraining, uses_cached_features
+    from trainer.run.features import CachedFeatureTraining, uses_cached_features
 
     cached = None
     if uses_cached_features(config) and distribution.setup.strategy == "none":  # the cache is one process's, on one device
@@ -400,7 +400,7 @@ def run_training(
         result.metrics = write_metrics("completed", test)
     except OSError as exc:
         raise RunFailedError(f"cannot write {run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left.") from None
-    from .plots import CURVES_FILE, write_curves
+    from trainer.inference.plots import CURVES_FILE, write_curves
 
     if distribution.is_chief:
         write_curves(rows, run_dir / CURVES_FILE)
@@ -417,9 +417,9 @@ def start_distribution_for(config: Config, setup: Any) -> tuple[Any, Any]:
     """
     import keras
 
-    from .device import configure_device
-    from .distribute import check_backend_installed, resolve_distribute
-    from .strategy import configure_jax_device, start_distribution
+    from trainer.runtime.devices import configure_device
+    from trainer.runtime.distribute import check_backend_installed, resolve_distribute
+    from trainer.runtime.strategy import configure_jax_device, start_distribution
 
     backend = keras.backend.backend()
     if setup is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import BadInputError
+from trainer.errors import BadInputError
 
 # Tensor cores that make float16 pay start with Volta (compute capability 7.0).
 MIXED_PRECISION_MIN_CAPABILITY = (7, 0)

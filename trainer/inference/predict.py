@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .rundir import atomic_path, atomic_write_text, check_output_file
+from trainer.errors import ConfigError, DataError
+from trainer.run.rundir import atomic_path, atomic_write_text, check_output_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 NPY_SUFFIX = ".npy"
@@ -57,7 +57,7 @@ def collect_files(paths: list[Path]) -> list[Path]:
 
 def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     """One image file as uint8 (H, W, C) of the model's shape, decoded exactly as folder datasets are."""
-    from .data.folder import decode_image
+    from trainer.data.folder import decode_image
 
     height, width, channels = input_shape
     return decode_image(path, (height, width), "grayscale" if channels == 1 else "rgb")
@@ -65,7 +65,7 @@ def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
 
 def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:
     """An .npy file as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
-    from .data.formats import normalize_images
+    from trainer.data.formats import normalize_images
 
     height, width, channels = input_shape
     try:

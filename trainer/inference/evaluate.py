@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, load_config
-from .errors import ConfigError, DataError, RunDirError
-from .rundir import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, read_json
+from trainer.config import Config, load_config
+from trainer.errors import ConfigError, DataError, RunDirError
+from trainer.run.rundir import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, read_json
 
 SPLITS = ("test", "train", "validation")
 
@@ -73,7 +73,7 @@ def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path,
 
 def load_model_file(path: Path, objects: dict[str, Any] | None = None):
     """``trainer.models.load_model(path)`` (compiled); an unreadable file is a RunDirError naming it."""
-    from .models import load_model
+    from trainer.models import load_model
 
     try:
         return load_model(path, objects, compile=True)
@@ -87,15 +87,15 @@ def load_model_file(path: Path, objects: dict[str, Any] | None = None):
 
 def _folder_classes(config: Config) -> list[str]:
     """Class names of a folder dataset read from its train folder (a model file evaluated with --config)."""
-    from .data.folder import list_classes
+    from trainer.data.folder import list_classes
 
     return list_classes(Path(config.data.path) / "train") if config.data.path else []
 
 
 def load_run(target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
     """Load a run directory (or a model file + its config) with the run's classes and encoding."""
-    from .checks import plan_run
-    from .data.catalog import DATASETS
+    from trainer.config.checks import plan_run
+    from trainer.data.catalog import DATASETS
 
     config_file, model_file, run_dir = _resolve_target(target, config_path)
     config = load_config(config_file, list(overrides))
@@ -106,14 +106,14 @@ def load_run(target: Path, *, config_path: Path | None = None, overrides: list[s
     class_names = list(manifest.get("class_names") or (info.class_names if info else _folder_classes(config)))
     model_output = manifest.get("model_output") or config.model.output
     if config_path is not None and not manifest.get("custom_objects"):
-        from .catalogue import check_catalogue  # a bare model file: import what its config names
+        from trainer.catalogue.overview import check_catalogue  # a bare model file: import what its config names
 
         manifest = {**manifest, "custom_objects": check_catalogue(config)}
-    from .imports import load_custom_objects
+    from trainer.catalogue.user_code import load_custom_objects
 
     model = load_model_file(model_file, load_custom_objects(manifest, config.config_dir))
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
-        from .training import compile_model
+        from trainer.run.training import compile_model
 
         compile_model(model, config, plan_run(config))
     num_classes = int(model.output_shape[-1])
@@ -177,8 +177,8 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> list[dict[st
 
 def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding)."""
-    from .data.loaders import load_data
-    from .data.pipeline import make_dataset
+    from trainer.data.loaders import load_data
+    from trainer.data.pipeline import make_dataset
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")

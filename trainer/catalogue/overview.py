@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .checks import Plan, plan_run
-from .config import Config
-from .errors import ConfigError
+from trainer.config.checks import Plan, plan_run
+from trainer.config.schema import Config
+from trainer.errors import ConfigError
 
 
 def check_catalogue(config: Config, plan: Plan | None = None) -> list[dict[str, Any]]:
     """Build (and throw away) everything the config names; returns the custom objects that the model will hold."""
-    from .callbacks import build_callbacks
-    from .losses import build_loss
-    from .metrics import build_metrics
-    from .optimizers import build_optimizer
+    from trainer.catalogue.callbacks import build_callbacks
+    from trainer.catalogue.losses import build_loss
+    from trainer.catalogue.metrics import build_metrics
+    from trainer.catalogue.optimizers import build_optimizer
 
     plan = plan or plan_run(config)
     records: list[dict[str, Any]] = []
@@ -32,18 +32,18 @@ def check_catalogue(config: Config, plan: Plan | None = None) -> list[dict[str, 
 def catalogue_rows(kind: str) -> list[dict[str, Any]]:
     """One row per entry of a catalogue: name, aliases and parameters with their defaults."""
     if kind == "losses":
-        from .losses import LOSSES
+        from trainer.catalogue.losses import LOSSES
 
         return [
             {"name": name, "aliases": ", ".join(info.aliases), "labels": info.encoding, "parameters": _params(info.params)}
             for name, info in LOSSES.items()
         ]
-    from .optimizers import keras_defaults
+    from trainer.catalogue.optimizers import keras_defaults
 
     if kind == "metrics":
         import keras
 
-        from .metrics import BY_ENCODING, DEFAULTS, METRICS
+        from trainer.catalogue.metrics import BY_ENCODING, DEFAULTS, METRICS
 
         rows = []
         for name, class_name in METRICS.items():
@@ -61,7 +61,7 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
     if kind == "optimizers":
         import keras
 
-        from .optimizers import OPTIMIZERS, SCHEDULES
+        from trainer.catalogue.optimizers import OPTIMIZERS, SCHEDULES
 
         rows = [
             {"name": name, "keras": cls, "parameters": _params(keras_defaults(getattr(keras.optimizers, cls)))}
@@ -73,13 +73,13 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
         ]
         return rows
     if kind == "callbacks":
-        from .callbacks import CALLBACKS, callback_defaults
+        from trainer.catalogue.callbacks import CALLBACKS, callback_defaults
 
         return [
             {"name": name, "keras": info.keras_class or "(trainer)", "parameters": _params(callback_defaults(info))}
             for name, info in CALLBACKS.items()
         ]
-    from .registry import unknown_choice_message
+    from trainer.catalogue.registry import unknown_choice_message
 
     raise ConfigError(unknown_choice_message("trainer list", kind, CATALOGUES))
 

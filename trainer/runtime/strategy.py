@@ -10,8 +10,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .distribute import DistributeSetup, cpu_device_count
-from .errors import BadInputError, ConfigError
+from trainer.runtime.distribute import DistributeSetup, cpu_device_count
+from trainer.errors import BadInputError, ConfigError
 
 
 @dataclass
@@ -142,7 +142,7 @@ def configure_jax_device(requested: str = "auto", mixed_precision: Any = "auto")
     import jax
     import tensorflow as tf
 
-    from .device import DeviceInfo, choose_kind, wants_mixed_precision
+    from trainer.runtime.devices import DeviceInfo, choose_kind, wants_mixed_precision
 
     with contextlib.suppress(RuntimeError):
         tf.config.set_visible_devices([], "GPU")

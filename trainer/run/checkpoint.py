@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from .errors import RunDirError, RunFailedError
-from .rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
+from trainer.errors import RunDirError, RunFailedError
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
 
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".trainer.lock"
@@ -167,7 +167,7 @@ def resume_command(config_path: Path | str, run_dir: Path | str, overrides: list
 
 def truncate_history(path: Path, epochs: int) -> list[dict[str, Any]]:
     """Keep the header and the rows of epochs 1..``epochs`` (written atomically); return those rows."""
-    from .rundir import read_history
+    from trainer.run.rundir import read_history
 
     path = Path(path)
     if not path.exists():

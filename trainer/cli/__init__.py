@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
+from trainer.errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
 
 app = typer.Typer(
     name="trainer",
@@ -34,7 +34,7 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .console import print_error
+        from trainer.console import print_error
 
         try:
             return command(*args, **kwargs)
@@ -93,9 +93,9 @@ def validate(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
 ) -> None:
     """Check a config and the loss / label / model agreement, without TensorFlow (fast)."""
-    from .checks import plan_run
-    from .config import load_config
-    from .console import info, notice
+    from trainer.config.checks import plan_run
+    from trainer.config import load_config
+    from trainer.console import info, notice
 
     loaded = load_config(config, set_ or [])
     plan = plan_run(loaded)
@@ -126,10 +126,10 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
 ) -> None:
     """Train the model a config describes and write a run directory (config, model.h5, history, metrics)."""
-    from .checks import plan_run
-    from .config import load_config
-    from .console import TrainingProgress, console, key_value_table, print_table
-    from .rundir import check_new_run_dir, default_run_dir
+    from trainer.config.checks import plan_run
+    from trainer.config import load_config
+    from trainer.console import TrainingProgress, console, key_value_table, print_table
+    from trainer.run.rundir import check_new_run_dir, default_run_dir
 
     loaded = load_config(config, set_ or [])
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
@@ -142,7 +142,7 @@ def run(
         check_new_run_dir(target)  # created only once data and model are ready
 
     quiet_tensorflow()
-    from .training import run_training
+    from trainer.run.training import run_training
 
     with interrupts_as_keyboard_interrupt():
         try:
@@ -190,10 +190,10 @@ def eval_(
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
 ) -> None:
     """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
-    from .console import console, key_value_table, print_table, records_table
-    from .errors import ConfigError
-    from .evaluation import SPLITS
-    from .rundir import check_output_file
+    from trainer.console import console, key_value_table, print_table, records_table
+    from trainer.errors import ConfigError
+    from trainer.inference.evaluate import SPLITS
+    from trainer.run.rundir import check_output_file
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -201,9 +201,9 @@ def eval_(
         check_output_file(output, f"a file name for the JSON report, such as {output / f'eval-{split}.json'}")
     choose_keras_backend()
     quiet_tensorflow()
-    from .evaluation import evaluate_run, load_run
-    from .plots import confusion_matrix_file, write_confusion_matrix
-    from .rundir import atomic_write_json
+    from trainer.inference.evaluate import evaluate_run, load_run
+    from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
+    from trainer.run.rundir import atomic_write_json
 
     loaded = load_run(target, config_path=config, overrides=set_ or [])
     result = evaluate_run(loaded, split)
@@ -232,15 +232,15 @@ def predict(
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
 ) -> None:
     """Classify images with a finished run; inputs are converted the way the training data was."""
-    from .console import notice, print_table, records_table
-    from .prediction import check_output_path
+    from trainer.console import notice, print_table, records_table
+    from trainer.inference.predict import check_output_path
 
     if output is not None:
         check_output_path(output)
     choose_keras_backend()
     quiet_tensorflow()
-    from .evaluation import load_run
-    from .prediction import load_inputs, predict_records, write_predictions
+    from trainer.inference.evaluate import load_run
+    from trainer.inference.predict import load_inputs, predict_records, write_predictions
 
     loaded = load_run(target, config_path=config)
     images = load_inputs(inputs, loaded.input_shape)
@@ -276,9 +276,9 @@ def runs(
     folder: Optional[Path] = typer.Argument(None, help="The folder holding run directories (default: output.dir's default, outputs).", show_default=False),
 ) -> None:
     """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
-    from .config import OutputConfig
-    from .console import info, print_table, records_table
-    from .runs import list_runs
+    from trainer.config import OutputConfig
+    from trainer.console import info, print_table, records_table
+    from trainer.run.listing import list_runs
 
     root = folder or Path(OutputConfig().dir)
     found = list_runs(root)
@@ -296,8 +296,8 @@ def list_catalogue(
     catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers or callbacks.", show_default=False),
 ) -> None:
     """Show a catalogue (losses, metrics, optimizers, callbacks) with each entry's parameters and defaults."""
-    from .catalogue import CATALOGUES, catalogue_rows
-    from .console import print_table, records_table
+    from trainer.catalogue.overview import CATALOGUES, catalogue_rows
+    from trainer.console import print_table, records_table
 
     if catalogue in CATALOGUES and catalogue != "losses":
         quiet_tensorflow()  # the parameters are read from the Keras classes themselves
@@ -309,8 +309,8 @@ def list_catalogue(
 
 def check_resume_options(config: Path, run_dir: Optional[Path], loaded: Any, dry_run: bool) -> Any:
     """``--resume`` needs ``--run-dir`` and no ``--dry-run``; the checkpoint and config must fit (no TensorFlow yet)."""
-    from .checkpoint import check_resume
-    from .errors import BadInputError
+    from trainer.run.checkpoint import check_resume
+    from trainer.errors import BadInputError
 
     if run_dir is None:
         raise BadInputError("--resume needs --run-dir DIR: the run directory to continue.")
@@ -323,7 +323,7 @@ def choose_keras_backend(strategy: str = "none") -> tuple[str, str | None]:
     """Decide the Keras backend before Keras is imported (KERAS_BACKEND; multi_worker picks JAX); refuse what cannot run."""
     import sys
 
-    from .distribute import backend_environment, check_backend_installed, choose_backend
+    from trainer.runtime.distribute import backend_environment, check_backend_installed, choose_backend
 
     keras_module = sys.modules.get("keras")
     loaded = keras_module.backend.backend() if keras_module is not None and hasattr(keras_module, "backend") else None
@@ -340,9 +340,9 @@ def prepare_distribution(loaded: Any, resume: bool) -> Any:
     The wait is bounded (``distribute.timeout_seconds``) and happens before TensorFlow or JAX start,
     so an unreachable coordinator is a clear exit 2, never a hang.
     """
-    from .console import notice
-    from .distribute import rendezvous, resolve_distribute
-    from .errors import BadInputError
+    from trainer.console import notice
+    from trainer.runtime.distribute import rendezvous, resolve_distribute
+    from trainer.errors import BadInputError
 
     backend, picked = choose_keras_backend(loaded.distribute.strategy)
     setup = resolve_distribute(loaded.distribute, os.environ, backend)
@@ -359,7 +359,7 @@ def prepare_distribution(loaded: Any, resume: bool) -> Any:
 
 def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:
     """What to type next after Ctrl-C: the exact resume command, or why there is nothing to resume."""
-    from .checkpoint import read_checkpoint_quiet, resume_command
+    from trainer.run.checkpoint import read_checkpoint_quiet, resume_command
 
     if read_checkpoint_quiet(run_dir) is None:
         return "no epoch was completed, so there is nothing to resume; start again with a new --run-dir."

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ConfigError, RunDirError
+from trainer.errors import ConfigError, RunDirError
 
 REF_HELP = "a reference looks like 'my_module:Name' (a module importable from the config's folder or the working directory)"
 
@@ -134,7 +134,7 @@ def load_custom_objects(manifest: dict[str, Any], config_dir: str | Path | None 
     user's objects the dict holds trainer's own metric classes, so it is always safe to pass.
     Raises ``RunDirError`` (exit 2) when recorded code cannot be imported.
     """
-    from .metric_classes import TRAINER_METRIC_CLASSES  # Keras is needed to load a model anyway
+    from trainer.catalogue.metric_classes import TRAINER_METRIC_CLASSES  # Keras is needed to load a model anyway
 
     objects: dict[str, Any] = dict(TRAINER_METRIC_CLASSES)
     for index, entry in enumerate(manifest.get("custom_objects") or []):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ConfigError
-from .registry import Registry, closest
+from trainer.errors import ConfigError
+from trainer.catalogue.registry import Registry, closest
 
 OPTIMIZERS: Registry[str] = Registry("optimizer")
 for _name, _cls in {

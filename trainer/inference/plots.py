@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .rundir import atomic_path
+from trainer.run.rundir import atomic_path
 
 CURVES_FILE = "curves.png"
 # history.csv columns that describe the epoch rather than a loss or metric

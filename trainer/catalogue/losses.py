@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-from .registry import Registry, closest
+from trainer.errors import ConfigError
+from trainer.catalogue.registry import Registry, closest
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def build_loss(name: str, params: dict[str, Any], config_dir: Any = None, record
     """A Keras loss object for a built-in name, or user code for ``module:attr``; imports are appended to ``records``."""
     import keras
 
-    from .imports import instantiate, is_ref
+    from trainer.catalogue.user_code import instantiate, is_ref
 
     if is_ref(name):
         loss, entry = instantiate(name, params, config_dir, key="loss", base=keras.losses.Loss, what="loss")

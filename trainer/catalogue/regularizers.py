@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import closest
+from trainer.catalogue.registry import closest
 
 REGULARIZER_KEYS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
 REGULARIZERS = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2"}

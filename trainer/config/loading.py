@@ -1,0 +1,282 @@
+"""Reading a config: YAML with line numbers, ``--set`` overrides, validation with every problem located.
+
+Never imports TensorFlow: ``trainer validate`` and ``--help`` stay fast.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from trainer.catalogue.registry import closest, unknown_choice_message
+from trainer.config.schema import Config, KeyPath, MLPConfig, NamedSpec
+from trainer.errors import ConfigError
+
+# --------------------------------------------------------------------------- YAML with line numbers
+
+
+class _Source:
+    """Where each key of a loaded document came from, for error messages."""
+
+    def __init__(self, file: str | None, marks: dict[KeyPath, int] | None = None):
+        self.file = file
+        self.marks = marks or {}
+        self.overrides: dict[KeyPath, str] = {}
+
+    def where(self, path: KeyPath) -> str:
+        prefixes = [path[:cut] for cut in range(len(path), -1, -1)]
+        for prefix in prefixes:  # an override replaces the file's whole subtree, so it wins over deeper file lines
+            if prefix in self.overrides:
+                return f"--set {self.overrides[prefix]}"
+        for prefix in prefixes:
+            if prefix in self.marks and self.file:
+                return f"{self.file}:{self.marks[prefix]}"
+        return self.file or "config"
+
+
+def _collect_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], file: str) -> None:
+    marks[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise ConfigError(
+                    f"{file}:{key_node.start_mark.line + 1}: key {_dotted(path + (key,))!r} appears twice "
+                    f"(first on line {seen[key]}); keep one."
+                )
+            seen[key] = key_node.start_mark.line + 1
+            _collect_marks(value_node, path + (key,), marks, file)
+            marks[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _collect_marks(item, path + (index,), marks, file)
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
+    """Parse a YAML config file into a dict plus a map of key path -> line number."""
+    file = str(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {file}")
+    if path.is_dir():
+        raise ConfigError(f"config path is a folder, not a YAML file: {file}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: YAML syntax error: {exc}") from None
+    if node is None or data is None:
+        raise ConfigError(f"{file} is empty; a config is a YAML mapping such as 'data: {{dataset: mnist}}'.")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{file}: the top level must be a mapping of keys (name, data, model, ...), "
+            f"got a {type(data).__name__}."
+        )
+    marks: dict[KeyPath, int] = {}
+    _collect_marks(node, (), marks, file)
+    return data, _Source(file, marks)
+
+
+# --------------------------------------------------------------------------- --set overrides
+
+
+def _dotted(path: KeyPath) -> str:
+    return ".".join(str(part) for part in path) if path else "(top level)"
+
+
+def parse_override(text: str) -> tuple[KeyPath, Any]:
+    """``train.epochs=3`` -> (("train", "epochs"), 3); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=3")
+    key, _, raw = text.partition("=")
+    parts = tuple(key.strip().split("."))
+    if not key.strip() or any(not part for part in parts):
+        raise ConfigError(f"--set {text!r}: the key must be a dotted path such as train.epochs")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    path: KeyPath = tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)  # '¹'.isdigit() is True
+    return path, value
+
+
+def apply_override(data: dict[str, Any], path: KeyPath, value: Any, text: str) -> None:
+    """Set ``data[path] = value``, creating mappings on the way; a named spec string becomes a mapping."""
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        child = node[part] if _has(node, part) else None
+        if child is None and depth == 0:
+            child = _default_spec_name(part)  # `--set loss.from_logits=true` with no loss in the file
+        if child is None:
+            child = {}
+        elif isinstance(child, str):
+            child = {"name": child}  # `loss: mse` + `--set loss.reduction=sum`
+        elif not isinstance(child, (dict, list)):
+            raise ConfigError(
+                f"--set {text}: {_dotted(path[: depth + 1])} is {child!r}, not a mapping, so it has no key {path[depth + 1]!r}"
+            )
+        _put(node, part, child, text)
+        node = child
+    _put(node, path[-1], value, text)
+
+
+def _default_spec_name(key: str | int) -> str | None:
+    """The default name of a top-level named spec (``loss``, ``optimizer``), so its parameters can be set alone."""
+    field = Config.model_fields.get(key) if isinstance(key, str) else None
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    return default.name if isinstance(default, NamedSpec) else None
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _put(node: Any, part: str | int, value: Any, text: str) -> None:
+    if isinstance(node, dict):
+        node[part] = value
+    elif isinstance(part, int) and 0 <= part < len(node):
+        node[part] = value
+    else:
+        raise ConfigError(f"--set {text}: index {part!r} is out of range for a list of {len(node)} items")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _model_fields(path: KeyPath, data: dict[str, Any]) -> list[str]:
+    """The valid keys at ``path`` (for "did you mean"), walking the schema."""
+    schema: Any = Config
+    node: Any = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            field = schema.model_fields.get(part)
+            if field is None:
+                return []
+            schema = field.annotation
+            node = node.get(part) if isinstance(node, dict) else None
+            if part == "model":
+                schema = _model_class_for(node)
+        else:
+            return []
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return list(schema.model_fields)
+    return []
+
+
+def _model_class_for(node: Any) -> type[BaseModel]:
+    union = Config.model_fields["model"].annotation
+    members = getattr(union, "__args__", (union,))
+    kind = node.get("type", "mlp") if isinstance(node, dict) else "mlp"
+    for member in members:
+        if member.model_fields["type"].default == kind:
+            return member
+    return MLPConfig
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str]:
+    kind = error["type"]
+    loc: KeyPath = tuple(
+        part for index, part in enumerate(error["loc"])
+        if not (isinstance(part, str) and (part in _UNION_TAGS or (_is_member_tag(part) and not (kind == "extra_forbidden" and index == len(error["loc"]) - 1))))
+    )
+    received = error.get("input")
+    if kind == "extra_forbidden":
+        valid = _model_fields(loc[:-1], data)
+        suggestion = closest(str(loc[-1]), valid)
+        message = f"unknown key {loc[-1]!r}"
+        if suggestion:
+            message += f" (did you mean {suggestion!r}?)"
+        if valid:
+            message += f"; valid keys here: {', '.join(valid)}"
+        return loc, message
+    if kind == "union_tag_invalid":
+        tags = error.get("ctx", {}).get("expected_tags", "")
+        return loc + ("type",), unknown_choice_message("type", error.get("ctx", {}).get("tag"), [t.strip(" '") for t in tags.split(",")]).split(": ", 1)[1]
+    if kind == "union_tag_not_found":
+        return loc + ("type",), "missing; say which model to build, e.g. type: mlp"
+    if kind == "missing":
+        return loc, "required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return loc, f"{message}; got {received!r}" if not isinstance(received, dict) else message
+
+
+_UNION_TAGS = {"mlp", "vgg16_head"}
+
+
+_MEMBER_TAG = re.compile(r"(bool|str|int|float|none|constrained-\w+|(literal|dict|list|function-\w+)\[.*\])")
+
+
+def _is_member_tag(part: str) -> bool:
+    """pydantic's name for one member of a union (``literal['auto']``, ``bool``, ``dict[int,constrained-float]``), not a key."""
+    return _MEMBER_TAG.fullmatch(part) is not None
+
+
+def _join_alternatives(messages: list[str]) -> str:
+    """The errors of each member of a union as one sentence: ``Input should be 'auto' or a valid boolean; got 'maybe'``."""
+    if len(messages) == 1:
+        return messages[0]
+    tails = {message.rpartition("; got ")[2] for message in messages}
+    got = f"; got {tails.pop()}" if len(tails) == 1 and all("; got " in message for message in messages) else ""
+    heads = [message[: len(message) - len(got)] if got else message for message in messages]
+    prefix = "Input should be "
+    heads = [heads[0], *(head[len(prefix):] if head.startswith(prefix) and heads[0].startswith(prefix) else head for head in heads[1:])]
+    return " or ".join(dict.fromkeys(heads)) + got
+
+
+def validate(data: dict[str, Any], source: _Source) -> Config:
+    """Turn a plain dict into a ``Config``; every problem is reported at once with its location."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        by_key: dict[KeyPath, list[str]] = {}
+        for error in exc.errors(include_url=False):
+            loc, message = _describe(error, data)
+            by_key.setdefault(loc, []).append(message)
+        problems = [f"{source.where(loc)}: {_dotted(loc)}: {_join_alternatives(messages)}" for loc, messages in by_key.items()]
+        count = len(problems)
+        raise ConfigError(
+            f"{source.file or 'config'}: {count} problem{'s' if count > 1 else ''} in the config:",
+            problems=problems,
+        ) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, base: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (or start from ``base``), apply ``--set`` overrides, validate and resolve paths."""
+    if path is not None:
+        data, source = read_yaml(Path(path))
+        data.setdefault("name", Path(path).stem)
+    else:
+        data, source = dict(base or {}), _Source(None)
+    for text in overrides:
+        key, value = parse_override(text)
+        apply_override(data, key, value, text)
+        source.overrides[key] = text
+    config = validate(data, source)
+    if config.data.path is not None:
+        config.data.path = str(Path(config.data.path).expanduser().resolve())
+    if config.train.sample_weights is not None:
+        config.train.sample_weights = str(Path(config.train.sample_weights).expanduser().resolve())
+    if getattr(config.model, "weights_kind", None) == "path":
+        config.model.weights = str(Path(config.model.weights).expanduser().resolve())
+    if path is not None:
+        config._config_dir = Path(path).resolve().parent
+    return config

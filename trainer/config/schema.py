@@ -1,0 +1,313 @@
+"""The typed config schema: every section as a pydantic model (unknown keys refused, types strict).
+
+Never imports TensorFlow: ``trainer validate`` and ``--help`` stay fast.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from trainer.errors import ConfigError
+from trainer.catalogue.registry import unknown_choice_message
+
+KeyPath = tuple[Union[str, int], ...]
+
+ACTIVATIONS = (
+    "relu", "gelu", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign",
+    "swish", "silu", "leaky_relu", "relu6", "mish", "hard_sigmoid", "exponential", "linear",
+)
+
+
+class _Strict(BaseModel):
+    """Base for every config section: unknown keys are refused, types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NamedSpec(BaseModel):
+    """A catalogue entry chosen by ``name`` plus its parameters: ``adam`` or ``{name: adam, learning_rate: 0.01}``."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_serializer(mode="wrap")
+    def _to_plain(self, handler):
+        data = handler(self)
+        return data["name"] if len(data) == 1 else data
+
+
+class DataConfig(_Strict):
+    dataset: str = "mnist"
+    path: str | None = None
+    validation: str | float = "test"
+    limit: Annotated[int, Field(gt=0)] | None = None
+    image_size: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, min_length=2, max_length=2)
+    color_mode: Literal["rgb", "grayscale"] | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from trainer.data.catalog import dataset_names
+
+        names = dataset_names()
+        if value not in names:
+            raise ValueError(unknown_choice_message("dataset", value, names).split(": ", 1)[1])
+        return value
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _validation_choice(cls, value: Any) -> Any:
+        allowed = "'test', 'none' or a fraction strictly between 0 and 1"
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            raise ValueError(f"must be {allowed}")
+        if isinstance(value, str):
+            if value not in ("test", "none"):
+                raise ValueError(f"must be {allowed}")
+            return value
+        if isinstance(value, (int, float)) and not (0.0 < float(value) < 1.0 and math.isfinite(value)):
+            raise ValueError(f"must be {allowed}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise ValueError(f"must be {allowed}")
+
+    @model_validator(mode="after")
+    def _folder_only_keys(self) -> "DataConfig":
+        """``image_size`` and ``color_mode`` describe how folder images are decoded; elsewhere the files decide."""
+        if self.dataset != "folder":
+            given = [key for key in ("image_size", "color_mode") if getattr(self, key) is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} only apply to dataset: folder (images of any size decoded from class folders); "
+                    f"{self.dataset} images keep the shape of the files, so remove {' and '.join(given)}"
+                )
+        if self.dataset == "folder" and self.path is None:
+            raise ValueError("dataset: folder needs data.path, a folder holding train/ and test/ with one subfolder per class")
+        return self
+
+
+class LabelsConfig(_Strict):
+    encoding: Literal["auto", "sparse", "onehot"] = "auto"
+
+
+class MLPConfig(_Strict):
+    type: Literal["mlp"] = "mlp"
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64, 64])
+    activation: str = "relu"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    output: Literal["softmax", "logits"] = "softmax"
+    kernel_regularizer: dict[str, Any] | None = None
+    bias_regularizer: dict[str, Any] | None = None
+    activity_regularizer: dict[str, Any] | None = None
+    kernel_constraint: Union[str, dict[str, Any], None] = None
+
+    @field_validator("kernel_regularizer", "bias_regularizer", "activity_regularizer")
+    @classmethod
+    def _known_regularizer(cls, value: Any) -> Any:
+        from trainer.catalogue.regularizers import check_regularizer
+
+        return None if value is None else check_regularizer(value)
+
+    @field_validator("kernel_constraint")
+    @classmethod
+    def _known_constraint(cls, value: Any) -> Any:
+        from trainer.catalogue.regularizers import check_constraint
+
+        return None if value is None else check_constraint(value)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        if value not in ACTIVATIONS:
+            raise ValueError(unknown_choice_message("activation", value, ACTIVATIONS).split(": ", 1)[1])
+        return value
+
+
+class HeadConfig(_Strict):
+    """The trainable dense head on top of a frozen backbone."""
+
+    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4096, 4096])
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    activation: str = "relu"
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        return MLPConfig._known_activation(value)
+
+
+class VGG16HeadConfig(_Strict):
+    """A VGG16 convolutional backbone (frozen by default) under a dense head."""
+
+    type: Literal["vgg16_head"] = "vgg16_head"
+    weights: str = "imagenet"  # imagenet | none | a path to a weights file
+    trainable_backbone: bool = False
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    output: Literal["softmax", "logits"] = "softmax"
+    preprocess: Literal["auto", "vgg16", "scale"] = "auto"
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _weights_choice(cls, value: Any) -> Any:
+        if value is None:
+            return "none"
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be imagenet, none or the path to a weights file")
+        return value
+
+    @property
+    def weights_kind(self) -> str:
+        """``imagenet``, ``none`` or ``path``."""
+        return self.weights if self.weights in ("imagenet", "none") else "path"
+
+    @property
+    def preprocessing(self) -> str:
+        """``auto`` resolved: VGG16's own preprocessing for ImageNet weights, [0, 1] scaling otherwise."""
+        if self.preprocess != "auto":
+            return self.preprocess
+        return "vgg16" if self.weights == "imagenet" else "scale"
+
+
+ModelConfig = Annotated[Union[MLPConfig, VGG16HeadConfig], Field(discriminator="type")]
+
+
+class TrainConfig(_Strict):
+    epochs: Annotated[int, Field(gt=0)] = 10
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    shuffle: bool = True
+    mixed_precision: Union[Literal["auto"], bool] = "auto"
+    class_weight: Union[Literal["balanced"], dict[int, Annotated[float, Field(ge=0.0)]], None] = None
+    sample_weights: str | None = None  # a .npy file with one weight per training example
+    steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
+    validation_steps: Annotated[int, Field(gt=0)] | None = None
+    initial_epoch: Annotated[int, Field(ge=0)] = 0
+    cache_features: Union[Literal["auto"], bool] = "auto"
+
+    _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
+
+    @model_validator(mode="after")
+    def _one_kind_of_weights(self) -> "TrainConfig":
+        if self.class_weight is not None and self.sample_weights is not None:
+            raise ValueError("class_weight and sample_weights cannot be used together (Keras refuses both at once); keep one")
+        if self.initial_epoch >= self.epochs:
+            raise ValueError(f"initial_epoch ({self.initial_epoch}) must be smaller than epochs ({self.epochs})")
+        return self
+
+
+KERAS2_FIT_KEYS = ("workers", "use_multiprocessing", "max_queue_size")
+
+
+def _refuse_keras2_keys(value: Any) -> Any:
+    """``workers``/``use_multiprocessing``/``max_queue_size`` were Keras 2 ``fit`` settings; say so plainly."""
+    if isinstance(value, dict):
+        dropped = [key for key in KERAS2_FIT_KEYS if key in value]
+        if dropped:
+            raise ValueError(
+                f"{', '.join(dropped)}: Keras 3 removed {'these' if len(dropped) > 1 else 'this'} model.fit setting"
+                f"{'s' if len(dropped) > 1 else ''} (the tf.data pipeline already loads batches in parallel); delete "
+                f"{'them' if len(dropped) > 1 else 'it'}"
+            )
+    return value
+
+
+class CompileConfig(_Strict):
+    """``model.compile`` settings beyond loss, optimizer and metrics."""
+
+    loss_weights: Annotated[float, Field(ge=0.0)] | None = None  # one output, so one number
+    weighted_metrics: list[NamedSpec] = Field(default_factory=list)
+    run_eagerly: bool = False
+    steps_per_execution: Union[Literal["auto"], Annotated[int, Field(gt=0)]] = "auto"
+    jit_compile: Union[Literal["auto"], bool] = "auto"
+
+    _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
+
+
+class OutputConfig(_Strict):
+    dir: str = "outputs"
+
+
+class DistributeConfig(_Strict):
+    """Beyond one device: ``mirrored`` (all local GPUs) or ``multi_worker`` (several processes, JAX backend).
+
+    ``coordinator``, ``num_processes`` and ``process_id`` may also come from the environment or
+    Slurm (``trainer.distribute.resolve_distribute``); docs/distributed.md lists the variables.
+    """
+
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"
+    coordinator: str | None = None  # HOST:PORT of process 0; port+1 is used too
+    num_processes: Annotated[int, Field(gt=0)] | None = None
+    process_id: Annotated[int, Field(ge=0)] | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 120.0  # how long processes wait for each other at start
+
+    @field_validator("coordinator")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            from trainer.runtime.distribute import parse_coordinator
+
+            try:
+                parse_coordinator(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message.split(": ", 1)[1]) from None
+        return value
+
+    @model_validator(mode="after")
+    def _id_in_range(self) -> "DistributeConfig":
+        if self.num_processes is not None and self.process_id is not None and self.process_id >= self.num_processes:
+            raise ValueError(f"process_id {self.process_id} is out of range; with num_processes {self.num_processes} it must be 0..{self.num_processes - 1}")
+        return self
+
+
+class Config(_Strict):
+    """The whole run, as the YAML file describes it."""
+
+    name: str = Field(default="run", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42  # NumPy's seed range
+    data: DataConfig = Field(default_factory=DataConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    loss: NamedSpec = Field(default_factory=lambda: NamedSpec(name="sparse_categorical_crossentropy"))
+    optimizer: NamedSpec = Field(default_factory=lambda: NamedSpec(name="adam"))
+    metrics: list[NamedSpec] = Field(default_factory=lambda: [NamedSpec(name="accuracy")])
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    compile: CompileConfig = Field(default_factory=CompileConfig)
+    callbacks: list[NamedSpec] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    distribute: DistributeConfig = Field(default_factory=DistributeConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_dir(self) -> Path | None:
+        """The folder of the YAML file (user ``module:attr`` code is imported from there first)."""
+        return self._config_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
