@@ -193,3 +193,12 @@ def test_a_schedule_and_a_learning_rate_callback_are_refused_by_validate(cli, wr
     result = cli("validate", write_config(config))
     assert result.exit_code == 2
     assert "optimizer.learning_rate: is a schedule" in " ".join(result.output.split())
+
+
+def test_a_top_level_key_named_like_a_model_type_is_an_unknown_key(write_config):
+    """Found by hypothesis: a top-level key 'vgg16_head' crashed the error report (it was taken for a union tag)."""
+    from trainer.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config({"vgg16_head": None}))
+    assert "unknown key 'vgg16_head'" in str(error.value)

@@ -167,7 +167,7 @@ def test_console_script_subprocess(subprocess_env, mnist_npz, write_config, tmp_
 
 def test_steps_per_execution_auto_rule(write_config):
     from trainer.config import load_config
-    from trainer.run.training import resolve_steps_per_execution
+    from trainer.run.compile import resolve_steps_per_execution
 
     def spe(steps, **sections):
         return resolve_steps_per_execution(load_config(write_config(tiny_config(None, **sections))), steps)
@@ -184,14 +184,14 @@ def test_progress_never_counts_past_the_epoch():
 
     from rich.console import Console
 
-    from trainer.console import TrainingProgress
+    from trainer.cli.progress import RunProgress
 
     out = io.StringIO()
-    progress = TrainingProgress(Console(file=out, force_terminal=True, width=120))
-    progress.epoch_start(1, 2, 250)
-    progress.batch_end(252, {"loss": 0.5})
+    progress = RunProgress(Console(file=out, force_terminal=True, width=120))
+    progress.on_epoch_start(1, 2, 250)
+    progress.on_progress(252, {"loss": 0.5})
     assert progress.progress.tasks[0].completed == 250
-    progress.close()
+    progress.on_phase_end()
 
 
 def test_images_of_another_shape_than_the_dataset_are_named_in_a_notice(cli, mnist_npz, write_config, tmp_path):

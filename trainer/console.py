@@ -1,11 +1,10 @@
-"""One Rich console for the whole program: errors, notices, tables and the training progress display."""
+"""One Rich console for the whole program: errors, notices, tables (the run display is ``trainer.cli.progress``)."""
 from __future__ import annotations
 
 import math
 from typing import Any, Iterable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.theme import Theme
 
@@ -78,68 +77,3 @@ def records_table(title: str, records: list[dict[str, Any]], columns: list[str] 
 
 def print_table(table: Table) -> None:
     console.print(table)
-
-
-class TrainingProgress:
-    """Reporter for training: a header, a live bar per epoch with metrics, one summary line per epoch."""
-
-    def __init__(self, out: Console | None = None):
-        self.console = out or console
-        self.progress: Progress | None = None
-        self.task = None
-        self.epochs = 0
-
-    # -- the reporter protocol used by trainer.training
-    def header(self, rows: list[tuple[str, Any]]) -> None:
-        self.console.print(key_value_table("trainer run", rows))
-
-    def notice(self, text: str) -> None:
-        self.console.print(f"[notice]notice:[/notice] {_escape(text)}")
-
-    def phase(self, description: str, total: int | None) -> None:
-        """A progress bar for work other than an epoch (computing features, evaluating)."""
-        self._start(description, total)
-
-    def epoch_start(self, epoch: int, epochs: int, steps: int | None) -> None:
-        self.epochs = epochs
-        self._start(f"epoch {epoch}/{epochs}", steps)
-
-    def batch_end(self, step: int, logs: dict[str, Any]) -> None:
-        if self.progress is not None:
-            metrics = "  ".join(f"{k} {format_value(v)}" for k, v in logs.items() if not k.startswith("val_"))
-            total = self.progress.tasks[0].total if self.progress.tasks else None
-            # With several steps per execution Keras reports the last execution's nominal end step,
-            # which can run past the epoch's end.
-            self.progress.update(self.task, completed=min(step, total) if total else step, metrics=metrics)
-
-    def epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
-        self._stop()
-        parts = [f"{k} {format_value(v)}" for k, v in row.items() if k != "epoch"]
-        self.console.print(f"[ok]epoch {epoch}/{self.epochs}[/ok]  " + "  ".join(parts))
-
-    def phase_end(self) -> None:
-        self._stop()
-
-    def close(self) -> None:
-        self._stop()
-
-    def _start(self, description: str, total: int | None) -> None:
-        self._stop()
-        self.progress = Progress(
-            TextColumn("[key]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            console=self.console,
-            transient=True,
-            disable=not self.console.is_terminal,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(description, total=total, metrics="")
-
-    def _stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None

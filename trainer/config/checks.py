@@ -122,14 +122,14 @@ def model_input_notices(config: Config) -> list[str]:
     from trainer.models.adaptation import adaptation_notice
 
     cache = config.train.cache_features
-    if config.model.type != "vgg16_head":
+    if not config.model.has_backbone:
         if cache is True:
             raise ConfigError(
-                f"train.cache_features: true needs a frozen backbone (model.type: vgg16_head); "
+                f"train.cache_features: true needs a frozen backbone (a model type with a backbone, such as vgg16_head); "
                 f"model.type is {config.model.type}, so set train.cache_features: auto or false."
             )
         return []
-    if cache is True and config.model.trainable_backbone:
+    if cache is True and not config.model.frozen_backbone:
         raise ConfigError(
             "train.cache_features: true needs a frozen backbone, but model.trainable_backbone is true "
             "(the features change every step); set train.cache_features: auto or false."

@@ -12,7 +12,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trainer.catalogue.registry import closest, unknown_choice_message
-from trainer.config.schema import Config, KeyPath, MLPConfig, NamedSpec
+from trainer.config.models import DEFAULT_MODEL_TYPE, MODEL_TYPES, model_class_for
+from trainer.config.schema import Config, KeyPath, NamedSpec
 from trainer.errors import ConfigError
 
 # --------------------------------------------------------------------------- YAML with line numbers
@@ -181,20 +182,14 @@ def _model_fields(path: KeyPath, data: dict[str, Any]) -> list[str]:
 
 
 def _model_class_for(node: Any) -> type[BaseModel]:
-    union = Config.model_fields["model"].annotation
-    members = getattr(union, "__args__", (union,))
-    kind = node.get("type", "mlp") if isinstance(node, dict) else "mlp"
-    for member in members:
-        if member.model_fields["type"].default == kind:
-            return member
-    return MLPConfig
+    return model_class_for(node.get("type", DEFAULT_MODEL_TYPE) if isinstance(node, dict) else DEFAULT_MODEL_TYPE)
 
 
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str]:
     kind = error["type"]
     loc: KeyPath = tuple(
         part for index, part in enumerate(error["loc"])
-        if not (isinstance(part, str) and (part in _UNION_TAGS or (_is_member_tag(part) and not (kind == "extra_forbidden" and index == len(error["loc"]) - 1))))
+        if not (isinstance(part, str) and ((part in _UNION_TAGS and index > 0 and error["loc"][index - 1] == "model") or (_is_member_tag(part) and not (kind == "extra_forbidden" and index == len(error["loc"]) - 1))))
     )
     received = error.get("input")
     if kind == "extra_forbidden":
@@ -219,7 +214,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str
     return loc, f"{message}; got {received!r}" if not isinstance(received, dict) else message
 
 
-_UNION_TAGS = {"mlp", "vgg16_head"}
+_UNION_TAGS = set(MODEL_TYPES.names())  # pydantic names union members by their tag
 
 
 _MEMBER_TAG = re.compile(r"(bool|str|int|float|none|constrained-\w+|(literal|dict|list|function-\w+)\[.*\])")

@@ -24,16 +24,7 @@ from trainer.catalogue.registry import unknown_choice_message
 
 KeyPath = tuple[Union[str, int], ...]
 
-ACTIVATIONS = (
-    "relu", "gelu", "elu", "selu", "tanh", "sigmoid", "softplus", "softsign",
-    "swish", "silu", "leaky_relu", "relu6", "mish", "hard_sigmoid", "exponential", "linear",
-)
-
-
-class _Strict(BaseModel):
-    """Base for every config section: unknown keys are refused, types are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+from trainer.config.base import ACTIVATIONS, _Strict  # noqa: E402,F401 - re-exported
 
 
 class NamedSpec(BaseModel):
@@ -112,85 +103,11 @@ class LabelsConfig(_Strict):
     encoding: Literal["auto", "sparse", "onehot"] = "auto"
 
 
-class MLPConfig(_Strict):
-    type: Literal["mlp"] = "mlp"
-    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64, 64])
-    activation: str = "relu"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    output: Literal["softmax", "logits"] = "softmax"
-    kernel_regularizer: dict[str, Any] | None = None
-    bias_regularizer: dict[str, Any] | None = None
-    activity_regularizer: dict[str, Any] | None = None
-    kernel_constraint: Union[str, dict[str, Any], None] = None
-
-    @field_validator("kernel_regularizer", "bias_regularizer", "activity_regularizer")
-    @classmethod
-    def _known_regularizer(cls, value: Any) -> Any:
-        from trainer.catalogue.regularizers import check_regularizer
-
-        return None if value is None else check_regularizer(value)
-
-    @field_validator("kernel_constraint")
-    @classmethod
-    def _known_constraint(cls, value: Any) -> Any:
-        from trainer.catalogue.regularizers import check_constraint
-
-        return None if value is None else check_constraint(value)
-
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, value: str) -> str:
-        if value not in ACTIVATIONS:
-            raise ValueError(unknown_choice_message("activation", value, ACTIVATIONS).split(": ", 1)[1])
-        return value
 
 
-class HeadConfig(_Strict):
-    """The trainable dense head on top of a frozen backbone."""
+from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
-    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4096, 4096])
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
-    activation: str = "relu"
-
-    @field_validator("activation")
-    @classmethod
-    def _known_activation(cls, value: str) -> str:
-        return MLPConfig._known_activation(value)
-
-
-class VGG16HeadConfig(_Strict):
-    """A VGG16 convolutional backbone (frozen by default) under a dense head."""
-
-    type: Literal["vgg16_head"] = "vgg16_head"
-    weights: str = "imagenet"  # imagenet | none | a path to a weights file
-    trainable_backbone: bool = False
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    output: Literal["softmax", "logits"] = "softmax"
-    preprocess: Literal["auto", "vgg16", "scale"] = "auto"
-
-    @field_validator("weights", mode="before")
-    @classmethod
-    def _weights_choice(cls, value: Any) -> Any:
-        if value is None:
-            return "none"
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("must be imagenet, none or the path to a weights file")
-        return value
-
-    @property
-    def weights_kind(self) -> str:
-        """``imagenet``, ``none`` or ``path``."""
-        return self.weights if self.weights in ("imagenet", "none") else "path"
-
-    @property
-    def preprocessing(self) -> str:
-        """``auto`` resolved: VGG16's own preprocessing for ImageNet weights, [0, 1] scaling otherwise."""
-        if self.preprocess != "auto":
-            return self.preprocess
-        return "vgg16" if self.weights == "imagenet" else "scale"
-
-
-ModelConfig = Annotated[Union[MLPConfig, VGG16HeadConfig], Field(discriminator="type")]
+ModelConfig = model_union()
 
 
 class TrainConfig(_Strict):

@@ -65,13 +65,19 @@ def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
 
 def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:
     """An .npy file as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
-    from trainer.data.formats import normalize_images
-
-    height, width, channels = input_shape
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read {path} as a NumPy .npy array ({str(exc)[:160]}); expected a file written by numpy.save.") from None
+    return array_images(array, input_shape, str(path))
+
+
+def array_images(array: np.ndarray, input_shape: tuple[int, ...], source: str) -> tuple[np.ndarray, bool, list[str]]:
+    """One image or a batch of raw pixels as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
+    from trainer.data.formats import normalize_images
+
+    height, width, channels = input_shape
+    array = np.asarray(array)
     image_shapes = [(height, width, channels)] + ([(height, width)] if channels == 1 else [])
     expected = ", ".join(str(s) for s in [*image_shapes, *((None, *s) for s in image_shapes)]).replace("None", "N")
     if tuple(array.shape) in image_shapes:
@@ -80,14 +86,24 @@ def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool
         batch, is_batch = array, True
     else:
         raise DataError(
-            f"{path}: array of shape {tuple(array.shape)} does not fit the model, which takes {height}x{width} images "
+            f"{source}: array of shape {tuple(array.shape)} does not fit the model, which takes {height}x{width} images "
             f"with {channels} channel(s); expected one of {expected}."
         )
     notices = []
     if np.issubdtype(batch.dtype, np.floating) and batch.size and np.isfinite(batch).all() and batch.max() <= 1.0:
-        notices.append(f"{path}: float values are all <= 1.0, so they were read as pixels scaled to 0..1 and multiplied by 255.")
-    images = normalize_images(batch.reshape(len(batch), height, width, channels), str(path))
+        notices.append(f"{source}: float values are all <= 1.0, so they were read as pixels scaled to 0..1 and multiplied by 255.")
+    images = normalize_images(batch.reshape(len(batch), height, width, channels), source)
     return images, is_batch, notices
+
+
+def inputs_from_array(array: np.ndarray, input_shape: tuple[int, ...]) -> Inputs:
+    """A NumPy array of raw 0..255 images (one image or a batch) as model inputs; sources are ``<array>``."""
+    if len(input_shape) != 3:
+        raise DataError(f"the model takes inputs of shape {input_shape}; trainer predict handles image models (height, width, channels).")
+    images, is_batch, notices = array_images(array, input_shape, "<array>")
+    if len(images) == 0:
+        raise DataError("no images to predict: the array holds no images.")
+    return Inputs(images.astype(np.float32), [("<array>", i if is_batch else None) for i in range(len(images))], notices)
 
 
 def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:

@@ -1,20 +1,21 @@
-"""Model builders by ``model.type``: each takes its config section, the input shape and the class count."""
+"""Keras models by ``model.type``.
+
+Each model type is registered once, in ``trainer.config.models``: its config class (the
+``model:`` section's schema, with what the type supports) and its builder here
+(``module:function`` taking the section, the input shape and the class count). Adding a type
+is one config class there and one builder module here.
+"""
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
-from trainer.catalogue.registry import Registry
-
-MODELS: Registry[str] = Registry("model.type")
-MODELS.register("mlp", "trainer.models.mlp:build_mlp")
-MODELS.register("vgg16_head", "trainer.models.vgg16_head:build_vgg16_head")
+from trainer.config.models import MODEL_TYPES
 
 
 def build_model(config: Any, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any):
     """Build the Keras model that ``config`` (a model section) describes."""
-    import importlib
-
-    module_name, _, attr = MODELS.get(config.type, key="model.type").partition(":")
+    module_name, _, attr = MODEL_TYPES.get(config.type, key="model.type").builder.partition(":")
     builder: Callable[..., Any] = getattr(importlib.import_module(module_name), attr)
     return builder(config, input_shape, num_classes, **kwargs)
 
@@ -23,6 +24,6 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
     import keras
 
-    from trainer.models import layers  # noqa: F401 - registers VGG16Preprocess
+    from trainer.models import layers  # noqa: F401 - registers trainer's own layers
 
     return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile)

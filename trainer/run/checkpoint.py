@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from trainer.errors import RunDirError, RunFailedError
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
+from trainer.run.rundir import CONFIG_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
 
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".trainer.lock"
@@ -70,6 +70,12 @@ class RunLock:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
 
 
 # --------------------------------------------------------------------------- resume checks

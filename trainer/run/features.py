@@ -21,24 +21,24 @@ CHUNK = 128  # images per backbone call; inference only, so it does not change a
 def uses_cached_features(config) -> bool:
     """Cache when the backbone is frozen, nothing random happens before it, and the user did not say false.
 
-    trainer has no input augmentation; a random step before the backbone must turn this off.
+    A random step before the backbone (input augmentation) must turn this off.
     """
-    if config.model.type != "vgg16_head" or config.model.trainable_backbone:
+    if not config.model.frozen_backbone:
         return False
     return config.train.cache_features is not False
 
 
-def compute_features(features_model, x: np.ndarray, path: Path, reporter: Any, label: str) -> np.ndarray:
+def compute_features(features_model, x: np.ndarray, path: Path, events: Any, label: str) -> np.ndarray:
     """Run ``features_model`` over ``x`` in chunks, writing to the ``.npy`` at ``path``; returns it memory-mapped."""
     shape = (len(x), *(int(d) for d in features_model.output.shape[1:]))
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     steps = -(-len(x) // CHUNK)
-    reporter.phase(f"backbone features ({label})", steps)
+    events.on_phase_start(f"backbone features ({label})", steps)
     for step, start in enumerate(range(0, len(x), CHUNK), start=1):
         batch = np.asarray(x[start : start + CHUNK], dtype=np.float32)
         out[start : start + len(batch)] = np.asarray(features_model.predict_on_batch(batch), dtype=np.float32)
-        reporter.batch_end(step, {})
-    reporter.phase_end()
+        events.on_progress(step, {})
+    events.on_phase_end()
     out.flush()
     del out
     return np.load(path, mmap_mode="r")
@@ -47,11 +47,11 @@ def compute_features(features_model, x: np.ndarray, path: Path, reporter: Any, l
 class CachedFeatureTraining:
     """Fit a vgg16_head model's ``head`` on features computed once; evaluate the test split the same way."""
 
-    def __init__(self, model, data, run_dir: Path, reporter: Any, make_dataset: Callable[..., Any]):
+    def __init__(self, model, data, run_dir: Path, events: Any, make_dataset: Callable[..., Any]):
         self.model = model
         self.head = model.get_layer("head")
         self.data = data
-        self.reporter = reporter
+        self.events = events
         self.make_dataset = make_dataset
         self.cache_dir = Path(run_dir) / FEATURES_DIR
         self._features: dict[str, np.ndarray] = {}
@@ -64,7 +64,7 @@ class CachedFeatureTraining:
                 return cached
         self.cache_dir.mkdir(exist_ok=True)
         self._features[split] = compute_features(
-            self.model.get_layer("features"), x, self.cache_dir / f"{split}.npy", self.reporter, split
+            self.model.get_layer("features"), x, self.cache_dir / f"{split}.npy", self.events, split
         )
         return self._features[split]
 

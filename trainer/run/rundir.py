@@ -25,6 +25,28 @@ def default_run_dir(output_dir: str, name: str, now: datetime | None = None) -> 
     return Path(output_dir) / f"{name}-{stamp}"
 
 
+def reserve_run_dir(path: Path) -> Path:
+    """Create ``path``, or ``path-2``, ``path-3``, ... when it exists: runs started in the same second never collide.
+
+    ``os.mkdir`` is atomic, so two processes never get the same folder.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the folder {path.parent} for the run directory: {exc.strerror or exc}") from None
+    for attempt in range(1, 10_000):
+        candidate = path if attempt == 1 else path.with_name(f"{path.name}-{attempt}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(f"cannot create the run directory {candidate}: {exc.strerror or exc}") from None
+        return create_run_dir(candidate)
+    raise RunDirError(f"no free run directory name beside {path}; choose --run-dir.")
+
+
 def check_new_run_dir(path: Path) -> None:
     """Refuse early (before any work) a run directory that exists and is not empty."""
     if path.exists():

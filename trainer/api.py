@@ -1,0 +1,132 @@
+"""The Python API: what ``trainer``'s commands do, as functions (``from trainer import train``).
+
+- ``load_config(path, overrides=())`` -> the validated ``Config``.
+- ``train(config, *, overrides=(), run_dir=None, resume=False, events=(), callbacks=())`` -> ``RunResult``.
+- ``evaluate(run_dir, split="test")`` -> the ``eval-<split>.json`` report as a dict.
+- ``predict(run_dir, inputs, top_k=3)`` -> the records ``trainer predict --output x.json`` writes.
+- ``load_run(run_dir)`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
+
+Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``. Nothing here
+prints (run events are the way to watch a run), calls ``sys.exit``, installs signal handlers or
+changes ``os.environ``; the CLI does those. TensorFlow is imported only when a function needs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from trainer.config import Config
+from trainer.config import load_config as _load_config
+from trainer.errors import BadInputError
+from trainer.run.events import EventBus, RunEvents, RunResult
+
+__all__ = ["load_config", "train", "evaluate", "predict", "load_run", "RunEvents", "RunResult"]
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and validate a YAML config; ``overrides`` are ``KEY=VALUE`` strings, as ``--set`` takes them."""
+    return _load_config(path, list(overrides))
+
+
+def _as_config(config: str | Path | Config, overrides: Sequence[str]) -> Config:
+    if isinstance(config, Config):
+        if not overrides:
+            return config
+        resolved = _load_config(None, list(overrides), base=config.to_dict())
+        resolved._config_dir = config.config_dir
+        return resolved
+    if isinstance(config, (str, Path)):
+        return _load_config(config, list(overrides))
+    raise BadInputError(f"config: expected a path to a YAML file or a Config from trainer.load_config; got {type(config).__name__}.")
+
+
+def train(
+    config: str | Path | Config, *, overrides: Sequence[str] = (), run_dir: str | Path | None = None, resume: bool = False,
+    events: Iterable[Any] = (), callbacks: Iterable[Any] = (), dry_run: bool = False,
+) -> RunResult:
+    """Train the model ``config`` describes and write its run directory; returns how the run ended.
+
+    ``run_dir`` None: a new ``<output.dir>/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3`` when taken).
+    ``resume``: continue ``run_dir`` from its last checkpoint. ``events``: run-event handlers
+    (``trainer.RunEvents`` subclasses). ``callbacks``: extra Keras callbacks for ``fit``.
+    A completed run returns status ``completed``; one stopped by a handler's ``StopRun`` returns
+    its status (``pruned``, ...). NaN loss, out of memory and write errors raise
+    ``RunFailedError``; Ctrl-C raises ``RunInterrupted``; bad input raises a ``BadInputError``.
+    """
+    return prepare_training(
+        config, overrides=overrides, run_dir=run_dir, resume=resume, events=events, callbacks=callbacks, dry_run=dry_run
+    ).run()
+
+
+def prepare_training(
+    config: str | Path | Config, *, overrides: Sequence[str] = (), run_dir: str | Path | None = None, resume: bool = False,
+    events: Iterable[Any] = (), callbacks: Iterable[Any] = (), dry_run: bool = False, runtime: Any = None,
+):
+    """Everything ``train`` checks before TensorFlow starts; returns the ``Training`` whose ``run()`` trains.
+
+    ``runtime``: a setup from ``trainer.runtime.prepare_runtime`` (the CLI makes it itself, so that
+    it may set ``KERAS_BACKEND``); None resolves it here.
+    """
+    from trainer.config.checks import plan_run
+    from trainer.run.checkpoint import check_resume
+    from trainer.run.rundir import check_new_run_dir, default_run_dir
+    from trainer.run.training import Training
+    from trainer.runtime import prepare_runtime
+
+    bus = EventBus(events)
+    loaded = _as_config(config, overrides)
+    plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is imported
+    setup = runtime if runtime is not None else prepare_runtime(loaded, resume=resume, on_notice=bus.on_notice)
+    target = Path(run_dir) if run_dir is not None else None
+    resume_state = None
+    if resume:
+        if target is None:
+            raise BadInputError("--resume needs --run-dir DIR: the run directory to continue.")
+        if dry_run:
+            raise BadInputError("--resume and --dry-run cannot be combined.")
+        resume_state = check_resume(target, loaded)
+    elif target is not None and not dry_run and setup.is_chief:
+        check_new_run_dir(target)  # created only once data and model are ready
+    return Training(
+        loaded, target or default_run_dir(loaded.output.dir, loaded.name), events=bus, setup=setup, resume=resume_state,
+        callbacks=tuple(callbacks), dry_run=dry_run, unique_name=target is None,
+    )
+
+
+def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides: Sequence[str] = ()):
+    """Open a finished run: ``.model`` (with its custom objects), ``.config``, ``.manifest``, ``.class_names``.
+
+    ``run_dir`` may also be a model file, with ``config`` the YAML it was trained with.
+    """
+    from trainer.inference.load import load_run as _load_run
+    from trainer.runtime import choose_keras_backend
+
+    choose_keras_backend()
+    return _load_run(Path(run_dir), config_path=Path(config) if config is not None else None, overrides=list(overrides))
+
+
+def evaluate(run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written)."""
+    from trainer.inference.evaluate import SPLITS, evaluate_run
+    from trainer.errors import ConfigError
+
+    if split not in SPLITS:
+        raise ConfigError(f"split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    return evaluate_run(load_run(run_dir, config=config, overrides=overrides), split).to_dict()
+
+
+def predict(run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None) -> list[dict[str, Any]]:
+    """Classify images with a finished run; the records ``trainer predict --output x.json`` writes.
+
+    ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
+    0..255 images (one ``(H, W[, C])`` or a batch ``(N, H, W[, C])``).
+    """
+    from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
+
+    run = load_run(run_dir, config=config)
+    if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
+        images = inputs_from_array(inputs, run.input_shape)
+    else:
+        paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+        images = load_inputs([Path(p) for p in paths], run.input_shape)
+    return predict_records(run, images, top_k)

@@ -1,0 +1,22 @@
+"""``trainer list``: the catalogues of losses, metrics, optimizers and callbacks."""
+from __future__ import annotations
+
+import typer
+
+from trainer.cli.common import handles_errors, quiet_tensorflow
+
+
+@handles_errors
+def list_catalogue(
+    catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers or callbacks.", show_default=False),
+) -> None:
+    """Show a catalogue (losses, metrics, optimizers, callbacks) with each entry's parameters and defaults."""
+    from trainer.catalogue.overview import CATALOGUES, catalogue_rows
+    from trainer.console import print_table, records_table
+
+    if catalogue in CATALOGUES and catalogue != "losses":
+        quiet_tensorflow()  # the parameters are read from the Keras classes themselves
+    rows = catalogue_rows(catalogue)
+    print_table(records_table(catalogue, rows))
+    if catalogue != "losses":
+        typer.echo("Custom entries: name: 'my_module:Name' (a module beside the config or in the working directory).")

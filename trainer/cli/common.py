@@ -1,0 +1,99 @@
+"""What every command shares: error handling, quiet TensorFlow start-up, SIGTERM as Ctrl-C, help texts.
+
+Only the CLI prints, exits, sets environment variables and installs signal handlers; the
+library below it never does.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+
+from trainer.errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
+
+SET_HELP = "Override a config key with a YAML value, e.g. --set train.epochs=3 or --set model.hidden_units=[128,64]. Repeatable."
+CONFIG_HELP = "The YAML config the model was trained with, when TARGET is a model file rather than a run directory."
+
+
+def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a ``TrainerError`` into one message and its exit code; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from trainer.console import print_error
+
+        try:
+            return command(*args, **kwargs)
+        except TrainerError as error:
+            print_error(error)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            print_error(RunInterrupted("interrupted"))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def quiet_tensorflow() -> None:
+    """Import TensorFlow with its native start-up chatter (oneDNN, CUDA probing) kept off the terminal.
+
+    Set TRAINER_TF_LOGS=1 to see it (for CUDA set-up problems).
+    """
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
+    if os.environ.get("TRAINER_TF_LOGS") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def prepare_keras(strategy: str = "none") -> None:
+    """Before Keras is imported: choose its backend (setting KERAS_BACKEND when trainer picks it), then start TensorFlow quietly."""
+    from trainer.runtime import choose_keras_backend
+
+    choose_keras_backend(strategy, set_environment=True)
+    quiet_tensorflow()
+
+
+@contextlib.contextmanager
+def interrupts_as_keyboard_interrupt():
+    """SIGTERM behaves like Ctrl-C while training (checkpoint kept, metrics.json says interrupted, exit 130)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def short_path(path: str, limit: int = 36) -> str:
+    """A long path as its last parts (``.../folder/file.png``), so a table keeps the file name visible."""
+    if len(path) <= limit:
+        return path
+    parts = Path(path).parts
+    return os.sep.join(["…", *parts[-2:]]) if len(parts) > 2 else path

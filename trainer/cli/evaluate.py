@@ -1,0 +1,50 @@
+"""``trainer eval``: measure a finished run on a split and write the report and confusion matrix."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import CONFIG_HELP, handles_errors, prepare_keras
+
+
+@handles_errors
+def eval_(
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    split: str = typer.Option("test", "--split", help="Which split to measure: test, train or validation."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for this evaluation only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
+) -> None:
+    """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
+    from trainer.console import console, key_value_table, print_table, records_table
+    from trainer.errors import ConfigError
+    from trainer.inference.evaluate import SPLITS
+    from trainer.run.rundir import check_output_file
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if output is not None:
+        check_output_file(output, f"a file name for the JSON report, such as {output / f'eval-{split}.json'}")
+    prepare_keras()
+    from trainer.inference.evaluate import evaluate_run
+    from trainer.inference.load import load_run
+    from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
+    from trainer.run.rundir import atomic_write_json
+
+    loaded = load_run(target, config_path=config, overrides=set_ or [])
+    result = evaluate_run(loaded, split)
+    report = output or loaded.run_dir / f"eval-{split}.json"
+    picture = report.parent / confusion_matrix_file(split)
+    write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted")
+    atomic_write_json(report, result.to_dict())
+
+    metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
+    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics]))
+    print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
+    if len(result.confusion_matrix) <= 20:
+        names = result.class_names
+        rows = [{"true / predicted": names[i], **{names[j]: count for j, count in enumerate(row)}} for i, row in enumerate(result.confusion_matrix)]
+        print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
+    console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)

@@ -1,0 +1,47 @@
+"""``trainer predict``: classify images with a finished run."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import CONFIG_HELP, handles_errors, prepare_keras, short_path
+
+
+@handles_errors
+def predict(
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, BMP, GIF), folders of images, or .npy arrays (one image or a batch, raw pixels 0..255).", show_default=False),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+) -> None:
+    """Classify images with a finished run; inputs are converted the way the training data was."""
+    from trainer.console import notice, print_table, records_table
+    from trainer.inference.predict import check_output_path
+
+    if output is not None:
+        check_output_path(output)
+    prepare_keras()
+    from trainer.inference.load import load_run
+    from trainer.inference.predict import load_inputs, predict_records, write_predictions
+
+    loaded = load_run(target, config_path=config)
+    images = load_inputs(inputs, loaded.input_shape)
+    for text in images.notices:
+        notice(text)
+    records = predict_records(loaded, images, top_k)
+    if output is not None:
+        write_predictions(records, output)
+    rows = [
+        {
+            "input": short_path(r["input"]) + ("" if r["index"] is None else f"[{r['index']}]"),
+            "predicted": r["predicted"],
+            "name": r["name"],
+            "probability": r["probability"],
+            f"top {top_k}": "  ".join(f"{t['name']}:{t['probability']:.2f}" for t in r["top_k"]),
+        }
+        for r in records
+    ]
+    print_table(records_table(f"predictions ({len(records)} images)", rows))

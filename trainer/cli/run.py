@@ -1,0 +1,89 @@
+"""``trainer run``: train the model a config describes and write a run directory."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_tensorflow
+
+RUN_EPILOG = (
+    "Exit codes: 0 done, 1 the run failed (NaN loss, out of memory), 2 bad input (config, data, arguments), "
+    "130 interrupted. Every epoch is checkpointed: after Ctrl-C or a crash, add --resume to continue. "
+    "KERAS_BACKEND=jax trains on JAX; distribute.strategy spreads a run over devices or machines."
+)
+
+
+@handles_errors
+def run(
+    config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
+    run_dir: Optional[Path] = typer.Option(
+        None, "--run-dir", help="Put the run exactly here (default: <output.dir>/<name>-<YYYYmmdd-HHMMSS>). Must be new or empty.", show_default=False
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, load the data, build and compile the model, print its summary; train and write nothing."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
+) -> None:
+    """Train the model a config describes and write a run directory (config, model.h5, history, metrics)."""
+    from trainer.api import prepare_training
+    from trainer.cli.progress import RunProgress
+    from trainer.config import load_config
+    from trainer.config.checks import plan_run
+    from trainer.console import console, notice
+    from trainer.errors import RunInterrupted
+    from trainer.runtime import prepare_runtime
+
+    overrides = set_ or []
+    loaded = load_config(config, overrides)
+    plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
+    setup = prepare_runtime(loaded, resume=resume, set_environment=True, on_notice=notice)  # before Keras is imported
+    training = prepare_training(loaded, run_dir=run_dir, resume=resume, dry_run=dry_run, events=[RunProgress()], runtime=setup)
+    planned_dir = training.run_dir
+    quiet_tensorflow()
+    with interrupts_as_keyboard_interrupt():
+        try:
+            result = training.run()
+        except RunInterrupted as error:
+            error.hint = interrupted_hint(config, training.run_dir, overrides)
+            raise
+    if dry_run:
+        console.print(result.model_summary)
+        console.print("[ok]dry run:[/ok] config, data and model are fine; nothing was trained or written.")
+        return
+    if not setup.is_chief:
+        console.print(f"process {setup.process_id} of {setup.num_processes} finished; process 0 writes the run directory {planned_dir}", soft_wrap=True)
+        return
+    print_summary(result)
+
+
+def print_summary(result) -> None:
+    """The final table: status, epochs, validation and test numbers, throughput, wall time; then the run directory."""
+    from trainer.console import console, key_value_table, print_table
+
+    test = result.metrics.get("test") or {}
+    validation = result.metrics.get("validation") or {}
+    print_table(
+        key_value_table(
+            "run finished",
+            [
+                ("status", result.status),
+                *((("reason", result.reason),) if result.reason else ()),
+                ("epochs", result.metrics.get("epochs_completed")),
+                *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy")),
+                *((f"test {k}", v) for k, v in test.items()),
+                ("examples per second", (result.history[-1] if result.history else {}).get("examples_per_second")),
+                ("wall seconds", result.metrics.get("wall_seconds")),
+            ],
+        )
+    )
+    console.print(f"run directory: {result.run_dir}", soft_wrap=True)
+
+
+def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:
+    """What to type next after Ctrl-C: the exact resume command, or why there is nothing to resume."""
+    from trainer.run.checkpoint import read_checkpoint_quiet, resume_command
+
+    if read_checkpoint_quiet(run_dir) is None:
+        return "no epoch was completed, so there is nothing to resume; start again with a new --run-dir."
+    return f"resume with: {resume_command(config, run_dir, overrides)}"

@@ -1,0 +1,28 @@
+"""``trainer runs``: list the runs in a folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from trainer.cli.common import handles_errors
+
+
+@handles_errors
+def runs(
+    folder: Optional[Path] = typer.Argument(None, help="The folder holding run directories (default: output.dir's default, outputs).", show_default=False),
+) -> None:
+    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
+    from trainer.config import OutputConfig
+    from trainer.console import info, print_table, records_table
+    from trainer.run.listing import list_runs
+
+    root = folder or Path(OutputConfig().dir)
+    found = list_runs(root)
+    if not found:
+        info(f"no runs under {root}.")
+        return
+    headers = {"validation_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "seconds"}
+    rows = [{headers.get(key, key): value for key, value in row.items()} for row in found]
+    print_table(records_table(f"runs under {root}", rows))

@@ -1,0 +1,29 @@
+"""``trainer validate``: check a config without TensorFlow."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import SET_HELP, handles_errors
+
+
+@handles_errors
+def validate(
+    config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
+) -> None:
+    """Check a config and the loss / label / model agreement, without TensorFlow (fast)."""
+    from trainer.config import load_config
+    from trainer.config.checks import plan_run
+    from trainer.console import info, notice
+
+    loaded = load_config(config, set_ or [])
+    plan = plan_run(loaded)
+    for text in plan.notices:
+        notice(text)
+    info(
+        f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
+        f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}."
+    )

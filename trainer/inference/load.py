@@ -1,0 +1,118 @@
+"""Open a finished run: its config, manifest and model (with its custom objects), ready to evaluate or predict.
+
+``load_run`` reads a run directory (config.yaml, manifest.json, model.h5) or a model file plus
+its config. Nothing here prints.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import Config, load_config
+from trainer.errors import RunDirError
+from trainer.run.records import Manifest
+from trainer.run.rundir import CONFIG_FILE, MODEL_FILE
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with everything needed to feed it and name its classes."""
+
+    config: Config
+    model: Any  # keras.Model
+    model_path: Path
+    run_dir: Path  # where outputs go: the run directory, or the model file's folder
+    num_classes: int
+    class_names: list[str]
+    label_encoding: str
+    model_output: str  # "softmax" or "logits"
+    manifest: Manifest | None = None  # None for a model file loaded with --config
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(height, width, channels) the model takes."""
+        return tuple(int(d) for d in self.model.input_shape[1:])
+
+    def class_name(self, index: int) -> str:
+        return self.class_names[index] if 0 <= index < len(self.class_names) else str(index)
+
+
+def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path, Path]:
+    """(config file, model file, run directory) for a run directory or a model file + --config."""
+    target = Path(target)
+    if not target.exists():
+        raise RunDirError(
+            f"{target} does not exist; expected a run directory (with {CONFIG_FILE} and {MODEL_FILE}, "
+            "as trainer run writes it) or a model file together with --config CONFIG."
+        )
+    if target.is_dir():
+        config_file = Path(config_path) if config_path else target / CONFIG_FILE
+        model_file = target / MODEL_FILE
+        if not config_file.is_file():
+            raise RunDirError(
+                f"{config_file} is missing; {target} is not a complete run directory "
+                f"(expected {CONFIG_FILE} and {MODEL_FILE}, as trainer run writes them)."
+            )
+        if not model_file.is_file():
+            raise RunDirError(
+                f"{model_file} is missing; the run in {target} has no saved model "
+                "(did it finish? see its metrics.json)."
+            )
+        return config_file, model_file, target
+    if config_path is None:
+        raise RunDirError(
+            f"{target} is a file; a model file needs --config CONFIG (the YAML it was trained with), "
+            "or pass the run directory instead."
+        )
+    return Path(config_path), target, target.parent
+
+
+def load_model_file(path: Path, objects: dict[str, Any] | None = None):
+    """``trainer.models.load_model(path)`` (compiled); an unreadable file is a RunDirError naming it."""
+    from trainer.models import load_model
+
+    try:
+        return load_model(path, objects, compile=True)
+    except Exception as exc:  # noqa: BLE001 - h5py/Keras raise many types for a damaged file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise RunDirError(
+            f"cannot load the model {path}: {reason}. Expected a Keras .h5 model as trainer run saves it "
+            "(is the file truncated or still being written?)."
+        ) from None
+
+
+def _folder_classes(config: Config) -> list[str]:
+    """Class names of a folder dataset read from its train folder (a model file evaluated with --config)."""
+    from trainer.data.folder import list_classes
+
+    return list_classes(Path(config.data.path) / "train") if config.data.path else []
+
+
+def load_run(target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
+    """Load a run directory (or a model file + its config) with the run's classes and encoding."""
+    from trainer.catalogue.user_code import load_custom_objects
+    from trainer.config.checks import plan_run
+    from trainer.data.catalog import DATASETS
+
+    config_file, model_file, run_dir = _resolve_target(Path(target), config_path)
+    config = load_config(config_file, list(overrides))
+    manifest = Manifest.read(run_dir) if config_path is None else None
+    info = DATASETS.get(config.data.dataset)  # None for a folder dataset: its classes are its folders
+    encoding = (manifest.label_encoding if manifest else None) or plan_run(config).encoding
+    class_names = list((manifest.class_names if manifest else None) or (info.class_names if info else _folder_classes(config)))
+    model_output = (manifest.model_output if manifest else None) or config.model.output
+    custom_objects = manifest.custom_objects if manifest else []
+    if config_path is not None:
+        from trainer.catalogue.overview import check_catalogue  # a bare model file: import what its config names
+
+        custom_objects = check_catalogue(config)
+    model = load_model_file(model_file, load_custom_objects({"custom_objects": custom_objects}, config.config_dir))
+    if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
+        from trainer.run.compile import compile_model
+
+        compile_model(model, config, plan_run(config))
+    num_classes = int(model.output_shape[-1])
+    if len(class_names) != num_classes:
+        class_names = [str(i) for i in range(num_classes)]
+    return LoadedRun(config, model, model_file, run_dir, num_classes, class_names, encoding, model_output, manifest)

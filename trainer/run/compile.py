@@ -1,0 +1,98 @@
+"""Compiling a model as its config says: loss, optimizer, metrics, the ``compile`` section (Keras lazily).
+
+Used by the run and by ``load_run`` (a model saved without its compile state is compiled as training did).
+"""
+from __future__ import annotations
+
+import math
+import platform
+from typing import Any
+
+from trainer.config import Config
+from trainer.config.checks import Plan
+
+
+def versions() -> dict[str, str]:
+    import keras
+    import tensorflow as tf
+
+    found = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        found["jax"] = jax.__version__
+    return found
+
+
+def summarize(model) -> str:
+    """``mlp: 55,050 parameters (55,050 trainable)``."""
+    total = model.count_params()
+    trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+    return f"{model.name}: {total:,} parameters ({trainable:,} trainable)"
+
+
+def model_summary_text(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    return "\n".join(lines)
+
+
+def compile_model(model, config: Config, plan: Plan, steps_per_epoch: int | None = None) -> list[dict[str, Any]]:
+    """Compile with the configured loss, optimizer and metrics (accuracy always included).
+
+    Returns the user code (``module:attr``) the compiled model holds, for ``manifest.json``.
+    """
+    from trainer.catalogue.losses import build_loss
+    from trainer.catalogue.metrics import build_metrics
+    from trainer.catalogue.optimizers import build_optimizer
+
+    specs = list(config.metrics)
+    if not any(s.name in ("accuracy", "acc") for s in specs):
+        from trainer.config.schema import NamedSpec
+
+        specs.append(NamedSpec(name="accuracy"))
+    records: list[dict[str, Any]] = []
+    model.compile(
+        optimizer=build_optimizer(config.optimizer.name, config.optimizer.params),
+        loss=build_loss(plan.loss_name, plan.loss_params, config.config_dir, records),
+        metrics=build_metrics(specs, plan.encoding, config.config_dir, records),
+        **compile_kwargs(config, plan, records, steps_per_epoch),
+    )
+    return records
+
+
+# Batch-level progress and the NaN guard see every Nth batch; about this many updates per epoch.
+UPDATES_PER_EPOCH = 20
+MAX_STEPS_PER_EXECUTION = 200
+
+
+def resolve_steps_per_execution(config: Config, steps_per_epoch: int | None) -> int:
+    """``compile.steps_per_execution: auto``: several training steps per call of the compiled step function.
+
+    On small models most of a step's time is Python and dispatch overhead, paid once per call;
+    running ~1/20 of an epoch per call removes it without changing the math. Per-batch
+    callbacks of the user's own, eager runs and unknown epoch lengths keep one step per call.
+    """
+    setting = config.compile.steps_per_execution
+    if setting != "auto":
+        return int(setting)
+    custom_callbacks = any(":" in spec.name for spec in config.callbacks)
+    if config.compile.run_eagerly or custom_callbacks or not steps_per_epoch:
+        return 1
+    return max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // UPDATES_PER_EPOCH))
+
+
+def compile_kwargs(config: Config, plan: Plan, records: list[dict[str, Any]], steps_per_epoch: int | None = None) -> dict[str, Any]:
+    """The ``compile`` section as ``model.compile`` keyword arguments (weighted metrics are named ``weighted_<name>``)."""
+    from trainer.catalogue.metrics import build_metrics
+
+    section = config.compile
+    return {
+        "loss_weights": section.loss_weights,
+        "weighted_metrics": build_metrics(
+            section.weighted_metrics, plan.encoding, config.config_dir, records, prefix="weighted_", key_prefix="compile.weighted_metrics"
+        ) or None,
+        "run_eagerly": section.run_eagerly,
+        "steps_per_execution": resolve_steps_per_execution(config, steps_per_epoch),
+        "jit_compile": section.jit_compile,
+    }

@@ -1,0 +1,63 @@
+"""The ``train`` section as ``model.fit`` settings: class and sample weights, steps, initial epoch."""
+from __future__ import annotations
+
+from typing import Any
+
+from trainer.config import Config
+
+
+def fit_kwargs(config: Config, y_train, num_classes: int) -> dict[str, Any]:
+    """The ``train`` section's ``model.fit`` settings beyond epochs and batches (``class_weight: balanced`` computed here).
+
+    ``num_classes`` is the loaded data's (a folder dataset's classes are its folders).
+    """
+    import numpy as np
+
+    from trainer.errors import ConfigError
+
+    train = config.train
+    class_weight = train.class_weight
+    if class_weight == "balanced":
+        counts = np.bincount(y_train)
+        class_weight = {c: float(len(y_train) / (len(counts) * n)) for c, n in enumerate(counts) if n > 0}
+    elif class_weight is not None:
+        outside = [c for c in class_weight if not 0 <= c < num_classes]
+        if outside:
+            raise ConfigError(f"train.class_weight: class ids {outside} are outside 0..{num_classes - 1} of {config.data.dataset}")
+        class_weight = {c: float(class_weight.get(c, 1.0)) for c in range(num_classes)}  # unnamed classes weigh 1
+    return {
+        "class_weight": class_weight,
+        "initial_epoch": train.initial_epoch,
+        "steps_per_epoch": train.steps_per_epoch,
+        "validation_steps": train.validation_steps,
+    }
+
+
+def load_sample_weights(config: Config, train_examples: int, validation_examples: int):
+    """``train.sample_weights``: a .npy with one weight per training example (as read, after ``data.limit``).
+
+    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped.
+    """
+    import numpy as np
+
+    from trainer.errors import DataError
+
+    path = config.train.sample_weights
+    if path is None:
+        return None
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"train.sample_weights: cannot read {path} as a .npy array: {exc}") from None
+    weights = np.asarray(weights)
+    if config.data.limit is not None and weights.ndim == 1 and len(weights) > config.data.limit:
+        weights = weights[: config.data.limit]
+    expected = train_examples + (validation_examples if isinstance(config.data.validation, float) else 0)
+    if weights.ndim != 1 or len(weights) != expected or not np.issubdtype(weights.dtype, np.number):
+        raise DataError(
+            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}; "
+            f"expected one number per training example, shape ({expected},)."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise DataError(f"train.sample_weights: {path} has negative, NaN or infinite weights; all must be finite and >= 0.")
+    return weights[:train_examples].astype("float32")

@@ -1,0 +1,130 @@
+"""The run directory's two records, typed once: ``manifest.json`` and ``metrics.json`` (stdlib only).
+
+``trainer run`` writes them, ``trainer runs`` lists them, ``trainer eval`` / ``predict`` / the
+API's ``load_run`` read them back. Reading tolerates files written by older versions (missing
+keys take their defaults) and refuses malformed ones with a RunDirError naming the file.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import RunDirError
+from trainer.run.rundir import MANIFEST_FILE, METRICS_FILE, atomic_write_json, read_json
+
+STATUSES = ("completed", "failed", "interrupted", "pruned", "stopped")
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path} is unreadable ({str(exc)[:160]}); expected the JSON object trainer run writes.") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} holds a JSON {type(data).__name__}; expected the JSON object trainer run writes.")
+    return data
+
+
+@dataclass
+class Manifest:
+    """What a saved model needs to be used: its inputs, classes, labels and the user code it holds."""
+
+    dataset: str
+    num_classes: int
+    class_names: list[str]
+    input_shape: list[int]
+    label_encoding: str
+    loss: dict[str, Any]
+    model_output: str
+    custom_objects: list[dict[str, Any]] = field(default_factory=list)
+    model_type: str | None = None
+
+    def write(self, run_dir: Path) -> None:
+        atomic_write_json(Path(run_dir) / MANIFEST_FILE, self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "Manifest | None":
+        """The run's manifest, or None when the run directory has none (a run from before manifests)."""
+        path = Path(run_dir) / MANIFEST_FILE
+        if not path.is_file():
+            return None
+        return cls.from_dict(_read_object(path), path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path | str = MANIFEST_FILE) -> "Manifest":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        problems = []
+        for name, kind in (("num_classes", int), ("class_names", list), ("input_shape", list), ("custom_objects", list)):
+            if name in values and not isinstance(values[name], kind):
+                problems.append(f"{name} is {values[name]!r}, expected a {kind.__name__}")
+        if problems:
+            raise RunDirError(f"{source} is malformed: {'; '.join(problems)}.")
+        values.setdefault("dataset", "unknown")
+        values.setdefault("num_classes", len(values.get("class_names") or []))
+        values.setdefault("class_names", [])
+        values.setdefault("input_shape", [])
+        values.setdefault("label_encoding", "sparse")
+        values.setdefault("loss", {})
+        values.setdefault("model_output", "softmax")
+        return cls(**values)
+
+
+@dataclass
+class RunMetrics:
+    """``metrics.json``: how a run ended and what it measured."""
+
+    status: str
+    train: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
+    epochs_completed: int = 0
+    wall_seconds: float | None = None
+    seed: int | None = None
+    device: dict[str, Any] | None = None
+    distribute: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
+    run_dir: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "RunMetrics":
+        """The last history row split into train and validation numbers."""
+        last = rows[-1] if rows else {}
+        return cls(
+            status=status,
+            train={k: v for k, v in last.items() if k != "epoch" and not k.startswith("val_")} or None,
+            validation={k[4:]: v for k, v in last.items() if k.startswith("val_")} or None,
+            epochs_completed=len(rows),
+            **values,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if data["reason"] is None:
+            del data["reason"]
+        else:  # the reason right after the status, where people look
+            data = {"status": data.pop("status"), "reason": data.pop("reason"), **data}
+        return data
+
+    def write(self, run_dir: Path) -> dict[str, Any]:
+        data = self.to_dict()
+        atomic_write_json(Path(run_dir) / METRICS_FILE, data)
+        return data
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunMetrics | None":
+        """The run's metrics, or None when it has none yet (a run in progress or killed before any ending)."""
+        path = Path(run_dir) / METRICS_FILE
+        if not path.is_file():
+            return None
+        data = _read_object(path)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if not isinstance(values.get("status"), str):
+            raise RunDirError(f"{path} is malformed: status is {values.get('status')!r}, expected one of {', '.join(STATUSES)}.")
+        return cls(**values)
