@@ -60,17 +60,31 @@ def write_config(tmp_path: Path):
     return write
 
 
-@pytest.fixture
-def cli():
-    """Invoke the trainer CLI in-process, as a user would type it."""
+class CliResult:
+    """A finished CLI call: ``exit_code``, ``output`` as printed, and the same text with Rich's line wrapping undone.
+
+    ``text`` joins every run of whitespace into one space (for sentences); ``unwrapped`` only
+    removes the line breaks (for long paths Rich folds across lines).
+    """
+
+    def __init__(self, result):
+        self.exit_code = result.exit_code
+        self.output = result.output
+        self.text = " ".join(result.output.split())
+        self.unwrapped = result.output.replace("\n", "")
+
+
+def run_cli(*args: Any) -> CliResult:
+    """Invoke the trainer CLI in-process, as a user would type it (also usable from module-scoped fixtures)."""
     from trainer.cli import app
 
-    runner = CliRunner()
+    return CliResult(CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False))
 
-    def invoke(*args: str):
-        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
-    return invoke
+@pytest.fixture
+def cli():
+    """The one way tests run the CLI: ``cli("run", config, "--run-dir", d)`` -> ``CliResult``."""
+    return run_cli
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

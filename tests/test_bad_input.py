@@ -28,19 +28,27 @@ def broken_npz(mnist_npz, tmp_path):
     return write, arrays
 
 
-def test_data_problems_are_named(cli, write_config, broken_npz, tmp_path):
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("short", ["x_train has 256 examples but y_train has 253"]),
+        ("labels", ["labels range from 5 to 14", "need labels 0 to 9"]),
+        ("nan", ["nan.npz", "NaN or infinite"]),
+        ("missing", ["missing.npz: no such file or folder"]),
+    ],
+)
+def test_data_problems_are_named(cli, write_config, broken_npz, tmp_path, case, expected):
     write, arrays = broken_npz
     x_nan = arrays["x_train"].astype("float32")
     x_nan[0, 0, 0] = np.nan
-    cases = [
-        (write("short.npz", y_train=arrays["y_train"][:-3]), ["x_train has 256 examples but y_train has 253"]),
-        (write("labels.npz", y_train=arrays["y_train"] + 5), ["labels range from 5 to 14", "need labels 0 to 9"]),
-        (write("nan.npz", x_train=x_nan), ["nan.npz", "NaN or infinite"]),
-        (str(tmp_path / "missing.npz"), ["missing.npz: no such file or folder"]),
-    ]
-    for path, expected in cases:
-        refused(cli("run", write_config(tiny_config(path)), "--run-dir", tmp_path / "never"), *expected)
-        assert not (tmp_path / "never").exists()
+    make = {
+        "short": lambda: write("short.npz", y_train=arrays["y_train"][:-3]),
+        "labels": lambda: write("labels.npz", y_train=arrays["y_train"] + 5),
+        "nan": lambda: write("nan.npz", x_train=x_nan),
+        "missing": lambda: str(tmp_path / "missing.npz"),
+    }
+    refused(cli("run", write_config(tiny_config(make[case]())), "--run-dir", tmp_path / "never"), *expected)
+    assert not (tmp_path / "never").exists()
 
 
 @pytest.mark.parametrize(

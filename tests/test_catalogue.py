@@ -87,6 +87,7 @@ def test_hand_written_focal_loss_matches_keras():
 # --------------------------------------------------------------------------- every loss trains
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", [name for name, _ in LOSSES.items()])
 def test_every_loss_trains_an_epoch(cli, write_config, small_npz, tmp_path, loss):
     config = tiny_config(small_npz, loss=loss, model={"type": "mlp", "hidden_units": [8]})
@@ -148,6 +149,7 @@ def write_custom(tmp_path: Path, config: dict, module_name: str = "my_custom") -
     return path
 
 
+@pytest.mark.slow
 def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subprocess_env, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the module is found beside the config, not in the working directory
     seen = tmp_path / "seen.json"
@@ -197,6 +199,7 @@ def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subpro
     assert "mean_top_probability" in json.dumps(loaded["metrics"])
 
 
+@pytest.mark.slow
 def test_hand_written_cross_entropy_trains_to_builtin_weights(cli, mnist_npz, tmp_path):
     base = dict(labels={"encoding": "onehot"}, train={"epochs": 2, "batch_size": 32})
     builtin = write_custom(tmp_path, tiny_config(mnist_npz, loss="categorical_crossentropy", **base))
@@ -214,17 +217,22 @@ def test_hand_written_cross_entropy_trains_to_builtin_weights(cli, mnist_npz, tm
     assert float(history(tmp_path / "custom")[-1]["loss"]) == pytest.approx(float(history(tmp_path / "builtin")[-1]["loss"]), rel=1e-4)
 
 
-def test_custom_reference_errors_say_which_part_failed(cli, small_npz, tmp_path):
-    cases = {
-        "nope_module:Thing": "module 'nope_module' not found",
-        "my_custom:Missing": "has no attribute 'Missing'",
-        "my_custom:json": "not a loss",
-    }
-    for ref, expected in cases.items():
-        path = write_custom(tmp_path, tiny_config(small_npz, loss=ref, labels={"encoding": "onehot"}))
-        result = cli("run", path, "--run-dir", tmp_path / "r")
-        assert result.exit_code == 2 and expected in flat(result.output), (ref, result.output)
-        assert not (tmp_path / "r").exists()
+@pytest.mark.parametrize(
+    "ref, expected",
+    [
+        ("nope_module:Thing", "module 'nope_module' not found"),
+        ("my_custom:Missing", "has no attribute 'Missing'"),
+        ("my_custom:json", "not a loss"),
+    ],
+)
+def test_custom_reference_errors_say_which_part_failed(cli, small_npz, tmp_path, ref, expected):
+    path = write_custom(tmp_path, tiny_config(small_npz, loss=ref, labels={"encoding": "onehot"}))
+    result = cli("run", path, "--run-dir", tmp_path / "r")
+    assert result.exit_code == 2 and expected in flat(result.output), (ref, result.output)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_custom_loss_needs_an_explicit_label_encoding(cli, small_npz, tmp_path):
     path = write_custom(tmp_path, tiny_config(small_npz, loss="my_custom:CrossEntropy"))
     result = cli("validate", path)
     assert result.exit_code == 2 and "explicit" in result.output and "labels.encoding" in result.output
@@ -233,6 +241,7 @@ def test_custom_reference_errors_say_which_part_failed(cli, small_npz, tmp_path)
 # --------------------------------------------------------------------------- callbacks and fit settings
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_history_shows_it(cli, small_npz, write_config, tmp_path):
     config = tiny_config(
         small_npz,
@@ -245,6 +254,7 @@ def test_early_stopping_stops_and_history_shows_it(cli, small_npz, write_config,
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_file_callbacks_write_inside_run_dir_and_schedule(cli, small_npz, write_config, tmp_path):
     config = tiny_config(
         small_npz,
@@ -267,6 +277,7 @@ def test_file_callbacks_write_inside_run_dir_and_schedule(cli, small_npz, write_
     assert [line["epoch"] for line in lines] == [1, 2, 3] and "val_loss" in lines[0]
 
 
+@pytest.mark.slow
 def test_tensorboard_events_under_run_dir(cli, small_npz, write_config, tmp_path):
     from trainer.catalogue.callbacks import tensorboard_installed
 
@@ -279,6 +290,7 @@ def test_tensorboard_events_under_run_dir(cli, small_npz, write_config, tmp_path
         assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_compile_and_fit_settings(cli, small_npz, write_config, tmp_path):
     weights = np.where(np.load(small_npz)["y_train"] == 0, 0.0, 1.0)
     np.save(tmp_path / "w.npy", weights)
@@ -314,6 +326,7 @@ def test_keras2_fit_settings_get_a_clear_message(cli, small_npz, write_config):
 # --------------------------------------------------------------------------- regularization
 
 
+@pytest.mark.slow
 def test_regularizers_and_constraints_are_on_saved_layers(cli, small_npz, write_config, tmp_path):
     model = {
         "type": "mlp", "hidden_units": [8],
@@ -400,14 +413,17 @@ def test_list_unknown_catalogue(cli):
     assert result.exit_code == 2 and "did you mean 'losses'" in result.output
 
 
-def test_every_example_config_validates(cli):
-    files = sorted(CONFIGS.glob("*.yaml"))
-    assert {"mnist_focal.yaml", "mnist_early_stopping.yaml", "mnist_custom_loss.yaml"} <= {f.name for f in files}
-    for path in files:
-        result = cli("validate", path)
-        assert result.exit_code == 0, (path, result.output)
+def test_the_example_configs_are_there():
+    assert {"mnist_focal.yaml", "mnist_early_stopping.yaml", "mnist_custom_loss.yaml"} <= {f.name for f in CONFIGS.glob("*.yaml")}
 
 
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_validates(cli, path):
+    result = cli("validate", path)
+    assert result.exit_code == 0, (path, result.output)
+
+
+@pytest.mark.slow
 def test_custom_loss_example_config_runs(cli, small_npz, tmp_path):
     folder = tmp_path / "configs"
     folder.mkdir()

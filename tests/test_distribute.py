@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -121,15 +120,23 @@ def test_config_file_validates_the_block(write_config):
 
     config = load_config(write_config({"distribute": {"strategy": "multi_worker", "coordinator": "h:1", "num_processes": 2, "process_id": 1}}))
     assert config.distribute.process_id == 1 and config.to_dict()["distribute"]["timeout_seconds"] == 120.0
-    for bad, needle in (
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
         ({"strategy": "horovod"}, "distribute.strategy"),
         ({"coordinator": "nohost"}, "distribute.coordinator: 'nohost' is not HOST:PORT"),
         ({"num_processes": 2, "process_id": 2}, "process_id 2 is out of range"),
         ({"num_processes": 0}, "distribute.num_processes"),
-    ):
-        with pytest.raises(ConfigError) as error:
-            load_config(write_config({"distribute": bad}, "bad.yaml"))
-        assert needle in str(error.value)
+    ],
+)
+def test_config_file_refuses_a_bad_block(write_config, bad, needle):
+    from trainer.config import load_config
+
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config({"distribute": bad}, "bad.yaml"))
+    assert needle in str(error.value)
 
 
 def test_backend_choice():
@@ -212,6 +219,7 @@ def jax_run(tmp_path_factory):
     return SimpleNamespace(root=root, data=data, config=config, run_dir=root / "single", env=env)
 
 
+@pytest.mark.slow
 def test_jax_backend_run_eval_predict(jax_run, tmp_path):
     metrics = json.loads((jax_run.run_dir / "metrics.json").read_text())
     assert metrics["distribute"] == {**metrics["distribute"], "strategy": "none", "backend": "jax", "processes": 1, "replicas": 1}
@@ -236,6 +244,7 @@ def test_jax_backend_run_eval_predict(jax_run, tmp_path):
     assert [r["predicted"] for r in records] == [int(v) for v in expected]
 
 
+@pytest.mark.slow
 def test_two_process_multi_worker_matches_one_process(jax_run, tmp_path):
     port = free_port()
     run_dir = tmp_path / "shared-run"
@@ -295,6 +304,7 @@ def test_multi_worker_refuses_tensorflow_backend(mnist_npz, write_config, subpro
     assert done.returncode == 2 and "set KERAS_BACKEND=jax" in done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_mirrored_on_two_logical_cpus(backend, mnist_npz, write_config, subprocess_env, tmp_path):
     config = write_config(tiny_config(mnist_npz, train={"epochs": 3}, distribute={"strategy": "mirrored"}))

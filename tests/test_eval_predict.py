@@ -14,25 +14,12 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
+from tests.conftest import run_cli
 from tests.datagen import write_mnist_npz
-from trainer.cli import app
 
 NOISY_TEST_LABELS = 8  # test labels rotated by one class, so the confusion matrix has errors off the diagonal
-
-
-class Flat:
-    """A CLI result whose ``output`` has Rich's line wrapping undone (it keeps the space before a wrap)."""
-
-    def __init__(self, result):
-        self.exit_code = result.exit_code
-        self.output = result.output.replace("\n", "")
-
-
-def invoke(*args):
-    return Flat(CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False))
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +47,8 @@ def runs_root(tmp_path_factory, data_path) -> Path:
     for name, config in configs.items():
         config_file = root.parent / f"{root.name}-{name}.yaml"
         config_file.write_text(yaml.safe_dump(config))
-        result = invoke("run", config_file, "--run-dir", root / name)
-        assert result.exit_code == 0, result.output
+        result = run_cli("run", config_file, "--run-dir", root / name)
+        assert result.exit_code == 0, result.unwrapped
     return root
 
 
@@ -89,12 +76,13 @@ def decodes_as_png(path: Path) -> bool:
 # --------------------------------------------------------------------------- eval
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["softmax", "logits"])
 def test_eval_numbers_match_the_models_own_predictions(runs_root, data_path, kind):
     run_dir = runs_root / kind
-    result = invoke("eval", run_dir)
-    assert result.exit_code == 0, result.output
-    assert "per class" in result.output and "confusion matrix" in result.output
+    result = run_cli("eval", run_dir)
+    assert result.exit_code == 0, result.unwrapped
+    assert "per class" in result.unwrapped and "confusion matrix" in result.unwrapped
     report = json.loads((run_dir / "eval-test.json").read_text())
     assert set(report) == {"split", "examples", "loss", "accuracy", "metrics", "per_class", "confusion_matrix"}
 
@@ -127,28 +115,30 @@ def test_eval_numbers_match_the_models_own_predictions(runs_root, data_path, kin
     assert decodes_as_png(run_dir / "curves.png")
 
 
+@pytest.mark.slow
 def test_eval_train_split_to_output_and_model_file_with_config(runs_root, tmp_path):
     run_dir = runs_root / "softmax"
     out = tmp_path / "report.json"
-    result = invoke("eval", run_dir, "--split", "train", "--output", out)
-    assert result.exit_code == 0, result.output
+    result = run_cli("eval", run_dir, "--split", "train", "--output", out)
+    assert result.exit_code == 0, result.unwrapped
     report = json.loads(out.read_text())
     assert report["split"] == "train" and report["examples"] == 256
     assert (tmp_path / "confusion_matrix-train.png").is_file()
     assert not (run_dir / "eval-train.json").exists()
 
     out2 = tmp_path / "limited.json"
-    by_file = invoke("eval", run_dir / "model.h5", "--config", run_dir / "config.yaml", "--split", "train",
+    by_file = run_cli("eval", run_dir / "model.h5", "--config", run_dir / "config.yaml", "--split", "train",
                      "--set", "data.limit=100", "--output", out2)
-    assert by_file.exit_code == 0, by_file.output
+    assert by_file.exit_code == 0, by_file.unwrapped
     limited = json.loads(out2.read_text())
     assert limited["examples"] == 100  # --set applies to this evaluation only
     assert "limit: null" in (run_dir / "config.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_eval_refuses_bad_targets_and_writes_nothing(runs_root, tmp_path):
-    missing = invoke("eval", tmp_path / "nowhere")
-    assert missing.exit_code == 2 and "nowhere" in missing.output and "config.yaml" in missing.output
+    missing = run_cli("eval", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "nowhere" in missing.unwrapped and "config.yaml" in missing.unwrapped
 
     broken = tmp_path / "broken"
     shutil.copytree(runs_root / "softmax", broken)
@@ -159,20 +149,20 @@ def test_eval_refuses_bad_targets_and_writes_nothing(runs_root, tmp_path):
     model = broken / "model.h5"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
     before = sorted(p.name for p in broken.iterdir())
-    result = invoke("eval", broken)
-    assert result.exit_code == 2, result.output
-    assert "model.h5" in result.output and "Traceback" not in result.output
+    result = run_cli("eval", broken)
+    assert result.exit_code == 2, result.unwrapped
+    assert "model.h5" in result.unwrapped and "Traceback" not in result.unwrapped
     assert sorted(p.name for p in broken.iterdir()) == before
 
     model.unlink()
-    gone = invoke("predict", broken, tmp_path)
-    assert gone.exit_code == 2 and "model.h5" in gone.output
+    gone = run_cli("predict", broken, tmp_path)
+    assert gone.exit_code == 2 and "model.h5" in gone.unwrapped
 
-    no_config = invoke("eval", runs_root / "softmax" / "model.h5")
-    assert no_config.exit_code == 2 and "--config" in no_config.output
+    no_config = run_cli("eval", runs_root / "softmax" / "model.h5")
+    assert no_config.exit_code == 2 and "--config" in no_config.unwrapped
 
-    bad_split = invoke("eval", runs_root / "softmax", "--split", "dev")
-    assert bad_split.exit_code == 2 and "dev" in bad_split.output and "validation" in bad_split.output
+    bad_split = run_cli("eval", runs_root / "softmax", "--split", "dev")
+    assert bad_split.exit_code == 2 and "dev" in bad_split.unwrapped and "validation" in bad_split.unwrapped
 
 
 # --------------------------------------------------------------------------- predict
@@ -188,6 +178,7 @@ def write_digit_pngs(folder: Path, x: np.ndarray) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["softmax", "logits"])
 def test_predict_json_and_csv_agree_with_model_predict(runs_root, data_path, tmp_path, kind):
     run_dir = runs_root / kind
@@ -199,11 +190,11 @@ def test_predict_json_and_csv_agree_with_model_predict(runs_root, data_path, tmp
 
     as_json, as_csv = tmp_path / "p.json", tmp_path / "p.csv"
     inputs = [folder, tmp_path / "batch.npy", tmp_path / "single.npy"]
-    first = invoke("predict", run_dir, *inputs, "--top-k", "10", "--output", as_json)
-    second = invoke("predict", run_dir, *inputs, "--output", as_csv)
-    assert first.exit_code == 0, first.output
-    assert second.exit_code == 0, second.output
-    assert "predictions (18 images)" in first.output
+    first = run_cli("predict", run_dir, *inputs, "--top-k", "10", "--output", as_json)
+    second = run_cli("predict", run_dir, *inputs, "--output", as_csv)
+    assert first.exit_code == 0, first.unwrapped
+    assert second.exit_code == 0, second.unwrapped
+    assert "predictions (18 images)" in first.unwrapped
 
     records = json.loads(as_json.read_text())
     rows = list(csv.DictReader(as_csv.open()))
@@ -228,6 +219,7 @@ def test_predict_json_and_csv_agree_with_model_predict(runs_root, data_path, tmp
     assert correct >= 9  # PNG files of the (learnable) test digits are recognised
 
 
+@pytest.mark.slow
 def test_predict_converts_colour_resized_and_scaled_inputs(runs_root, data_path, tmp_path):
     run_dir = runs_root / "softmax"
     x, _ = raw_test_images(data_path)
@@ -237,39 +229,41 @@ def test_predict_converts_colour_resized_and_scaled_inputs(runs_root, data_path,
     Image.fromarray(digit, "L").save(tmp_path / "d.bmp")
     np.save(tmp_path / "scaled.npy", (digit / 255.0).astype(np.float32)[None])  # (1, 28, 28) in 0..1
     out = tmp_path / "p.json"
-    result = invoke("predict", run_dir, tmp_path / "big.jpg", tmp_path / "d.gif", tmp_path / "d.bmp", tmp_path / "scaled.npy", "--output", out)
-    assert result.exit_code == 0, result.output
-    assert "multiplied by 255" in result.output  # the notice for 0..1 floats
+    result = run_cli("predict", run_dir, tmp_path / "big.jpg", tmp_path / "d.gif", tmp_path / "d.bmp", tmp_path / "scaled.npy", "--output", out)
+    assert result.exit_code == 0, result.unwrapped
+    assert "multiplied by 255" in result.unwrapped  # the notice for 0..1 floats
     records = json.loads(out.read_text())
     expected = int(model_probabilities(run_dir, digit[None]).argmax())
     assert [r["predicted"] for r in records] == [expected] * 4
 
 
+@pytest.mark.slow
 def test_predict_refuses_bad_inputs_and_writes_nothing(runs_root, tmp_path):
     run_dir = runs_root / "softmax"
     out = tmp_path / "p.json"
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"this is not a png")
-    result = invoke("predict", run_dir, fake, "--output", out)
-    assert result.exit_code == 2 and "fake.png" in result.output and "PNG" in result.output
+    result = run_cli("predict", run_dir, fake, "--output", out)
+    assert result.exit_code == 2 and "fake.png" in result.unwrapped and "PNG" in result.unwrapped
     assert not out.exists()
 
     np.save(tmp_path / "wrong.npy", np.zeros((3, 32, 32, 3), dtype=np.uint8))
-    shape = invoke("predict", run_dir, tmp_path / "wrong.npy", "--output", out)
-    assert shape.exit_code == 2 and "wrong.npy" in shape.output and "(3, 32, 32, 3)" in shape.output
-    assert "(N, 28, 28)" in shape.output
+    shape = run_cli("predict", run_dir, tmp_path / "wrong.npy", "--output", out)
+    assert shape.exit_code == 2 and "wrong.npy" in shape.unwrapped and "(3, 32, 32, 3)" in shape.unwrapped
+    assert "(N, 28, 28)" in shape.unwrapped
     assert not out.exists()
 
-    missing = invoke("predict", run_dir, tmp_path / "absent.png")
-    assert missing.exit_code == 2 and "absent.png" in missing.output
+    missing = run_cli("predict", run_dir, tmp_path / "absent.png")
+    assert missing.exit_code == 2 and "absent.png" in missing.unwrapped
 
-    suffix = invoke("predict", run_dir, fake, "--output", tmp_path / "p.txt")
-    assert suffix.exit_code == 2 and ".json or .csv" in suffix.output
+    suffix = run_cli("predict", run_dir, fake, "--output", tmp_path / "p.txt")
+    assert suffix.exit_code == 2 and ".json or .csv" in suffix.unwrapped
 
-    no_run = invoke("predict", tmp_path / "no-run", fake)
-    assert no_run.exit_code == 2 and "no-run" in no_run.output
+    no_run = run_cli("predict", tmp_path / "no-run", fake)
+    assert no_run.exit_code == 2 and "no-run" in no_run.unwrapped
 
 
+@pytest.mark.slow
 def test_predict_as_a_real_subprocess(runs_root, data_path, tmp_path, subprocess_env):
     x, _ = raw_test_images(data_path)
     write_digit_pngs(tmp_path / "digits", x[20:23])
@@ -285,6 +279,7 @@ def test_predict_as_a_real_subprocess(runs_root, data_path, tmp_path, subprocess
 # --------------------------------------------------------------------------- runs
 
 
+@pytest.mark.slow
 def test_runs_lists_runs_sorted_by_time(runs_root, tmp_path):
     folder = tmp_path / "outputs"
     for name, stamp in (("zeta", 2_000_000_000), ("alpha", 1_000_000_000)):
@@ -296,13 +291,13 @@ def test_runs_lists_runs_sorted_by_time(runs_root, tmp_path):
     os.utime(unfinished / "config.yaml", (1_500_000_000, 1_500_000_000))
     (folder / "notrun").mkdir()
 
-    result = invoke("runs", folder)
-    assert result.exit_code == 0, result.output
-    positions = [result.output.index(name) for name in ("alpha", "middle", "zeta")]
+    result = run_cli("runs", folder)
+    assert result.exit_code == 0, result.unwrapped
+    positions = [result.unwrapped.index(name) for name in ("alpha", "middle", "zeta")]
     assert positions == sorted(positions)
-    assert "notrun" not in result.output and "completed" in result.output and "unfinished" in result.output
+    assert "notrun" not in result.unwrapped and "completed" in result.unwrapped and "unfinished" in result.unwrapped
     accuracy = json.loads((runs_root / "softmax" / "metrics.json").read_text())["test"]["accuracy"]
-    assert f"{accuracy:.4f}" in result.output
+    assert f"{accuracy:.4f}" in result.unwrapped
 
     from trainer.run.listing import list_runs
 
@@ -310,8 +305,8 @@ def test_runs_lists_runs_sorted_by_time(runs_root, tmp_path):
     assert [r["name"] for r in rows] == ["alpha", "middle", "zeta"]
     assert rows[0]["epochs"] == 2 and rows[1]["epochs"] == 0 and rows[1]["status"] == "unfinished"
 
-    missing = invoke("runs", tmp_path / "nothing-here")
-    assert missing.exit_code == 2 and "nothing-here" in missing.output
+    missing = run_cli("runs", tmp_path / "nothing-here")
+    assert missing.exit_code == 2 and "nothing-here" in missing.unwrapped
 
 
 def test_cli_and_new_modules_import_without_tensorflow(subprocess_env):
@@ -320,14 +315,15 @@ def test_cli_and_new_modules_import_without_tensorflow(subprocess_env):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_output_that_is_a_folder_is_refused(runs_root, tmp_path):
     folder = tmp_path / "report.json"
     folder.mkdir()
-    evaluated = invoke("eval", runs_root / "softmax", "--output", folder)
-    assert evaluated.exit_code == 2 and "is a folder" in evaluated.output and "Traceback" not in evaluated.output
+    evaluated = run_cli("eval", runs_root / "softmax", "--output", folder)
+    assert evaluated.exit_code == 2 and "is a folder" in evaluated.unwrapped and "Traceback" not in evaluated.unwrapped
     np.save(tmp_path / "one.npy", np.zeros((28, 28), dtype=np.uint8))
-    predicted = invoke("predict", runs_root / "softmax", tmp_path / "one.npy", "--output", folder)
-    assert predicted.exit_code == 2 and "is a folder" in predicted.output
+    predicted = run_cli("predict", runs_root / "softmax", tmp_path / "one.npy", "--output", folder)
+    assert predicted.exit_code == 2 and "is a folder" in predicted.unwrapped
     assert list(folder.iterdir()) == []
 
 

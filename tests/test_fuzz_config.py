@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,6 +79,7 @@ def check(config_path, overrides=()):
 FUZZ = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(config=mutated_configs())
 def test_mutated_configs_load_or_raise_config_error(config, tmp_path):
@@ -105,6 +107,7 @@ def test_random_set_overrides_apply_or_raise_config_error(overrides, tmp_path):
     check(path, overrides)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=mutated_configs())
 def test_validate_command_exits_0_or_2(config, tmp_path):

@@ -77,6 +77,7 @@ def reference(long_config):
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(cli, long_config, reference, tmp_path, subprocess_env):
     run_dir = tmp_path / "killed"
     killed = start_and_signal(long_config, run_dir, subprocess_env, signal.SIGKILL)
@@ -92,6 +93,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cli, long_config, referen
     assert not (run_dir / "checkpoint-epoch0001.weights.h5").exists()  # older checkpoints are removed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_keeps_checkpoint_prints_resume_command_exit_130(cli, long_config, reference, tmp_path, subprocess_env, signum):
     run_dir = tmp_path / "interrupted"
@@ -124,6 +126,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_after_a_kill_between_history_and_checkpoint(cli, two_epoch_run, tmp_path):
     config, run_dir = two_epoch_run
     reference = tmp_path / "reference"
@@ -139,6 +142,7 @@ def test_resume_with_more_epochs_after_a_kill_between_history_and_checkpoint(cli
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 3
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_config_and_changes_nothing(cli, two_epoch_run):
     config, run_dir = two_epoch_run
     before = snapshot(run_dir)
@@ -150,6 +154,7 @@ def test_resume_refuses_a_different_config_and_changes_nothing(cli, two_epoch_ru
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_resume_refusals(cli, two_epoch_run, tmp_path, write_config, mnist_npz):
     config, run_dir = two_epoch_run
     cases = [
@@ -168,6 +173,7 @@ def test_resume_refusals(cli, two_epoch_run, tmp_path, write_config, mnist_npz):
     assert result.exit_code == 2 and "no checkpoint" in result.output
 
 
+@pytest.mark.slow
 def test_existing_run_dir_without_resume_is_untouched(cli, two_epoch_run):
     config, run_dir = two_epoch_run
     before = snapshot(run_dir)
@@ -176,6 +182,7 @@ def test_existing_run_dir_without_resume_is_untouched(cli, two_epoch_run):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_a_locked_run_dir_is_refused(cli, two_epoch_run):
     config, run_dir = two_epoch_run
     lock = RunLock(run_dir).acquire()  # another trainer process holds the run directory
@@ -187,6 +194,7 @@ def test_a_locked_run_dir_is_refused(cli, two_epoch_run):
     assert json.loads((run_dir / CHECKPOINT_FILE).read_text())["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_with_exit_1_and_keeps_the_last_checkpoint(cli, mnist_npz, write_config, tmp_path):
     config = write_config(
         tiny_config(mnist_npz, model={"type": "mlp", "hidden_units": [16], "output": "logits"},
@@ -202,6 +210,7 @@ def test_nan_loss_fails_with_exit_1_and_keeps_the_last_checkpoint(cli, mnist_npz
     assert not (run_dir / CHECKPOINT_FILE).exists()  # the NaN epoch is never checkpointed
 
 
+@pytest.mark.slow
 def test_unwritable_run_dir_is_a_clear_error(cli, mnist_npz, write_config, tmp_path):
     config = write_config(tiny_config(mnist_npz))
     blocker = tmp_path / "a-file"

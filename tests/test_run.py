@@ -13,6 +13,7 @@ from tests.conftest import tiny_config
 from tests.datagen import write_cifar10_dir, write_idx_dir, write_mnist_npz
 
 
+@pytest.mark.slow
 def test_run_writes_complete_run_directory(cli, mnist_npz, write_config, tmp_path):
     config = write_config(tiny_config(mnist_npz, train={"epochs": 2}))
     run_dir = tmp_path / "run"
@@ -45,6 +46,7 @@ def test_run_writes_complete_run_directory(cli, mnist_npz, write_config, tmp_pat
     assert accuracy > 0.5  # the synthetic classes are learnable
 
 
+@pytest.mark.slow
 def test_run_learns_with_onehot_and_logits(cli, mnist_npz, write_config, tmp_path):
     onehot = write_config(tiny_config(mnist_npz, loss="categorical_crossentropy", labels={"encoding": "onehot"}, train={"epochs": 3}), "onehot.yaml")
     logits = write_config(
@@ -59,6 +61,7 @@ def test_run_learns_with_onehot_and_logits(cli, mnist_npz, write_config, tmp_pat
         assert metrics["test"]["accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_same_seed_same_history(cli, mnist_npz, write_config, tmp_path):
     config = write_config(tiny_config(mnist_npz, train={"epochs": 2}))
     for name in ("a", "b"):
@@ -69,6 +72,7 @@ def test_same_seed_same_history(cli, mnist_npz, write_config, tmp_path):
         assert first["val_accuracy"] == second["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_set_overrides_are_applied_and_validated(cli, mnist_npz, write_config, tmp_path):
     config = write_config(tiny_config(mnist_npz))
     result = cli("run", config, "--set", "train.epochs=2", "--set", "model.hidden_units=[8,4]", "--run-dir", tmp_path / "r")
@@ -84,6 +88,7 @@ def test_set_overrides_are_applied_and_validated(cli, mnist_npz, write_config, t
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow
 def test_default_run_dir_and_refusal_to_overwrite(cli, mnist_npz, write_config, tmp_path):
     out = tmp_path / "outs"
     config = write_config(tiny_config(mnist_npz, output={"dir": str(out)}))
@@ -96,6 +101,7 @@ def test_default_run_dir_and_refusal_to_overwrite(cli, mnist_npz, write_config, 
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_dry_run_trains_and_writes_nothing(cli, mnist_npz, write_config, tmp_path):
     config = write_config(tiny_config(mnist_npz))
     result = cli("run", config, "--dry-run", "--run-dir", tmp_path / "dry")
@@ -104,6 +110,7 @@ def test_dry_run_trains_and_writes_nothing(cli, mnist_npz, write_config, tmp_pat
     assert not (tmp_path / "dry").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["idx_gz", "idx_raw", "cifar10"])
 def test_run_accepts_each_published_format(cli, write_config, tmp_path, fmt):
     if fmt == "cifar10":
@@ -149,6 +156,7 @@ def test_bad_data_leaves_no_run_directory(cli, write_config, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_console_script_subprocess(subprocess_env, mnist_npz, write_config, tmp_path):
     """A real process, as a user runs it: exit code, output and the run directory."""
     import subprocess
@@ -194,6 +202,7 @@ def test_progress_never_counts_past_the_epoch():
     progress.on_phase_end()
 
 
+@pytest.mark.slow
 def test_images_of_another_shape_than_the_dataset_are_named_in_a_notice(cli, mnist_npz, write_config, tmp_path):
     """cifar10 given an MNIST-shaped file trains (the model adapts), but never silently."""
     result = cli("run", write_config(tiny_config(mnist_npz, data={"dataset": "cifar10"})), "--run-dir", tmp_path / "r")

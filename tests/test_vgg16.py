@@ -56,6 +56,7 @@ def write_legacy_h5(model, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["legacy", "keras3"])
 def test_weights_file_in_each_layout_loads_into_the_backbone(tmp_path, layout):
     reference = _reference_backbone()
@@ -101,6 +102,7 @@ def test_imagenet_download_failure_names_model_weights(cli, write_config, tmp_pa
 # --------------------------------------------------------------------------- frozen, cached, saved
 
 
+@pytest.mark.slow
 def test_saved_model_trains_only_the_head_and_loads_in_a_fresh_process(cli, write_config, tmp_path, subprocess_env):
     data = folder_data(tmp_path, n_per_class=4)
     config = write_config(vgg_config(data, data={"dataset": "folder", "path": str(data), "image_size": [32, 32]}))
@@ -139,6 +141,7 @@ def test_saved_model_trains_only_the_head_and_loads_in_a_fresh_process(cli, writ
     assert "(1, 3)" in done.stdout
 
 
+@pytest.mark.slow
 def test_feature_caching_gives_the_same_head_as_training_through_the_backbone(cli, write_config, tmp_path):
     npz = write_mnist_npz(tmp_path / "m.npz", n_train=40, n_test=10)
     heads = {}
@@ -190,6 +193,7 @@ def test_folder_images_of_odd_sizes_greyscale_and_colour(tmp_path):
     assert (again.x_train[again.y_train == 0][-1] == 77).all()
 
 
+@pytest.mark.slow
 def test_folder_run_with_greyscale_small_images_and_validation_folder(cli, write_config, tmp_path):
     data = folder_data(tmp_path, splits=("train", "test", "validation"), n_per_class=3, size=(12, 10))
     config = vgg_config(data, data={"dataset": "folder", "path": str(data), "image_size": [20, 20], "color_mode": "grayscale"})
@@ -210,6 +214,7 @@ def _refusal(cli, write_config, tmp_path, data, **data_keys):
     return " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_folder_refusals(cli, write_config, tmp_path):
     data = folder_data(tmp_path, n_per_class=2)
     (data / "train" / "empty").mkdir()
@@ -243,6 +248,7 @@ def test_every_example_config_validates(cli):
         assert result.exit_code == 0, (path, result.output)
 
 
+@pytest.mark.slow
 def test_eval_and_predict_take_a_folder_vgg16_run(cli, write_config, tmp_path):
     """Class names travel from the folders through the run to eval and predict; predict takes any image size."""
     from PIL import Image
