@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from trainer.errors import ConfigError
 from trainer.catalogue.optimizers import check_keras_params, keras_defaults
-from trainer.catalogue.registry import Registry, closest
+from trainer.catalogue.registry import Registry, construct, unknown_choice_message
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,7 @@ def _schedule(params: dict[str, Any], key: str, config_dir: Any) -> tuple[Any, d
             raise ConfigError(f"{key}.schedule: {schedule} is a {type(func).__name__}, not a function (epoch, lr) -> lr")
         return func, params
     if schedule not in EPOCH_SCHEDULES:
-        valid = [*EPOCH_SCHEDULES, "module:function"]
-        hint = closest(str(schedule), EPOCH_SCHEDULES)
-        raise ConfigError(
-            f"{key}.schedule: unknown schedule {schedule!r}; valid: {', '.join(valid)}" + (f" (did you mean {hint!r}?)" if hint else "")
-        )
+        raise ConfigError(unknown_choice_message(f"{key}.schedule", schedule, [*EPOCH_SCHEDULES, "module:function"]))
     defaults = EPOCH_SCHEDULES[schedule][0]
     own = {p: params.pop(p) for p in list(params) if p in defaults}
     unknown = [p for p in params if p != "verbose"]
@@ -172,8 +168,5 @@ def build_callbacks(specs: list[Any], run_dir: Path | None, config_dir: Any = No
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}.{info.path_param}: must be a file or folder path; got {value!r}")
             keras_params[info.path_param] = str(base / Path(value).expanduser())  # an absolute path stays as it is
-        try:
-            built.append(cls(**keras_params))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: {spec.name} refused its parameters {spec.params}: {exc}") from None
+        built.append(construct(cls, keras_params, key, spec.name, shown=spec.params))
     return built

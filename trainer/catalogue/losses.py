@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.errors import ConfigError
-from trainer.catalogue.registry import Registry, closest
+from trainer.catalogue.registry import Registry, check_parameters
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,7 @@ def loss_info(name: str, key: str = "loss") -> LossInfo:
 
 def check_params(info: LossInfo, params: dict[str, Any], key: str = "loss") -> None:
     """Refuse parameters the loss does not take, naming the ones it does."""
-    unknown = [p for p in params if p not in info.params]
-    if unknown:
-        problems = []
-        for p in unknown:
-            hint = closest(p, info.params)
-            problems.append(
-                f"{key}.{p}: {info.name} takes no parameter {p!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; it takes: {', '.join(info.params) or 'none'}"
-            )
-        raise ConfigError(f"{key}: unknown parameter{'s' if len(unknown) > 1 else ''} for {info.name}", problems=problems)
+    check_parameters(params, list(info.params), key, info.name)
 
 
 def build_loss(name: str, params: dict[str, Any], config_dir: Any = None, records: list[dict[str, Any]] | None = None):

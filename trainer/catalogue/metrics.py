@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.errors import ConfigError
 from trainer.catalogue.optimizers import check_keras_params
-from trainer.catalogue.registry import Registry
+from trainer.catalogue.registry import Registry, construct
 
 # name -> Keras class; "accuracy" and "top_k_accuracy" are chosen by the label encoding.
 METRICS: Registry[str] = Registry("metrics")
@@ -75,8 +74,5 @@ def build_metrics(
         params = {**DEFAULTS.get(canonical, {}), **params}
         default_name = f"top_{params.get('k', 5)}_accuracy" if canonical == "top_k_accuracy" else canonical
         name = params.pop("name", default_name)
-        try:
-            metrics.append(cls(name=prefix + name, **params))
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{key}: {spec.name} refused its parameters {spec.params}: {exc}") from None
+        metrics.append(construct(cls, {"name": prefix + name, **params}, key, spec.name, shown=spec.params))
     return metrics

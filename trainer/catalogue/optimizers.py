@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.errors import ConfigError
-from trainer.catalogue.registry import Registry, closest
+from trainer.catalogue.registry import Registry, check_parameters, construct
 
 OPTIMIZERS: Registry[str] = Registry("optimizer")
 for _name, _cls in {
@@ -48,19 +48,8 @@ REQUIRED = _Required()
 
 
 def check_keras_params(cls: type, params: dict[str, Any], key: str, what: str) -> None:
-    """Refuse parameters ``cls`` does not take, naming the ones it does."""
-    valid = keras_params(cls)
-    problems = []
-    for name in params:
-        if name not in valid:
-            hint = closest(name, valid)
-            problems.append(
-                f"{key}.{name}: {what} takes no parameter {name!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; it takes: {', '.join(valid)}"
-            )
-    if problems:
-        raise ConfigError(f"{key}: unknown parameter{'s' if len(problems) > 1 else ''} for {what}", problems=problems)
+    """Refuse parameters the Keras class ``cls`` does not take, naming the ones it does."""
+    check_parameters(params, keras_params(cls), key, what)
 
 
 def build_optimizer(name: str, params: dict[str, Any]):
@@ -76,10 +65,7 @@ def build_optimizer(name: str, params: dict[str, Any]):
         raise ConfigError(
             f"optimizer.learning_rate: must be a number or a schedule such as {{name: exponential_decay, ...}}; got {params['learning_rate']!r}"
         )
-    try:
-        return cls(**params)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"optimizer: {name} refused its parameters {params}: {exc}") from None
+    return construct(cls, params, "optimizer", name)
 
 
 def build_schedule(spec: dict[str, Any] | str):
@@ -96,7 +82,4 @@ def build_schedule(spec: dict[str, Any] | str):
     missing = [p for p, default in keras_defaults(cls).items() if default is REQUIRED and p not in spec]
     if missing:
         raise ConfigError(f"{key}: {name} needs {', '.join(missing)}; it takes: {', '.join(keras_params(cls))}")
-    try:
-        return cls(**spec)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: {name} refused its parameters {spec}: {exc}") from None
+    return construct(cls, spec, key, name)

@@ -1,8 +1,15 @@
-"""Name -> entry registries with aliases and "did you mean" suggestions (no TensorFlow)."""
+"""The one registry style of the catalogue (no TensorFlow).
+
+- ``Registry``: name -> entry with aliases; ``get(name, key)`` raises a ConfigError naming the key,
+  the value, the valid names and the closest one.
+- ``closest`` / ``unknown_choice_message``: the one "did you mean".
+- ``check_parameters`` and ``construct``: build an entry with the configured parameters, or say
+  which parameter is wrong and what the entry takes.
+"""
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, Sequence, TypeVar
 
 from trainer.errors import ConfigError
 
@@ -63,3 +70,26 @@ class Registry(Generic[T]):
 
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._entries.items())
+
+
+def check_parameters(params: Mapping[str, Any] | Iterable[str], valid: Sequence[str], key: str, what: str) -> None:
+    """Refuse parameters ``what`` does not take: one problem per wrong name, each with its closest valid name."""
+    problems = []
+    for name in params:
+        if name not in valid:
+            hint = closest(name, valid)
+            problems.append(
+                f"{key}.{name}: {what} takes no parameter {name!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; it takes: {', '.join(valid) or 'none'}"
+            )
+    if problems:
+        raise ConfigError(f"{key}: unknown parameter{'s' if len(problems) > 1 else ''} for {what}", problems=problems)
+
+
+def construct(factory: Callable[..., T], params: Mapping[str, Any], key: str, what: str, shown: Mapping[str, Any] | None = None) -> T:
+    """``factory(**params)``; a value the factory refuses becomes a ConfigError naming ``key``, ``what`` and the parameters."""
+    try:
+        return factory(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {what} refused its parameters {dict(shown if shown is not None else params)}: {exc}") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.catalogue.registry import closest
+from trainer.catalogue.registry import unknown_choice_message
 
 REGULARIZER_KEYS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer")
 REGULARIZERS = {"l1": "L1", "l2": "L2", "l1_l2": "L1L2"}
@@ -32,10 +32,7 @@ def check_regularizer(value: Any) -> dict[str, Any]:
         raise ValueError(f"must be one of {REGULARIZER_HELP}")
     ((name, factor),) = value.items()
     if name not in REGULARIZERS:
-        hint = closest(str(name), REGULARIZERS)
-        raise ValueError(
-            f"unknown regularizer {name!r}; valid: {', '.join(REGULARIZERS)}" + (f" (did you mean {hint!r}?)" if hint else "")
-        )
+        raise ValueError(unknown_choice_message("regularizer", name, REGULARIZERS).split(": ", 1)[1])
     if name == "l1_l2":
         if not (isinstance(factor, list) and len(factor) == 2 and all(_factor(f) for f in factor)):
             raise ValueError(f"l1_l2 takes a list of two factors [l1, l2] (each >= 0); got {factor!r}")
@@ -51,10 +48,7 @@ def check_constraint(value: Any) -> Any:
         raise ValueError(f"must be a constraint name ({', '.join(CONSTRAINTS)}) or {{name: max_norm, max_value: 3}}")
     name = spec["name"]
     if name not in CONSTRAINTS:
-        hint = closest(str(name), CONSTRAINTS)
-        raise ValueError(
-            f"unknown constraint {name!r}; valid: {', '.join(CONSTRAINTS)}" + (f" (did you mean {hint!r}?)" if hint else "")
-        )
+        raise ValueError(unknown_choice_message("constraint", name, CONSTRAINTS).split(": ", 1)[1])
     params = CONSTRAINTS[name][1]
     for key in spec:
         if key != "name" and key not in params:
