@@ -1,13 +1,13 @@
 """The list of runs under a folder: what was tried, how far it got, how well it did (stdlib only)."""
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
+from trainer.run.records import RunMetrics
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, read_history
 
 
 def _accuracy(section: Any) -> float | None:
@@ -16,17 +16,14 @@ def _accuracy(section: Any) -> float | None:
 
 def describe_run(run_dir: Path) -> dict[str, Any] | None:
     """One row for a run directory, or None when the folder holds no run."""
-    config_file, metrics_file, history_file = run_dir / CONFIG_FILE, run_dir / METRICS_FILE, run_dir / HISTORY_FILE
+    config_file, history_file = run_dir / CONFIG_FILE, run_dir / HISTORY_FILE
     if not config_file.is_file():
         return None
-    metrics: dict[str, Any] = {}
-    if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            metrics = {"status": "unreadable metrics.json"}
-        if not isinstance(metrics, dict):
-            metrics = {"status": "unreadable metrics.json"}
+    try:
+        record = RunMetrics.read(run_dir)
+        metrics: dict[str, Any] = record.to_dict() if record is not None else {}
+    except RunDirError:
+        metrics = {"status": "unreadable metrics.json"}
     rows: list[dict[str, Any]] = []
     if history_file.is_file():
         try:
