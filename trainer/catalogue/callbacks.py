@@ -1,7 +1,8 @@
 """The callback catalogue: ``{name, ...params}`` entries -> Keras callbacks.
 
-File paths (checkpoints, CSV and JSON-lines logs, TensorBoard events) default to files inside the
-run directory; a relative path is taken relative to the run directory too.
+File paths (checkpoints, CSV and JSON-lines logs, TensorBoard events) are names inside the run
+directory: an absolute path, ``..`` or a name of trainer's own files is refused (``check_callbacks``,
+which ``trainer validate`` runs too).
 """
 from __future__ import annotations
 
@@ -86,6 +87,45 @@ def _schedule(params: dict[str, Any], key: str, config_dir: Any) -> tuple[Any, d
     return EpochSchedule(schedule, {**defaults, **own}), params
 
 
+# --------------------------------------------------------------------------- checks without Keras
+
+
+def check_callbacks(specs: list[Any], logged: list[str] | None) -> None:
+    """Every built-in callback's parameters (names, types, ranges, ``monitor``, file names), all problems at once.
+
+    ``logged``: what the run logs each epoch (None when custom metrics make it unknown).
+    """
+    from trainer.catalogue.params import CALLBACK_PARAMS, SCHEDULE_PARAMS, check_callback_params
+    from trainer.catalogue.user_code import is_ref
+    from trainer.paths import run_file_problem
+
+    problems: list[str] = []
+    for index, spec in enumerate(specs):
+        key = f"callbacks.{index}"
+        if is_ref(spec.name) or CALLBACKS.canonical(spec.name) is None:
+            continue  # user code is checked when imported; an unknown name is refused by name elsewhere
+        info = CALLBACKS.get(spec.name)
+        params = {**info.defaults, **spec.params}
+        problems += check_callback_params(info.name, params, key, logged)
+        if info.name == "learning_rate_scheduler":
+            schedule = params.get("schedule")
+            if not (isinstance(schedule, str) and (schedule in SCHEDULE_PARAMS or is_ref(schedule))):
+                hint = closest(str(schedule), list(SCHEDULE_PARAMS))
+                problems.append(
+                    f"{key}.schedule: unknown schedule {schedule!r}; valid: {', '.join(SCHEDULE_PARAMS)}, module:function"
+                    + (f" (did you mean {hint!r}?)" if hint else "")
+                )
+        if info.path_param is not None and info.path_param in CALLBACK_PARAMS[info.name]:
+            value = params.get(info.path_param)
+            why = run_file_problem(value) if isinstance(value, str) else "must be a file name"
+            if why:
+                problems.append(f"{key}.{info.path_param}: {value!r} {why}")
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"callbacks: {len(problems)} problems", problems=problems)
+
+
 # --------------------------------------------------------------------------- building
 
 
@@ -167,6 +207,11 @@ def build_callbacks(specs: list[Any], run_dir: Path | None, config_dir: Any = No
             value = keras_params[info.path_param]
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{key}.{info.path_param}: must be a file or folder path; got {value!r}")
-            keras_params[info.path_param] = str(base / Path(value).expanduser())  # an absolute path stays as it is
+            if run_dir is not None:
+                from trainer.paths import inside
+
+                keras_params[info.path_param] = str(inside(base, value, f"{key}.{info.path_param}"))  # a link cannot lead out
+            else:
+                keras_params[info.path_param] = str(base / value)
         built.append(construct(cls, keras_params, key, spec.name, shown=spec.params))
     return built

@@ -107,13 +107,36 @@ def check_catalogue_names(config: Config) -> None:
     for registry, key, spec in entries:
         if not _is_custom(spec.name):
             registry.get(spec.name, key=key)
-    scheduled = isinstance(config.optimizer.params.get("learning_rate"), (dict, str))
+    from trainer.catalogue.callbacks import check_callbacks
+    from trainer.catalogue.params import OPTIMIZER_PARAMS, check_optimizer_params, logged_names
+
+    optimizer = OPTIMIZERS.canonical(config.optimizer.name)
+    if optimizer in OPTIMIZER_PARAMS:
+        check_optimizer_params(optimizer, config.optimizer.params)
+    names = metric_log_names(config)
+    check_callbacks(config.callbacks, None if names is None else logged_names(names, config.data.validation != "none"))
+    scheduled = isinstance(config.optimizer.params.get("learning_rate"), dict)
     uses_callback = any(spec.name in ("learning_rate_scheduler", "reduce_lr_on_plateau") for spec in config.callbacks)
     if scheduled and uses_callback:
         raise ConfigError(
             "optimizer.learning_rate: is a schedule, but a callback (learning_rate_scheduler or reduce_lr_on_plateau) "
             "also sets the learning rate; Keras cannot do both. Use a number for learning_rate, or drop the callback."
         )
+
+
+def metric_log_names(config: Config) -> list[str] | None:
+    """The names the configured metrics log under (None when user code makes them unknown until it is imported)."""
+    from trainer.catalogue.metrics import METRICS
+
+    names = []
+    for prefix, specs in (("", config.metrics), ("weighted_", config.compile.weighted_metrics)):
+        for spec in specs:
+            canonical = METRICS.canonical(spec.name) if not _is_custom(spec.name) else None
+            if canonical is None:
+                return None
+            default = f"top_{spec.params.get('k', 5)}_accuracy" if canonical == "top_k_accuracy" else canonical
+            names.append(prefix + str(spec.params.get("name", default)))
+    return names
 
 
 def model_input_notices(config: Config) -> list[str]:

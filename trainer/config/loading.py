@@ -15,6 +15,7 @@ from trainer.catalogue.registry import closest, unknown_choice_message
 from trainer.config.models import DEFAULT_MODEL_TYPE, MODEL_TYPES, model_class_for
 from trainer.config.schema import Config, KeyPath, NamedSpec
 from trainer.errors import ConfigError
+from trainer.paths import check_path_text
 
 # --------------------------------------------------------------------------- YAML with line numbers
 
@@ -32,10 +33,13 @@ class _Source:
         for prefix in prefixes:  # an override replaces the file's whole subtree, so it wins over deeper file lines
             if prefix in self.overrides:
                 return f"--set {self.overrides[prefix]}"
-        for prefix in prefixes:
-            if prefix in self.marks and self.file:
-                return f"{self.file}:{self.marks[prefix]}"
-        return self.file or "config"
+        inner = [text for key, text in self.overrides.items() if key[: len(path)] == path]  # --set inside this section
+        line = next((f"{self.file}:{self.marks[prefix]}" for prefix in prefixes if prefix in self.marks and self.file), None)
+        if inner and (line is None or path not in self.marks):  # the file never wrote this key: the --set made it
+            return ", ".join(f"--set {text}" for text in inner)
+        if inner:
+            return f"{line} (with " + ", ".join(f"--set {text}" for text in inner) + ")"
+        return line or self.file or "config"
 
 
 def _collect_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], file: str) -> None:
@@ -57,27 +61,151 @@ def _collect_marks(node: yaml.Node, path: KeyPath, marks: dict[KeyPath, int], fi
             _collect_marks(item, path + (index,), marks, file)
 
 
+# Limits on what a config file may cost to read (docs/failures.md lists them): a config is a few
+# kilobytes, so these only stop hostile or broken files, quickly and with bounded memory.
+MAX_CONFIG_BYTES = 256_000  # file size
+MAX_DEPTH = 64  # nesting of mappings and lists
+MAX_ALIASES = 1_000  # uses of *alias in one document
+MAX_NODES = 10_000  # values once every alias is expanded (stops "billion laughs")
+
+# YAML 1.2 floats: `1e-3`, `5E4`, `.5e1`. PyYAML follows YAML 1.1, which needs a dot and a signed
+# exponent (`1.0e-3`), so it reads `learning_rate: 1e-3` as the string '1e-3'.
+_FLOAT_12 = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2 floats and the limits above enforced while composing."""
+
+    yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def __init__(self, stream: str, where: str):
+        super().__init__(stream)
+        self._where = where
+        self._depth = 0
+        self._aliases = 0
+        self._nodes = 0
+
+    def fetch_flow_collection_start(self, token_class):  # noqa: ANN001 - PyYAML's signature
+        # Checked in the scanner: it keeps one pending key per open bracket and rescans them all
+        # for every token, so `[[[[...` costs quadratic time before the parser sees any depth.
+        if self.flow_level >= MAX_DEPTH:
+            raise _limit(self._where, self.get_mark(), f"nesting deeper than {MAX_DEPTH} levels")
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _limit(self._where, self.peek_event().start_mark, f"more than {MAX_ALIASES} aliases (*name)")
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _limit(self._where, self.peek_event().start_mark, f"more than {MAX_NODES} values")
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _limit(self._where, self.peek_event().start_mark, f"nesting deeper than {MAX_DEPTH} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+    def construct_yaml_float(self, node):  # noqa: ANN001 - PyYAML's signature
+        # `epochs: 1e3` is a whole number written briefly: an int, so integer fields take it too.
+        text = str(node.value).replace("_", "")
+        mantissa, _, exponent = text.lower().partition("e")
+        if exponent and "." not in mantissa and _FLOAT_12.match(text) and 0 <= int(exponent) <= 18:
+            return int(mantissa) * 10 ** int(exponent)
+        return super().construct_yaml_float(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
+for _first in "-+0123456789.":
+    _ConfigLoader.yaml_implicit_resolvers.setdefault(_first, []).append(("tag:yaml.org,2002:float", _FLOAT_12))
+
+
+def _limit(where: str, mark: Any, what: str) -> ConfigError:
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return ConfigError(
+        f"{where}{line}: refused: {what}; a config may hold at most {MAX_DEPTH} levels of nesting, {MAX_ALIASES} aliases "
+        f"and {MAX_NODES} values with aliases expanded (a YAML alias bomb or a recursive alias would never finish loading)."
+    )
+
+
+def _check_expansion(node: yaml.Node, where: str) -> None:
+    """Refuse a document that, with aliases expanded, holds more than MAX_NODES values, nests deeper than
+    MAX_DEPTH or refers to itself (linear time: each node is measured once)."""
+    measured: dict[int, tuple[int, int]] = {}  # id -> (values, depth)
+    active: set[int] = set()
+
+    def measure(item: yaml.Node) -> tuple[int, int]:
+        key = id(item)
+        if key in measured:
+            return measured[key]
+        if key in active:
+            raise _limit(where, item.start_mark, "a recursive alias (an anchor used inside itself)")
+        active.add(key)
+        children = [c for pair in item.value for c in pair] if isinstance(item, yaml.MappingNode) else (
+            list(item.value) if isinstance(item, yaml.SequenceNode) else []
+        )
+        total, depth = 1, 0
+        for child in children:
+            child_total, child_depth = measure(child)
+            total, depth = min(total + child_total, MAX_NODES + 1), max(depth, child_depth)
+        if total > MAX_NODES:
+            raise _limit(where, item.start_mark, f"more than {MAX_NODES} values once aliases are expanded")
+        if depth + 1 > MAX_DEPTH:
+            raise _limit(where, item.start_mark, f"nesting deeper than {MAX_DEPTH} levels once aliases are expanded")
+        active.discard(key)
+        measured[key] = (total, depth + 1)
+        return measured[key]
+
+    measure(node)
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
+    """The value and node tree of one YAML document, with YAML 1.2 floats and the limits above."""
+    loader = None
+    try:
+        loader = _ConfigLoader(text, where)  # the reader refuses control characters already here
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, where)
+        return loader.construct_document(node), node
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{at}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: YAML syntax error: {exc}") from None
+    except RecursionError:
+        raise _limit(where, None, "nesting too deep to read") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 def read_yaml(path: Path) -> tuple[dict[str, Any], _Source]:
     """Parse a YAML config file into a dict plus a map of key path -> line number."""
-    file = str(path)
+    file = check_path_text(path, "config file")
+    path = Path(file)
     if not path.exists():
         raise ConfigError(f"config file not found: {file}")
     if path.is_dir():
         raise ConfigError(f"config path is a folder, not a YAML file: {file}")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{file}: refused: the file is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a few kilobytes "
+                "(is this the right file?)."
+            )
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {file}: {exc}") from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: YAML syntax error: {exc}") from None
+    data, node = parse_yaml(text, file)
     if node is None or data is None:
         raise ConfigError(f"{file} is empty; a config is a YAML mapping such as 'data: {{dataset: mnist}}'.")
     if not isinstance(data, dict):
@@ -106,9 +234,9 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     if not key.strip() or any(not part for part in parts):
         raise ConfigError(f"--set {text!r}: the key must be a dotted path such as train.epochs")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+        value = parse_yaml(raw, f"--set {text}")[0] if raw.strip() else None
+    except ConfigError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.message.partition(': ')[2]})") from None
     path: KeyPath = tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)  # '¹'.isdigit() is True
     return path, value
 
@@ -239,6 +367,9 @@ def _join_alternatives(messages: list[str]) -> str:
 
 def validate(data: dict[str, Any], source: _Source) -> Config:
     """Turn a plain dict into a ``Config``; every problem is reported at once with its location."""
+    model = data.get("model")
+    if isinstance(model, dict) and "type" not in model:  # the README's promise: a model section without type is an mlp
+        data = {**data, "model": {"type": DEFAULT_MODEL_TYPE, **model}}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -254,11 +385,20 @@ def validate(data: dict[str, Any], source: _Source) -> Config:
         ) from None
 
 
+def run_name_from(text: str) -> str:
+    """A valid run name (letters, digits, ``.``, ``_``, ``-``) made from a config file's name: ``my run é.yaml`` -> ``my-run-e``."""
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).strip("-.")
+    return name[:100] or "run"
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *, base: dict[str, Any] | None = None) -> Config:
     """Read ``path`` (or start from ``base``), apply ``--set`` overrides, validate and resolve paths."""
     if path is not None:
         data, source = read_yaml(Path(path))
-        data.setdefault("name", Path(path).stem)
+        data.setdefault("name", run_name_from(Path(check_path_text(path, "config file")).stem))
     else:
         data, source = dict(base or {}), _Source(None)
     for text in overrides:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Field, field_validator
 
 from trainer.catalogue.registry import Registry, unknown_choice_message
-from trainer.config.base import ACTIVATIONS, _Strict
+from trainer.config.base import ACTIVATIONS, PathText, _Strict
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ def model_class_for(kind: Any) -> type:
 
 
 DEFAULT_MODEL_TYPE = "mlp"
+MAX_UNITS = 1_048_576  # units in one dense layer; beyond this no weight matrix fits in memory
 
 
 class ModelSection(_Strict):
@@ -69,7 +70,7 @@ class ModelSection(_Strict):
 @register_model("mlp", builder="trainer.models.mlp:build_mlp")
 class MLPConfig(ModelSection):
     type: Literal["mlp"] = "mlp"
-    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [64, 64])
+    hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [64, 64], max_length=1_000)
     activation: str = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     output: Literal["softmax", "logits"] = "softmax"
@@ -103,7 +104,7 @@ class MLPConfig(ModelSection):
 class HeadConfig(_Strict):
     """The trainable dense head on top of a frozen backbone."""
 
-    hidden_units: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [4096, 4096])
+    hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [4096, 4096], max_length=1_000)
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     activation: str = "relu"
 
@@ -119,7 +120,7 @@ class VGG16HeadConfig(ModelSection):
 
     type: Literal["vgg16_head"] = "vgg16_head"
     has_backbone: ClassVar[bool] = True
-    weights: str = "imagenet"  # imagenet | none | a path to a weights file
+    weights: PathText = "imagenet"  # imagenet | none | a path to a weights file
     trainable_backbone: bool = False
     head: HeadConfig = Field(default_factory=HeadConfig)
     output: Literal["softmax", "logits"] = "softmax"

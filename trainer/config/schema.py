@@ -24,7 +24,7 @@ from trainer.catalogue.registry import unknown_choice_message
 
 KeyPath = tuple[Union[str, int], ...]
 
-from trainer.config.base import ACTIVATIONS, _Strict  # noqa: E402,F401 - re-exported
+from trainer.config.base import ACTIVATIONS, INT32_MAX, Count, PathText, _Strict  # noqa: E402,F401 - re-exported
 
 
 class NamedSpec(BaseModel):
@@ -48,12 +48,15 @@ class NamedSpec(BaseModel):
         return data["name"] if len(data) == 1 else data
 
 
+MAX_IMAGE_SIDE = 16_384  # pixels; a side beyond this is a typo (one such RGB image is 768 MiB)
+
+
 class DataConfig(_Strict):
     dataset: str = "mnist"
-    path: str | None = None
+    path: PathText | None = None
     validation: str | float = "test"
-    limit: Annotated[int, Field(gt=0)] | None = None
-    image_size: list[Annotated[int, Field(gt=0)]] | None = Field(default=None, min_length=2, max_length=2)
+    limit: Count | None = None
+    image_size: list[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] | None = Field(default=None, min_length=2, max_length=2)
     color_mode: Literal["rgb", "grayscale"] | None = None
 
     @field_validator("dataset")
@@ -111,15 +114,15 @@ ModelConfig = model_union()
 
 
 class TrainConfig(_Strict):
-    epochs: Annotated[int, Field(gt=0)] = 10
-    batch_size: Annotated[int, Field(gt=0)] = 32
+    epochs: Count = 10
+    batch_size: Count = 32
     shuffle: bool = True
     mixed_precision: Union[Literal["auto"], bool] = "auto"
     class_weight: Union[Literal["balanced"], dict[int, Annotated[float, Field(ge=0.0)]], None] = None
-    sample_weights: str | None = None  # a .npy file with one weight per training example
-    steps_per_epoch: Annotated[int, Field(gt=0)] | None = None
-    validation_steps: Annotated[int, Field(gt=0)] | None = None
-    initial_epoch: Annotated[int, Field(ge=0)] = 0
+    sample_weights: PathText | None = None  # a .npy file with one weight per training example
+    steps_per_epoch: Count | None = None
+    validation_steps: Count | None = None
+    initial_epoch: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     cache_features: Union[Literal["auto"], bool] = "auto"
 
     _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
@@ -155,14 +158,14 @@ class CompileConfig(_Strict):
     loss_weights: Annotated[float, Field(ge=0.0)] | None = None  # one output, so one number
     weighted_metrics: list[NamedSpec] = Field(default_factory=list)
     run_eagerly: bool = False
-    steps_per_execution: Union[Literal["auto"], Annotated[int, Field(gt=0)]] = "auto"
+    steps_per_execution: Union[Literal["auto"], Count] = "auto"
     jit_compile: Union[Literal["auto"], bool] = "auto"
 
     _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
 
 
 class OutputConfig(_Strict):
-    dir: str = "outputs"
+    dir: PathText = "outputs"
 
 
 class DistributeConfig(_Strict):
@@ -174,8 +177,8 @@ class DistributeConfig(_Strict):
 
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"
     coordinator: str | None = None  # HOST:PORT of process 0; port+1 is used too
-    num_processes: Annotated[int, Field(gt=0)] | None = None
-    process_id: Annotated[int, Field(ge=0)] | None = None
+    num_processes: Annotated[int, Field(gt=0, le=65_536)] | None = None
+    process_id: Annotated[int, Field(ge=0, lt=65_536)] | None = None
     timeout_seconds: Annotated[float, Field(gt=0)] = 120.0  # how long processes wait for each other at start
 
     @field_validator("coordinator")
