@@ -174,7 +174,7 @@ def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subpro
         {"ref": "my_custom:MeanTopProbability", "path": folder},
     ]
 
-    # Another process, another working directory, only the run directory to go on.
+    # Another process, another working directory, the run directory and the code folder the user names.
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     script = textwrap.dedent(
@@ -184,7 +184,7 @@ def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subpro
         from trainer.catalogue.user_code import load_custom_objects
         run = {str(tmp_path / "r")!r}
         manifest = json.load(open(run + "/manifest.json"))
-        model = keras.models.load_model(run + "/model.h5", custom_objects=load_custom_objects(manifest))
+        model = keras.models.load_model(run + "/model.h5", custom_objects=load_custom_objects(manifest, [{folder!r}]))
         x = np.load({str(mnist_npz)!r})["x_test"][:16].astype("float32")[..., None]
         y = keras.ops.one_hot(np.load({str(mnist_npz)!r})["y_test"][:16], 10)
         print(json.dumps({{"loss": type(model.loss).__name__ if not callable(model.loss) else getattr(model.loss, "__name__", ""),
@@ -211,7 +211,7 @@ def test_hand_written_cross_entropy_trains_to_builtin_weights(cli, mnist_npz, tm
 
     manifest = json.loads((tmp_path / "custom" / "manifest.json").read_text())
     first = keras.models.load_model(tmp_path / "builtin" / "model.h5")
-    second = keras.models.load_model(tmp_path / "custom" / "model.h5", custom_objects=load_custom_objects(manifest))
+    second = keras.models.load_model(tmp_path / "custom" / "model.h5", custom_objects=load_custom_objects(manifest, [tmp_path / "project"]))
     for a, b in zip(first.get_weights(), second.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-4)
     assert float(history(tmp_path / "custom")[-1]["loss"]) == pytest.approx(float(history(tmp_path / "builtin")[-1]["loss"]), rel=1e-4)

@@ -4,7 +4,7 @@
 - ``train(config, *, overrides=(), run_dir=None, resume=False, events=(), callbacks=())`` -> ``RunResult``.
 - ``evaluate(run_dir, split="test")`` -> the ``eval-<split>.json`` report as a dict.
 - ``predict(run_dir, inputs, top_k=3)`` -> the records ``trainer predict --output x.json`` writes.
-- ``load_run(run_dir)`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
+- ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
 
 Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``. Nothing here
 prints (run events are the way to watch a run), calls ``sys.exit``, installs signal handlers or
@@ -93,29 +93,37 @@ def prepare_training(
     )
 
 
-def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides: Sequence[str] = ()):
+def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = ()):
     """Open a finished run: ``.model`` (with its custom objects), ``.config``, ``.manifest``, ``.class_names``.
 
-    ``run_dir`` may also be a model file, with ``config`` the YAML it was trained with.
+    ``run_dir`` may also be a model file, with ``config`` the YAML it was trained with. Custom code
+    (``module:attr`` losses, metrics) is imported only from ``code_dirs`` and, when ``config`` is
+    given, from its folder and the working directory: opening a run directory never runs code it names.
     """
     from trainer.inference.load import load_run as _load_run
     from trainer.runtime import choose_keras_backend
 
     choose_keras_backend()
-    return _load_run(Path(run_dir), config_path=Path(config) if config is not None else None, overrides=list(overrides))
+    return _load_run(
+        Path(run_dir), config_path=Path(config) if config is not None else None, overrides=list(overrides), code_dirs=[Path(d) for d in code_dirs]
+    )
 
 
-def evaluate(run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = ()
+) -> dict[str, Any]:
     """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written)."""
     from trainer.inference.evaluate import SPLITS, evaluate_run
     from trainer.errors import ConfigError
 
     if split not in SPLITS:
         raise ConfigError(f"split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return evaluate_run(load_run(run_dir, config=config, overrides=overrides), split).to_dict()
+    return evaluate_run(load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs), split).to_dict()
 
 
-def predict(run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None) -> list[dict[str, Any]]:
+def predict(
+    run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = ()
+) -> list[dict[str, Any]]:
     """Classify images with a finished run; the records ``trainer predict --output x.json`` writes.
 
     ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
@@ -123,7 +131,7 @@ def predict(run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | P
     """
     from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
 
-    run = load_run(run_dir, config=config)
+    run = load_run(run_dir, config=config, code_dirs=code_dirs)
     if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
         images = inputs_from_array(inputs, run.input_shape)
     else:

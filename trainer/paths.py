@@ -28,7 +28,7 @@ def user_path(value: str | os.PathLike, what: str) -> Path:
 
 
 def inside(base: Path, name: str | os.PathLike, what: str) -> Path:
-    """``base / name`` resolved, refused (RunDirError, exit 2) unless it stays inside ``base``.
+    """``base / name`` resolved, refused (RunDirError, exit 2) unless it is a path strictly inside ``base``.
 
     Symbolic links are followed, so a link inside ``base`` that points elsewhere is refused too.
     """
@@ -37,7 +37,7 @@ def inside(base: Path, name: str | os.PathLike, what: str) -> Path:
         raise RunDirError(f"{what}: the file name is empty.")
     root = Path(base).resolve()
     target = (root / text).resolve()
-    if target != root and root not in target.parents:
+    if root not in target.parents:
         raise RunDirError(
             f"{what}: {text!r} points outside the run directory {root}; a run directory's files may only name files inside it."
         )

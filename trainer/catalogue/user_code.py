@@ -1,8 +1,10 @@
 """``module:attr`` references to user code: import them, record them, load them back (no TensorFlow here).
 
-The folder holding the config and the working directory are importable, in that order. Every
-import that made it into a model is recorded in ``manifest.json`` (``custom_objects``) with the
-folder it came from, so ``trainer eval`` / ``trainer predict`` can load the model from anywhere.
+When training, the folder holding the config and the working directory are importable, in that
+order. Every import that made it into a model is recorded in ``manifest.json`` (``custom_objects``)
+with the folder it came from. ``trainer eval`` / ``trainer predict`` import that code again only
+from folders the user names (``--code DIR``; with ``--config``, its folder and the working
+directory): a run directory is data, and opening one never runs code it names.
 """
 from __future__ import annotations
 
@@ -126,29 +128,63 @@ def object_names(attr: str, value: Any) -> dict[str, Any]:
     return {name: target for name in names if name}
 
 
-def load_custom_objects(manifest: dict[str, Any], config_dir: str | Path | None = None) -> dict[str, Any]:
+def code_dirs_for(code: Iterable[str | Path] = (), config_dir: str | Path | None = None) -> list[Path]:
+    """The folders a finished run's custom code may be imported from: those the user named (``--code``),
+    plus, when the user passed ``--config``, that config's folder and the working directory."""
+    from trainer.paths import user_path
+
+    dirs = []
+    for folder in code:
+        path = user_path(folder, "--code")
+        if not path.is_dir():
+            raise ConfigError(f"--code {folder}: not a folder; pass the folder that holds your module (e.g. the one with my_losses.py).")
+        dirs.append(path.resolve())
+    if config_dir is not None:
+        dirs += [d for d in search_dirs(config_dir) if d not in dirs]
+    return dirs
+
+
+def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path] = ()) -> dict[str, Any]:
     """The ``custom_objects`` dict for ``keras.models.load_model`` of a run directory's model.
 
-    ``manifest`` is the run's parsed ``manifest.json``. Each recorded ``module:attr`` is imported
-    from the folder recorded with it (then ``config_dir``, then the working directory). Besides the
-    user's objects the dict holds trainer's own metric classes, so it is always safe to pass.
-    Raises ``RunDirError`` (exit 2) when recorded code cannot be imported.
+    ``manifest`` is the run's parsed ``manifest.json``. A run directory is data, never code: each
+    recorded ``module:attr`` is imported only from ``code_dirs``, the folders the user named
+    (``--code DIR``, or the config's folder and the working directory with ``--config``); never
+    from the run directory, from the folder the manifest records, or from installed packages.
+    Besides the user's objects the dict holds trainer's own metric classes, so it is always safe to pass.
+    Raises ``RunDirError`` (exit 2) naming the module and how to allow it when it is not found there.
     """
     from trainer.catalogue.metric_classes import TRAINER_METRIC_CLASSES  # Keras is needed to load a model anyway
 
+    dirs = [Path(d).resolve() for d in code_dirs]
     objects: dict[str, Any] = dict(TRAINER_METRIC_CLASSES)
     for index, entry in enumerate(manifest.get("custom_objects") or []):
-        ref = entry.get("ref", "")
+        ref = entry.get("ref", "") if isinstance(entry, dict) else ""
         key = f"manifest.json custom_objects.{index} ({ref})"
-        dirs = [Path(entry["path"])] if entry.get("path") else []
-        dirs += [d for d in search_dirs(config_dir) if d not in dirs]
+        try:
+            module_name, attr = split_ref(ref, key)
+        except ConfigError as exc:
+            raise RunDirError(f"the run's manifest is malformed: {exc.message}") from None
+        top = module_name.split(".")[0]
+        spec = importlib.machinery.PathFinder.find_spec(top, [str(d) for d in dirs]) if dirs else None
+        if spec is None:
+            recorded = f" (it was trained with {top} from {entry['path']})" if isinstance(entry.get("path"), str) else ""
+            looked = f"; looked in {', '.join(str(d) for d in dirs)}" if dirs else ""
+            raise RunDirError(
+                f"the run's model needs custom code: module {module_name!r} ({ref}){recorded}{looked}. trainer never imports "
+                "code because a run directory names it; to allow it, pass --code DIR, the folder holding "
+                f"{top}.py (or {top}/), or code_dirs=[DIR] in the Python API."
+            )
         try:
             value, _ = import_ref(ref, key=key, dirs=dirs)
         except ConfigError as exc:
             raise RunDirError(f"cannot load the model's custom code: {exc.message}") from None
-        if entry.get("factory_params") is not None:
-            value = value(**entry["factory_params"])
-        objects.update(object_names(split_ref(ref, key)[1], value))
+        factory_params = entry.get("factory_params")
+        if factory_params is not None:
+            if not isinstance(factory_params, dict):
+                raise RunDirError(f"the run's manifest is malformed: {key}: factory_params is {factory_params!r}, expected a mapping.")
+            value = _call(value, factory_params, key, ref)
+        objects.update(object_names(attr, value))
     return objects
 
 

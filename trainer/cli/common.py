@@ -16,6 +16,10 @@ import typer
 from trainer.errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
 
 SET_HELP = "Override a config key with a YAML value, e.g. --set train.epochs=3 or --set model.hidden_units=[128,64]. Repeatable."
+CODE_HELP = (
+    "A folder to import the model's custom code (module:attr losses, metrics) from. Repeatable. A run directory "
+    "never causes code to be imported by itself: without --code only --config's folder and the working directory are used, and only with --config."
+)
 CONFIG_HELP = "The YAML config the model was trained with, when TARGET is a model file rather than a run directory."
 
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CONFIG_HELP, handles_errors, prepare_keras
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras
 
 
 @handles_errors
@@ -15,6 +15,7 @@ def eval_(
     split: str = typer.Option("test", "--split", help="Which split to measure: test, train or validation."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for this evaluation only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+    code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
 ) -> None:
     """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
@@ -25,15 +26,21 @@ def eval_(
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    from trainer.inference.load import open_run
+    from trainer.run.rundir import check_writable_dir
+
     if output is not None:
         check_output_file(output, f"a file name for the JSON report, such as {output / f'eval-{split}.json'}")
+    run_dir = open_run(target, config)[2]  # paths, manifest: refused before TensorFlow starts
+    if output is None:
+        check_writable_dir(run_dir, f"eval writes eval-{split}.json into {run_dir}; pass --output FILE elsewhere, because it")
     prepare_keras()
     from trainer.inference.evaluate import evaluate_run
     from trainer.inference.load import load_run
     from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
     from trainer.run.rundir import atomic_write_json
 
-    loaded = load_run(target, config_path=config, overrides=set_ or [])
+    loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
     result = evaluate_run(loaded, split)
     report = output or loaded.run_dir / f"eval-{split}.json"
     picture = report.parent / confusion_matrix_file(split)

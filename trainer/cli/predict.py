@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CONFIG_HELP, handles_errors, prepare_keras, short_path
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras, short_path
 
 
 @handles_errors
@@ -16,18 +16,22 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+    code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
 ) -> None:
     """Classify images with a finished run; inputs are converted the way the training data was."""
     from trainer.console import notice, print_table, records_table
     from trainer.inference.predict import check_output_path
 
+    from trainer.inference.load import open_run
+
     if output is not None:
         check_output_path(output)
+    open_run(target, config)  # paths, manifest: refused before TensorFlow starts
     prepare_keras()
     from trainer.inference.load import load_run
     from trainer.inference.predict import load_inputs, predict_records, write_predictions
 
-    loaded = load_run(target, config_path=config)
+    loaded = load_run(target, config_path=config, code_dirs=code or [])
     images = load_inputs(inputs, loaded.input_shape)
     for text in images.notices:
         notice(text)

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config, load_config
-from trainer.errors import RunDirError
+from trainer.errors import ConfigError, RunDirError
+from trainer.paths import inside, user_path
 from trainer.run.records import Manifest
 from trainer.run.rundir import CONFIG_FILE, MODEL_FILE
 
@@ -40,15 +41,16 @@ class LoadedRun:
 
 def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path, Path]:
     """(config file, model file, run directory) for a run directory or a model file + --config."""
-    target = Path(target)
+    target = user_path(target, "run directory")
+    config_path = user_path(config_path, "--config") if config_path is not None else None
     if not target.exists():
         raise RunDirError(
             f"{target} does not exist; expected a run directory (with {CONFIG_FILE} and {MODEL_FILE}, "
             "as trainer run writes it) or a model file together with --config CONFIG."
         )
     if target.is_dir():
-        config_file = Path(config_path) if config_path else target / CONFIG_FILE
-        model_file = target / MODEL_FILE
+        config_file = Path(config_path) if config_path else inside(target, CONFIG_FILE, f"{target}/{CONFIG_FILE}")
+        model_file = inside(target, MODEL_FILE, f"{target}/{MODEL_FILE}")  # a link out of the run directory is refused
         if not config_file.is_file():
             raise RunDirError(
                 f"{config_file} is missing; {target} is not a complete run directory "
@@ -89,25 +91,57 @@ def _folder_classes(config: Config) -> list[str]:
     return list_classes(Path(config.data.path) / "train") if config.data.path else []
 
 
-def load_run(target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
-    """Load a run directory (or a model file + its config) with the run's classes and encoding."""
-    from trainer.catalogue.user_code import load_custom_objects
+def open_run(target: Path, config_path: Path | None = None) -> tuple[Path, Path, Path, "Manifest | None"]:
+    """(config file, model file, run directory, manifest) after every check that needs no TensorFlow:
+    paths inside the run directory, a well-formed manifest. ``eval`` and ``predict`` call it first."""
+    config_file, model_file, run_dir = _resolve_target(Path(target), config_path)
+    manifest = Manifest.read(run_dir) if Path(target).is_dir() else None
+    return config_file, model_file, run_dir, manifest
+
+
+def check_encoding(config: Config, manifest: Manifest | None, encoding: str, where: str) -> None:
+    """An eval/predict config (``--config``, ``--set``) must label examples as the model was trained."""
+    if manifest is not None and manifest.label_encoding and encoding != manifest.label_encoding:
+        raise ConfigError(
+            f"{where}: labels.encoding resolves to {encoding} (loss {config.loss.name}), but the model was trained with "
+            f"{manifest.label_encoding} labels (manifest.json); use the config the run was trained with, or set "
+            f"labels.encoding: {manifest.label_encoding} and a matching loss."
+        )
+    if manifest is not None and manifest.model_output and config.model.output != manifest.model_output:
+        raise ConfigError(
+            f"{where}: model.output is {config.model.output}, but the model was trained with {manifest.model_output} outputs "
+            "(manifest.json); use the config the run was trained with."
+        )
+
+
+def load_run(
+    target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = (), code_dirs: list[Path] | tuple[Path, ...] = ()
+) -> LoadedRun:
+    """Load a run directory (or a model file + its config) with the run's classes and encoding.
+
+    Custom code the model needs is imported only from ``code_dirs`` (``--code``) and, when
+    ``config_path`` is given, from that config's folder and the working directory.
+    """
+    from trainer.catalogue.user_code import code_dirs_for, load_custom_objects
     from trainer.config.checks import plan_run
     from trainer.data.catalog import DATASETS
 
-    config_file, model_file, run_dir = _resolve_target(Path(target), config_path)
+    config_file, model_file, run_dir, manifest = open_run(target, config_path)
     config = load_config(config_file, list(overrides))
-    manifest = Manifest.read(run_dir) if config_path is None else None
+    plan = plan_run(config)
+    if config_path is not None or overrides:
+        check_encoding(config, manifest, plan.encoding, str(config_path or "--set"))
+    allowed = code_dirs_for(code_dirs, config.config_dir if config_path is not None else None)
     info = DATASETS.get(config.data.dataset)  # None for a folder dataset: its classes are its folders
-    encoding = (manifest.label_encoding if manifest else None) or plan_run(config).encoding
+    encoding = (manifest.label_encoding if manifest else None) or plan.encoding
     class_names = list((manifest.class_names if manifest else None) or (info.class_names if info else _folder_classes(config)))
     model_output = (manifest.model_output if manifest else None) or config.model.output
     custom_objects = manifest.custom_objects if manifest else []
-    if config_path is not None:
+    if manifest is None and config_path is not None:
         from trainer.catalogue.overview import check_catalogue  # a bare model file: import what its config names
 
         custom_objects = check_catalogue(config)
-    model = load_model_file(model_file, load_custom_objects({"custom_objects": custom_objects}, config.config_dir))
+    model = load_model_file(model_file, load_custom_objects({"custom_objects": custom_objects}, allowed))
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
         from trainer.run.compile import compile_model
 

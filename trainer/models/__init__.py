@@ -26,4 +26,5 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
 
     from trainer.models import layers  # noqa: F401 - registers trainer's own layers
 
-    return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile)
+    # safe_mode: a model file never runs Python it carries (a Lambda layer's bytecode is refused)
+    return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile, safe_mode=True)

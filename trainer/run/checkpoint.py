@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from trainer.errors import RunDirError, RunFailedError
+from trainer.errors import ConfigError, RunDirError, RunFailedError
+from trainer.paths import inside, is_inside
 from trainer.run.rundir import CONFIG_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
 
 CHECKPOINT_FILE = "checkpoint.json"
@@ -99,8 +98,9 @@ def read_checkpoint(run_dir: Path) -> ResumeState | None:
     try:
         data = read_json(path)
         state = ResumeState(int(data["epoch"]), str(data["weights_file"]), list(data.get("callbacks", [])), dict(data.get("random", {})))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise RunDirError(f"{path} is unreadable ({exc}); this run cannot be resumed.") from None
+    inside(run_dir, state.weights_file, f"{path} weights_file")  # never load (or later delete) a file outside the run
     if not (Path(run_dir) / state.weights_file).exists():
         raise RunDirError(f"{path} names {state.weights_file}, which is missing; this run cannot be resumed.")
     return state
@@ -136,10 +136,12 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
             f"--resume: {run_dir} has no checkpoint (no epoch was completed); "
             "start again with a new --run-dir (or delete this one)."
         )
+    from trainer.config.loading import read_yaml  # the same size, depth and alias limits as any config
+
     try:
-        old = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunDirError(f"--resume: cannot read {config_path}: {exc}") from None
+        old, _ = read_yaml(inside(run_dir, CONFIG_FILE, f"--resume: {config_path}"))
+    except ConfigError as exc:
+        raise RunDirError(f"--resume: cannot read {config_path}: {exc.message}") from None
     differences = config_differences(old or {}, config.to_dict())
     if differences:
         raise RunDirError(
@@ -334,8 +336,9 @@ def _save_weights_atomically(model, path: Path) -> None:
 
 
 def read_checkpoint_quiet(run_dir: Path) -> str | None:
-    """The weights file the current checkpoint names, or None."""
+    """The weights file the current checkpoint names, or None (also when it names a file outside the run directory)."""
     try:
-        return str(read_json(Path(run_dir) / CHECKPOINT_FILE)["weights_file"])
-    except (OSError, ValueError, KeyError, TypeError):
+        name = str(read_json(Path(run_dir) / CHECKPOINT_FILE)["weights_file"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+    return name if is_inside(run_dir, name) else None

@@ -11,15 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
+from trainer.paths import inside
 from trainer.run.rundir import MANIFEST_FILE, METRICS_FILE, atomic_write_json, read_json
 
 STATUSES = ("completed", "failed", "interrupted", "pruned", "stopped")
 
 
+MAX_RECORD_BYTES = 64 * 2**20  # a manifest or metrics file is kilobytes; a bigger one is not trainer's
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _read_object(path: Path) -> dict[str, Any]:
+    path = inside(path.parent, path.name, str(path))  # a link out of the run directory is refused
     try:
+        if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
+            raise RunDirError(f"{path} is not a regular file of at most {MAX_RECORD_BYTES // 2**20} MiB; expected the JSON object trainer run writes.")
         data = read_json(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RunDirError(f"{path} is unreadable ({str(exc)[:160]}); expected the JSON object trainer run writes.") from None
     if not isinstance(data, dict):
         raise RunDirError(f"{path} holds a JSON {type(data).__name__}; expected the JSON object trainer run writes.")
@@ -50,18 +62,16 @@ class Manifest:
     def read(cls, run_dir: Path) -> "Manifest | None":
         """The run's manifest, or None when the run directory has none (a run from before manifests)."""
         path = Path(run_dir) / MANIFEST_FILE
-        if not path.is_file():
+        if not path.is_file() and not path.is_symlink():
             return None
         return cls.from_dict(_read_object(path), path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Path | str = MANIFEST_FILE) -> "Manifest":
+        """A manifest from its JSON; every field's type and range is checked, so nothing malformed reaches Keras."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        problems = []
-        for name, kind in (("num_classes", int), ("class_names", list), ("input_shape", list), ("custom_objects", list)):
-            if name in values and not isinstance(values[name], kind):
-                problems.append(f"{name} is {values[name]!r}, expected a {kind.__name__}")
+        problems = [f"{name} is {_short(values[name])}, {allowed}" for name, allowed in _manifest_problems(values)]
         if problems:
             raise RunDirError(f"{source} is malformed: {'; '.join(problems)}.")
         values.setdefault("dataset", "unknown")
@@ -72,6 +82,40 @@ class Manifest:
         values.setdefault("loss", {})
         values.setdefault("model_output", "softmax")
         return cls(**values)
+
+
+MAX_CLASSES = 1_000_000
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _is_custom_object(entry: Any) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("ref"), str)
+        and isinstance(entry.get("path", ""), str)
+        and isinstance(entry.get("factory_params", {}), (dict, type(None)))
+    )
+
+
+# field -> (is it acceptable, what is expected)
+_MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
+    "dataset": (lambda v: isinstance(v, str), "expected a string"),
+    "num_classes": (lambda v: _is_int(v, 1, MAX_CLASSES), f"expected a whole number from 1 to {MAX_CLASSES}"),
+    "class_names": (lambda v: isinstance(v, list) and len(v) <= MAX_CLASSES and all(isinstance(n, str) for n in v), "expected a list of strings"),
+    "input_shape": (lambda v: isinstance(v, list) and len(v) <= 8 and all(_is_int(d, 1, 2**31 - 1) for d in v), "expected a list of positive whole numbers"),
+    "label_encoding": (lambda v: v in ("sparse", "onehot"), "expected sparse or onehot"),
+    "loss": (lambda v: isinstance(v, dict), "expected a mapping"),
+    "model_output": (lambda v: v in ("softmax", "logits"), "expected softmax or logits"),
+    "custom_objects": (lambda v: isinstance(v, list) and all(_is_custom_object(e) for e in v), "expected a list of {ref, path[, factory_params]} entries"),
+    "model_type": (lambda v: v is None or isinstance(v, str), "expected a string"),
+}
+
+
+def _manifest_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(name, allowed) for name, (ok, allowed) in _MANIFEST_FIELDS.items() if name in values and not ok(values[name])]
 
 
 @dataclass

@@ -73,12 +73,27 @@ def create_run_dir(path: Path) -> Path:
 
 
 def check_output_file(path: Path, expected: str) -> None:
-    """An ``--output`` file can be written: its folder exists and it is not itself a folder."""
-    path = Path(path)
+    """An ``--output`` file can be written: its folder exists and takes a new file, and it is not itself a folder."""
+    from trainer.paths import user_path
+
+    path = user_path(path, "--output")
     if not path.parent.is_dir():
         raise ConfigError(f"--output {path}: the folder {path.parent} does not exist.")
     if path.is_dir():
         raise ConfigError(f"--output {path}: is a folder; expected {expected}.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"--output {path}: the file exists and cannot be written (permission denied); nothing was computed.")
+    check_writable_dir(path.parent, f"--output {path}", ConfigError)
+
+
+def check_writable_dir(folder: Path, what: str, error: type = RunDirError) -> None:
+    """Refuse (before any work) a folder that does not take a new file: read-only, full, no permission."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".trainer-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise error(f"{what}: cannot write in {folder} ({exc.strerror or exc}); nothing was computed.") from None
 
 
 @contextlib.contextmanager
