@@ -59,16 +59,26 @@ def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np
 
     Training (folder datasets) and ``trainer predict`` both read images here, so both see the same pixels.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     height, width = image_size
     try:
-        with Image.open(path) as image:
-            image.seek(0)  # the first frame of an animated GIF
-            image = image.convert(PIL_MODES[color_mode])
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not decoded into gigabytes
+            with Image.open(path) as image:
+                image.seek(0)  # the first frame of an animated GIF
+                image = to_8bit(image, path)
+                image = image.convert(PIL_MODES[color_mode])
+                if image.size != (width, height):
+                    image = image.resize((width, height), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{path}: refused: the image declares more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
+            f"(a decompression bomb, or a huge image); {str(exc).splitlines()[0][:160]} Remove or shrink the file."
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise DataError(
@@ -76,6 +86,44 @@ def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np
             "(or another format Pillow reads). Remove or replace the file."
         ) from None
     return pixels.reshape(height, width, -1)
+
+
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit integer and float grayscale
+
+
+def to_8bit(image, path: Path):
+    """A 16-bit, 32-bit or float image as 8-bit grayscale scaled by its range, never clipped.
+
+    Pillow's ``convert`` clips these modes at 255 (a 16-bit image turns almost white) or zeroes
+    floats below 1; here 16-bit values 0..65535 become 0..255, floats in 0..1 are multiplied by
+    255 and floats in 0..255 kept. Anything else (negative, NaN, beyond 65535) is refused by name.
+    """
+    from PIL import Image
+
+    if image.mode not in WIDE_MODES:
+        return image
+    values = np.asarray(image)
+    if values.size == 0:
+        return image
+    if image.mode == "F" or np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"{path}: float image holds NaN or infinite values; trainer reads pixel values from 0 to 1 or 0 to 255.")
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 255:
+            raise DataError(
+                f"{path}: float image with values from {low:g} to {high:g}; trainer reads float pixels from 0 to 1 or "
+                "0 to 255 and will not guess another scale. Convert it to 8-bit first."
+            )
+        scaled = values * 255.0 if high <= 1.0 else values
+    else:
+        high = int(values.max())
+        low = int(values.min())
+        if low < 0 or high > 65535:
+            raise DataError(f"{path}: integer image with values from {low} to {high}; expected 8-bit (0..255) or 16-bit (0..65535) pixels.")
+        sixteen_bit = image.mode.startswith("I;16") or high > 255
+        scaled = values / 257.0 if sixteen_bit else values  # 65535 / 257 = 255 exactly
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def read_split(split_dir: Path, class_names: list[str], image_size: tuple[int, int], color_mode: str) -> tuple[np.ndarray, np.ndarray]:

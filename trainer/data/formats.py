@@ -7,6 +7,7 @@ labels) and reports bad data as a ``DataError`` naming the file, what it found a
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import tarfile
 import zipfile
@@ -194,41 +195,57 @@ IDX_FILES = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+MAX_IDX_DIMENSIONS = 4  # MNIST-style files hold images (3) or labels (1)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzipped or not) into an array of its declared dtype and shape."""
+    """Parse one IDX file (gzipped or not) into an array of its declared dtype and shape.
+
+    The header is checked before the payload is read, and exactly the declared number of bytes is
+    read (a gzip bomb or a lying header costs no more memory than the shape it declares).
+    """
     path = Path(path)
-    raw = _read_maybe_gzipped(path)
+    try:
+        with open(path, "rb") as probe:
+            gzipped = probe.read(2) == GZIP_MAGIC
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
+            return _read_idx_stream(handle, path)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{path}: cannot be read or decompressed ({error}).") from None
+
+
+def _read_idx_stream(handle: BinaryIO, path: Path) -> np.ndarray:
+    raw = handle.read(4)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
         raise DataError(
             f"{path}: not an IDX file (header bytes {raw[:4].hex() or 'missing'}); "
             "expected 00 00, a type code (08 for unsigned bytes) and the number of dimensions."
         )
     dtype, ndim = IDX_DTYPES[raw[2]], raw[3]
+    if not 1 <= ndim <= MAX_IDX_DIMENSIONS:
+        raise DataError(f"{path}: the header declares {ndim} dimensions; an IDX image or label file has 1 to {MAX_IDX_DIMENSIONS}.")
     header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
+    dims = handle.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise DataError(
             f"{path}: the header declares {ndim} dimension(s), needing {header_size} bytes, "
-            f"but the file has only {len(raw)} bytes."
+            f"but the file has only {4 + len(dims)} bytes."
         )
-    shape = tuple(int(size) for size in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    found = len(raw) - header_size
-    if found != expected:
+    shape = tuple(int(size) for size in np.frombuffer(dims, ">u4", count=ndim))
+    expected = math.prod(shape) * dtype.itemsize  # exact: no int64 overflow
+    payload = handle.read(expected + 1) if expected <= MAX_IDX_BYTES else b""
+    if expected > MAX_IDX_BYTES or len(payload) != expected:
+        found = "more" if len(payload) > expected else len(payload)
         raise DataError(
             f"{path}: the header declares shape {shape} of {dtype.name}, i.e. {expected} bytes "
             f"of data, but the file holds {found}; it is truncated or garbled."
+            + (f" (trainer reads IDX payloads up to {MAX_IDX_BYTES // 2**30} GiB)" if expected > MAX_IDX_BYTES else "")
         )
-    values = np.frombuffer(raw, dtype, offset=header_size).reshape(shape)
+    values = np.frombuffer(payload, dtype).reshape(shape)
     return values.astype(dtype.newbyteorder("="))  # a native, writable copy
 
 
-def _read_maybe_gzipped(path: Path) -> bytes:
-    """The file's bytes, decompressed when it starts with the gzip magic number."""
-    try:
-        raw = path.read_bytes()
-        return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: cannot be read or decompressed ({error}).") from error
+MAX_IDX_BYTES = 16 * 2**30
 
 
 def _find_idx_files(folder: Path) -> dict[str, Path]:

@@ -14,6 +14,7 @@ from trainer.config.schema import DataConfig
 from trainer.errors import DataError
 from trainer.data.catalog import DATASETS, FOLDER_DATASET
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
+from trainer.data.selection import select_stratified, split_stratified
 
 
 @dataclass
@@ -91,6 +92,31 @@ def check_label_range(y: np.ndarray, num_classes: int, what: str) -> None:
         )
 
 
+LIMIT_STREAM, VALIDATION_STREAM = 0, 1  # independent seeded choices for data.limit and data.validation
+
+
+def check_not_empty(x_train: np.ndarray, x_test: np.ndarray, source: str) -> None:
+    """Refuse empty splits and images with a zero-sized dimension (TensorFlow's native code crashes on them)."""
+    for name, x in (("train", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise DataError(
+                f"{source}: the {name} split is empty (shape {tuple(x.shape)}); "
+                f"trainer needs {'training examples' if name == 'train' else 'test examples to measure the model at the end'}."
+            )
+        if 0 in x.shape[1:]:
+            raise DataError(f"{source}: {name} images have shape {tuple(x.shape[1:])}, with a dimension of size 0; each image needs at least one pixel.")
+
+
+def missing_classes_notice(whole: np.ndarray, taken: np.ndarray, what: str) -> list[str]:
+    """Say so when a selection from an array file leaves out classes the whole split has."""
+    classes = lambda y: set(np.unique(y.argmax(-1) if y.ndim > 1 else y).tolist())  # noqa: E731
+    missing = sorted(classes(whole) - classes(taken)) if len(whole) else []
+    if not missing:
+        return []
+    shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+    return [f"{what} hold no example of class(es) {shown}; the file is ordered by class? shuffle it first."]
+
+
 def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
     """Read the configured dataset and split off validation as ``data.validation`` says."""
     info = DATASETS.get(config.dataset)
@@ -107,8 +133,19 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         source = config.path
     num_classes = info.num_classes if info is not None else len(splits.class_names or [])
     x_train, y_train = splits.x_train, splits.y_train
-    if config.limit is not None:
-        x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+    notices = []
+    check_not_empty(splits.x_train, splits.x_test, source)
+    if config.limit is not None and config.limit < len(x_train):
+        if folder is not None:  # class folders are listed class by class: take every class's share
+            taken = select_stratified(y_train, config.limit, (seed, LIMIT_STREAM))
+            x_train, y_train = x_train[taken.chosen], y_train[taken.chosen]
+            notices.append(
+                f"data.limit: {config.limit} of {len(splits.y_train)} training images, stratified by class "
+                f"(seed {seed}): {taken.describe()}."
+            )
+        else:  # an array file's order is the file's: keep its first examples, as documented
+            x_train, y_train = x_train[: config.limit], y_train[: config.limit]
+            notices += missing_classes_notice(splits.y_train, y_train, f"data.limit: the first {config.limit} examples")
     check_label_range(y_train, num_classes, f"{source} (train)")
     check_label_range(splits.y_test, num_classes, f"{source} (test)")
     if splits.x_test.shape[1:] != x_train.shape[1:]:
@@ -129,13 +166,23 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
                 f"data.validation: a fraction of {config.validation} of {len(x_train)} training examples "
                 f"leaves {count} for validation and {len(x_train) - count} for training; both need at least one."
             )
-        # Like Keras's validation_split: the last examples, taken before any shuffling.
-        x_train, x_val = x_train[:-count], x_train[-count:]
-        y_train, y_val = y_train[:-count], y_train[-count:]
+        if folder is not None:  # stratified by class, seeded, so validation holds every class
+            held = split_stratified(y_train, config.validation, (seed, VALIDATION_STREAM))
+            x_train, x_val = x_train[held.rest], x_train[held.chosen]
+            y_train, y_val = y_train[held.rest], y_train[held.chosen]
+            notices.append(
+                f"data.validation: {config.validation} held out {len(y_val)} of {len(y_val) + len(y_train)} training images "
+                f"for validation, stratified by class (seed {seed}): {held.describe()}."
+            )
+        else:
+            # Like Keras's validation_split: the last examples, taken before any shuffling.
+            whole = y_train
+            x_train, x_val = x_train[:-count], x_train[-count:]
+            y_train, y_val = y_train[:-count], y_train[-count:]
+            notices += missing_classes_notice(whole, y_val, f"data.validation: {config.validation} (the last {count} examples)")
     if len(x_train) == 0:
         raise DataError(f"{source}: the training split is empty.")
     class_names = splits.class_names or list(info.class_names)
-    notices = []
     if info is not None and tuple(x_train.shape[1:]) != tuple(info.image_shape):
         # Allowed (the model adapts to the data), but a sign of a mislabelled file: say so.
         notices.append(

@@ -21,7 +21,7 @@ import numpy as np
 from trainer.errors import ConfigError, DataError
 from trainer.run.rundir import atomic_path, atomic_write_text, check_output_file
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 NPY_SUFFIX = ".npy"
 OUTPUT_SUFFIXES = (".json", ".csv")
 CSV_COLUMNS = ("input", "index", "predicted", "name", "probability")
@@ -40,7 +40,9 @@ def collect_files(paths: list[Path]) -> list[Path]:
     """The image and .npy files named, folders expanded (recursively, sorted); anything else is refused."""
     files: list[Path] = []
     allowed = ", ".join((*IMAGE_SUFFIXES, NPY_SUFFIX))
-    for path in map(Path, paths):
+    from trainer.paths import user_path
+
+    for path in (user_path(p, "input") for p in paths):
         if not path.exists():
             raise DataError(f"input {path} does not exist; expected an image file ({allowed}), a folder of images or a .npy file.")
         if path.is_dir():
