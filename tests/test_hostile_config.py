@@ -183,7 +183,7 @@ def test_nul_byte_in_the_config_path_is_refused(cli, tmp_path):
         ("{name: early_stopping, mode: maximum}", "callbacks.0.mode: must be auto, min or max"),
         ("{name: learning_rate_scheduler, schedule: step, every: 0}", "callbacks.0.every: must be a whole number from 1"),
         ("{name: learning_rate_scheduler, schedule: exponential, rate: 0}", "callbacks.0.rate: must be a number > 0"),
-        ("{name: learning_rate_scheduler, schedule: steps}", "callbacks.0.schedule: unknown schedule 'steps'; valid: step, exponential, time_based"),
+        ("{name: learning_rate_scheduler, schedule: steps}", "callbacks.0.schedule: unknown value 'steps'; valid: exponential, module:function, step, time_based (did you mean 'step'?)"),
         ("{name: reduce_lr_on_plateau, factor: 1.5}", "callbacks.0.factor: must be a number > 0 and < 1; got 1.5"),
         ("{name: reduce_lr_on_plateau, monitor: val_auc}", "no metric named 'val_auc' is logged"),
         ("{name: csv_logger, separator: ''}", "callbacks.0.separator: must be a single character"),

@@ -110,11 +110,7 @@ def check_callbacks(specs: list[Any], logged: list[str] | None) -> None:
         if info.name == "learning_rate_scheduler":
             schedule = params.get("schedule")
             if not (isinstance(schedule, str) and (schedule in SCHEDULE_PARAMS or is_ref(schedule))):
-                hint = closest(str(schedule), list(SCHEDULE_PARAMS))
-                problems.append(
-                    f"{key}.schedule: unknown schedule {schedule!r}; valid: {', '.join(SCHEDULE_PARAMS)}, module:function"
-                    + (f" (did you mean {hint!r}?)" if hint else "")
-                )
+                problems.append(unknown_choice_message(f"{key}.schedule", schedule, [*SCHEDULE_PARAMS, "module:function"]))
         if info.path_param is not None and info.path_param in CALLBACK_PARAMS[info.name]:
             value = params.get(info.path_param)
             why = run_file_problem(value) if isinstance(value, str) else "must be a file name"
