@@ -18,6 +18,7 @@ from trainer.cli.evaluate import eval_
 from trainer.cli.predict import predict
 from trainer.cli.run import RUN_EPILOG, run
 from trainer.cli.runs import runs
+from trainer.cli.sweep import SWEEP_EPILOG, sweep
 from trainer.cli.validate import validate
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ COMMANDS: list[tuple[str, Any, dict[str, Any]]] = [
     ("run", run, {"epilog": RUN_EPILOG}),
     ("eval", eval_, {}),
     ("predict", predict, {}),
+    ("sweep", sweep, {"epilog": SWEEP_EPILOG}),
     ("runs", runs, {}),
     ("list", list_catalogue, {}),
 ]

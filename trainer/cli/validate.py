@@ -17,13 +17,22 @@ def validate(
     """Check a config and the loss / label / model agreement, without TensorFlow (fast)."""
     from trainer.config import load_config
     from trainer.config.checks import plan_run
+    from trainer.config.sweep import check_sweep
     from trainer.console import info, notice
 
     loaded = load_config(config, set_ or [])
     plan = plan_run(loaded)
+    check_sweep(loaded, config)
     for text in plan.notices:
         notice(text)
     info(
         f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
         f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}."
     )
+    if loaded.sweep is not None:
+        sweep = loaded.sweep
+        metric = sweep.metric_for(loaded)
+        info(
+            f"sweep: {sweep.trials} trials over {', '.join(sweep.space)}; {sweep.direction_for(metric)} {metric}, "
+            f"sampler {sweep.sampler}, pruner {sweep.pruner} (trainer sweep {config})."
+        )

@@ -108,6 +108,7 @@ class LabelsConfig(_Strict):
 
 
 
+from trainer.config.sweep import SweepConfig  # noqa: E402
 from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
 ModelConfig = model_union()
@@ -217,6 +218,7 @@ class Config(_Strict):
     device: Literal["auto", "cpu", "gpu"] = "auto"
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    sweep: SweepConfig | None = Field(default=None, exclude_if=lambda value: value is None)  # trainer sweep only (trainer.config.sweep)
     _config_dir: Path | None = PrivateAttr(default=None)
 
     @property

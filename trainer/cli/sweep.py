@@ -1,0 +1,345 @@
+"""``trainer sweep``: a hyperparameter search on Optuna; each trial is an ordinary run directory."""
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from trainer.cli.common import SET_HELP, handles_errors
+from trainer.run.events import RunEvents
+from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
+
+SWEEP_EPILOG = (
+    "Exit codes: 0 a best trial was found, 1 no trial completed, 2 bad input, 130 interrupted (run the same command "
+    "again to continue). Several machines: the same command with the same --storage postgresql://... and --study "
+    "on each (docs/sweep.md)."
+)
+POLL_SECONDS = 1.0
+
+
+@handles_errors
+def sweep(
+    config: Path = typer.Argument(..., help="The YAML config file, with a sweep: section.", show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to reach in the study (default: sweep.trials).", show_default=False),
+    workers: int = typer.Option(1, "--workers", min=1, help="Trial processes on this machine sharing the study."),
+    storage: Optional[str] = typer.Option(
+        None, "--storage", help="Where the study lives: an RDB URL (postgresql://user@host/db) or a journal file (default: SWEEP_DIR/optuna-journal.log).",
+        show_default=False,
+    ),
+    study: Optional[str] = typer.Option(None, "--study", help="The study's name (default: sweep.study, else the config's name).", show_default=False),
+    sweep_dir: Optional[Path] = typer.Option(
+        None, "--sweep-dir", help="Where trials and results go (default: <output.dir>/<study>-sweep). The same folder again continues the search.",
+        show_default=False,
+    ),
+    worker: bool = typer.Option(False, "--worker", hidden=True, help="Run trials quietly for a parent trainer sweep --workers N."),
+) -> None:
+    """Search hyperparameters with Optuna: trials are runs in SWEEP_DIR/trial-NNNN; trials.csv, sweep.json, best.yaml and plots."""
+    from trainer.cli.common import interrupts_as_keyboard_interrupt, prepare_keras
+    from trainer.config import load_config
+    from trainer.errors import RunInterrupted
+    from trainer.sweep import plan_sweep
+
+    overrides = set_ or []
+    loaded = load_config(config, overrides)
+    plan = plan_sweep(loaded, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, config_file=config)
+    _quiet_optuna()
+    command = continue_command(config, overrides, plan, trials, storage, study, workers)
+    with interrupts_as_keyboard_interrupt():
+        try:
+            if workers > 1 and not worker:
+                summary = run_with_workers(plan, workers, config, overrides, trials, storage, study)
+            else:
+                prepare_keras()
+                summary = run_here(plan, quiet=worker)
+        except (RunInterrupted, KeyboardInterrupt) as error:
+            _final_outputs_quietly(plan)
+            interrupted = error if isinstance(error, RunInterrupted) else RunInterrupted("interrupted")
+            interrupted.hint = f"continue the search with: {command}"
+            raise interrupted from None
+    if worker:
+        return
+    print_summary(plan, summary)
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def run_here(plan, *, quiet: bool = False):
+    """Trials in this process, shown live; returns the summary (outputs written unless ``quiet``: a worker's parent writes them)."""
+    from trainer.sweep import run_trials, write_outputs
+    from trainer.sweep.driver import open_plan_study
+    from trainer.integrations.optuna import budget_used
+
+    study = open_plan_study(plan)
+    if quiet:
+        run_trials(plan, QuietSweep(), study=study)
+        return None
+    display = SweepDisplay()
+    display.on_sweep_start(plan.start_info(budget_used(study)))
+    try:
+        run_trials(plan, display, trial_events=[display.trial_events], study=study,
+                   after_trial=lambda s: write_outputs(plan, s, final=False))
+    finally:
+        display.close()
+    return write_outputs(plan, study)
+
+
+def _final_outputs_quietly(plan) -> None:
+    """After Ctrl-C: what finished is still written (a second Ctrl-C here skips it)."""
+    from trainer.sweep import write_outputs
+
+    try:
+        write_outputs(plan, final=False)
+    except Exception:  # noqa: BLE001 - the interrupt is what the user must see
+        pass
+
+
+def _quiet_optuna() -> None:
+    """Optuna logs every trial at INFO on stderr; the sweep's own display says it better."""
+    try:
+        import optuna
+    except ImportError:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def run_with_workers(plan, workers: int, config: Path, overrides: list[str], trials, storage, study):
+    """``workers`` child processes run trials against the study; this one shows them finish and writes the outputs."""
+    from trainer.errors import BadInputError
+    from trainer.integrations.optuna import budget_used, fail_lost_trials
+    from trainer.sweep import write_outputs
+    from trainer.sweep.driver import open_plan_study
+    from trainer.sweep.outputs import trial_record
+
+    live = open_plan_study(plan)  # created here once, before the workers race to create it
+    display = SweepDisplay()
+    for number in fail_lost_trials(live):
+        display.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
+    display.on_sweep_start(plan.start_info(budget_used(live), workers))
+    seen = {t.number: t.state.name for t in live.get_trials(deepcopy=False)}
+    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)),
+               "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
+    if plan.storage:
+        command += ["--storage", plan.storage]
+    children = [subprocess.Popen(command) for _ in range(workers)]
+
+    def watch() -> None:
+        changed = False
+        for trial in live.get_trials(deepcopy=False):
+            state = trial.state.name
+            if seen.get(trial.number) == state:
+                continue
+            seen[trial.number] = state
+            record = trial_record(trial)
+            if record.status == "surplus":
+                continue
+            changed = True
+            (display.on_trial_start if state == "RUNNING" else display.on_trial_end)(record)
+        if changed:
+            write_outputs(plan, live, final=False)
+
+    try:
+        while any(child.poll() is None for child in children):
+            time.sleep(POLL_SECONDS)
+            watch()
+        watch()
+    except KeyboardInterrupt:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()  # SIGTERM: the worker records its trial as interrupted
+        for child in children:
+            child.wait()
+        watch()
+        raise
+    finally:
+        display.close()
+    codes = [child.returncode for child in children]
+    if 130 in codes or -2 in codes:
+        raise KeyboardInterrupt
+    if any(code not in (0, None) for code in codes):
+        raise BadInputError(f"a worker stopped with exit code {max(codes, key=abs)} (its message is above); the other trials are kept.")
+    return write_outputs(plan, live)
+
+
+# --------------------------------------------------------------------------- display
+
+
+class QuietSweep(SweepEvents):
+    """A worker's events: notices only (on stderr); the parent shows the trials."""
+
+    def on_notice(self, text: str) -> None:
+        from trainer.console import notice
+
+        notice(text)
+
+
+class SweepDisplay(SweepEvents):
+    """A progress bar over trials and a table that grows as trials finish (on a terminal, live; elsewhere printed once)."""
+
+    def __init__(self, out: Any = None):
+        from trainer.console import console
+
+        self.console = out or console
+        self.records: dict[int, TrialRecord] = {}
+        self.info: SweepStartInfo | None = None
+        self.live = None
+        self.progress = None
+        self.task = None
+        self.trial_events = _TrialEpochs(self)
+
+    def on_sweep_start(self, info: SweepStartInfo) -> None:
+        from rich.live import Live
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from trainer.console import key_value_table
+
+        self.info = info
+        self.console.print(key_value_table("trainer sweep", [
+            ("study", f"{info.study} in {info.storage}"),
+            ("sweep directory", str(info.sweep_dir)),
+            ("objective", f"{info.direction} {info.metric}"),
+            ("space", ", ".join(info.space)),
+            ("trials", f"{info.budget}" + (f" ({info.used} already counted: continuing)" if info.used else "")
+             + (f", {info.workers} worker processes" if info.workers > 1 else "")),
+        ]))
+        self.progress = Progress(
+            TextColumn("[key]trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[now]}"),
+            console=self.console,
+        )
+        self.task = self.progress.add_task("trials", total=info.budget, completed=min(info.used, info.budget), now="")
+        if self.console.is_terminal:
+            self.live = Live(self._render(), console=self.console, refresh_per_second=4)
+            self.live.start()
+
+    def on_notice(self, text: str) -> None:
+        from trainer.console import _escape
+
+        self.console.print(f"[notice]notice:[/notice] {_escape(text)}")
+
+    def on_trial_start(self, record: TrialRecord) -> None:
+        self.records[record.number] = record
+        self._now(f"trial {record.number} running")
+
+    def on_trial_end(self, record: TrialRecord) -> None:
+        self.records[record.number] = record
+        if self.progress is not None and record.status in ("completed", "pruned", "failed"):
+            self.progress.advance(self.task)
+        self._now("")
+        if self.live is None:  # not a terminal: one line per trial, so logs show progress
+            self.console.print(_trial_line(record, self.info), soft_wrap=True)
+
+    def _now(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, now=text)
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _render(self):
+        from rich.console import Group
+
+        return Group(trials_table(list(self.records.values()), self.info, limit=15), self.progress)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.stop()
+            self.live = None
+
+
+class _TrialEpochs(RunEvents):
+    """The running trial's epoch, shown beside the trials bar; its notices too."""
+
+    def __init__(self, display: SweepDisplay):
+        self.display = display
+        self.number: int | None = None
+
+    def on_run_start(self, info) -> None:
+        self.epochs = info.config.train.epochs
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int | None) -> None:
+        running = [n for n, r in self.display.records.items() if r.status == "running"]
+        self.display._now(f"trial {running[-1] if running else '?'}: epoch {epoch}/{epochs}")
+
+
+def _trial_line(record: TrialRecord, info: SweepStartInfo | None) -> str:
+    from trainer.console import _escape, format_value
+
+    params = "  ".join(f"{k}={format_value(v)}" for k, v in record.params.items())
+    metric = info.metric if info else "value"
+    parts = [f"trial {record.number}", record.status, f"{metric} {format_value(record.value)}", params,
+             f"{format_value(record.wall_seconds)} s"]
+    if record.reason and record.status != "completed":
+        parts.append(record.reason)
+    return _escape("  ".join(parts))
+
+
+def trials_table(records: list[TrialRecord], info: SweepStartInfo | None, *, limit: int | None = None, best: int | None = None):
+    """The trials as a Rich table: number, status, value, each parameter, seconds, why it did not complete."""
+    from rich.table import Table
+
+    from trainer.console import format_value
+
+    keys = list(info.space) if info else sorted({k for r in records for k in r.params})
+    rows = sorted(records, key=lambda r: r.number)
+    hidden = len(rows) - limit if limit is not None and len(rows) > limit else 0
+    table = Table(title="trials" + (f" (last {limit} of {len(rows)})" if hidden else ""), title_justify="left")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    table.add_column(info.metric if info else "value", justify="right")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("note", overflow="fold")
+    for r in rows[hidden:]:
+        style = "ok" if best is not None and r.number == best else None
+        note = "best" if best is not None and r.number == best else (r.reason or "") if r.status != "completed" else ""
+        table.add_row(str(r.number), r.status, format_value(r.value), *(format_value(r.params.get(k)) for k in keys),
+                      format_value(r.wall_seconds), note, style=style)
+    return table
+
+
+def print_summary(plan, summary) -> None:
+    """The whole study's table, the best trial and the files written; exit 1 when no trial completed."""
+    from trainer.console import console, notice
+    from trainer.errors import RunFailedError
+
+    if summary is None:
+        return
+    info = plan.start_info(summary.used)
+    console.print(trials_table(summary.records, info, best=summary.best.number if summary.best else None))
+    for text in summary.notices:
+        notice(text)
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
+    console.print(f"{summary.used} of {summary.budget} trials counted ({counts}).", soft_wrap=True)
+    for path in summary.files:
+        console.print(f"wrote {path}", soft_wrap=True)
+    if summary.best is None:
+        raise RunFailedError(f"no trial completed ({counts}); see {plan.sweep_dir / 'trials.csv'} for the reasons.")
+    console.print(
+        f"[ok]best:[/ok] trial {summary.best.number}, {plan.metric} {summary.best.value:.6g} "
+        f"({', '.join(summary.best.overrides)}); rerun it with: trainer run {plan.sweep_dir / 'best.yaml'}",
+        soft_wrap=True, highlight=False, markup=True,
+    )
+
+
+def continue_command(config: Path, overrides: list[str], plan, trials, storage, study, workers: int) -> str:
+    """The command that continues this search."""
+    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)), "--sweep-dir", str(plan.sweep_dir)]
+    if trials is not None:
+        parts += ["--trials", str(trials)]
+    if storage is not None:
+        parts += ["--storage", storage]
+    if study is not None:
+        parts += ["--study", study]
+    if workers > 1:
+        parts += ["--workers", str(workers)]
+    return shlex.join(parts)

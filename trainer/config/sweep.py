@@ -1,0 +1,233 @@
+"""The ``sweep:`` section: what a hyperparameter search varies and how it judges trials (no TensorFlow, no Optuna).
+
+``trainer run`` ignores the section; ``trainer sweep`` reads it; ``trainer validate`` checks it,
+including every bound and choice against the rest of the schema (``check_sweep``): each is
+applied to the config as the ``--set`` override a trial will receive, so a typo in a key or an
+impossible value is refused before any trial runs.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import ConfigDict, Field, field_validator, model_serializer, model_validator
+
+from trainer.catalogue.registry import closest
+from trainer.config.base import _Strict
+from trainer.errors import ConfigError
+
+Bound = Annotated[float, Field(allow_inf_nan=False)]
+Scalar = Union[None, bool, int, float, str]
+
+
+def format_value(value: Any) -> str:
+    """``value`` as the YAML text of a ``--set KEY=VALUE`` that reads back to the same value (``1.0e-05``, ``[128, 64]``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")].strip()
+    elif text.endswith("..."):
+        text = text[: -len("...")].strip()
+    return text
+
+
+def override_text(key: str, value: Any) -> str:
+    """The ``KEY=VALUE`` override a trial gets for one sampled value."""
+    return f"{key}={format_value(value)}"
+
+
+SPACE_KEYS = ("float", "int", "choice", "log", "step")
+
+
+class ParamSpace(_Strict):
+    """One searched key: ``{float: [low, high], log: true}``, ``{int: [low, high], step: 32}`` or ``{choice: [a, b]}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+
+    float_range: list[Bound] | None = Field(default=None, alias="float", min_length=2, max_length=2)
+    int_range: list[int] | None = Field(default=None, alias="int", min_length=2, max_length=2)
+    choice: list[Any] | None = Field(default=None, min_length=1)
+    log: bool = False
+    step: Annotated[Bound, Field(gt=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a mapping such as {{float: [0.0001, 0.01], log: true}} or {{choice: [a, b]}}")
+        unknown = [key for key in value if key not in SPACE_KEYS]
+        if unknown:
+            hint = closest(str(unknown[0]), SPACE_KEYS)
+            raise ValueError(
+                f"unknown key {unknown[0]!r}{f' (did you mean {hint!r}?)' if hint else ''}; valid keys here: {', '.join(SPACE_KEYS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_consistent_kind(self) -> "ParamSpace":
+        given = [name for name, value in (("float", self.float_range), ("int", self.int_range), ("choice", self.choice)) if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of float: [low, high], int: [low, high] or choice: [values]; got {', '.join(given) or 'none of them'}"
+            )
+        if self.choice is not None:
+            if self.log or self.step is not None:
+                raise ValueError("log and step apply to float and int ranges, not to choice")
+            encoded = [encode_choice(value) for value in self.choice]
+            if len(set(map(repr, encoded))) != len(encoded):
+                raise ValueError(f"the choices {self.choice!r} repeat a value; list each once")
+            return self
+        low, high = self.float_range or self.int_range
+        if not low < high:
+            raise ValueError(f"the range [{low}, {high}] is empty: the low bound must be smaller than the high bound")
+        if self.log and low <= 0:
+            raise ValueError(f"log: true needs a low bound above 0; got [{low}, {high}]")
+        if self.log and self.step is not None:
+            raise ValueError("log: true and step cannot be combined (Optuna samples a log range continuously)")
+        if self.int_range is not None and self.step is not None and self.step != int(self.step):
+            raise ValueError(f"an int range takes a whole step; got step {self.step}")
+        return self
+
+    @model_serializer(mode="plain")
+    def _as_written(self) -> dict[str, Any]:
+        """Back to the YAML form (``{float: [low, high], log: true}``), so a dumped config loads again."""
+        data: dict[str, Any] = {self.kind: self.float_range or self.int_range or self.choice}
+        if self.log:
+            data["log"] = True
+        if self.step is not None:
+            data["step"] = int(self.step) if self.int_range is not None else self.step
+        return data
+
+    @property
+    def kind(self) -> str:
+        return "float" if self.float_range is not None else "int" if self.int_range is not None else "choice"
+
+    def candidate_values(self) -> list[Any]:
+        """The values to check against the schema: both bounds of a range, every choice."""
+        if self.choice is not None:
+            return list(self.choice)
+        low, high = self.float_range or self.int_range
+        if self.int_range is not None:
+            step = int(self.step or 1)
+            high = low + (high - low) // step * step  # the largest value the step reaches
+            return [low, high]
+        return [float(low), float(high)]
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value a grid visits (choices, stepped ranges); None for a continuous range."""
+        if self.choice is not None:
+            return list(self.choice)
+        if self.int_range is not None:
+            return list(range(self.int_range[0], self.int_range[1] + 1, int(self.step or 1)))
+        if self.step is None:
+            return None
+        low, high = self.float_range
+        count = int(math.floor((high - low) / self.step + 1e-9)) + 1
+        return [round(low + index * self.step, 12) for index in range(count)]
+
+
+def encode_choice(value: Any) -> Scalar:
+    """A choice as Optuna stores it: scalars as they are, lists and mappings as their YAML text."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return format_value(value)
+
+
+class SweepConfig(_Strict):
+    """``sweep:``: the metric, the budget, Optuna's sampler and pruner, where the study lives, and the search space."""
+
+    metric: str | None = None  # None: val_accuracy (accuracy when data.validation is none)
+    direction: Literal["maximize", "minimize"] | None = None  # None: minimize for a loss, maximize otherwise
+    trials: Annotated[int, Field(gt=0)] = 20
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    startup_trials: Annotated[int, Field(ge=0)] = 3  # trials that finish before the median pruner may stop one
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    storage: str | None = None  # None: a journal file in the sweep directory; an RDB URL; or a journal file path
+    study: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")  # None: the config's name
+    space: dict[str, ParamSpace] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _dotted_keys(cls, value: dict[str, ParamSpace]) -> dict[str, ParamSpace]:
+        for key in value:
+            parts = key.split(".")
+            if not key or any(not part.strip() for part in parts):
+                raise ValueError(f"{key!r} is not a dotted config key such as optimizer.learning_rate")
+            if parts[0] in ("sweep", "name", "output"):
+                raise ValueError(f"{key!r}: a sweep cannot search {parts[0]} (it names and places the trials)")
+        return value
+
+    @model_validator(mode="after")
+    def _grid_needs_values(self) -> "SweepConfig":
+        if self.sampler == "grid":
+            continuous = [key for key, space in self.space.items() if space.grid_values() is None]
+            if continuous:
+                raise ValueError(
+                    f"sampler: grid needs a finite set of values, but {', '.join(continuous)} "
+                    "is a continuous float range; give it a step (or use choice)"
+                )
+        return self
+
+    def metric_for(self, config: Any) -> str:
+        """The metric trials are judged by: the configured one or the default for this config's validation."""
+        if self.metric is not None:
+            return self.metric
+        return "accuracy" if config.data.validation == "none" else "val_accuracy"
+
+    def direction_for(self, metric: str) -> str:
+        if self.direction is not None:
+            return self.direction
+        return "minimize" if metric.endswith("loss") or metric.endswith("error") else "maximize"
+
+    def grid_size(self) -> int | None:
+        if self.sampler != "grid":
+            return None
+        return math.prod(len(space.grid_values()) for space in self.space.values())
+
+
+def check_sweep(config: Any, file: str | Path | None = None) -> None:
+    """Refuse a ``sweep.space`` whose keys or values the schema would refuse in a trial; every problem at once.
+
+    Each bound and each choice is applied to the config as the trial's ``--set`` override would be
+    and validated. ``file``: the YAML file, for line numbers in the messages.
+    """
+    from trainer.config.loading import load_config, read_yaml
+
+    sweep = config.sweep
+    if sweep is None:
+        return
+    marks: dict[Any, int] = {}
+    if file is not None and Path(file).is_file():
+        marks = read_yaml(Path(file))[1].marks
+
+    def where(key: str) -> str:
+        line = marks.get(("sweep", "space", key)) or marks.get(("sweep", "space")) or marks.get(("sweep",))
+        return f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+
+    problems: list[str] = []
+    metric = sweep.metric_for(config)
+    if metric.startswith("val_") and config.data.validation == "none":
+        line = marks.get(("sweep", "metric"))
+        problems.append(
+            f"{f'{file}:{line}: ' if file and line else where('')}sweep.metric: {metric!r} needs a validation split, "
+            "but data.validation is none; use a training metric (accuracy, loss) or test_accuracy"
+        )
+    base = {k: v for k, v in config.to_dict().items() if k != "sweep"}
+    for key, space in sweep.space.items():
+        for value in space.candidate_values():
+            text = override_text(key, value)
+            try:
+                load_config(None, [text], base=base)
+            except ConfigError as exc:
+                details = [_without_source(problem, text) for problem in exc.problems] or [exc.message]
+                problems.append(f"{where(key)}sweep.space.{key}: the value {value!r} is refused: {'; '.join(details)}")
+    if problems:
+        count = len(problems)
+        raise ConfigError(f"{file or 'config'}: {count} problem{'s' if count > 1 else ''} in sweep.space:", problems=problems)
+
+
+def _without_source(problem: str, text: str) -> str:
+    prefix = f"--set {text}: "
+    return problem[len(prefix):] if problem.startswith(prefix) else problem

@@ -1,0 +1,274 @@
+"""Optuna behind ``trainer sweep``: the study and its storage, samplers, pruners, and the pruning run-event handler.
+
+Optuna is imported on first use (``pip install 'trainer[sweep]'``). Each trial carries user
+attributes the sweep relies on: ``status`` (completed, pruned, failed, interrupted, lost,
+surplus), ``reason``, ``host``, ``pid``, ``run_dir``, ``overrides``, ``wall_seconds``, ``epochs``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.config.sweep import ParamSpace, SweepConfig, encode_choice
+from trainer.errors import BadInputError
+from trainer.run.events import RunEvents, StopRun
+
+JOURNAL_FILE = "optuna-journal.log"
+HEARTBEAT_SECONDS = 10  # RDB storages: a RUNNING trial whose process stopped beating this long ...
+GRACE_SECONDS = 40  # ... plus this grace is failed ("lost") by the next process that asks for a trial
+
+# Which ended trials use up the budget (``sweep.trials``): completed, pruned, and failed by the
+# trial itself (NaN loss, out of memory, a refused combination). Trials stopped from outside
+# (Ctrl-C, a killed or lost process) give their budget back. Running trials hold theirs.
+COUNTED_STATUSES = ("completed", "pruned", "failed", "running")
+
+
+def import_optuna():
+    """Optuna, or a clear instruction to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise BadInputError("trainer sweep needs Optuna: pip install 'trainer[sweep]' (or pip install optuna).") from None
+    return optuna
+
+
+# --------------------------------------------------------------------------- storage and study
+
+
+def is_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def redact(storage: str) -> str:
+    """A storage URL with its password hidden (for messages and sweep.json)."""
+    if not is_url(storage):
+        return storage
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for display
+        return storage.split("@", 1)[-1] if "@" in storage else storage
+
+
+def open_storage(storage: str | None, sweep_dir: Path):
+    """A journal file (default: ``SWEEP_DIR/optuna-journal.log``; a path shared on one machine) or an RDB URL."""
+    optuna = import_optuna()
+    if storage is None or not is_url(storage):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = Path(storage) if storage is not None else Path(sweep_dir) / JOURNAL_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        except OSError as exc:
+            raise BadInputError(f"cannot open the sweep journal {path}: {exc.strerror or exc}") from None
+    last: Exception | None = None
+    for attempt in range(4):  # processes starting together on a new database race to create its tables
+        try:
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+            )
+        except ImportError as exc:
+            raise BadInputError(f"--storage {redact(storage)}: a driver is missing ({exc}); pip install 'trainer[sweep]'.") from None
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors have no common base worth importing here
+            last = exc
+            time.sleep(0.5 + attempt)
+    raise BadInputError(f"cannot open the study storage {redact(storage)}: {str(last).splitlines()[0] if last else ''}")
+
+
+def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str):
+    """Create the study, or load it when it exists; a study made with another metric, direction or space is refused."""
+    optuna = import_optuna()
+    signature = {"metric": metric, "direction": direction, "space": {k: v.model_dump() for k, v in sweep.space.items()}}
+    study = optuna.create_study(
+        storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
+        sampler=make_sampler(sweep, sweep.seed), pruner=make_pruner(sweep),
+    )
+    saved = study.user_attrs.get("trainer")
+    if saved is None:
+        study.set_user_attr("trainer", signature)
+    elif saved != json.loads(json.dumps(signature)):
+        changed = [key for key in signature if json.loads(json.dumps(signature[key])) != saved.get(key)]
+        raise BadInputError(
+            f"study {study_name!r} was started with another {' and '.join(changed)} "
+            f"({', '.join(f'{k}: {saved.get(k)!r}' for k in changed)}); continuing it would mix two searches. "
+            "Keep the sweep section as it was, or start a new search with --study NAME (or another --sweep-dir)."
+        )
+    return study
+
+
+def make_sampler(sweep: SweepConfig, seed: int):
+    optuna = import_optuna()
+    if sweep.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if sweep.sampler == "grid":
+        grid = {key: [encode_choice(v) for v in space.grid_values()] for key, space in sweep.space.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    # constant_liar: trials still running count as bad guesses, so parallel workers spread out
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def make_pruner(sweep: SweepConfig):
+    optuna = import_optuna()
+    if sweep.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=0)
+    if sweep.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def reseed_sampler(study: Any, sweep: SweepConfig, trial_number: int) -> None:
+    """A sampler seeded by ``seed`` and the trial's number: reproducible, and no two processes draw alike."""
+    if sweep.sampler != "grid":  # the grid's choice of point is made in ask(); its seed stays the study's
+        study.sampler = make_sampler(sweep, sweep.seed + trial_number)
+
+
+def suggest(trial: Any, sweep: SweepConfig) -> dict[str, Any]:
+    """Sample every key of ``sweep.space`` for ``trial``; returns key -> config value (choices decoded)."""
+    values: dict[str, Any] = {}
+    for key, space in sweep.space.items():
+        if sweep.sampler == "grid":
+            values[key] = _decode(space, trial.suggest_categorical(key, [encode_choice(v) for v in space.grid_values()]), grid=True)
+        elif space.kind == "float":
+            low, high = space.float_range
+            values[key] = trial.suggest_float(key, low, high, log=space.log, step=space.step)
+        elif space.kind == "int":
+            low, high = space.int_range
+            values[key] = trial.suggest_int(key, low, high, step=int(space.step or 1), log=space.log)
+        else:
+            values[key] = _decode(space, trial.suggest_categorical(key, [encode_choice(v) for v in space.choice]))
+    return values
+
+
+def _decode(space: ParamSpace, encoded: Any, grid: bool = False) -> Any:
+    for value in (space.grid_values() if grid else space.choice):
+        if encode_choice(value) == encoded:
+            return value
+    return encoded
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+class PruningEvents(RunEvents):
+    """Reports each epoch's metric to the Optuna trial and ends the run (``StopRun``, status pruned) when it says so.
+
+    A ``test_*`` metric exists only at the end, so epochs report its validation counterpart
+    (``val_*``, else the training value). A metric missing from ``history.csv`` ends the run as
+    failed: the sweep then stops with a message naming the columns there are.
+    """
+
+    def __init__(self, trial: Any, metric: str, pruner: str):
+        self.trial, self.metric, self.pruner = trial, metric, pruner
+        self.pruned_at: int | None = None
+
+    def column(self, logs: dict[str, Any]) -> str | None:
+        if not self.metric.startswith("test_"):
+            return self.metric if self.metric in logs else None
+        name = self.metric[len("test_"):]
+        return next((c for c in (f"val_{name}", name) if c in logs), None)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        column = self.column(logs)
+        if column is None:
+            raise StopRun(missing_metric_message(self.metric, logs), status="failed")
+        value = logs[column]
+        if value is None or not math.isfinite(value):
+            return  # the loss guard ends a NaN run; nothing to compare
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            raise StopRun(f"pruned by the {self.pruner} pruner after epoch {epoch} ({column} {value:.4g})", status="pruned")
+
+
+def missing_metric_message(metric: str, columns: Any) -> str:
+    names = [c for c in columns if c not in ("epoch", "epoch_seconds", "examples_per_second")]
+    return f"sweep.metric: {metric!r} is not a column of history.csv; this run has {', '.join(names)} (or test_<metric>)"
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+def trial_status(trial: Any) -> str:
+    """completed | pruned | failed | interrupted | lost | surplus | running | waiting."""
+    state = trial.state.name
+    if state == "COMPLETE":
+        return "completed"
+    if state == "PRUNED":
+        return "pruned"
+    if state == "FAIL":
+        return trial.user_attrs.get("status") or "lost"  # failed by Optuna's heartbeat check: its process stopped
+    return state.lower()
+
+
+def budget_used(study: Any, before: int | None = None) -> int:
+    """Trials that count toward ``sweep.trials`` (COUNTED_STATUSES), optionally only those numbered below ``before``."""
+    return sum(
+        1 for t in study.get_trials(deepcopy=False)
+        if trial_status(t) in COUNTED_STATUSES and (before is None or t.number < before)
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_lost_trials(study: Any) -> list[int]:
+    """Mark failed ("lost") the RUNNING trials whose process is gone; returns their numbers.
+
+    Same machine: the recorded process id no longer runs. Other machines (RDB storages): Optuna's
+    heartbeat check. A lost trial gives its budget back.
+    """
+    optuna = import_optuna()
+    from optuna.storages import fail_stale_trials
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(study._storage):
+        fail_stale_trials(study)
+    host, me = socket.gethostname(), os.getpid()
+    lost = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or (pid != me and pid_alive(pid)):
+            continue
+        with contextlib.suppress(Exception):  # another process may have marked it first
+            study._storage.set_trial_user_attr(trial._trial_id, "status", "lost")
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", f"its process ({host}, pid {pid}) stopped while it ran")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            lost.append(trial.number)
+    return lost
+
+
+@contextlib.contextmanager
+def heartbeat(study: Any, trial: Any):
+    """Beat for ``trial`` while it runs (RDB storages), so other machines can tell it is alive."""
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - a future Optuna without it: lost trials are then found by pid only
+        yield
+        return
+    with get_heartbeat_thread(trial._trial_id, study._storage):
+        yield
+
+
+def mark(trial: Any, **attrs: Any) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}

@@ -1,0 +1,202 @@
+"""The trial loop: ask Optuna for values, train them as an ordinary run, tell Optuna how it went.
+
+Each trial is ``trainer.api.train(config, overrides=[KEY=VALUE, ...], run_dir=SWEEP_DIR/trial-NNNN)``
+with a pruning handler among its run events. Several processes (``--workers``, other machines)
+run this same loop against one study; the storage hands out trial numbers, so none is run twice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from trainer.config import Config
+from trainer.config.sweep import SweepConfig, check_sweep, override_text
+from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted
+from trainer.integrations import optuna as bridge
+from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
+
+TRIAL_DIR = "trial-{number:04d}"
+
+
+@dataclass
+class SweepPlan:
+    """A resolved sweep: the config its trials start from, where the study lives, what it optimises."""
+
+    config: Config  # with the sweep section
+    trial_config: Config  # the same without it: what each trial trains (and best.yaml holds)
+    sweep: SweepConfig
+    sweep_dir: Path
+    storage: str | None  # None: the journal file in sweep_dir
+    study_name: str
+    metric: str
+    direction: str
+    budget: int
+
+    @property
+    def storage_label(self) -> str:
+        return bridge.redact(self.storage) if self.storage else str(self.sweep_dir / bridge.JOURNAL_FILE)
+
+    def trial_dir(self, number: int) -> Path:
+        return self.sweep_dir / TRIAL_DIR.format(number=number)
+
+    def start_info(self, used: int, workers: int = 1) -> SweepStartInfo:
+        return SweepStartInfo(
+            self.study_name, self.storage_label, self.sweep_dir, self.metric, self.direction, self.budget, used,
+            list(self.sweep.space), workers,
+        )
+
+
+def plan_sweep(
+    config: Config, *, trials: int | None = None, storage: str | None = None, study: str | None = None,
+    sweep_dir: str | Path | None = None, config_file: str | Path | None = None,
+) -> SweepPlan:
+    """Resolve a config's sweep section and the command line's choices; refuses a missing or invalid section."""
+    if config.sweep is None:
+        raise ConfigError(
+            f"{config_file or 'config'} has no sweep: section; add one with a space to search, e.g.\n"
+            "sweep:\n  trials: 20\n  space:\n    optimizer.learning_rate: {float: [1.0e-4, 1.0e-2], log: true}\n(see docs/sweep.md)"
+        )
+    check_sweep(config, config_file)
+    sweep = config.sweep.model_copy(update={
+        key: value for key, value in (("trials", trials), ("storage", storage), ("study", study)) if value is not None
+    })
+    study_name = sweep.study or config.name
+    metric = sweep.metric_for(config)
+    budget = min(sweep.trials, sweep.grid_size() or sweep.trials)
+    folder = Path(sweep_dir) if sweep_dir is not None else Path(config.output.dir) / f"{study_name}-sweep"
+    trial_config = config.model_copy(update={"sweep": None})
+    return SweepPlan(
+        config, trial_config, sweep, folder.resolve(), sweep.storage, study_name, metric, sweep.direction_for(metric), budget,
+    )
+
+
+def open_plan_study(plan: SweepPlan):
+    """The plan's Optuna study (created on first use)."""
+    storage = bridge.open_storage(plan.storage, plan.sweep_dir)
+    return bridge.open_study(plan.sweep, storage=storage, study_name=plan.study_name, metric=plan.metric, direction=plan.direction)
+
+
+def preflight(plan: SweepPlan) -> None:
+    """Build the loss, metrics and optimizer of every bound and choice once (Keras): a bad parameter is refused before trial 1.
+
+    ``trainer validate`` checks the schema without TensorFlow; names and parameters of catalogue
+    entries (``optimizer.beta_1``, ...) need Keras, so they are checked here.
+    """
+    from trainer.catalogue.overview import check_catalogue
+    from trainer.config.checks import plan_run
+    from trainer.config.loading import load_config
+
+    base = plan.trial_config.to_dict()
+    problems = []
+    for key, space in plan.sweep.space.items():
+        for value in space.candidate_values():
+            try:
+                candidate = load_config(None, [override_text(key, value)], base=base)
+                candidate._config_dir = plan.trial_config.config_dir
+                check_catalogue(candidate, plan_run(candidate))
+            except ConfigError as exc:
+                problems.append(f"sweep.space.{key}: the value {value!r} is refused: {'; '.join(exc.problems) or exc.message}")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in sweep.space:", problems=problems)
+
+
+def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_events: Iterable[Any] = (), study: Any = None,
+               after_trial: Any = None) -> Any:
+    """Run trials in this process until the study has ``plan.budget`` counted trials; returns the study.
+
+    ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
+    called after each trial (the CLI rewrites trials.csv there). Ctrl-C records the running trial
+    as interrupted and raises ``RunInterrupted``; a config or data problem that fails the first
+    trials raises its ``BadInputError``.
+    """
+    events = events or SweepEvents()
+    optuna = bridge.import_optuna()
+    study = study if study is not None else open_plan_study(plan)
+    preflight(plan)
+    while True:
+        for number in bridge.fail_lost_trials(study):
+            events.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
+        if bridge.budget_used(study) >= plan.budget:
+            break
+        trial = study.ask()
+        if bridge.budget_used(study, before=trial.number) >= plan.budget:  # another process took the last trial meanwhile
+            bridge.mark(trial, status="surplus", reason="the budget was used up by other processes meanwhile", **bridge.this_process())
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            break
+        run_one_trial(plan, study, trial, events, trial_events)
+        if after_trial is not None:
+            after_trial(study)
+    return study
+
+
+def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any]) -> TrialRecord:
+    """Sample, train and record one trial."""
+    from trainer.api import train
+
+    optuna = bridge.import_optuna()
+    bridge.reseed_sampler(study, plan.sweep, trial.number)
+    values = bridge.suggest(trial, plan.sweep)
+    overrides = [override_text(key, value) for key, value in values.items()]
+    run_dir = plan.trial_dir(trial.number)
+    process = bridge.this_process()
+    bridge.mark(trial, status="running", run_dir=str(run_dir), overrides=overrides, **process)
+    record = TrialRecord(trial.number, "running", None, dict(trial.params), run_dir=str(run_dir), host=process["host"], overrides=overrides)
+    events.on_trial_start(record)
+    pruning = bridge.PruningEvents(trial, plan.metric, plan.sweep.pruner)
+    started = time.perf_counter()
+
+    def finish(status: str, value: float | None = None, reason: str | None = None, epochs: int | None = None) -> TrialRecord:
+        record.status, record.value, record.reason, record.epochs = status, value, reason, epochs
+        record.wall_seconds = round(time.perf_counter() - started, 3)
+        bridge.mark(trial, status=status, wall_seconds=record.wall_seconds, **({"reason": reason} if reason else {}),
+                    **({"epochs": epochs} if epochs is not None else {}))
+        if status == "completed":
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL)
+            if status == "pruned":
+                record.value = study._storage.get_trial(trial._trial_id).value  # Optuna keeps the last reported value
+        events.on_trial_end(record)
+        return record
+
+    try:
+        with bridge.heartbeat(study, trial):
+            result = train(plan.trial_config, overrides=overrides, run_dir=run_dir, events=[pruning, *trial_events])
+    except RunFailedError as exc:
+        return finish("failed", reason=exc.message)
+    except (RunInterrupted, KeyboardInterrupt):
+        finish("interrupted", reason="stopped by Ctrl-C or SIGTERM")
+        raise RunInterrupted(f"interrupted during trial {trial.number}; it is recorded as interrupted and its budget will be re-used.") from None
+    except BadInputError as exc:
+        finish("failed", reason=exc.message)
+        if not any(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False)):
+            raise  # before any trial worked this is the config or the data, not a region of the search space
+        return record
+    except BaseException as exc:  # a bug: record it, then let its traceback show
+        finish("failed", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    epochs = len(result.history)
+    if result.status == "pruned":
+        return finish("pruned", reason=result.reason, epochs=epochs)
+    if result.status != "completed":  # a handler ended the run: the metric is not in history.csv
+        finish("failed", reason=result.reason, epochs=epochs)
+        raise BadInputError(result.reason or f"trial {trial.number} ended as {result.status}")
+    value = objective_value(result, plan.metric)
+    if value is None:
+        finish("failed", reason="the metric is missing", epochs=epochs)
+        raise BadInputError(bridge.missing_metric_message(plan.metric, result.history[-1] if result.history else {}))
+    if not math.isfinite(value):
+        return finish("failed", reason=f"{plan.metric} is {value}", epochs=epochs)
+    return finish("completed", value=value, epochs=epochs)
+
+
+def objective_value(result: Any, metric: str) -> float | None:
+    """The trial's value: ``metric`` at the last epoch of history.csv, or ``test_<m>`` from metrics.json."""
+    if metric.startswith("test_"):
+        value = (result.metrics.get("test") or {}).get(metric[len("test_"):])
+    else:
+        value = (result.history[-1] if result.history else {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) else None
