@@ -12,6 +12,7 @@ import math
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,19 +70,31 @@ def open_storage(storage: str | None, sweep_dir: Path):
             return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
         except OSError as exc:
             raise BadInputError(f"cannot open the sweep journal {path}: {exc.strerror or exc}") from None
+    storage = _with_installed_driver(storage)
     last: Exception | None = None
     for attempt in range(4):  # processes starting together on a new database race to create its tables
         try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs={"pool_pre_ping": True},
-                heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                return optuna.storages.RDBStorage(
+                    storage, engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                )
         except ImportError as exc:
             raise BadInputError(f"--storage {redact(storage)}: a driver is missing ({exc}); pip install 'trainer[sweep]'.") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors have no common base worth importing here
             last = exc
             time.sleep(0.5 + attempt)
     raise BadInputError(f"cannot open the study storage {redact(storage)}: {str(last).splitlines()[0] if last else ''}")
+
+
+def _with_installed_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.0 means psycopg2 by it, 2.1 psycopg (3)."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
 
 
 def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str):
