@@ -57,9 +57,9 @@ def is_inside(base: Path, name: str | os.PathLike) -> bool:
 # features.py, plots.py own them; a test keeps this list in step): a callback may not write there.
 TRAINER_RUN_FILES = (
     "config.yaml", "model.h5", "history.csv", "metrics.json", "manifest.json", "checkpoint.json",
-    ".trainer.lock", "curves.png", "features",
+    ".trainer.lock", "curves.png", "features", "data-cache",
 )
-TRAINER_RUN_PATTERNS = ("checkpoint-epoch*.weights.h5", "eval-*.json", "confusion-*.png", ".*.tmp*")
+TRAINER_RUN_PATTERNS = ("checkpoint-*.weights.*", "eval-*.json", "confusion-*.png", ".*.tmp*")
 
 
 def run_file_problem(name: str) -> str | None:

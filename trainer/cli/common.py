@@ -77,7 +77,11 @@ def prepare_keras(strategy: str = "none") -> None:
 
 @contextlib.contextmanager
 def interrupts_as_keyboard_interrupt():
-    """SIGTERM behaves like Ctrl-C while training (checkpoint kept, metrics.json says interrupted, exit 130)."""
+    """SIGTERM behaves like Ctrl-C (checkpoint kept, metrics.json says interrupted, exit 130).
+
+    Used as a decorator on the commands that run TensorFlow (run, eval, predict), so it holds
+    from the command's first line, TensorFlow's import included, to its last.
+    """
     import signal
     import threading
 

@@ -6,10 +6,11 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
 
 
 @handles_errors
+@interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130) from the command's first line
 def eval_(
     target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
     split: str = typer.Option("test", "--split", help="Which split to measure: test, train or validation."),

@@ -6,10 +6,11 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras, short_path
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras, short_path
 
 
 @handles_errors
+@interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130) from the command's first line
 def predict(
     target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
     inputs: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, BMP, GIF), folders of images, or .npy arrays (one image or a batch, raw pixels 0..255).", show_default=False),

@@ -16,6 +16,7 @@ RUN_EPILOG = (
 
 
 @handles_errors
+@interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C from the command's first line: TensorFlow's import, fit, the final save
 def run(
     config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
@@ -41,12 +42,11 @@ def run(
     training = prepare_training(loaded, run_dir=run_dir, resume=resume, dry_run=dry_run, events=[RunProgress()], runtime=setup)
     planned_dir = training.run_dir
     quiet_tensorflow()
-    with interrupts_as_keyboard_interrupt():
-        try:
-            result = training.run()
-        except RunInterrupted as error:
-            error.hint = interrupted_hint(config, training.run_dir, overrides)
-            raise
+    try:
+        result = training.run()
+    except RunInterrupted as error:
+        error.hint = interrupted_hint(config, training.run_dir, overrides)
+        raise
     if dry_run:
         console.print(result.model_summary)
         console.print("[ok]dry run:[/ok] config, data and model are fine; nothing was trained or written.")

@@ -3,17 +3,22 @@
 The module itself needs only the standard library (``trainer run --resume`` refuses a bad resume
 before TensorFlow is imported); the Keras callbacks are built inside functions.
 
-A checkpoint is two files: ``checkpoint-epochNNNN.weights.h5`` (model weights and optimizer
-state) and ``checkpoint.json`` (the epoch, the weights file's name, the state of the callbacks
-that carry state, the random-number state). ``checkpoint.json`` is replaced atomically *after*
-its weights file is complete, and the previous weights file is deleted only after that, so a
-kill at any instant leaves the previous or the new checkpoint, never a broken one.
+A checkpoint is ``checkpoint-epochNNNN.weights.npz`` (model weights and optimizer state, in
+variable order), for ``early_stopping`` with ``restore_best_weights`` the best weights so far
+(``checkpoint-bestI-epochNNNN.weights.npz``, rewritten only when they change), and
+``checkpoint.json`` (the epoch, those files' names, the state of the callbacks that carry state,
+the random-number state). The training thread copies that state at the epoch's end; a background
+thread writes the files while the next epoch trains. ``checkpoint.json`` is replaced atomically
+*after* every file it names is complete, and files only the previous one named are deleted only
+after that, so a kill at any instant leaves the previous or the new checkpoint, never a broken one.
 
-Order at the end of an epoch: ``history.csv`` gets the row, then the checkpoint is written. A
-kill in between leaves one row more than the checkpoint; resume drops rows beyond it.
+Order at the end of an epoch: ``history.csv`` (and the csv_logger/json_log files) get the row,
+then the checkpoint is written. A kill in between leaves one row more than the checkpoint;
+resume drops rows beyond it in every log.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -24,11 +29,11 @@ from typing import Any
 
 from trainer.errors import ConfigError, RunDirError, RunFailedError
 from trainer.paths import inside, is_inside
-from trainer.run.rundir import CONFIG_FILE, METRICS_FILE, atomic_path, atomic_write_json, read_json
+from trainer.run.rundir import CONFIG_FILE, METRICS_FILE, atomic_path, atomic_write_json, atomic_write_text, read_json
 
 CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".trainer.lock"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 # Config keys that do not change what is trained: they may differ on resume.
 IGNORED_ON_RESUME = {("name",), ("output",), ("output", "dir"), ("device",), ("distribute",), ("train", "epochs"), ("sweep",)}
@@ -101,6 +106,10 @@ def read_checkpoint(run_dir: Path) -> ResumeState | None:
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise RunDirError(f"{path} is unreadable ({exc}); this run cannot be resumed.") from None
     inside(run_dir, state.weights_file, f"{path} weights_file")  # never load (or later delete) a file outside the run
+    for name in _named_files(data, checked=False):
+        inside(run_dir, name, f"{path} {BEST_WEIGHTS_KEY}")
+        if not (Path(run_dir) / name).exists():
+            raise RunDirError(f"{path} names {name}, which is missing; this run cannot be resumed.")
     if not (Path(run_dir) / state.weights_file).exists():
         raise RunDirError(f"{path} names {state.weights_file}, which is missing; this run cannot be resumed.")
     return state
@@ -154,15 +163,100 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
             f"--resume: train.epochs is {config.train.epochs} but the run has already completed {state.epoch} epochs; "
             f"train.epochs must be at least {state.epoch}."
         )
-    metrics_path = run_dir / METRICS_FILE
-    if metrics_path.exists():
-        try:
-            status = read_json(metrics_path).get("status")
-        except (OSError, ValueError, AttributeError):
-            status = None
-        if status == "completed" and (old or {}).get("train", {}).get("epochs") == config.train.epochs:
-            raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
+    if run_completed(run_dir, state, (old or {}).get("train", {}).get("epochs"), config.train.epochs):
+        raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
     return state
+
+
+def run_completed(run_dir: Path, state: ResumeState, trained_epochs: Any, wanted_epochs: int) -> bool:
+    """The run finished with this number of epochs: ``metrics.json`` says completed at the checkpoint's epoch.
+
+    A resume deletes the old ``metrics.json`` before it trains, and a ``completed`` written for
+    fewer epochs than the checkpoint holds is stale either way: such a run is resumed.
+    """
+    try:
+        metrics = read_json(Path(run_dir) / METRICS_FILE)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(metrics, dict) or metrics.get("status") != "completed":
+        return False
+    return metrics.get("epochs_completed") == state.epoch and trained_epochs == wanted_epochs
+
+
+# Left by a kill: atomic_path's temporary files (".model.x1y2.tmp.h5") and the caches of a run.
+LEFTOVER_DIRS = ("features", "data-cache")
+
+
+def remove_leftovers(run_dir: Path) -> list[str]:
+    """Delete what a killed process left half-written in ``run_dir`` (temporary files, caches); return their names.
+
+    Only entries directly inside ``run_dir`` are touched; a symbolic link is removed, never followed.
+    """
+    import shutil
+
+    removed = []
+    with os.scandir(run_dir) as entries:
+        for entry in list(entries):
+            name = entry.name
+            temporary = name.startswith(".") and ".tmp" in name and not entry.is_dir(follow_symlinks=False)
+            cache = name in LEFTOVER_DIRS
+            if not (temporary or cache):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(name)
+    return removed
+
+
+def continue_callback_logs(callbacks: list[Any], run_dir: Path, epochs: int) -> None:
+    """On resume: csv_logger and json_log append to their files, cut back to the checkpoint's ``epochs``.
+
+    Rows written after the checkpoint (a kill between the row and the checkpoint) are dropped,
+    as in ``history.csv``; a missing file is simply started again.
+    """
+    for callback in callbacks:
+        kind = type(callback).__name__
+        if kind not in ("CSVLogger", "JsonLinesLog"):
+            continue
+        path = Path(callback.filename)
+        callback.append = True
+        if not path.is_file():
+            continue
+        if kind == "CSVLogger":
+            _cut_csv_log(path, epochs)
+        else:
+            _cut_json_log(path, epochs)
+
+
+def _cut_csv_log(path: Path, epochs: int) -> None:
+    """Keras's CSVLogger counts epochs from 0: keep the header and the rows of epochs 0..epochs-1."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    if not lines or "epoch" not in lines[0]:
+        return
+    column = lines[0].index("epoch")
+    kept = [lines[0]] + [row for row in lines[1:] if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(kept)
+
+
+def _cut_json_log(path: Path, epochs: int) -> None:
+    """json_log counts epochs from 1: keep the complete lines of epochs 1..epochs."""
+    import json
+
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by the kill
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def resume_command(config_path: Path | str, run_dir: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> str:
@@ -256,16 +350,20 @@ def _unplain(value: Any) -> Any:
 
 
 def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, resume: ResumeState | None = None):
-    """A callback that writes the checkpoint at each epoch's end and, on resume, restores it at ``fit``'s start.
+    """A callback that checkpoints each epoch's end (written by a background thread) and, on resume, restores it.
 
     It must come last in the callback list: it saves the state the other callbacks reached at
     the epoch's end, and restores theirs after their own ``on_train_begin`` has reset them.
-    ``epoch_seed`` is the pipeline's per-epoch shuffle variable (or None).
+    ``epoch_seed`` is the pipeline's per-epoch shuffle variable (or None). The training thread
+    only copies the state (weights, optimizer, callbacks, random numbers) at the epoch's end; the
+    files are written while the next epoch trains. ``wait()`` joins the writer and raises its
+    error (the run calls it on every ending, before ``on_run_end``).
     """
     import keras
     import numpy as np
 
     run_dir = Path(run_dir)
+    writer = CheckpointWriter(run_dir)
 
     class Checkpointer(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -274,10 +372,14 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
             model = self.model
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-            model.load_weights(run_dir / resume.weights_file)
+            load_training_state(model, run_dir / resume.weights_file)
             for callback, state in zip(stateful_callbacks, resume.callbacks):
                 for key, value in state.items():
-                    setattr(callback, key, _unplain(value))
+                    if key == BEST_WEIGHTS_KEY:
+                        callback.best_weights = read_arrays(run_dir / value) if value else None
+                        writer.written_best[id(callback)] = (state.get("best_epoch"), value)
+                    else:
+                        setattr(callback, key, _unplain(value))
             for generator, value in zip(_seed_generators(model), resume.random.get("seed_generators", [])):
                 generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
             if "numpy" in resume.random:
@@ -292,47 +394,177 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
                 epoch_seed.assign(epoch)
 
         def on_epoch_end(self, epoch, logs=None):
+            writer.wait()  # the previous epoch's files are complete (or its error is raised here)
             completed = epoch + 1
-            previous = read_checkpoint_quiet(run_dir)
-            weights_file = f"checkpoint-epoch{completed:04d}.weights.h5"
-            try:
-                _save_weights_atomically(self.model, run_dir / weights_file)
-                numpy_state = np.random.get_state()
-                python_state = random.getstate()
-                atomic_write_json(
-                    run_dir / CHECKPOINT_FILE,
-                    {
-                        "version": CHECKPOINT_VERSION,
-                        "epoch": completed,
-                        "weights_file": weights_file,
-                        "callbacks": [
-                            {k: _plain(getattr(c, k)) for k in CALLBACK_STATE if hasattr(c, k)} for c in stateful_callbacks
-                        ],
-                        "random": {
-                            "seed_generators": [keras.ops.convert_to_numpy(g.state).tolist() for g in _seed_generators(self.model)],
-                            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-                            "python": [python_state[0], list(python_state[1]), python_state[2]],
-                        },
-                    },
-                )
-            except OSError as exc:
-                raise RunFailedError(
-                    f"cannot write the checkpoint of epoch {completed} in {run_dir}: {exc.strerror or exc}; "
-                    "the previous checkpoint is kept."
-                ) from None
-            if previous and previous != weights_file:
-                try:
-                    os.remove(run_dir / previous)
-                except OSError:
-                    pass
+            numpy_state = np.random.get_state()
+            python_state = random.getstate()
+            callbacks, best = [], {}
+            for index, callback in enumerate(stateful_callbacks):
+                state = {k: _plain(getattr(callback, k)) for k in CALLBACK_STATE if hasattr(callback, k)}
+                if getattr(callback, "restore_best_weights", False):  # early_stopping: the best weights so far
+                    state[BEST_WEIGHTS_KEY] = writer.best_weights_file(callback, index, completed, best)
+                callbacks.append(state)
+            record = {
+                "version": CHECKPOINT_VERSION,
+                "epoch": completed,
+                "weights_file": f"checkpoint-epoch{completed:04d}.weights.npz",
+                "callbacks": callbacks,
+                "random": {
+                    "seed_generators": [keras.ops.convert_to_numpy(g.state).tolist() for g in _seed_generators(self.model)],
+                    "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                    "python": [python_state[0], list(python_state[1]), python_state[2]],
+                },
+            }
+            writer.submit(record, training_state(self.model), best)
+
+        def on_train_end(self, logs=None):
+            writer.wait()
+
+        def wait(self) -> None:
+            writer.wait()
 
     return Checkpointer()
 
 
-def _save_weights_atomically(model, path: Path) -> None:
-    """``model.save_weights`` (it wants a ``.weights.h5`` name) to a temporary file, then rename."""
+BEST_WEIGHTS_KEY = "best_weights_file"
+
+
+class CheckpointWriter:
+    """Writes one checkpoint at a time on a background thread: weights files, then ``checkpoint.json``, then old files go.
+
+    ``checkpoint.json`` is replaced only once every file it names is complete, and files the
+    previous ``checkpoint.json`` named are deleted only after that: a kill at any instant leaves
+    the old or the new checkpoint.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.previous: set[str] = set(_named_files(read_checkpoint_json(self.run_dir), self.run_dir))
+        self.written_best: dict[int, tuple[Any, str | None]] = {}  # callback id -> (best epoch, file) already on disk
+        self._thread: Any = None
+        self._error: BaseException | None = None
+
+    def best_weights_file(self, callback: Any, index: int, completed: int, to_write: dict[str, Any]) -> str | None:
+        """The file holding ``callback``'s best weights; a new one (to write) only when they changed."""
+        import numpy as np
+
+        weights = getattr(callback, "best_weights", None)
+        if weights is None:
+            return None
+        epoch, name = self.written_best.get(id(callback), (None, None))
+        if name is None or epoch != getattr(callback, "best_epoch", None):
+            name = f"checkpoint-best{index}-epoch{completed:04d}.weights.npz"
+            to_write[name] = [np.array(w, copy=True) for w in weights]
+            self.written_best[id(callback)] = (getattr(callback, "best_epoch", None), name)
+        return name
+
+    def submit(self, record: dict[str, Any], state: dict[str, list[Any]], best: dict[str, Any]) -> None:
+        import threading
+
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(record, state, best), name="trainer-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _write(self, record: dict[str, Any], state: dict[str, list[Any]], best: dict[str, Any]) -> None:
+        completed = record["epoch"]
+        try:
+            write_arrays(self.run_dir / record["weights_file"], {"model": state["model"], "optimizer": state["optimizer"]})
+            for name, arrays in best.items():
+                write_arrays(self.run_dir / name, {"model": arrays})
+            atomic_write_json(self.run_dir / CHECKPOINT_FILE, record)
+        except OSError as exc:
+            self._error = RunFailedError(
+                f"cannot write the checkpoint of epoch {completed} in {self.run_dir}: {exc.strerror or exc}; "
+                "the previous checkpoint is kept."
+            )
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+            self._error = exc
+            return
+        current = set(_named_files(record, self.run_dir))
+        for name in self.previous - current:
+            with contextlib.suppress(OSError):
+                os.remove(self.run_dir / name)
+        self.previous = current
+
+
+def _named_files(record: dict[str, Any] | None, run_dir: Path | None = None, checked: bool = True) -> list[str]:
+    """The weights files a ``checkpoint.json`` record names (``checked``: only those inside ``run_dir``, safe to delete)."""
+    if not isinstance(record, dict):
+        return []
+    names = [record.get("weights_file")] if checked else []
+    for state in record.get("callbacks") or []:
+        if isinstance(state, dict):
+            names.append(state.get(BEST_WEIGHTS_KEY))
+    names = [n for n in names if isinstance(n, str) and n]
+    return [n for n in names if is_inside(run_dir, n)] if checked else names
+
+
+def training_state(model) -> dict[str, list[Any]]:
+    """Copies of the model's weights and the optimizer's variables (taken on the training thread)."""
+    import numpy as np
+
+    return {
+        "model": [np.array(v.numpy(), copy=True) for v in model.weights],
+        "optimizer": [np.array(v.numpy(), copy=True) for v in model.optimizer.variables],
+    }
+
+
+def load_training_state(model, path: Path) -> None:
+    """Put a checkpoint's weights and optimizer state back (``.weights.npz``; ``.weights.h5`` of version 1)."""
+    if path.name.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    groups = read_arrays(path, grouped=True)
+    for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
+        values = groups.get(group, [])
+        if len(values) != len(variables):
+            raise RunDirError(f"{path} holds {len(values)} {group} arrays but the model has {len(variables)}; this run cannot be resumed.")
+        for variable, value in zip(variables, values):
+            if tuple(variable.shape) != tuple(value.shape):
+                raise RunDirError(f"{path}: {variable.path} is {tuple(value.shape)} in the checkpoint but {tuple(variable.shape)} in the model.")
+            variable.assign(value)
+
+
+def write_arrays(path: Path, groups: dict[str, list[Any]]) -> None:
+    """Arrays in order, as an uncompressed ``.npz`` (``model/000000``, ...), written atomically."""
+    import numpy as np
+
+    named = {f"{group}/{index:06d}": array for group, arrays in groups.items() for index, array in enumerate(arrays)}
     with atomic_path(path) as tmp:
-        model.save_weights(tmp)
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **named)
+
+
+def read_arrays(path: Path, grouped: bool = False) -> Any:
+    """What ``write_arrays`` wrote: the ``model`` arrays in order (or every group, ``grouped``)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            groups: dict[str, list[Any]] = {}
+            for key in sorted(data.files):
+                group = key.split("/", 1)[0]
+                groups.setdefault(group, []).append(data[key])
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunDirError(f"{path} is unreadable ({exc}); this run cannot be resumed.") from None
+    return groups if grouped else groups.get("model", [])
+
+
+def read_checkpoint_json(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(Path(run_dir) / CHECKPOINT_FILE)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_checkpoint_quiet(run_dir: Path) -> str | None:

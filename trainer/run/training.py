@@ -18,7 +18,9 @@ from typing import Any
 
 from trainer.config import Config
 from trainer.errors import RunFailedError, RunInterrupted
-from trainer.run.checkpoint import NonFiniteLoss, ResumeState, RunLock, checkpointer, loss_guard, truncate_history
+from trainer.run.checkpoint import (
+    NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
+)
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
 from trainer.run.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_path, atomic_write_text, create_run_dir
@@ -36,6 +38,8 @@ class Training:
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
         self.scratch: Path | None = None  # the run directory of a process other than 0 (removed at the end)
+        self.completed = False  # metrics.json says completed
+        self.ended = False  # on_run_end was called
 
     # ------------------------------------------------------------------ the steps
 
@@ -51,12 +55,15 @@ class Training:
             return RunResult("dry-run", None, plan=self.plan, model_summary=model_summary_text(self.model))  # ~0.1 s to render
         try:
             with self.open_run_dir():
-                self.events.on_run_start(self.start_info())
-                self.write_run_files()
-                ending = self.fit()
-                if ending is not None:
-                    return ending
-                return self.finish()
+                try:
+                    self.events.on_run_start(self.start_info())
+                    self.write_run_files()
+                    ending = self.fit()
+                    if ending is not None:
+                        return ending
+                    return self.finish()
+                except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it, at any step of the run
+                    raise self.interrupted() from None
         finally:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
@@ -110,10 +117,15 @@ class Training:
         elif self.resume is None:
             self.run_dir = reserve_run_dir(self.run_dir) if self.unique_name else create_run_dir(self.run_dir)
         with RunLock(self.run_dir):
+            if self.resume is not None:
+                remove_leftovers(self.run_dir)  # half-written files and caches of the killed process
             yield
 
     def write_run_files(self) -> None:
         """``config.yaml`` and ``manifest.json``; on resume, ``history.csv`` cut back to the checkpoint."""
+        if self.resume:  # first: an old "completed" must not outlive a resume that is killed (train.epochs grew)
+            with contextlib.suppress(FileNotFoundError):
+                (self.run_dir / METRICS_FILE).unlink()
         atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_yaml())
         data = self.data
         Manifest(
@@ -136,8 +148,10 @@ class Training:
         self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)  # the shuffle order of epoch N depends on N only
         recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(data.x_train))
         user_callbacks = build_callbacks(config.callbacks, self.run_dir, config.config_dir)
-        callbacks = [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks,
-                     checkpointer(self.run_dir, user_callbacks, self.epoch_variable, self.resume)]  # the checkpointer comes last
+        if self.resume:
+            continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
+        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, self.resume)
+        callbacks = [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, self.checkpointer]  # the checkpointer comes last
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
         self.cached = None
         if uses_cached_features(config) and self.distribution.setup.strategy == "none":  # the cache is one process's, on one device
@@ -159,50 +173,73 @@ class Training:
                     train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
                 val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
                 self.model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
+            self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
         except StopRun as stop:
+            self.checkpointer_wait_quietly()
             return self.end(stop.status, stop.reason)
         except NonFiniteLoss as exc:
+            self.checkpointer_wait_quietly()
             kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
             self.fail(exc.reason, f"{exc.reason}; the run stopped and {kept}. See {self.run_dir / METRICS_FILE}")
         except tf.errors.ResourceExhaustedError as exc:
+            self.checkpointer_wait_quietly()
             self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
+            self.checkpointer_wait_quietly()
             self.fail(exc.message, exc.message)
         except OSError as exc:
+            self.checkpointer_wait_quietly()
             reason = f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}"
             self.fail(reason, reason)
         except KeyboardInterrupt:
-            self.end("interrupted")
-            error = RunInterrupted(f"interrupted after {len(self.rows)} completed epoch(s); the run directory is {self.run_dir}")
-            error.run_dir = self.run_dir
-            raise error from None
+            self.checkpointer_wait_quietly()  # the checkpoint of the last completed epoch is complete on disk
+            raise
         finally:
             self.events.on_phase_end()
             gc.unfreeze()
         return None
 
     def finish(self) -> RunResult:
-        """Test metrics, ``model.h5``, ``metrics.json`` and ``curves.png``; then ``on_run_end``."""
-        from trainer.inference.plots import CURVES_FILE, write_curves
+        """Test metrics, ``model.h5``, ``metrics.json`` and ``curves.png``; then ``on_run_end``.
 
-        if self.cached is not None:
-            test = self.cached.evaluate_test()
-            self.cached.cleanup()
-        else:
-            test_ds = self.dataset(self.data.x_test, self.data.y_test)
-            test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+        ``curves.png`` is drawn on a background thread while the test split is evaluated and
+        ``model.h5`` saved; it is complete before ``on_run_end`` and before ``train`` returns.
+        """
+        curves = self.draw_curves_in_background()
         try:
-            with atomic_path(self.run_dir / MODEL_FILE) as tmp:
-                self.model.save(tmp)
-            metrics = self.write_metrics("completed", test=test)
-        except OSError as exc:
-            reason = f"cannot write {self.run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left."
-            self.fail(reason, reason)
-        if self.distribution.is_chief:
-            write_curves(self.rows, self.run_dir / CURVES_FILE)
+            if self.cached is not None:
+                test = self.cached.evaluate_test()
+                self.cached.cleanup()
+            else:
+                test_ds = self.dataset(self.data.x_test, self.data.y_test)
+                test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+            try:
+                with atomic_path(self.run_dir / MODEL_FILE) as tmp:
+                    self.model.save(tmp)
+                metrics = self.write_metrics("completed", test=test)
+                self.completed = True
+            except OSError as exc:
+                reason = f"cannot write {self.run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left."
+                with contextlib.suppress(Exception):
+                    curves.join()
+                self.fail(reason, reason)
+        finally:
+            try:
+                curves.join()
+            except OSError as exc:  # the picture is a convenience: the run itself is complete
+                self.events.on_notice(f"could not write curves.png: {exc.strerror or exc}")
         result = RunResult("completed", self.public_run_dir, metrics, list(self.rows), plan=self.plan)
+        self.ended = True
         self.events.on_run_end(result)
         return result
+
+    def draw_curves_in_background(self) -> "BackgroundTask":
+        """Start drawing ``curves.png`` (process 0 only); ``join()`` the task returned."""
+        from trainer.inference.plots import CURVES_FILE, write_curves
+
+        if not self.distribution.is_chief:
+            return BackgroundTask(lambda: None)
+        return BackgroundTask(write_curves, list(self.rows), self.run_dir / CURVES_FILE)
 
     # ------------------------------------------------------------------ endings
 
@@ -212,8 +249,28 @@ class Training:
         with contextlib.suppress(OSError):
             metrics = self.write_metrics(status, reason=reason)
         result = RunResult(status, self.public_run_dir, metrics, list(self.rows), reason=reason, plan=self.plan)
+        self.ended = True
         self.events.on_run_end(result)
         return result
+
+    def interrupted(self) -> RunInterrupted:
+        """Ctrl-C or SIGTERM: ``metrics.json`` says interrupted (unless the run had already completed); the error to raise."""
+        if self.completed:
+            message = f"interrupted after the run completed; every file in {self.run_dir} is written"
+        else:
+            done = f"after {len(self.rows)} completed epoch(s)" if len(self.rows) < self.config.train.epochs else "after the last epoch, before model.h5 and the test metrics were written"
+            message = f"interrupted {done}; the run directory is {self.run_dir}"
+            if not self.ended:
+                self.end("interrupted", message)
+        error = RunInterrupted(message)
+        error.run_dir = self.run_dir
+        return error
+
+    def checkpointer_wait_quietly(self) -> None:
+        """Join the checkpoint writer on an ending that already has its own error."""
+        with contextlib.suppress(Exception):
+            if getattr(self, "checkpointer", None) is not None:
+                self.checkpointer.wait()
 
     def fail(self, reason: str, message: str) -> None:
         self.end("failed", reason)
@@ -267,3 +324,26 @@ class Training:
             self.config, None if self.dry_run else self.public_run_dir, sizes, summary, header,
             initial_epoch=self.resume.epoch if self.resume else 0, resumed=self.resume is not None,
         )
+
+
+class BackgroundTask:
+    """``function(*args)`` on a daemon thread; ``join()`` waits and raises what it raised."""
+
+    def __init__(self, function, *args: Any):
+        import threading
+
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), name="trainer-background", daemon=True)
+        self._thread.start()
+
+    def _run(self, function, args) -> None:
+        try:
+            function(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that joins
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
