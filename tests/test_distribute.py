@@ -273,7 +273,7 @@ def test_two_process_multi_worker_matches_one_process(jax_run, tmp_path):
     assert "multi_worker runs on the JAX backend" in outputs[0]
     assert "process 1 of 2 finished; process 0 writes the run directory" in outputs[1]
 
-    assert {p.name for p in run_dir.iterdir()} == {p.name for p in jax_run.run_dir.iterdir()} <= RUN_FILES | {"checkpoint-epoch0003.weights.h5"}
+    assert {p.name for p in run_dir.iterdir()} == {p.name for p in jax_run.run_dir.iterdir()} <= RUN_FILES | {"checkpoint-epoch0003.weights.npz"}
     assert list(scratch.iterdir()) == []  # the worker's private scratch folder is gone too
     metrics = json.loads((run_dir / "metrics.json").read_text())
     single = json.loads((jax_run.run_dir / "metrics.json").read_text())

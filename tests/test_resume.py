@@ -90,7 +90,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(cli, long_config, referen
     result = cli("run", long_config, "--run-dir", run_dir, "--resume")
     assert result.exit_code == 0, result.output
     assert_same_history(run_dir, reference)
-    assert not (run_dir / "checkpoint-epoch0001.weights.h5").exists()  # older checkpoints are removed
+    assert not (run_dir / "checkpoint-epoch0001.weights.npz").exists()  # older checkpoints are removed
 
 
 @pytest.mark.slow

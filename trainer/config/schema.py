@@ -58,6 +58,7 @@ class DataConfig(_Strict):
     limit: Count | None = None
     image_size: list[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] | None = Field(default=None, min_length=2, max_length=2)
     color_mode: Literal["rgb", "grayscale"] | None = None
+    cache: Literal["auto", "memory", "disk", "none"] | None = None  # folder datasets: where decoded pixels live
 
     @field_validator("dataset")
     @classmethod
@@ -91,7 +92,7 @@ class DataConfig(_Strict):
     def _folder_only_keys(self) -> "DataConfig":
         """``image_size`` and ``color_mode`` describe how folder images are decoded; elsewhere the files decide."""
         if self.dataset != "folder":
-            given = [key for key in ("image_size", "color_mode") if getattr(self, key) is not None]
+            given = [key for key in ("image_size", "color_mode", "cache") if getattr(self, key) is not None]
             if given:
                 raise ValueError(
                     f"{' and '.join(given)} only apply to dataset: folder (images of any size decoded from class folders); "

@@ -1,12 +1,17 @@
 """Class folders of images: ``DIR/{train,test[,validation]}/<class>/<image>``, decoded with Pillow.
 
-Every image is decoded, converted to ``color_mode`` and resized to ``image_size``, then the
-split is held in memory as one uint8 array (N, H, W, C) like the other readers return.
+Every image is decoded, converted to ``color_mode`` and resized to ``image_size``. A split is
+either held in memory as one uint8 array (N, H, W, C) like the other readers return
+(``data.cache: memory``), or kept as its list of files (``ImageFiles``), which the input
+pipeline decodes as it streams (``disk``, ``none``): memory then does not grow with the number
+of images.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,12 +28,89 @@ class FolderSplits:
     """The decoded splits of a class-folder dataset; ``x_val`` is None without a validation/ folder."""
 
     class_names: list[str]
-    x_train: np.ndarray
+    x_train: "np.ndarray | ImageFiles"
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: "np.ndarray | ImageFiles"
     y_test: np.ndarray
-    x_val: np.ndarray | None = None
+    x_val: "np.ndarray | ImageFiles | None" = None
     y_val: np.ndarray | None = None
+
+
+# data.cache: auto keeps the decoded pixels in memory up to this size (all splits), else caches them on disk
+MEMORY_CACHE_LIMIT = 1 << 30
+MEMORY_CACHE_SHARE = 0.1  # ... and at most this share of the machine's memory
+DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+
+class ImageFiles:
+    """The image files of one split, decoded on demand; array-like, so the code around it treats it as pixels.
+
+    ``len``, ``shape`` (N, H, W, C), ``dtype`` uint8; ``files[i]`` decodes one image, ``files[a:b]``
+    or ``files[indices]`` is another ``ImageFiles`` (nothing decoded), ``np.asarray(files)``
+    decodes them all (in parallel threads: Pillow releases the GIL while it decodes).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, paths: Any, image_size: tuple[int, int], color_mode: str, cache: str = "none"):
+        self.paths = np.asarray([str(p) for p in paths], dtype=object) if not isinstance(paths, np.ndarray) else paths
+        self.image_size = tuple(int(d) for d in image_size)
+        self.color_mode = color_mode
+        self.cache = cache  # disk: the pipeline decodes once into a file of raw pixels; none: every epoch
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.paths), *self.image_size, self.channels)
+
+    @property
+    def image_bytes(self) -> int:
+        return self.image_size[0] * self.image_size[1] * self.channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: Any) -> "np.ndarray | ImageFiles":
+        if isinstance(index, (int, np.integer)):
+            return decode_image(Path(self.paths[index]), self.image_size, self.color_mode)
+        return ImageFiles(self.paths[index], self.image_size, self.color_mode, self.cache)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        pixels = self.decode(range(len(self)))
+        return pixels if dtype is None else pixels.astype(dtype)
+
+    def decode(self, indices: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """The images at ``indices`` as one uint8 array (into ``out`` when given)."""
+        indices = [int(i) for i in indices]
+        if out is None:
+            out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+
+        def one(position: int) -> None:
+            out[position] = decode_image(Path(self.paths[indices[position]]), self.image_size, self.color_mode)
+
+        if len(indices) < 16:
+            for position in range(len(indices)):
+                one(position)
+        else:
+            list(_decode_pool().map(one, range(len(indices))))
+        return out
+
+
+_POOL: Any = None
+
+
+def _decode_pool():
+    """One thread pool for every decode in the process (created on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="trainer-decode")
+    return _POOL
 
 
 def list_classes(split_dir: Path) -> list[str]:
@@ -126,8 +208,8 @@ def to_8bit(image, path: Path):
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
-def read_split(split_dir: Path, class_names: list[str], image_size: tuple[int, int], color_mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """All images of one split as (uint8 images, int64 labels), labels indexing ``class_names``."""
+def list_split(split_dir: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The image files of one split in class order and their labels (indexing ``class_names``)."""
     found = list_classes(split_dir)
     unknown = [name for name in found if name not in class_names]
     if unknown:
@@ -135,28 +217,61 @@ def read_split(split_dir: Path, class_names: list[str], image_size: tuple[int, i
             f"{split_dir}: has class folders the train folder lacks: {', '.join(unknown)}; "
             f"train classes are {', '.join(class_names)}."
         )
-    channels = 3 if color_mode == "rgb" else 1
-    images: list[np.ndarray] = []
+    files: list[Path] = []
     labels: list[int] = []
     for name in found:
         for file in image_files(split_dir / name):
-            images.append(decode_image(file, image_size, color_mode))
+            files.append(file)
             labels.append(class_names.index(name))
-    x = np.stack(images) if images else np.zeros((0, *image_size, channels), np.uint8)
-    return x, np.asarray(labels, dtype=np.int64)
+    return files, np.asarray(labels, dtype=np.int64)
 
 
-def load_folder(path: Path, image_size: tuple[int, int] | None = None, color_mode: str | None = None) -> FolderSplits:
-    """Read ``path/train``, ``path/test`` and (when present) ``path/validation``; classes are the sorted train folders."""
+def read_split(split_dir: Path, class_names: list[str], image_size: tuple[int, int], color_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """All images of one split as (uint8 images, int64 labels), labels indexing ``class_names``."""
+    files, labels = list_split(split_dir, class_names)
+    return np.asarray(ImageFiles(files, image_size, color_mode)), labels
+
+
+def choose_cache(cache: str | None, images: int, image_bytes: int) -> str:
+    """``data.cache`` resolved: ``auto`` is ``memory`` while the decoded pixels are small, else ``disk``."""
+    if cache not in (None, "auto"):
+        return cache
+    try:
+        machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        machine = 8 << 30
+    return "memory" if images * image_bytes <= min(MEMORY_CACHE_LIMIT, MEMORY_CACHE_SHARE * machine) else "disk"
+
+
+def load_folder(
+    path: Path, image_size: tuple[int, int] | None = None, color_mode: str | None = None, cache: str | None = "memory",
+    *, lazy: bool = False,
+) -> FolderSplits:
+    """List ``path/train``, ``path/test`` and (when present) ``path/validation``; classes are the sorted train folders.
+
+    Each split is an ``ImageFiles`` (nothing decoded yet) whose ``cache`` is ``data.cache``
+    resolved (``auto``/None: ``memory`` or ``disk`` by the decoded size). A ``memory`` split is
+    decoded into one array here, or, ``lazy``, later by ``in_memory`` (after ``data.limit`` and
+    ``data.validation`` have chosen its files).
+    """
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: not a folder; dataset: folder expects a folder holding train/ and test/, each with one subfolder per class.")
     size = tuple(image_size or DEFAULT_IMAGE_SIZE)
     mode = color_mode or DEFAULT_COLOR_MODE
     class_names = list_classes(path / "train")
-    x_train, y_train = read_split(path / "train", class_names, size, mode)
-    x_test, y_test = read_split(path / "test", class_names, size, mode)
-    x_val = y_val = None
-    if (path / "validation").is_dir():
-        x_val, y_val = read_split(path / "validation", class_names, size, mode)
-    return FolderSplits(class_names, x_train, y_train, x_test, y_test, x_val, y_val)
+    names = ["train", "test"] + (["validation"] if (path / "validation").is_dir() else [])
+    listed = {name: list_split(path / name, class_names) for name in names}
+    channels = 3 if mode == "rgb" else 1
+    cache = choose_cache(cache, sum(len(files) for files, _ in listed.values()), size[0] * size[1] * channels)
+    splits: dict[str, tuple[Any, np.ndarray]] = {}
+    for name, (files, labels) in listed.items():
+        images = ImageFiles(files, size, mode, cache)
+        splits[name] = (images if lazy else in_memory(images), labels)
+    x_val, y_val = splits.get("validation", (None, None))
+    return FolderSplits(class_names, *splits["train"], *splits["test"], x_val, y_val)
+
+
+def in_memory(x: Any) -> Any:
+    """``x`` decoded into one array when it is ``ImageFiles`` with ``cache: memory``; anything else as it is."""
+    return np.asarray(x) if isinstance(x, ImageFiles) and x.cache == "memory" else x

@@ -14,6 +14,7 @@ from trainer.config.schema import DataConfig
 from trainer.errors import DataError
 from trainer.data.catalog import DATASETS, FOLDER_DATASET
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
+from trainer.data.folder import in_memory
 from trainer.data.selection import select_stratified, split_stratified
 
 
@@ -189,9 +190,12 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
             f"{source}: images are {'x'.join(map(str, x_train.shape[1:]))}, not {'x'.join(map(str, info.image_shape))} "
             f"as in {config.dataset}; training on them as they are (is data.dataset right?)."
         )
+    x_test = splits.x_test
+    if folder is not None:  # data.cache: memory decodes now, after data.limit and data.validation chose the files
+        x_train, x_val, x_test = (in_memory(x) for x in (x_train, x_val, x_test))
     return LoadedData(
         config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
-        splits.x_test, splits.y_test, source, notices,
+        x_test, splits.y_test, source, notices,
     )
 
 
@@ -199,7 +203,7 @@ def _load_folder(config: DataConfig):
     """Class folders under ``data.path``; a validation/ folder there and a fraction in data.validation conflict."""
     from trainer.data.folder import load_folder
 
-    folder = load_folder(Path(config.path), config.image_size, config.color_mode)
+    folder = load_folder(Path(config.path), config.image_size, config.color_mode, config.cache, lazy=True)
     if folder.x_val is not None and isinstance(config.validation, float):
         raise DataError(
             f"data.validation: {config.path} has a validation/ folder, so data.validation: {config.validation} "

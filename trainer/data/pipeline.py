@@ -6,8 +6,12 @@ labels are made once, not per batch.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import tensorflow as tf
+
+from trainer.data.folder import ImageFiles
 
 
 def make_dataset(
@@ -22,18 +26,28 @@ def make_dataset(
     weights: np.ndarray | None = None,
     epoch_variable: tf.Variable | None = None,
     drop_remainder: bool = False,
+    cache_dir: Any = None,
 ) -> tf.data.Dataset:
     """Batches of (pixels 0..255 as stored, labels as ``encoding`` says[, per-example weights]).
 
     With ``epoch_variable`` the shuffle order is a function of (seed, the variable's value), so a
     resumed run sees the same order in epoch N as an uninterrupted one. ``drop_remainder`` drops
-    a last partial batch (JAX splits batches evenly over devices).
+    a last partial batch (JAX splits batches evenly over devices). ``x`` may be a folder split's
+    ``ImageFiles``: its images are then streamed from disk (``trainer.data.streaming``), in the
+    same order; ``cache_dir`` is where ``data.cache: disk`` keeps their decoded pixels.
     """
     labels = y.astype(np.int32)
     if encoding == "onehot":
         labels = np.eye(num_classes, dtype=np.float32)[labels]
     columns = (x, labels) if weights is None else (x, labels, np.asarray(weights, np.float32))
-    if shuffle and epoch_variable is not None:
+    if isinstance(x, ImageFiles):
+        from trainer.data.streaming import streamed_batches
+
+        dataset = streamed_batches(
+            x, columns[1:], batch_size=batch_size, shuffle=shuffle, seed=seed or 0, epoch_variable=epoch_variable,
+            drop_remainder=drop_remainder, cache_dir=cache_dir,
+        )
+    elif shuffle and epoch_variable is not None:
         dataset = epoch_shuffled_batches(columns, batch_size, seed or 0, epoch_variable, drop_remainder)
     else:
         dataset = tf.data.Dataset.from_tensor_slices(columns)

@@ -26,6 +26,9 @@ from trainer.run.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_path, atomic_write_text, create_run_dir
 
 
+DATA_CACHE_DIR = "data-cache"  # data.cache: disk keeps folder datasets' decoded pixels here while the run lasts
+
+
 class Training:
     """One run of ``config``. ``run_dir`` None with ``unique_name`` set: a fresh ``<output.dir>/<name>-<time>`` folder."""
 
@@ -119,7 +122,10 @@ class Training:
         with RunLock(self.run_dir):
             if self.resume is not None:
                 remove_leftovers(self.run_dir)  # half-written files and caches of the killed process
-            yield
+            try:
+                yield
+            finally:  # the decoded-pixel cache of folder datasets is the run's scratch space, not its record
+                shutil.rmtree(self.run_dir / DATA_CACHE_DIR, ignore_errors=True)
 
     def write_run_files(self) -> None:
         """``config.yaml`` and ``manifest.json``; on resume, ``history.csv`` cut back to the checkpoint."""
@@ -298,6 +304,7 @@ class Training:
         return make_dataset(
             x, y, batch_size=self.config.train.batch_size, encoding=self.plan.encoding, num_classes=self.data.num_classes,
             shuffle=shuffle, seed=self.config.seed, weights=weights, epoch_variable=getattr(self, "epoch_variable", None),
+            cache_dir=None if self.run_dir is None else self.run_dir / DATA_CACHE_DIR,
             **({"drop_remainder": True} if self.distribution.full_batches else {}),
         )
 
