@@ -13,6 +13,10 @@ import tensorflow as tf
 
 from trainer.data.folder import ImageFiles
 
+# A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
+# instead of loaded whole, so memory does not grow with the number of images.
+STREAM_MEMMAP_OVER = 256 << 20
+
 
 def make_dataset(
     x: np.ndarray,
@@ -34,17 +38,18 @@ def make_dataset(
     resumed run sees the same order in epoch N as an uninterrupted one. ``drop_remainder`` drops
     a last partial batch (JAX splits batches evenly over devices). ``x`` may be a folder split's
     ``ImageFiles``: its images are then streamed from disk (``trainer.data.streaming``), in the
-    same order; ``cache_dir`` is where ``data.cache: disk`` keeps their decoded pixels.
+    same order; ``cache_dir`` is where ``data.cache: disk`` keeps their decoded pixels. A large
+    ``np.memmap`` is streamed by rows the same way.
     """
     labels = y.astype(np.int32)
     if encoding == "onehot":
         labels = np.eye(num_classes, dtype=np.float32)[labels]
     columns = (x, labels) if weights is None else (x, labels, np.asarray(weights, np.float32))
-    if isinstance(x, ImageFiles):
-        from trainer.data.streaming import streamed_batches
+    if isinstance(x, ImageFiles) or (isinstance(x, np.memmap) and x.nbytes > STREAM_MEMMAP_OVER):
+        from trainer.data.streaming import memmap_rows, streamed_batches
 
         dataset = streamed_batches(
-            x, columns[1:], batch_size=batch_size, shuffle=shuffle, seed=seed or 0, epoch_variable=epoch_variable,
+            x if isinstance(x, ImageFiles) else memmap_rows(x), columns[1:], batch_size=batch_size, shuffle=shuffle, seed=seed or 0, epoch_variable=epoch_variable,
             drop_remainder=drop_remainder, cache_dir=cache_dir,
         )
     elif shuffle and epoch_variable is not None:

@@ -9,7 +9,8 @@ at once (``tf.data`` parallel map; Pillow releases the GIL while it decodes).
 
 ``data.cache: disk`` decodes each split once into a file of raw pixels (one fixed-size record
 per image, written in chunks) and reads a batch's records with ``pread``; ``none`` decodes the
-files every epoch. Either way memory holds a few batches, not the split.
+files every epoch. Either way memory holds a few batches, not the split. A large memory-mapped
+array (the frozen backbone's feature cache) is read the same way, by rows.
 """
 from __future__ import annotations
 
@@ -26,34 +27,27 @@ from trainer.data.folder import ImageFiles
 CHUNK = 512  # images decoded per write while the disk cache is filled
 
 
-class PixelFile:
-    """A split's decoded pixels on disk, one ``image_bytes`` record per image, read by index."""
+class RowFile:
+    """Fixed-size rows of a file (raw pixels, or a ``.npy`` array's data), read by index with ``pread``.
 
-    def __init__(self, files: ImageFiles, folder: Path):
-        self.files = files
-        key = hashlib.sha1("\n".join(map(str, files.paths)).encode("utf-8", "surrogateescape"))
-        key.update(repr((files.image_size, files.color_mode)).encode())
-        self.path = Path(folder) / f"{key.hexdigest()[:20]}.pixels"
-        if not self.path.exists():
-            self._fill(Path(folder))
+    Reads go through the kernel's page cache but are not mapped into this process, so its
+    resident memory holds only the batches being read.
+    """
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any, offset: int = 0):
+        self.path, self.shape, self.dtype, self.offset = Path(path), tuple(shape), np.dtype(dtype), int(offset)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         self._fd = os.open(self.path, os.O_RDONLY)
 
-    def _fill(self, folder: Path) -> None:
-        from trainer.run.rundir import atomic_path
-
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "wb") as handle:
-                for start in range(0, len(self.files), CHUNK):
-                    handle.write(self.files.decode(range(start, min(start + CHUNK, len(self.files)))).tobytes())
-
     def read(self, indices: np.ndarray) -> np.ndarray:
-        size = self.files.image_bytes
-        out = np.empty((len(indices), *self.files.shape[1:]), np.uint8)
-        flat = out.reshape(len(indices), size)
+        out = np.empty((len(indices), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(indices), -1).view(np.uint8)
         for position, index in enumerate(indices):
-            flat[position] = np.frombuffer(os.pread(self._fd, size, int(index) * size), np.uint8)
+            flat[position] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.offset + int(index) * self.row_bytes), np.uint8)
         return out
+
+    def __len__(self) -> int:
+        return self.shape[0]
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -64,20 +58,42 @@ class PixelFile:
                 pass
 
 
+def pixel_file(files: ImageFiles, folder: Path) -> RowFile:
+    """A split's decoded pixels on disk in ``folder`` (decoded once, in chunks, on first use), one record per image."""
+    from trainer.run.rundir import atomic_path
+
+    key = hashlib.sha1("\n".join(map(str, files.paths)).encode("utf-8", "surrogateescape"))
+    key.update(repr((files.image_size, files.color_mode)).encode())
+    path = Path(folder) / f"{key.hexdigest()[:20]}.pixels"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                for start in range(0, len(files), CHUNK):
+                    handle.write(files.decode(range(start, min(start + CHUNK, len(files)))).tobytes())
+    return RowFile(path, files.shape, np.uint8)
+
+
+def memmap_rows(array: np.memmap) -> RowFile:
+    """A memory-mapped ``.npy`` (the frozen backbone's feature cache) read by rows instead of mapped whole."""
+    return RowFile(Path(array.filename), array.shape, array.dtype, array.offset)
+
+
 def streamed_batches(
-    files: ImageFiles, columns: tuple[np.ndarray, ...], *, batch_size: int, shuffle: bool, seed: int,
+    source: "ImageFiles | RowFile", columns: tuple[np.ndarray, ...], *, batch_size: int, shuffle: bool, seed: int,
     epoch_variable: tf.Variable | None, drop_remainder: bool, cache_dir: Path | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (uint8 images, *columns gathered alike) for an ``ImageFiles`` split.
+    """Batches of (rows of ``source``, *columns gathered alike), the rows read or decoded batch by batch.
 
-    ``cache_dir``: where ``data.cache: disk`` keeps the decoded pixels (without it, or with
-    ``cache: none``, the files are decoded every epoch).
+    ``source``: a folder split's ``ImageFiles`` (``cache_dir``: where ``data.cache: disk`` keeps
+    its decoded pixels; without it, or with ``cache: none``, the files are decoded every epoch),
+    or a ``RowFile``.
     """
-    count = len(files)
-    if files.cache == "disk" and cache_dir is not None:
-        read = PixelFile(files, cache_dir).read
+    count = len(source)
+    if isinstance(source, ImageFiles):
+        read, dtype = (pixel_file(source, cache_dir).read if source.cache == "disk" and cache_dir is not None else source.decode), np.uint8
     else:
-        read = files.decode
+        read, dtype = source.read, source.dtype
     if shuffle and epoch_variable is not None:
         seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
 
@@ -93,16 +109,14 @@ def streamed_batches(
             indices = indices.shuffle(count, seed=seed, reshuffle_each_iteration=True)
         indices = indices.map(lambda i: tf.cast(i, tf.int32))
     tensors = tuple(tf.constant(column) for column in columns)
-    shape = files.shape[1:]
-
-    def pixels(batch: np.ndarray) -> np.ndarray:
-        return read(batch)
+    shape = source.shape[1:]
+    tf_dtype = tf.as_dtype(dtype)
 
     @tf.autograph.experimental.do_not_convert
     def load(batch):
-        images = tf.numpy_function(pixels, [batch], tf.uint8, stateful=False)
-        images = tf.ensure_shape(images, [None, *shape])
-        return (images, *(tf.gather(tensor, batch) for tensor in tensors))
+        rows = tf.numpy_function(read, [batch], tf_dtype, stateful=False)
+        rows = tf.ensure_shape(rows, [None, *shape])
+        return (rows, *(tf.gather(tensor, batch) for tensor in tensors))
 
     batches = count // batch_size + (1 if count % batch_size and not drop_remainder else 0)
     dataset = indices.batch(batch_size, drop_remainder=drop_remainder).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
