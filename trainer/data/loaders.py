@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -192,7 +193,11 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         )
     x_test = splits.x_test
     if folder is not None:  # data.cache: memory decodes now, after data.limit and data.validation chose the files
-        x_train, x_val, x_test = (in_memory(x) for x in (x_train, x_val, x_test))
+        decoded: dict[int, Any] = {}  # validation: test is the test split itself: decode it once, keep it one object
+        for x in (x_train, x_val, x_test):
+            if x is not None and id(x) not in decoded:
+                decoded[id(x)] = in_memory(x)
+        x_train, x_val, x_test = (None if x is None else decoded[id(x)] for x in (x_train, x_val, x_test))
     return LoadedData(
         config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
         x_test, splits.y_test, source, notices,
