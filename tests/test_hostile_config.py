@@ -270,6 +270,24 @@ def test_optimizer_parameters_are_checked_at_validation(optimizer, expected, wri
     assert expected in result.output
 
 
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        ("{name: exponential_decay, initial_learning_rate: 0.1, decay_steps: 0, decay_rate: 0.9}", "optimizer.learning_rate.decay_steps: must be a number > 0; got 0"),
+        ("{name: cosine_decay_restarts, initial_learning_rate: 0.1, first_decay_steps: 0}", "first_decay_steps: must be a number > 0"),
+        ("{name: cosine_decay, initial_learning_rate: 0.1}", "cosine_decay needs decay_steps"),
+        ("{name: cosine_decay, initial_learning_rate: '1e-3', decay_steps: 10}", "initial_learning_rate: must be a number"),
+        ("{name: polynomial_decay, initial_learning_rate: 0.1, decay_steps: 5, cycle: 1}", "cycle: must be true or false"),
+        ("{name: piecewise_constant_decay, boundaries: [10, 5], values: [0.1, 0.01]}", "needs one more value than boundaries"),
+        ("{name: cosine_decy, initial_learning_rate: 0.1}", "did you mean 'cosine_decay'?"),
+    ],
+)
+def test_learning_rate_schedules_are_checked_at_validation(schedule, expected, write_config, cli):
+    result = cli("validate", write_config(f"name: s\noptimizer: {{name: sgd, learning_rate: {schedule}}}\n"))
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+
+
 def test_parameter_tables_match_keras_signatures():
     """The Keras-free tables name exactly the parameters Keras's classes take."""
     import keras
@@ -282,3 +300,10 @@ def test_parameter_tables_match_keras_signatures():
         assert set(CALLBACK_PARAMS[name]) == set(keras_params(callback_class(info))), name
     for name, cls in OPTIMIZERS.items():
         assert set(OPTIMIZER_PARAMS[name]) | set(COMMON_OPTIMIZER) == set(keras_params(getattr(keras.optimizers, cls))), name
+    from trainer.catalogue.optimizers import REQUIRED, SCHEDULES, keras_defaults
+    from trainer.catalogue.params import SCHEDULE_TABLES
+
+    for name, cls in SCHEDULES.items():
+        defaults = keras_defaults(getattr(keras.optimizers.schedules, cls))
+        assert set(SCHEDULE_TABLES[name]) == set(defaults), name
+        assert {p for p, (_, required) in SCHEDULE_TABLES[name].items() if required} == {p for p, d in defaults.items() if d is REQUIRED}, name

@@ -255,3 +255,89 @@ def test_resume_reads_the_run_config_with_the_yaml_limits(cli, tmp_path, write_c
     assert result.exit_code == 2
     assert "refused" in result.output
     assert os.path.exists(run / "ok.weights.h5")
+
+
+def _disk_filler(folder: Path, when: str, epoch: int = 0):
+    """A Keras callback that fills the disk holding ``folder`` (at an epoch's end, or when fit ends)."""
+    import keras
+
+    def fill() -> None:  # then give back 32 KiB: room for metrics.json, not for an HDF5 file
+        path = folder / "filler"
+        with open(path, "wb", buffering=0) as handle:
+            with contextlib.suppress(OSError):
+                while True:
+                    handle.write(b"\0" * 4096)
+        os.truncate(path, max(0, path.stat().st_size - 32768))
+
+    class Filler(keras.callbacks.Callback):
+        def on_epoch_end(self, index, logs=None):
+            if when == "checkpoint" and index + 1 == epoch:
+                fill()
+
+        def on_train_end(self, logs=None):
+            if when == "model":
+                fill()
+
+    return Filler()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when, expected", [("checkpoint", "cannot write the checkpoint of epoch 2"), ("model", "cannot write")])
+def test_a_full_disk_gives_one_message_and_a_failed_metrics_json(when, expected, tmp_path, mnist_npz, capfd):
+    import trainer
+    from trainer.errors import RunFailedError
+
+    with mounted_tmpfs(tmp_path / "small", "4m") as mount:
+        run = mount / "run"
+        config = trainer.load_config(_write(tmp_path / "c.yaml", tiny_config(mnist_npz, train={"epochs": 2})))
+        with pytest.raises(RunFailedError) as info:
+            trainer.train(config, run_dir=run, callbacks=[_disk_filler(mount, when, epoch=2)])
+        assert expected in info.value.message and "No space left on device" in info.value.message
+        (mount / "filler").unlink()
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "failed" and "No space left on device" in metrics["reason"]
+        leftovers = sorted(p.name for p in run.iterdir())
+        assert not [name for name in leftovers if ".tmp" in name], leftovers
+        assert "model.h5" not in leftovers
+        if when == "checkpoint":
+            assert json.loads((run / "checkpoint.json").read_text())["epoch"] == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def _write(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_nul_byte_in_run_dir_is_refused(tmp_path, mnist_npz):
+    import trainer
+    from trainer.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="NUL byte"):
+        trainer.train(_write(tmp_path / "c.yaml", tiny_config(mnist_npz)), run_dir=str(tmp_path / "r\x00"))
+
+
+def test_an_hdf5_write_that_fills_the_disk_is_one_oserror(tmp_path, capfd):
+    """Without the free-space estimate, a mid-write ENOSPC from h5py is still one OSError, nothing left behind."""
+    import gc
+
+    import h5py
+    import numpy as np
+
+    from trainer.run.rundir import write_h5_atomically
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as handle:
+            handle.create_dataset("w", data=np.ones(400_000, np.float32))
+
+    with mounted_tmpfs(tmp_path / "small", "256k") as mount:
+        with pytest.raises(OSError) as info:
+            write_h5_atomically(mount / "model.h5", write)
+        assert "No space left on device" in str(info.value)
+        assert list(mount.iterdir()) == []
+        gc.collect()
+        with pytest.raises(OSError, match="bytes free, about"):
+            write_h5_atomically(mount / "model.h5", write, needed=10**9)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception ignored" not in err, err

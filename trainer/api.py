@@ -68,6 +68,7 @@ def prepare_training(
     it may set ``KERAS_BACKEND``); None resolves it here.
     """
     from trainer.config.checks import plan_run
+    from trainer.paths import user_path
     from trainer.run.checkpoint import check_resume
     from trainer.run.rundir import check_new_run_dir, default_run_dir
     from trainer.run.training import Training
@@ -77,7 +78,7 @@ def prepare_training(
     loaded = _as_config(config, overrides)
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is imported
     setup = runtime if runtime is not None else prepare_runtime(loaded, resume=resume, on_notice=bus.on_notice)
-    target = Path(run_dir) if run_dir is not None else None
+    target = user_path(run_dir, "--run-dir") if run_dir is not None else None
     resume_state = None
     if resume:
         if target is None:

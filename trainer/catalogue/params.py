@@ -143,6 +143,65 @@ SCHEDULE_PARAMS: dict[str, dict[str, Check]] = {
 }
 
 
+REQUIRED = "required"  # marks a parameter without a default
+_STEPS = _number(0, low_open=True)  # a divisor: a schedule of 0 steps divides by zero
+_LR0 = _number(0)
+
+
+def _numbers(value: Any) -> str | None:
+    ok = isinstance(value, list) and value and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+    return None if ok else "a non-empty list of numbers"
+
+
+# optimizer.learning_rate: {name: ..., ...}: (check, required?) per parameter
+SCHEDULE_TABLES: dict[str, dict[str, tuple[Check, bool]]] = {
+    "cosine_decay": {
+        "initial_learning_rate": (_LR0, True), "decay_steps": (_STEPS, True), "alpha": (_number(0, 1), False),
+        "name": (_optional_text, False), "warmup_target": (_number(0, optional=True), False), "warmup_steps": (_number(0), False),
+    },
+    "cosine_decay_restarts": {
+        "initial_learning_rate": (_LR0, True), "first_decay_steps": (_STEPS, True), "t_mul": (_number(0, low_open=True), False),
+        "m_mul": (_number(0), False), "alpha": (_number(0, 1), False), "name": (_optional_text, False),
+    },
+    "exponential_decay": {
+        "initial_learning_rate": (_LR0, True), "decay_steps": (_STEPS, True), "decay_rate": (_number(0), True),
+        "staircase": (_boolean, False), "name": (_optional_text, False),
+    },
+    "inverse_time_decay": {
+        "initial_learning_rate": (_LR0, True), "decay_steps": (_STEPS, True), "decay_rate": (_number(0), True),
+        "staircase": (_boolean, False), "name": (_optional_text, False),
+    },
+    "piecewise_constant_decay": {"boundaries": (_numbers, True), "values": (_numbers, True), "name": (_optional_text, False)},
+    "polynomial_decay": {
+        "initial_learning_rate": (_LR0, True), "decay_steps": (_STEPS, True), "end_learning_rate": (_number(0), False),
+        "power": (_number(), False), "cycle": (_boolean, False), "name": (_optional_text, False),
+    },
+}
+
+
+def check_schedule(spec: dict[str, Any]) -> list[str]:
+    """Problems with ``optimizer.learning_rate: {name: ..., ...}`` (names, types, divisors, required parameters)."""
+    from trainer.catalogue.registry import unknown_choice_message
+
+    key = "optimizer.learning_rate"
+    name = spec.get("name")
+    if name not in SCHEDULE_TABLES:
+        return [unknown_choice_message(f"{key}.name", name, list(SCHEDULE_TABLES))]
+    table = SCHEDULE_TABLES[name]
+    params = {k: v for k, v in spec.items() if k != "name"}
+    problems = check_values(params, {p: check for p, (check, _) in table.items()}, key, name)
+    missing = [p for p, (_, required) in table.items() if required and p not in params]
+    if missing:
+        problems.append(f"{key}: {name} needs {', '.join(missing)}; it takes: {', '.join(table)}")
+    boundaries, values = params.get("boundaries"), params.get("values")
+    if name == "piecewise_constant_decay" and isinstance(boundaries, list) and isinstance(values, list):
+        if len(values) != len(boundaries) + 1:
+            problems.append(f"{key}.values: needs one more value than boundaries ({len(boundaries) + 1}); got {len(values)}")
+        if boundaries != sorted(boundaries):
+            problems.append(f"{key}.boundaries: must be increasing; got {boundaries!r}")
+    return problems
+
+
 def check_values(params: dict[str, Any], table: dict[str, Any], key: str, what: str) -> list[str]:
     """One problem per parameter ``table`` does not know or whose value it refuses."""
     problems = []
@@ -176,6 +235,8 @@ def check_optimizer_params(name: str, params: dict[str, Any]) -> None:
     problems = check_values(values, table, "optimizer", name)
     if params.get("clipnorm") is not None and params.get("clipvalue") is not None:
         problems.append("optimizer: clipnorm and clipvalue cannot be used together (Keras refuses both); keep one")
+    if isinstance(params.get("learning_rate"), dict):
+        problems += check_schedule(params["learning_rate"])
     if isinstance(params.get("learning_rate"), str):
         problems.append(
             f"optimizer.learning_rate: must be a number > 0 or a schedule such as {{name: exponential_decay, ...}}; "

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import gc
 import json
 import os
+import re
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from trainer.errors import ConfigError, RunDirError
 
@@ -118,6 +122,90 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def h5_size_estimate(model: Any) -> int:
+    """Bytes an HDF5 file of ``model``'s weights and optimizer state needs, with room for its metadata."""
+    variables = list(getattr(model, "weights", []) or [])
+    optimizer = getattr(model, "optimizer", None)
+    variables += list(getattr(optimizer, "variables", []) or []) if optimizer is not None else []
+    total = 0
+    for variable in variables:
+        count = 1
+        for size in getattr(variable, "shape", ()) or ():
+            count *= int(size or 1)
+        total += count * _itemsize(getattr(variable, "dtype", "float32"))
+    return int(total * 1.05) + 256 * 1024
+
+
+def _itemsize(dtype: Any) -> int:
+    import numpy as np
+
+    try:
+        return np.dtype(str(dtype).replace("tf.", "")).itemsize
+    except TypeError:
+        return 8
+
+
+def write_h5_atomically(path: Path, write: Callable[[Path], Any], needed: int = 0) -> None:
+    """``write(tmp)`` an HDF5 file (model, weights) beside ``path``, then rename; any failure is one ``OSError``.
+
+    ``needed``: the bytes it will take (``h5_size_estimate``); with less free space the write is not
+    started, because HDF5 can crash the process (not only raise) when the disk fills mid-write.
+    On a full disk h5py raises mid-write and then, when its half-open file object is freed, prints
+    an "Exception ignored" traceback for the failed close; that close is done here, quietly, so the
+    space is released (``metrics.json`` can still be written) and the user sees one message.
+    """
+    import shutil
+
+    try:
+        free: int | None = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if needed and free is not None and free < needed:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, about {needed:,} needed)")
+    failure: tuple[int | None, str] | None = None
+    previous, previous_excepthook = sys.unraisablehook, sys.excepthook
+    sys.unraisablehook = _ignore_failed_close
+    sys.excepthook = _ignore_failed_close_traceback  # Cython prints a freed object's error through both hooks
+    try:
+        try:
+            with atomic_path(path) as tmp:
+                write(tmp)
+        except (OSError, RuntimeError) as exc:  # h5py raises both for HDF5 write errors
+            failure = _write_failure(exc)
+        gc.collect()  # free (and close) the HDF5 objects the failed write left, while the hook is quiet
+    finally:
+        sys.unraisablehook, sys.excepthook = previous, previous_excepthook
+    if failure is not None:
+        raise OSError(failure[0] or errno.EIO, failure[1])
+
+
+def _ignore_failed_close(unraisable: Any) -> None:
+    if not ("h5py" in repr(unraisable.object) or "h5py" in str(unraisable.err_msg or "")):
+        sys.__unraisablehook__(unraisable)
+
+
+def _ignore_failed_close_traceback(kind: type, value: BaseException, traceback: Any) -> None:
+    frames, step = [], traceback
+    while step is not None:
+        frames.append(step.tb_frame.f_code.co_filename)
+        step = step.tb_next
+    if not any("h5py" in name for name in frames):
+        sys.__excepthook__(kind, value, traceback)
+
+
+def _write_failure(exc: BaseException) -> tuple[int | None, str]:
+    """(errno, short reason) of an OSError or an h5py error message (``..., errno = 28, error message = '...'``)."""
+    text = str(exc)
+    code = getattr(exc, "errno", None)
+    found = re.search(r"errno = (\d+)", text)
+    if code is None and found:
+        code = int(found.group(1))
+    if code:
+        return code, os.strerror(code)
+    reason = getattr(exc, "strerror", None) or (text.splitlines()[0][:200] if text else type(exc).__name__)
+    return None, reason
 
 
 def atomic_write_text(path: Path, text: str) -> None:

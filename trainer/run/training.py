@@ -23,7 +23,7 @@ from trainer.run.checkpoint import (
 )
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
 from trainer.run.records import Manifest, RunMetrics
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_path, atomic_write_text, create_run_dir
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, write_h5_atomically
 
 
 DATA_CACHE_DIR = "data-cache"  # data.cache: disk keeps folder datasets' decoded pixels here while the run lasts
@@ -220,8 +220,7 @@ class Training:
                 test_ds = self.dataset(self.data.x_test, self.data.y_test)
                 test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
             try:
-                with atomic_path(self.run_dir / MODEL_FILE) as tmp:
-                    self.model.save(tmp)
+                write_h5_atomically(self.run_dir / MODEL_FILE, self.model.save, h5_size_estimate(self.model))
                 metrics = self.write_metrics("completed", test=test)
                 self.completed = True
             except OSError as exc:
