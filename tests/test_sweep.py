@@ -329,3 +329,48 @@ def test_two_sweeps_split_a_postgresql_study(write_config, mnist_npz, tmp_path, 
     assert len({t.user_attrs["pid"] for t in counted}) == 2
     for folder in machines:  # each machine's summary lists the whole study (as it stood when that machine finished)
         assert sorted(int(r["number"]) for r in read_trials(folder)) == sorted(t.number for t in trials)
+
+
+# --------------------------------------------------------------------------- the shared feature cache
+
+
+class PhaseRecorder:
+    """Run events: the phases (backbone passes) and notices of one run."""
+
+    def __init__(self):
+        self.phases: list[str] = []
+        self.notices: list[str] = []
+
+    def on_phase_start(self, description, total):
+        self.phases.append(description)
+
+    def on_notice(self, text):
+        self.notices.append(text)
+
+
+@pytest.mark.slow
+def test_runs_with_the_same_frozen_backbone_share_one_feature_pass(tmp_path):
+    """What a head search's trials get from feature_cache: one backbone pass for all of them."""
+    import trainer
+    from tests.datagen import write_mnist_npz
+
+    data = write_mnist_npz(tmp_path / "m.npz", n_train=40, n_test=10)
+    config = tiny_config(data, train={"epochs": 1, "batch_size": 16})
+    config["model"] = {"type": "vgg16_head", "weights": "none", "head": {"hidden_units": [8], "dropout": 0.0}}
+    from trainer.config import load_config
+
+    loaded = load_config(None, [], base=config)
+    cache = tmp_path / "features"
+    runs = {}
+    for name, overrides in (("first", []), ("other-head", ["model.head.dropout=0.3", "optimizer.learning_rate=0.001"]), ("other-seed", ["seed=7"])):
+        recorder = PhaseRecorder()
+        result = trainer.train(loaded, overrides=overrides, run_dir=tmp_path / name, feature_cache=cache, events=[recorder])
+        assert result.status == "completed"
+        runs[name] = recorder
+    backbone_passes = {name: [p for p in r.phases if p.startswith("backbone features")] for name, r in runs.items()}
+    assert backbone_passes["first"] == ["backbone features (train)", "backbone features (validation)"]
+    assert backbone_passes["other-head"] == []  # only the head changed: the features were read back
+    assert any("reused from" in text for text in runs["other-head"].notices)
+    assert backbone_passes["other-seed"] == backbone_passes["first"]  # another seed, other random backbone weights
+    assert len(list(cache.glob("*.npy"))) == 4 and not list(cache.glob(".*"))
+    assert not (tmp_path / "first" / "features").exists()  # the run directory holds no copy

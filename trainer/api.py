@@ -42,25 +42,29 @@ def _as_config(config: str | Path | Config, overrides: Sequence[str]) -> Config:
 
 def train(
     config: str | Path | Config, *, overrides: Sequence[str] = (), run_dir: str | Path | None = None, resume: bool = False,
-    events: Iterable[Any] = (), callbacks: Iterable[Any] = (), dry_run: bool = False,
+    events: Iterable[Any] = (), callbacks: Iterable[Any] = (), dry_run: bool = False, feature_cache: str | Path | None = None,
 ) -> RunResult:
     """Train the model ``config`` describes and write its run directory; returns how the run ended.
 
     ``run_dir`` None: a new ``<output.dir>/<name>-<YYYYmmdd-HHMMSS>`` (``-2``, ``-3`` when taken).
     ``resume``: continue ``run_dir`` from its last checkpoint. ``events``: run-event handlers
     (``trainer.RunEvents`` subclasses). ``callbacks``: extra Keras callbacks for ``fit``.
+    ``feature_cache``: a folder that keeps a frozen backbone's features for later runs (keyed by
+    the backbone's architecture and weights and the input pixels); a sweep's trials share one.
     A completed run returns status ``completed``; one stopped by a handler's ``StopRun`` returns
     its status (``pruned``, ...). NaN loss, out of memory and write errors raise
     ``RunFailedError``; Ctrl-C raises ``RunInterrupted``; bad input raises a ``BadInputError``.
     """
     return prepare_training(
-        config, overrides=overrides, run_dir=run_dir, resume=resume, events=events, callbacks=callbacks, dry_run=dry_run
+        config, overrides=overrides, run_dir=run_dir, resume=resume, events=events, callbacks=callbacks, dry_run=dry_run,
+        feature_cache=feature_cache,
     ).run()
 
 
 def prepare_training(
     config: str | Path | Config, *, overrides: Sequence[str] = (), run_dir: str | Path | None = None, resume: bool = False,
     events: Iterable[Any] = (), callbacks: Iterable[Any] = (), dry_run: bool = False, runtime: Any = None,
+    feature_cache: str | Path | None = None,
 ):
     """Everything ``train`` checks before TensorFlow starts; returns the ``Training`` whose ``run()`` trains.
 
@@ -91,6 +95,7 @@ def prepare_training(
     return Training(
         loaded, target or default_run_dir(loaded.output.dir, loaded.name), events=bus, setup=setup, resume=resume_state,
         callbacks=tuple(callbacks), dry_run=dry_run, unique_name=target is None,
+        feature_cache=Path(feature_cache) if feature_cache is not None else None,
     )
 
 

@@ -276,14 +276,14 @@ def _trial_line(record: TrialRecord, info: SweepStartInfo | None) -> str:
     params = "  ".join(f"{k}={format_value(v)}" for k, v in record.params.items())
     metric = info.metric if info else "value"
     parts = [f"trial {record.number}", record.status, f"{metric} {format_value(record.value)}", params,
-             f"{format_value(record.wall_seconds)} s"]
+             f"{'-' if record.wall_seconds is None else f'{record.wall_seconds:.1f}'} s"]
     if record.reason and record.status != "completed":
         parts.append(record.reason)
     return _escape("  ".join(parts))
 
 
 def trials_table(records: list[TrialRecord], info: SweepStartInfo | None, *, limit: int | None = None, best: int | None = None):
-    """The trials as a Rich table: number, status, value, each parameter, seconds, why it did not complete."""
+    """The trials as a Rich table: number, state, value, each parameter, epochs, seconds, why it did not complete."""
     from rich.table import Table
 
     from trainer.console import format_value
@@ -296,26 +296,41 @@ def trials_table(records: list[TrialRecord], info: SweepStartInfo | None, *, lim
     table.add_column("state")
     table.add_column(info.metric if info else "value", justify="right")
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(short_name(key, keys), justify="right")
+    table.add_column("epochs", justify="right")
     table.add_column("seconds", justify="right")
-    table.add_column("note", overflow="fold")
     for r in rows[hidden:]:
-        style = "ok" if best is not None and r.number == best else None
-        note = "best" if best is not None and r.number == best else (r.reason or "") if r.status != "completed" else ""
-        table.add_row(str(r.number), r.status, format_value(r.value), *(format_value(r.params.get(k)) for k in keys),
-                      format_value(r.wall_seconds), note, style=style)
+        is_best = best is not None and r.number == best
+        table.add_row(f"{r.number}{' best' if is_best else ''}", r.status, format_value(r.value), *(_cell(r.params.get(k)) for k in keys),
+                      format_value(r.epochs), "-" if r.wall_seconds is None else f"{r.wall_seconds:.1f}",
+                      style="ok" if is_best else None)
     return table
+
+
+def _cell(value: Any) -> str:
+    from trainer.console import format_value
+
+    return format_value(value).replace(", ", ",")  # [256,128]: narrow columns
+
+
+def short_name(key: str, keys: list[str]) -> str:
+    """A column title: the key's last part (``learning_rate``) unless another key ends the same."""
+    last = key.rsplit(".", 1)[-1]
+    return last if sum(k.rsplit(".", 1)[-1] == last for k in keys) == 1 else key
 
 
 def print_summary(plan, summary) -> None:
     """The whole study's table, the best trial and the files written; exit 1 when no trial completed."""
-    from trainer.console import console, notice
+    from trainer.console import _escape, console, notice
     from trainer.errors import RunFailedError
 
     if summary is None:
         return
     info = plan.start_info(summary.used)
     console.print(trials_table(summary.records, info, best=summary.best.number if summary.best else None))
+    for record in summary.records:
+        if record.status not in ("completed", "pruned", "running") and record.reason:
+            console.print(f"trial {record.number} {record.status}: {_escape(record.reason)}", soft_wrap=True)
     for text in summary.notices:
         notice(text)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))

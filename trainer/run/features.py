@@ -5,9 +5,16 @@ epoch repeats identical work. ``CachedFeatureTraining`` runs the model's ``featu
 sub-model once per split (streamed in chunks to ``.npy`` files in the run directory), fits
 the ``head`` sub-model on those arrays and, because ``head``'s weights *are* the full model's,
 leaves the full model trained: ``model.h5`` is still saved whole and takes images.
+
+With ``shared_dir`` (a sweep's trials), the features are kept in that folder between runs, named
+by a fingerprint of what determines them: the backbone's architecture (its preprocessing layers
+included) and weights, and the input pixels of the split. A run whose backbone and data are the
+same reads them instead of running the backbone again.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -47,14 +54,16 @@ def compute_features(features_model, x: np.ndarray, path: Path, events: Any, lab
 class CachedFeatureTraining:
     """Fit a vgg16_head model's ``head`` on features computed once; evaluate the test split the same way."""
 
-    def __init__(self, model, data, run_dir: Path, events: Any, make_dataset: Callable[..., Any]):
+    def __init__(self, model, data, run_dir: Path, events: Any, make_dataset: Callable[..., Any], shared_dir: Path | None = None):
         self.model = model
         self.head = model.get_layer("head")
         self.data = data
         self.events = events
         self.make_dataset = make_dataset
         self.cache_dir = Path(run_dir) / FEATURES_DIR
+        self.shared_dir = Path(shared_dir) if shared_dir is not None else None
         self._features: dict[str, np.ndarray] = {}
+        self._backbone_digest: str | None = None
 
     def features(self, split: str) -> np.ndarray:
         """The backbone's output for ``split``, computed on first use (validation = test shares one copy)."""
@@ -62,11 +71,41 @@ class CachedFeatureTraining:
         for name, cached in self._features.items():
             if self.data.split(name)[0] is x:
                 return cached
+        if self.shared_dir is not None:
+            self._features[split] = self.shared_features(split, x)
+            return self._features[split]
         self.cache_dir.mkdir(exist_ok=True)
         self._features[split] = compute_features(
             self.model.get_layer("features"), x, self.cache_dir / f"{split}.npy", self.events, split
         )
         return self._features[split]
+
+    def shared_features(self, split: str, x: np.ndarray) -> np.ndarray:
+        """``split``'s features from the shared folder, computed and added there when absent (atomically)."""
+        path = self.shared_dir / f"{split}-{self.fingerprint(x)}.npy"
+        if path.is_file():
+            self.events.on_notice(f"backbone features ({split}) reused from {path}: same backbone, weights and images.")
+            return np.load(path, mmap_mode="r")
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.npy")  # another process may compute the same file
+        compute_features(self.model.get_layer("features"), x, partial, self.events, split)
+        os.replace(partial, path)
+        return np.load(path, mmap_mode="r")
+
+    def fingerprint(self, x: np.ndarray) -> str:
+        """What the features depend on: the backbone's architecture and weights, and the images."""
+        if self._backbone_digest is None:
+            backbone = self.model.get_layer("features")
+            digest = hashlib.sha256(backbone.to_json().encode())
+            for weight in backbone.get_weights():
+                digest.update(str((weight.shape, weight.dtype)).encode())
+                digest.update(np.ascontiguousarray(weight).tobytes())
+            self._backbone_digest = digest.hexdigest()
+        digest = hashlib.sha256(self._backbone_digest.encode())
+        digest.update(str((x.shape, x.dtype)).encode())
+        for start in range(0, len(x), 4096):  # in slices: a memory-mapped split is not read whole at once
+            digest.update(np.ascontiguousarray(x[start : start + 4096]).tobytes())
+        return digest.hexdigest()[:24]
 
     def fit(
         self, compile_head: Callable[[Any], None], *, epochs: int, callbacks: list[Any], shuffle: bool,

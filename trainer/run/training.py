@@ -34,12 +34,13 @@ class Training:
 
     def __init__(
         self, config: Config, run_dir: Path | None, *, events: EventBus, setup: Any, resume: ResumeState | None = None,
-        callbacks: tuple[Any, ...] = (), dry_run: bool = False, unique_name: bool = False,
+        callbacks: tuple[Any, ...] = (), dry_run: bool = False, unique_name: bool = False, feature_cache: Path | None = None,
     ):
         self.config, self.run_dir, self.events, self.setup = config, run_dir, events, setup
         self.resume, self.extra_callbacks, self.dry_run, self.unique_name = resume, tuple(callbacks), dry_run, unique_name
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
+        self.feature_cache = feature_cache  # a folder shared with other runs (a sweep's), else the run's own, removed
         self.scratch: Path | None = None  # the run directory of a process other than 0 (removed at the end)
         self.completed = False  # metrics.json says completed
         self.ended = False  # on_run_end was called
@@ -161,7 +162,7 @@ class Training:
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
         self.cached = None
         if uses_cached_features(config) and self.distribution.setup.strategy == "none":  # the cache is one process's, on one device
-            self.cached = CachedFeatureTraining(self.model, data, self.run_dir, self.events, self.dataset)
+            self.cached = CachedFeatureTraining(self.model, data, self.run_dir, self.events, self.dataset, shared_dir=self.feature_cache)
         # TensorFlow, Keras and the traced functions are millions of long-lived Python objects; a full
         # garbage collection scans them all (0.3-0.6 s each, several per run). Freezing them excludes
         # them from later scans; new garbage is still collected as usual. Undone when the run ends.

@@ -19,6 +19,7 @@ from trainer.integrations import optuna as bridge
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
 TRIAL_DIR = "trial-{number:04d}"
+FEATURES_DIR = "features"  # a frozen backbone's features, shared by every trial with the same backbone and data
 
 
 @dataclass
@@ -164,7 +165,8 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
 
     try:
         with bridge.heartbeat(study, trial):
-            result = train(plan.trial_config, overrides=overrides, run_dir=run_dir, events=[pruning, *trial_events])
+            result = train(plan.trial_config, overrides=overrides, run_dir=run_dir, events=[pruning, *trial_events],
+                           feature_cache=plan.sweep_dir / FEATURES_DIR)
     except RunFailedError as exc:
         return finish("failed", reason=exc.message)
     except (RunInterrupted, KeyboardInterrupt):
