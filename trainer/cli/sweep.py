@@ -130,7 +130,8 @@ def run_with_workers(plan, workers: int, config: Path, overrides: list[str], tri
                "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
     if plan.storage:
         command += ["--storage", plan.storage]
-    children = [subprocess.Popen(command) for _ in range(workers)]
+    # Own sessions: a Ctrl-C in the terminal reaches this process only, which then stops each worker once (SIGTERM)
+    children = [subprocess.Popen(command, start_new_session=True) for _ in range(workers)]
 
     def watch() -> None:
         changed = False
@@ -163,7 +164,7 @@ def run_with_workers(plan, workers: int, config: Path, overrides: list[str], tri
     finally:
         display.close()
     codes = [child.returncode for child in children]
-    if 130 in codes or -2 in codes:
+    if any(code in (130, -2, -15) for code in codes):
         raise KeyboardInterrupt
     if any(code not in (0, None) for code in codes):
         raise BadInputError(f"a worker stopped with exit code {max(codes, key=abs)} (its message is above); the other trials are kept.")

@@ -139,9 +139,16 @@ def make_pruner(sweep: SweepConfig):
 
 
 def reseed_sampler(study: Any, sweep: SweepConfig, trial_number: int) -> None:
-    """A sampler seeded by ``seed`` and the trial's number: reproducible, and no two processes draw alike."""
+    """A sampler seeded by ``seed`` and the trial's number: reproducible, and no two processes draw alike.
+
+    The two numbers are mixed by NumPy's SeedSequence: Mersenne Twister seeded with 0, 1, 2, ...
+    directly draws first values that lie close together.
+    """
+    import numpy as np
+
     if sweep.sampler != "grid":  # the grid's choice of point is made in ask(); its seed stays the study's
-        study.sampler = make_sampler(sweep, sweep.seed + trial_number)
+        mixed = int(np.random.SeedSequence([sweep.seed, trial_number]).generate_state(1)[0])
+        study.sampler = make_sampler(sweep, mixed)
 
 
 def suggest(trial: Any, sweep: SweepConfig) -> dict[str, Any]:
@@ -217,8 +224,9 @@ def trial_status(trial: Any) -> str:
         return "completed"
     if state == "PRUNED":
         return "pruned"
-    if state == "FAIL":
-        return trial.user_attrs.get("status") or "lost"  # failed by Optuna's heartbeat check: its process stopped
+    if state == "FAIL":  # without a final status, Optuna's heartbeat check failed it: its process stopped
+        status = trial.user_attrs.get("status")
+        return "lost" if status in (None, "running") else status
     return state.lower()
 
 
@@ -250,13 +258,22 @@ def fail_lost_trials(study: Any) -> list[int]:
     from optuna.storages import fail_stale_trials
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
+    lost = []
     if is_heartbeat_enabled(study._storage):
         fail_stale_trials(study)
-    host, me = socket.gethostname(), os.getpid()
-    lost = []
+        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+            if trial.user_attrs.get("status") == "running":  # failed just now by the heartbeat check
+                with contextlib.suppress(Exception):
+                    study._storage.set_trial_user_attr(trial._trial_id, "status", "lost")
+                    study._storage.set_trial_user_attr(
+                        trial._trial_id, "reason",
+                        f"no heartbeat from {trial.user_attrs.get('host')} (pid {trial.user_attrs.get('pid')}) for {HEARTBEAT_SECONDS + GRACE_SECONDS} s",
+                    )
+                    lost.append(trial.number)
+    here, me = this_process(), os.getpid()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or not isinstance(pid, int) or (pid != me and pid_alive(pid)):
+        pid, host = trial.user_attrs.get("pid"), trial.user_attrs.get("host")
+        if trial.user_attrs.get("machine") != here["machine"] or not isinstance(pid, int) or (pid != me and pid_alive(pid)):
             continue
         with contextlib.suppress(Exception):  # another process may have marked it first
             study._storage.set_trial_user_attr(trial._trial_id, "status", "lost")
@@ -284,4 +301,12 @@ def mark(trial: Any, **attrs: Any) -> None:
 
 
 def this_process() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Who runs a trial: the host name, the process id and this boot's id (host names may repeat across containers)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "machine": _machine_id()}
+
+
+def _machine_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or socket.gethostname()
+    except OSError:
+        return socket.gethostname()

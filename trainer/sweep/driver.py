@@ -117,6 +117,8 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
     optuna = bridge.import_optuna()
     study = study if study is not None else open_plan_study(plan)
     preflight(plan)
+    if bridge.budget_used(study) >= plan.budget:
+        events.on_notice(f"study {plan.study_name} already has its {plan.budget} trials; the outputs are rewritten. Raise --trials to search further.")
     while True:
         for number in bridge.fail_lost_trials(study):
             events.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")

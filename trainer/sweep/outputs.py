@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,9 @@ def plot_importances(study: Any, path: Path) -> Path | str | None:
     """Optuna's parameter importances as bars; a notice when there are too few finished trials to tell."""
     optuna = bridge.import_optuna()
     try:
-        importances = optuna.importance.get_param_importances(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "importances will be equal" with few trials: the bars say so
+            importances = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError) as exc:
         return f"no parameter importance plot: {exc}"
     if not importances:
