@@ -23,6 +23,7 @@ _API = {
     "train": "trainer.api",
     "evaluate": "trainer.api",
     "predict": "trainer.api",
+    "export": "trainer.api",
     "load_run": "trainer.api",
     "RunEvents": "trainer.run.events",
     "RunResult": "trainer.run.events",

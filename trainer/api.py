@@ -5,6 +5,7 @@
 - ``evaluate(run_dir, split="test")`` -> the ``eval-<split>.json`` report as a dict.
 - ``predict(run_dir, inputs, top_k=3)`` -> the records ``trainer predict --output x.json`` writes.
 - ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
+- ``export(run_dir, format, output=None)`` -> the ``export-<format>.json`` report as a dict (SavedModel, ONNX, LiteRT).
 
 Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``. Nothing here
 prints (run events are the way to watch a run), calls ``sys.exit``, installs signal handlers or
@@ -20,7 +21,7 @@ from trainer.config import load_config as _load_config
 from trainer.errors import BadInputError
 from trainer.run.events import EventBus, RunEvents, RunResult
 
-__all__ = ["load_config", "train", "evaluate", "predict", "load_run", "RunEvents", "RunResult"]
+__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "RunEvents", "RunResult"]
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -130,17 +131,40 @@ def evaluate(
 def predict(
     run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = ()
 ) -> list[dict[str, Any]]:
-    """Classify images with a finished run; the records ``trainer predict --output x.json`` writes.
+    """Classify images with a finished run (or an export of it); the records ``trainer predict --output x.json`` writes.
+
+    ``run_dir``: a run directory, a model file with ``config``, or an exported SavedModel folder,
+    ``.onnx`` or ``.tflite`` file with the run's ``manifest.json`` beside it.
 
     ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
     0..255 images (one ``(H, W[, C])`` or a batch ``(N, H, W[, C])``).
     """
+    from trainer.inference.exported import load_predictor
     from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
+    from trainer.runtime import choose_keras_backend
 
-    run = load_run(run_dir, config=config, code_dirs=code_dirs)
+    choose_keras_backend()
+    run = load_predictor(Path(run_dir), config_path=Path(config) if config is not None else None, code_dirs=[Path(d) for d in code_dirs])
     if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
         images = inputs_from_array(inputs, run.input_shape)
     else:
         paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         images = load_inputs([Path(p) for p in paths], run.input_shape)
     return predict_records(run, images, top_k)
+
+
+def export(
+    run_dir: str | Path, format: str, output: str | Path | None = None, *, config: str | Path | None = None, overrides: Sequence[str] = (),
+    code_dirs: Sequence[str | Path] = (),
+) -> dict[str, Any]:
+    """Export a finished run (``savedmodel``, ``onnx`` or ``litert``) and check it against the Keras model.
+
+    Returns the ``export-<format>.json`` report (written beside the export, with the run's
+    ``manifest.json``). Raises ``trainer.inference.export.ExportParityError`` (exit code 1, the
+    files kept) when top-1 agreement is below 99.9% or a probability differs by more than 1e-4.
+    """
+    from trainer.inference.export import check_can_export, export_run
+
+    check_can_export(format)
+    run = load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs)
+    return export_run(run, format, Path(output) if output is not None else None).to_dict()

@@ -15,6 +15,7 @@ import typer
 from trainer import __version__
 from trainer.cli.catalogue import list_catalogue
 from trainer.cli.evaluate import eval_
+from trainer.cli.export import export
 from trainer.cli.predict import predict
 from trainer.cli.run import RUN_EPILOG, run
 from trainer.cli.runs import runs
@@ -36,6 +37,7 @@ COMMANDS: list[tuple[str, Any, dict[str, Any]]] = [
     ("run", run, {"epilog": RUN_EPILOG}),
     ("eval", eval_, {}),
     ("predict", predict, {}),
+    ("export", export, {}),
     ("sweep", sweep, {"epilog": SWEEP_EPILOG}),
     ("runs", runs, {}),
     ("list", list_catalogue, {}),

@@ -12,7 +12,7 @@ from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupt
 @handles_errors
 @interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130) from the command's first line
 def predict(
-    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), a model file with --config, or an export of trainer export (SavedModel folder, .onnx, .tflite) with its manifest.json beside it.", show_default=False),
     inputs: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, BMP, GIF), folders of images, or .npy arrays (one image or a batch, raw pixels 0..255).", show_default=False),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
@@ -23,16 +23,16 @@ def predict(
     from trainer.console import notice, print_table, records_table
     from trainer.inference.predict import check_output_path
 
-    from trainer.inference.load import open_run
+    from trainer.inference.exported import check_predictor
 
     if output is not None:
         check_output_path(output)
-    open_run(target, config)  # paths, manifest: refused before TensorFlow starts
+    check_predictor(target, config)  # paths, manifest: refused before TensorFlow starts
     prepare_keras()
-    from trainer.inference.load import load_run
+    from trainer.inference.exported import load_predictor
     from trainer.inference.predict import load_inputs, predict_records, write_predictions
 
-    loaded = load_run(target, config_path=config, code_dirs=code or [])
+    loaded = load_predictor(target, config_path=config, code_dirs=code or [])
     images = load_inputs(inputs, loaded.input_shape)
     for text in images.notices:
         notice(text)

@@ -1,0 +1,52 @@
+"""``trainer export``: a finished run as SavedModel, ONNX or LiteRT, checked against the Keras model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras
+
+
+@handles_errors
+def export(
+    target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
+    format_: str = typer.Option(..., "--format", help="savedmodel (a folder), onnx (.onnx) or litert (.tflite).", show_default=False),
+    output: Optional[Path] = typer.Option(
+        None, "--output", help="Where to write it (default: <run dir>/savedmodel, model.onnx or model.tflite). manifest.json and export-<format>.json go beside it.",
+        show_default=False,
+    ),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for the parity check only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
+    code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
+) -> None:
+    """Export a finished run (raw 0..255 pixels in, class probabilities out) and check it on up to 1,000 test examples.
+
+    Exit 1 when the export's top-1 agreement with the Keras model is below 99.9% or a probability
+    differs by more than 1e-4 (the file is kept, with the report's warning beside it).
+    """
+    from trainer.console import console, key_value_table, print_table
+    from trainer.inference.export import check_can_export, export_path
+
+    from trainer.inference.load import open_run
+
+    export_path(None, check_can_export(format_), output)  # a wrong format, --output or missing extra costs no TensorFlow start-up
+    open_run(target, config)  # paths, manifest: refused before TensorFlow starts
+    prepare_keras()
+    from trainer.inference.export import export_run
+    from trainer.inference.load import load_run
+
+    loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
+    report = export_run(loaded, format_, output)
+    parity = report.parity
+    print_table(key_value_table(f"export ({report.format})", [
+        ("file", report.path),
+        ("size", f"{report.file_size_bytes / 1e6:.2f} MB"),
+        ("input", f"{report.input['exported_name']}: float32 {tuple(report.input['shape'])}, raw pixels 0..255"),
+        ("output", f"float32 {tuple(report.output['shape'])}, class probabilities"),
+        ("parity examples", f"{parity['examples']} ({parity['split']} split)"),
+        ("top-1 agreement", f"{parity['top1_agreement']:.2%}"),
+        ("max probability difference", f"{parity['max_abs_probability_difference']:.2e}"),
+    ]))
+    console.print(f"report: {report.report_path}\nmanifest: {report.manifest_path}", soft_wrap=True)
