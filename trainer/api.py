@@ -93,11 +93,20 @@ def prepare_training(
         resume_state = check_resume(target, loaded)
     elif target is not None and not dry_run and setup.is_chief:
         check_new_run_dir(target)  # created only once data and model are ready
+    if loaded.tracking.mlflow is not None and not dry_run and setup.is_chief and not _has_mlflow_logger(bus.handlers):
+        from trainer.integrations.mlflow import connect
+
+        bus.handlers.append(connect(loaded))  # the URI is checked here, before any data is read
     return Training(
         loaded, target or default_run_dir(loaded.output.dir, loaded.name), events=bus, setup=setup, resume=resume_state,
         callbacks=tuple(callbacks), dry_run=dry_run, unique_name=target is None,
         feature_cache=Path(feature_cache) if feature_cache is not None else None,
     )
+
+
+def _has_mlflow_logger(handlers: list[Any]) -> bool:
+    """A caller (a sweep) may pass its own ``MlflowLogger``; then none is added."""
+    return any(type(handler).__name__ == "MlflowLogger" for handler in handlers)
 
 
 def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = ()):

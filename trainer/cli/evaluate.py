@@ -56,3 +56,25 @@ def eval_(
         rows = [{"true / predicted": names[i], **{names[j]: count for j, count in enumerate(row)}} for i, row in enumerate(result.confusion_matrix)]
         print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
     console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
+    if loaded.config.tracking.mlflow is not None:
+        log_to_mlflow(loaded.run_dir, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
+
+
+def log_to_mlflow(run_dir: Path, files: List[Path], metrics: dict, split: str) -> None:
+    """Add the report and the confusion matrix to the run's MLflow run; a tracker failure is a notice, not an error."""
+    from trainer.console import console, notice
+    from trainer.errors import TrainerError
+    from trainer.integrations.mlflow import TRACKING_FILE, log_evaluation
+
+    try:
+        run_id = log_evaluation(run_dir, files, metrics, split)
+    except TrainerError as error:
+        notice(f"not logged to MLflow: {error.message}")
+        return
+    except Exception as exc:  # noqa: BLE001 - the report is written; the tracker must not turn that into a failure
+        notice(f"not logged to MLflow ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); the report files are complete.")
+        return
+    if run_id is None:
+        notice(f"not logged to MLflow: {run_dir / TRACKING_FILE} is missing (the run was trained without tracking).")
+    else:
+        console.print(f"logged to MLflow run {run_id}", soft_wrap=True)

@@ -110,6 +110,7 @@ class LabelsConfig(_Strict):
 
 
 from trainer.config.sweep import SweepConfig  # noqa: E402
+from trainer.config.tracking import TrackingConfig  # noqa: E402
 from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
 ModelConfig = model_union()
@@ -220,6 +221,7 @@ class Config(_Strict):
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     sweep: SweepConfig | None = Field(default=None, exclude_if=lambda value: value is None)  # trainer sweep only (trainer.config.sweep)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, exclude_if=lambda value: value.mlflow is None)  # trainer.config.tracking
     _config_dir: Path | None = PrivateAttr(default=None)
 
     @property

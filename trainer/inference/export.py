@@ -25,7 +25,8 @@ import numpy as np
 
 from trainer.catalogue.registry import unknown_choice_message
 from trainer.errors import ConfigError, DataError, TrainerError
-from trainer.inference.exported import open_exported, require_modules
+from trainer.extras import require_modules
+from trainer.inference.exported import open_exported
 from trainer.inference.load import LoadedRun
 from trainer.run.records import Manifest
 from trainer.run.rundir import MANIFEST_FILE, atomic_write_json

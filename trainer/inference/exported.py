@@ -7,7 +7,6 @@ names and input shape. Nothing here prints.
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import BadInputError, RunDirError
+from trainer.extras import require_modules
 from trainer.run.records import Manifest
 from trainer.run.rundir import MANIFEST_FILE
 
@@ -27,21 +27,6 @@ RUNNER_NEEDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "litert": (("ai_edge_litert",), "litert"),
 }
 BATCH_SIZE = 256
-
-
-class MissingExtraError(BadInputError):
-    """A format's packages are not installed: exit 2 with the command that installs them."""
-
-
-def require_modules(modules: tuple[str, ...], extra: str | None, what: str) -> None:
-    """Raise ``MissingExtraError`` naming the install command when one of ``modules`` cannot be imported."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
-    if missing:
-        packages = " ".join(name.replace("_", "-") for name in missing)
-        raise MissingExtraError(
-            f"{what} needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
-            f"install the [{extra}] extra: pip install -e '.[{extra}]' in the trainer checkout (or pip install {packages})."
-        )
 
 
 def export_format_of(path: Path) -> str | None:

@@ -36,7 +36,7 @@ LOCK_FILE = ".trainer.lock"
 CHECKPOINT_VERSION = 2
 
 # Config keys that do not change what is trained: they may differ on resume.
-IGNORED_ON_RESUME = {("name",), ("output",), ("output", "dir"), ("device",), ("distribute",), ("train", "epochs"), ("sweep",)}
+IGNORED_ON_RESUME = {("name",), ("output",), ("output", "dir"), ("device",), ("distribute",), ("train", "epochs"), ("sweep",), ("tracking",)}
 
 # The attributes of Keras callbacks that carry state from epoch to epoch.
 CALLBACK_STATE = ("wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter")
