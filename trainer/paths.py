@@ -59,7 +59,7 @@ TRAINER_RUN_FILES = (
     "config.yaml", "model.h5", "history.csv", "metrics.json", "manifest.json", "checkpoint.json",
     ".trainer.lock", "curves.png", "features", "data-cache",
 )
-TRAINER_RUN_PATTERNS = ("checkpoint-*.weights.*", "eval-*.json", "confusion-*.png", ".*.tmp*")
+TRAINER_RUN_PATTERNS = ("checkpoint-*.weights.*", "eval-*.json", "confusion_matrix-*.png", ".*.tmp*")
 
 
 def run_file_problem(name: str) -> str | None:

@@ -217,8 +217,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+MAX_JSON_BYTES = 64 * 2**20  # checkpoint.json, metrics.json, manifest.json are kilobytes
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A run-directory JSON file; anything but a regular file of at most 64 MiB is a ValueError (never /dev/zero)."""
+    path = Path(path)
+    if path.exists() and (not path.is_file() or path.stat().st_size > MAX_JSON_BYTES):
+        raise ValueError(f"{path} is not a regular file of at most {MAX_JSON_BYTES // 2**20} MiB")
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def _json_default(value: Any) -> Any:
