@@ -288,6 +288,30 @@ def test_learning_rate_schedules_are_checked_at_validation(schedule, expected, w
     assert expected in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        ("{name: auc, curve: XYZ}", "metrics.1.curve: must be 'ROC' or 'PR'; got 'XYZ'"),
+        ("{name: auc, num_thresholds: 1}", "metrics.1.num_thresholds: must be a whole number from 2"),
+        ("{name: top_k_accuracy, k: 0}", "metrics.1.k: must be a whole number from 1"),
+        ("{name: precision, thresholds: 2}", "metrics.1.thresholds: must be a number from 0 to 1"),
+        ("{name: f1_score, average: median}", "metrics.1.average: must be null or 'micro' or 'macro' or 'weighted'"),
+        ("{name: recall, top_kk: 1}", "did you mean 'top_k'?"),
+    ],
+)
+def test_metric_parameters_are_checked_at_validation(metric, expected, write_config, cli):
+    result = cli("validate", write_config(f"name: m\nmetrics: [accuracy, {metric}]\n"))
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+
+
+def test_sparse_only_metric_parameter_follows_the_label_encoding(write_config, cli):
+    text = "name: m\nmetrics: [{{name: top_k_accuracy, from_sorted_ids: false}}]\nloss: {loss}\n"
+    assert cli("validate", write_config(text.format(loss="sparse_categorical_crossentropy"))).exit_code == 0
+    result = cli("validate", write_config(text.format(loss="categorical_crossentropy")))
+    assert result.exit_code == 2 and "from_sorted_ids" in result.output
+
+
 def test_parameter_tables_match_keras_signatures():
     """The Keras-free tables name exactly the parameters Keras's classes take."""
     import keras
@@ -303,6 +327,14 @@ def test_parameter_tables_match_keras_signatures():
     from trainer.catalogue.optimizers import REQUIRED, SCHEDULES, keras_defaults
     from trainer.catalogue.params import SCHEDULE_TABLES
 
+    from trainer.catalogue.metrics import METRICS, metric_class
+    from trainer.catalogue.params import METRIC_PARAMS, SPARSE_ONLY
+
+    for name in METRICS.names(with_aliases=False):
+        for encoding in ("sparse", "onehot"):
+            expected = set(keras_params(metric_class(name, encoding, "metrics.0"))) - {"name"}
+            extra = set(SPARSE_ONLY.get(name, {})) if encoding == "sparse" else set()
+            assert set(METRIC_PARAMS[name]) | extra == expected, (name, encoding)
     for name, cls in SCHEDULES.items():
         defaults = keras_defaults(getattr(keras.optimizers.schedules, cls))
         assert set(SCHEDULE_TABLES[name]) == set(defaults), name

@@ -341,3 +341,18 @@ def test_an_hdf5_write_that_fills_the_disk_is_one_oserror(tmp_path, capfd):
             write_h5_atomically(mount / "model.h5", write, needed=10**9)
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "folder"])
+def test_a_checkpoint_json_that_is_not_a_regular_file_is_refused(target, cli, tmp_path, write_config, mnist_npz):
+    config = write_config(tiny_config(mnist_npz, train={"epochs": 2}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(config.read_text())
+    if target == "folder":
+        (run / "checkpoint.json").mkdir()
+    else:
+        (run / "checkpoint.json").symlink_to(target)
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "not a regular file" in " ".join(result.output.split())

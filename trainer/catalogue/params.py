@@ -202,6 +202,53 @@ def check_schedule(spec: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _thresholds(value: Any) -> str | None:
+    inside = lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v <= 1  # noqa: E731
+    if value is None or inside(value) or (isinstance(value, list) and value and all(inside(v) for v in value)):
+        return None
+    return "a number from 0 to 1, a list of them, or null"
+
+
+def _choice(*values: Any) -> Check:
+    return lambda value: None if value in values else " or ".join(repr(v) if v is not None else "null" for v in values)
+
+
+_DTYPE = _optional_text
+_AUC_CURVES = ("ROC", "PR")
+# metrics: their parameters besides ``name`` (which names the metric itself in the config)
+METRIC_PARAMS: dict[str, dict[str, Check]] = {
+    **{name: {"dtype": _DTYPE} for name in (
+        "accuracy", "categorical_accuracy", "sparse_categorical_accuracy", "mean_squared_error", "mean_absolute_error",
+    )},
+    "top_k_accuracy": {"k": _integer(1), "dtype": _DTYPE},
+    "top_k_categorical_accuracy": {"k": _integer(1), "dtype": _DTYPE},
+    "sparse_top_k_categorical_accuracy": {"k": _integer(1), "dtype": _DTYPE, "from_sorted_ids": _boolean},
+    "auc": {
+        "num_thresholds": _integer(2), "curve": _choice(*_AUC_CURVES), "summation_method": _choice("interpolation", "minoring", "majoring"),
+        "thresholds": _thresholds, "multi_label": _boolean, "num_labels": _integer(1, optional=True),
+        "label_weights": _anything, "from_logits": _boolean, "dtype": _DTYPE,
+    },
+    "precision": {"thresholds": _thresholds, "top_k": _integer(1, optional=True), "class_id": _integer(0, optional=True), "dtype": _DTYPE},
+    "recall": {"thresholds": _thresholds, "top_k": _integer(1, optional=True), "class_id": _integer(0, optional=True), "dtype": _DTYPE},
+    "f1_score": {"average": _choice(None, "micro", "macro", "weighted"), "threshold": _number(0, 1, low_open=True, optional=True), "dtype": _DTYPE},
+}
+SPARSE_ONLY = {"top_k_accuracy": {"from_sorted_ids": _boolean}}  # the sparse Keras class takes one more
+
+
+def check_metric_params(specs: list[Any], encoding: str, key_prefix: str = "metrics") -> list[str]:
+    """Problems with built-in metrics' parameters under the run's label encoding (user code is checked when imported)."""
+    from trainer.catalogue.metrics import METRICS
+
+    problems = []
+    for index, spec in enumerate(specs):
+        canonical = METRICS.canonical(spec.name) if ":" not in spec.name else None
+        if canonical not in METRIC_PARAMS:
+            continue
+        table = {**METRIC_PARAMS[canonical], **(SPARSE_ONLY.get(canonical, {}) if encoding == "sparse" else {})}
+        problems += check_values(spec.params, table, f"{key_prefix}.{index}", spec.name)
+    return problems
+
+
 def check_values(params: dict[str, Any], table: dict[str, Any], key: str, what: str) -> list[str]:
     """One problem per parameter ``table`` does not know or whose value it refuses."""
     problems = []

@@ -49,6 +49,7 @@ def plan_run(config: Config) -> Plan:
                 f"labels.encoding: a custom loss ({name}) needs an explicit encoding; "
                 "set labels.encoding: sparse (integer class ids) or onehot (one row per example)."
             )
+        check_metrics(config, requested)
         return Plan(requested, name, params, num_classes, notices)
 
     info = loss_info(name)
@@ -91,6 +92,7 @@ def plan_run(config: Config) -> Plan:
             f"loss {info.name} has no from_logits setting and will see raw scores (model.output: logits); "
             "use model.output: softmax if it expects probabilities."
         )
+    check_metrics(config, encoding)
     return Plan(encoding, info.name, params, num_classes, notices)
 
 
@@ -122,6 +124,15 @@ def check_catalogue_names(config: Config) -> None:
             "optimizer.learning_rate: is a schedule, but a callback (learning_rate_scheduler or reduce_lr_on_plateau) "
             "also sets the learning rate; Keras cannot do both. Use a number for learning_rate, or drop the callback."
         )
+
+
+def check_metrics(config: Config, encoding: str) -> None:
+    """Built-in metrics' parameters (names, types, ranges) under the resolved label encoding, all at once."""
+    from trainer.catalogue.params import check_metric_params, raise_problems
+
+    problems = check_metric_params(config.metrics, encoding)
+    problems += check_metric_params(config.compile.weighted_metrics, encoding, "compile.weighted_metrics")
+    raise_problems(problems, "metrics", "the metrics")
 
 
 def metric_log_names(config: Config) -> list[str] | None:
