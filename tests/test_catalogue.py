@@ -365,7 +365,7 @@ def test_dense_kwargs_of_a_config_without_the_keys():
         ({"loss": "categorical_crossentropyy"}, "did you mean 'categorical_crossentropy'"),
         ({"loss": {"name": "huber", "delt": 1.0}, "labels": {"encoding": "onehot"}}, "did you mean 'delta'"),
         ({"metrics": ["acuracy"]}, "did you mean 'accuracy'"),
-        ({"metrics": [{"name": "top_k_accuracy", "kk": 3}]}, "it takes: k, name, dtype"),
+        ({"metrics": [{"name": "top_k_accuracy", "kk": 3}]}, "it takes: k, dtype"),
         ({"optimizer": "adamm"}, "did you mean 'adam'"),
         ({"optimizer": {"name": "sgd", "momentun": 0.9}}, "did you mean 'momentum'"),
         ({"optimizer": {"name": "adam", "learning_rate": {"name": "cosine_decai", "initial_learning_rate": 0.1, "decay_steps": 5}}}, "did you mean 'cosine_decay'"),
