@@ -96,7 +96,9 @@ def prepare_training(
     if loaded.tracking.mlflow is not None and not dry_run and setup.is_chief and not _has_mlflow_logger(bus.handlers):
         from trainer.integrations.mlflow import connect
 
-        bus.handlers.append(connect(loaded))  # the URI is checked here, before any data is read
+        logger = connect(loaded)  # the URI is checked here, before any data is read
+        bus.handlers.append(logger)
+        bus.on_notice(f"tracking to MLflow: {logger.uri}, experiment {loaded.tracking.mlflow.experiment or loaded.name!r}")
     return Training(
         loaded, target or default_run_dir(loaded.output.dir, loaded.name), events=bus, setup=setup, resume=resume_state,
         callbacks=tuple(callbacks), dry_run=dry_run, unique_name=target is None,

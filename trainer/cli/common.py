@@ -67,6 +67,13 @@ def quiet_tensorflow() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def quiet_mlflow() -> None:
+    """MLflow announces creating its SQLite tables at INFO on first use; keep the terminal for the run."""
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
 def prepare_keras(strategy: str = "none") -> None:
     """Before Keras is imported: choose its backend (setting KERAS_BACKEND when trainer picks it), then start TensorFlow quietly."""
     from trainer.runtime import choose_keras_backend

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_tensorflow
+from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_mlflow, quiet_tensorflow
 
 RUN_EPILOG = (
     "Exit codes: 0 done, 1 the run failed (NaN loss, out of memory), 2 bad input (config, data, arguments), "
@@ -39,6 +39,7 @@ def run(
     loaded = load_config(config, overrides)
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
     setup = prepare_runtime(loaded, resume=resume, set_environment=True, on_notice=notice)  # before Keras is imported
+    quiet_mlflow()
     training = prepare_training(loaded, run_dir=run_dir, resume=resume, dry_run=dry_run, events=[RunProgress()], runtime=setup)
     planned_dir = training.run_dir
     quiet_tensorflow()
