@@ -128,9 +128,13 @@ def test_python_api_export_returns_the_report(trained, tmp_path):
         (["--format", "tflite"], "--format: unknown value 'tflite'; valid: litert, onnx, savedmodel"),
         (["--format", "onnx", "--output", "model.tflite"], "a onnx export is one .onnx file; got '.tflite'"),
         (["--format", "litert", "--output", "model"], "a litert export is one .tflite file"),
+        (["--format", "savedmodel", "--output", "notes"], "--output notes: the folder exists and holds files that are not a SavedModel"),
     ],
 )
-def test_export_refuses_bad_arguments_before_starting_tensorflow(cli, tmp_path, args, message):
+def test_export_refuses_bad_arguments_before_starting_tensorflow(cli, tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("not a SavedModel")
     result = cli("export", tmp_path, *args)
     assert result.exit_code == 2
     assert message in flat(result)

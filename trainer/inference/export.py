@@ -101,7 +101,12 @@ def export_path(run_dir: Path | None, fmt: ExportFormat, output: Path | None) ->
     if fmt.suffix and path.suffix.lower() != fmt.suffix:
         raise ConfigError(f"--output {path}: a {fmt.name} export is one {fmt.suffix} file; got {path.suffix or '(no suffix)'!r}. Try {path.with_suffix(fmt.suffix)}.")
     if not fmt.suffix and path.is_file():
-        raise ConfigError(f"--output {path}: a SavedModel is a folder, but {path} is a file; name a new or existing folder.")
+        raise ConfigError(f"--output {path}: a SavedModel is a folder, but {path} is a file; name a new folder.")
+    if not fmt.suffix and path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
+        raise ConfigError(
+            f"--output {path}: the folder exists and holds files that are not a SavedModel; a SavedModel export "
+            f"replaces its folder, so name a new one such as {path / fmt.default_name}."
+        )
     if path.is_dir() and fmt.suffix:
         raise ConfigError(f"--output {path}: is a folder; a {fmt.name} export is one file such as {path / fmt.default_name}.")
     return path
