@@ -169,5 +169,11 @@ def model_input_notices(config: Config) -> list[str]:
             "(the features change every step); set train.cache_features: auto or false."
         )
     shape = expected_image_shape(config.data.dataset, config.data.image_size, config.data.color_mode)
-    notice = adaptation_notice(shape) if shape is not None else None
+    augmented = config.data.augment is not None and config.data.augment.active
+    if cache is True and augmented:
+        raise ConfigError(
+            "train.cache_features: true cannot be, because data.augment changes the images every epoch and so the "
+            "backbone's features; set train.cache_features: auto or false, or remove data.augment."
+        )
+    notice = adaptation_notice(shape, config.model.type, config.model.backbone) if shape is not None else None
     return [notice] if notice else []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from trainer.catalogue.registry import Registry, unknown_choice_message
 from trainer.config.base import ACTIVATIONS, PathText, _Strict
@@ -67,13 +67,9 @@ class ModelSection(_Strict):
         return False
 
 
-@register_model("mlp", builder="trainer.models.mlp:build_mlp")
-class MLPConfig(ModelSection):
-    type: Literal["mlp"] = "mlp"
-    hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [64, 64], max_length=1_000)
-    activation: str = "relu"
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    output: Literal["softmax", "logits"] = "softmax"
+class WeightOptions(_Strict):
+    """Regularizers and a kernel constraint for a model's dense (and conv) layers, checked without TensorFlow."""
+
     kernel_regularizer: dict[str, Any] | None = None
     bias_regularizer: dict[str, Any] | None = None
     activity_regularizer: dict[str, Any] | None = None
@@ -93,12 +89,26 @@ class MLPConfig(ModelSection):
 
         return None if value is None else check_constraint(value)
 
+
+def known_activation(value: str) -> str:
+    """``value`` if it names a Keras activation; else a ValueError naming the valid ones and the closest."""
+    if value not in ACTIVATIONS:
+        raise ValueError(unknown_choice_message("activation", value, ACTIVATIONS).split(": ", 1)[1])
+    return value
+
+
+@register_model("mlp", builder="trainer.models.mlp:build_mlp")
+class MLPConfig(WeightOptions, ModelSection):
+    type: Literal["mlp"] = "mlp"
+    hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [64, 64], max_length=1_000)
+    activation: str = "relu"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    output: Literal["softmax", "logits"] = "softmax"
+
     @field_validator("activation")
     @classmethod
     def _known_activation(cls, value: str) -> str:
-        if value not in ACTIVATIONS:
-            raise ValueError(unknown_choice_message("activation", value, ACTIVATIONS).split(": ", 1)[1])
-        return value
+        return known_activation(value)
 
 
 class HeadConfig(_Strict):
@@ -111,20 +121,13 @@ class HeadConfig(_Strict):
     @field_validator("activation")
     @classmethod
     def _known_activation(cls, value: str) -> str:
-        return MLPConfig._known_activation(value)
+        return known_activation(value)
 
 
-@register_model("vgg16_head", builder="trainer.models.vgg16_head:build_vgg16_head")
-class VGG16HeadConfig(ModelSection):
-    """A VGG16 convolutional backbone (frozen by default) under a dense head."""
+class PretrainedWeights(_Strict):
+    """``weights: imagenet | none | PATH`` for a model with a pretrained backbone."""
 
-    type: Literal["vgg16_head"] = "vgg16_head"
-    has_backbone: ClassVar[bool] = True
     weights: PathText = "imagenet"  # imagenet | none | a path to a weights file
-    trainable_backbone: bool = False
-    head: HeadConfig = Field(default_factory=HeadConfig)
-    output: Literal["softmax", "logits"] = "softmax"
-    preprocess: Literal["auto", "vgg16", "scale"] = "auto"
 
     @field_validator("weights", mode="before")
     @classmethod
@@ -136,13 +139,27 @@ class VGG16HeadConfig(ModelSection):
         return value
 
     @property
-    def frozen_backbone(self) -> bool:
-        return not self.trainable_backbone
-
-    @property
     def weights_kind(self) -> str:
         """``imagenet``, ``none`` or ``path``."""
         return self.weights if self.weights in ("imagenet", "none") else "path"
+
+
+@register_model("vgg16_head", builder="trainer.models.vgg16_head:build_vgg16_head")
+class VGG16HeadConfig(PretrainedWeights, ModelSection):
+    """A VGG16 convolutional backbone (frozen by default) under a dense head."""
+
+    type: Literal["vgg16_head"] = "vgg16_head"
+    has_backbone: ClassVar[bool] = True
+    trainable_backbone: bool = False
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    output: Literal["softmax", "logits"] = "softmax"
+    preprocess: Literal["auto", "vgg16", "scale"] = "auto"
+
+    backbone: ClassVar[str] = "vgg16"  # its entry in trainer.models.backbones
+
+    @property
+    def frozen_backbone(self) -> bool:
+        return not self.trainable_backbone
 
     @property
     def preprocessing(self) -> str:
@@ -150,3 +167,112 @@ class VGG16HeadConfig(ModelSection):
         if self.preprocess != "auto":
             return self.preprocess
         return "vgg16" if self.weights == "imagenet" else "scale"
+
+
+class FineTuneConfig(_Strict):
+    """The second phase: unfreeze the backbone (all of it or its top N layers) and continue at a low learning rate."""
+
+    epochs: Annotated[int, Field(gt=0)] = 5
+    learning_rate: Annotated[float, Field(gt=0.0)] = 1e-5
+    unfreeze: Union[Literal["all"], Annotated[int, Field(gt=0)]] = "all"
+
+
+@register_model("backbone_head", builder="trainer.models.backbone_head:build_backbone_head")
+class BackboneHeadConfig(PretrainedWeights, ModelSection):
+    """A ``keras.applications`` backbone (``trainer.models.backbones``) under a dense head, optionally fine-tuned."""
+
+    type: Literal["backbone_head"] = "backbone_head"
+    has_backbone: ClassVar[bool] = True
+    backbone: str = "vgg16"
+    trainable_backbone: Union[bool, Annotated[int, Field(gt=0)]] = False  # true, false or the top N layers
+    fine_tune: FineTuneConfig | None = None
+    head: HeadConfig = Field(default_factory=lambda: HeadConfig(hidden_units=[256]))
+    output: Literal["softmax", "logits"] = "softmax"
+    preprocess: Literal["auto", "backbone", "scale"] = "auto"
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from trainer.models.backbones import BACKBONES
+
+        if value not in BACKBONES:
+            raise ValueError(unknown_choice_message("backbone", value, BACKBONES).split(": ", 1)[1])
+        return value
+
+    @model_validator(mode="after")
+    def _fine_tune_starts_frozen(self) -> "BackboneHeadConfig":
+        if self.fine_tune is not None and self.trainable_backbone is not False:
+            raise ValueError(
+                f"fine_tune trains the head first with the backbone frozen, then unfreezes it; "
+                f"trainable_backbone is {self.trainable_backbone!r}, so set trainable_backbone: false (or remove fine_tune)"
+            )
+        return self
+
+    @property
+    def frozen_backbone(self) -> bool:
+        return self.trainable_backbone is False
+
+    @property
+    def preprocessing(self) -> str:
+        """``auto`` resolved: the backbone's own convention with pretrained weights, [0, 1] scaling for random ones.
+
+        Backbones that rescale pixels themselves (EfficientNet, ConvNeXt) always take 0..255.
+        """
+        from trainer.models.backbones import backbone_entry
+
+        if self.preprocess != "auto":
+            return self.preprocess
+        if backbone_entry(self.backbone).preprocess == "none":  # the backbone rescales 0..255 itself
+            return "backbone"
+        return "backbone" if self.weights_kind != "none" else "scale"
+
+
+class CNNBlock(_Strict):
+    """One convolutional block given as a mapping; unset values come from the model section."""
+
+    filters: Annotated[int, Field(gt=0, le=MAX_UNITS)]
+    convs: Annotated[int, Field(gt=0, le=1_000)] | None = None
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+
+
+# A block is a filter count or a mapping; choosing by the value's kind gives one error per bad block, not one per guess.
+BlockSpec = Annotated[
+    Union[Annotated[Annotated[int, Field(gt=0, le=MAX_UNITS)], Tag("filters")], Annotated[CNNBlock, Tag("mapping")]],
+    Discriminator(lambda value: "mapping" if isinstance(value, (dict, CNNBlock)) else "filters"),
+]
+
+
+class CNNHeadConfig(HeadConfig):
+    hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [512], max_length=1_000)
+
+
+@register_model("cnn", builder="trainer.models.cnn:build_cnn")
+class CNNConfig(WeightOptions, ModelSection):
+    """Blocks of Conv2D (+BatchNormalization) -> MaxPooling2D -> Dropout, then Flatten, a dense head, the class layer."""
+
+    type: Literal["cnn"] = "cnn"
+    blocks: list[BlockSpec] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=1_000)
+    convs_per_block: Annotated[int, Field(gt=0, le=1_000)] = 2
+    kernel_size: Annotated[int, Field(gt=0)] = 3
+    batch_norm: bool = False
+    block_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
+    head: CNNHeadConfig = Field(default_factory=CNNHeadConfig)
+    activation: str = "relu"
+    output: Literal["softmax", "logits"] = "softmax"
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        return known_activation(value)
+
+    def block_list(self) -> list[CNNBlock]:
+        """Every block as a mapping with its convs and dropout filled in."""
+        blocks = [CNNBlock(filters=b) if isinstance(b, int) else b for b in self.blocks]
+        return [
+            CNNBlock(
+                filters=b.filters,
+                convs=self.convs_per_block if b.convs is None else b.convs,
+                dropout=self.block_dropout if b.dropout is None else b.dropout,
+            )
+            for b in blocks
+        ]

@@ -51,6 +51,22 @@ class NamedSpec(BaseModel):
 MAX_IMAGE_SIDE = 16_384  # pixels; a side beyond this is a typo (one such RGB image is 768 MiB)
 
 
+class AugmentConfig(_Strict):
+    """Random changes to training batches (``trainer.data.augment``); validation, test, eval and predict never see them."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    crop: Annotated[int, Field(ge=0, le=MAX_IMAGE_SIDE)] = 0  # pad by N pixels, crop back to the image size at a random place
+    rotation: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # fraction of a full turn, either way
+    zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # fraction of the size, in or out
+    translate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # fraction of the height and width, either way
+    contrast: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # contrast factor drawn from [1 - c, 1 + c]
+
+    @property
+    def active(self) -> bool:
+        """Whether any change is switched on."""
+        return self.flip != "none" or any((self.crop, self.rotation, self.zoom, self.translate, self.contrast))
+
+
 class DataConfig(_Strict):
     dataset: str = "mnist"
     path: PathText | None = None
@@ -59,6 +75,7 @@ class DataConfig(_Strict):
     image_size: list[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] | None = Field(default=None, min_length=2, max_length=2)
     color_mode: Literal["rgb", "grayscale"] | None = None
     cache: Literal["auto", "memory", "disk", "none"] | None = None  # folder datasets: where decoded pixels live
+    augment: AugmentConfig | None = None
 
     @field_validator("dataset")
     @classmethod

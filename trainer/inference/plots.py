@@ -11,7 +11,7 @@ from trainer.run.rundir import atomic_path
 
 CURVES_FILE = "curves.png"
 # history.csv columns that describe the epoch rather than a loss or metric
-NOT_CURVES = ("epoch", "learning_rate", "epoch_seconds", "examples_per_second")
+NOT_CURVES = ("epoch", "phase", "learning_rate", "epoch_seconds", "examples_per_second")
 
 
 def _figure(width: float, height: float):

@@ -29,16 +29,19 @@ def keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser() / "models"
 
 
-def download_imagenet_weights() -> Path:
-    """The published no-top weights through Keras's cache (download on first use); failure names model.weights."""
+def download_imagenet_weights(file: str = WEIGHTS_FILE, url: str = WEIGHTS_URL, file_hash: str | None = WEIGHTS_MD5) -> Path:
+    """Published no-top weights through Keras's cache (download on first use); failure names model.weights.
+
+    The defaults are VGG16's; ``trainer.models.backbones`` holds every backbone's file, URL and hash.
+    """
     try:
-        return Path(keras.utils.get_file(WEIGHTS_FILE, WEIGHTS_URL, cache_subdir="models", file_hash=WEIGHTS_MD5))
+        return Path(keras.utils.get_file(file, url, cache_subdir="models", file_hash=file_hash))
     except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(
-            f"model.weights is imagenet, so Keras tried to download {WEIGHTS_FILE} and failed ({reason[:200]}). "
-            f"Download {WEIGHTS_URL} on a machine with network access and put it in {keras_models_dir()}/ "
-            f"(where Keras looks for {WEIGHTS_FILE}), or set model.weights to the path of a weights file, "
+            f"model.weights is imagenet, so Keras tried to download {file} and failed ({reason[:200]}). "
+            f"Download {url} on a machine with network access and put it in {keras_models_dir()}/ "
+            f"(where Keras looks for {file}), or set model.weights to the path of a weights file, "
             "or model.weights: none to start from random weights."
         ) from None
 
@@ -47,37 +50,37 @@ def _text(value) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def load_legacy_h5_weights(backbone: keras.Model, group, source: str) -> None:
+def load_legacy_h5_weights(backbone: keras.Model, group, source: str, label: str = "VGG16") -> None:
     """Keras 2 ``save_weights`` layout (the published file): ``layer_names`` attr, one group per layer with ``weight_names``."""
     stored = {_text(name) for name in group.attrs["layer_names"]}
     for layer in backbone.layers:
         if not layer.weights:
             continue
         if layer.name not in stored:
-            raise ConfigError(f"model.weights: {source} has no weights for VGG16 layer {layer.name!r}; is it a VGG16 weights file?")
+            raise ConfigError(f"model.weights: {source} has no weights for {label} layer {layer.name!r}; is it a {label} weights file?")
         layer_group = group[layer.name]
         arrays = [np.asarray(layer_group[_text(name)]) for name in layer_group.attrs["weight_names"]]
         expected = [tuple(w.shape) for w in layer.weights]
         if [a.shape for a in arrays] != expected:
             raise ConfigError(
                 f"model.weights: {source}: layer {layer.name!r} holds shapes {[a.shape for a in arrays]}, "
-                f"VGG16 needs {expected}."
+                f"{label} needs {expected}."
             )
         layer.set_weights(arrays)
 
 
-def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
+def load_backbone_weights(backbone: keras.Model, path: Path, label: str = "VGG16") -> None:
     """Load ``path`` into the backbone: the legacy HDF5 layout by layer name, or a Keras 3 ``.weights.h5``."""
     import h5py
 
     source = str(path)
     if not path.is_file():
-        raise ConfigError(f"model.weights: {source}: no such file; expected imagenet, none or the path to a VGG16 weights file.")
+        raise ConfigError(f"model.weights: {source}: no such file; expected imagenet, none or the path to a {label} weights file.")
     try:
         with h5py.File(path, "r") as handle:
             group = handle["model_weights"] if "model_weights" in handle else handle
             if "layer_names" in group.attrs:
-                load_legacy_h5_weights(backbone, group, source)
+                load_legacy_h5_weights(backbone, group, source, label)
                 return
             if "layers" not in handle:
                 raise ConfigError(
@@ -86,10 +89,10 @@ def load_backbone_weights(backbone: keras.Model, path: Path) -> None:
                 )
     except OSError as exc:
         raise ConfigError(f"model.weights: {source} is not an HDF5 weights file ({exc}).") from None
-    _load_keras3_weights(backbone, path)
+    _load_keras3_weights(backbone, path, label)
 
 
-def _load_keras3_weights(backbone: keras.Model, path: Path) -> None:
+def _load_keras3_weights(backbone: keras.Model, path: Path, label: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         target = path
         if not path.name.endswith(".weights.h5"):  # Keras picks the reader by the suffix
@@ -98,7 +101,7 @@ def _load_keras3_weights(backbone: keras.Model, path: Path) -> None:
         try:
             backbone.load_weights(target)
         except (ValueError, KeyError, OSError) as exc:
-            raise ConfigError(f"model.weights: {path} does not fit the VGG16 backbone: {str(exc).splitlines()[0][:300]}") from None
+            raise ConfigError(f"model.weights: {path} does not fit the {label} backbone: {str(exc).splitlines()[0][:300]}") from None
 
 
 def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
@@ -127,10 +130,13 @@ def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
     return features
 
 
-def build_head(config, feature_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Flatten, Dense + Dropout per hidden layer, the class layer: the part that trains."""
+def build_head(config, feature_shape: tuple[int, ...], num_classes: int, pooling: str = "flatten") -> keras.Model:
+    """Flatten (or global average pooling), Dense + Dropout per hidden layer, the class layer: the part that trains."""
     inputs = keras.Input(shape=feature_shape, name="features")
-    x = keras.layers.Flatten(name="flatten")(inputs)
+    if pooling == "average":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(inputs)
+    else:
+        x = keras.layers.Flatten(name="flatten")(inputs)
     for index, units in enumerate(config.head.hidden_units, start=1):
         x = keras.layers.Dense(units, activation=config.head.activation, name=f"dense_{index}")(x)
         if config.head.dropout > 0:

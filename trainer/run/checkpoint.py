@@ -158,7 +158,8 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
             + "\n".join(f"  - {d}" for d in differences)
             + "\nUse the original config (only train.epochs may grow), or start a new run."
         )
-    if config.train.epochs < state.epoch:
+    fine_tune = getattr(config.model, "fine_tune", None)  # a fine-tune phase runs on past train.epochs
+    if config.train.epochs + (fine_tune.epochs if fine_tune is not None else 0) < state.epoch:
         raise RunDirError(
             f"--resume: train.epochs is {config.train.epochs} but the run has already completed {state.epoch} epochs; "
             f"train.epochs must be at least {state.epoch}."

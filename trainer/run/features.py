@@ -28,11 +28,24 @@ CHUNK = 128  # images per backbone call; inference only, so it does not change a
 def uses_cached_features(config) -> bool:
     """Cache when the backbone is frozen, nothing random happens before it, and the user did not say false.
 
-    A random step before the backbone (input augmentation) must turn this off.
+    Input augmentation is a random step before the backbone, so it turns the cache off.
     """
-    if not config.model.frozen_backbone:
+    if not config.model.frozen_backbone or _augmented(config):
         return False
     return config.train.cache_features is not False
+
+
+def _augmented(config) -> bool:
+    augment = getattr(config.data, "augment", None)
+    return augment is not None and augment.active
+
+
+def augmentation_stops_cache(config) -> str | None:
+    """The one-line notice when augmentation is why a frozen backbone's features are not cached, else None."""
+    if config.model.frozen_backbone and _augmented(config) and config.train.cache_features is not False:
+        return ("data.augment changes the images every epoch, so the frozen backbone runs on every batch "
+                "(its features are not cached).")
+    return None
 
 
 def compute_features(features_model, x: np.ndarray, path: Path, events: Any, label: str) -> np.ndarray:
@@ -52,7 +65,7 @@ def compute_features(features_model, x: np.ndarray, path: Path, events: Any, lab
 
 
 class CachedFeatureTraining:
-    """Fit a vgg16_head model's ``head`` on features computed once; evaluate the test split the same way."""
+    """Fit a backbone model's ``head`` on features computed once; evaluate the test split the same way."""
 
     def __init__(self, model, data, run_dir: Path, events: Any, make_dataset: Callable[..., Any], shared_dir: Path | None = None):
         self.model = model

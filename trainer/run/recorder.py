@@ -5,8 +5,11 @@ import time
 from typing import Any
 
 
-def epoch_recorder(history: Any, events: Any, rows: list[dict[str, Any]], train_examples: int):
-    """A Keras callback: appends a history row per epoch (with learning rate, time, throughput) and tells ``events``."""
+def epoch_recorder(history: Any, events: Any, rows: list[dict[str, Any]], train_examples: int, phase: str | None = None):
+    """A Keras callback: appends a history row per epoch (with learning rate, time, throughput) and tells ``events``.
+
+    ``phase`` (``head``, ``fine_tune``) becomes a column after ``epoch`` when the run trains in phases.
+    """
     import keras
 
     class EpochRecorder(keras.callbacks.Callback):
@@ -20,7 +23,7 @@ def epoch_recorder(history: Any, events: Any, rows: list[dict[str, Any]], train_
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self._start
             logs = dict(logs or {})
-            row: dict[str, Any] = {"epoch": epoch + 1}
+            row: dict[str, Any] = {"epoch": epoch + 1, **({"phase": phase} if phase else {})}
             keys = [k for k in logs if not k.startswith("val_") and k != "learning_rate"]
             keys += [k for k in logs if k.startswith("val_")]
             for key in keys:

@@ -148,17 +148,13 @@ class Training:
         import tensorflow as tf
 
         from trainer.catalogue.callbacks import build_callbacks
-        from trainer.run.features import CachedFeatureTraining, uses_cached_features
-        from trainer.run.recorder import epoch_recorder
+        from trainer.run.features import CachedFeatureTraining, augmentation_stops_cache, uses_cached_features
 
         config, data = self.config, self.data
         self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)  # the shuffle order of epoch N depends on N only
-        recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(data.x_train))
         user_callbacks = build_callbacks(config.callbacks, self.run_dir, config.config_dir)
         if self.resume:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
-        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, self.resume)
-        callbacks = [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, self.checkpointer]  # the checkpointer comes last
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
         self.cached = None
         if uses_cached_features(config) and self.distribution.setup.strategy == "none":  # the cache is one process's, on one device
@@ -170,16 +166,14 @@ class Training:
         try:
             if self.cached is not None:
                 self.events.on_notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
-                self.cached.fit(
-                    self.compile_head, epochs=config.train.epochs, callbacks=callbacks, shuffle=config.train.shuffle,
-                    weights=self.sample_weights, xla=config.compile.jit_compile is not False, **settings,
-                )
+            elif augmentation_stops_cache(config):
+                self.events.on_notice(augmentation_stops_cache(config))
+            if getattr(config.model, "fine_tune", None) is not None:
+                from trainer.run.fine_tune import fit_in_phases
+
+                fit_in_phases(self, user_callbacks, settings)
             else:
-                train_ds = self.dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=self.sample_weights)
-                if config.train.steps_per_epoch is not None:
-                    train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
-                val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
-                self.model.fit(train_ds, validation_data=val_ds, epochs=config.train.epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
+                self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
             self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
         except StopRun as stop:
             self.checkpointer_wait_quietly()
@@ -292,6 +286,32 @@ class Training:
         ).write(self.run_dir)
 
     # ------------------------------------------------------------------ helpers
+
+    def phase_callbacks(self, user_callbacks: list[Any], resume: ResumeState | None, phase: str | None = None) -> list[Any]:
+        """The callbacks of one ``fit``: history row, loss guard, the user's, checkpoint (last; restores ``resume``)."""
+        from trainer.run.recorder import epoch_recorder
+
+        recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(self.data.x_train), phase)
+        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume)
+        return [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, self.checkpointer]  # the checkpointer comes last
+
+    def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
+        """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
+        from trainer.data.augment import augment_dataset
+
+        config, data = self.config, self.data
+        if self.cached is not None:
+            self.cached.fit(
+                self.compile_head, epochs=epochs, callbacks=callbacks, shuffle=config.train.shuffle,
+                weights=self.sample_weights, xla=config.compile.jit_compile is not False, **settings,
+            )
+            return
+        train_ds = self.dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=self.sample_weights)
+        train_ds = augment_dataset(train_ds, config.data.augment, config.seed)  # training batches only
+        if config.train.steps_per_epoch is not None:
+            train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
+        val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
+        self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
 
     @property
     def public_run_dir(self) -> Path | None:
