@@ -25,6 +25,8 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     import keras
 
     from trainer.models import layers  # noqa: F401 - registers trainer's own layers
+    from trainer.models.backbones import backbone_load_objects
 
+    objects = {**backbone_load_objects(), **(custom_objects or {})}
     # safe_mode: a model file never runs Python it carries (a Lambda layer's bytecode is refused)
-    return keras.models.load_model(path, custom_objects=custom_objects or None, compile=compile, safe_mode=True)
+    return keras.models.load_model(path, custom_objects=objects, compile=compile, safe_mode=True)

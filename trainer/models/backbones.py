@@ -32,6 +32,8 @@ class Backbone:
     weights_url: str
     weights_hash: str | None = None  # as keras.applications checks it (None: Keras checks none)
     min_size: int = 32  # smallest height and width the constructor accepts
+    # (name in model.h5, "module:Class") a saved model needs to load: layers Keras does not register, fixes
+    load_objects: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -64,7 +66,10 @@ BACKBONES: dict[str, Backbone] = {
                  "30ee3e1110167f948a6b9946edeeb738"),
         Backbone("convnext_tiny", "ConvNeXtTiny", "none", "convnext_tiny_notop.h5",
                  KERAS_APPLICATIONS + "convnext/convnext_tiny_notop.h5",
-                 "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
+                 "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
+                 load_objects=(("LayerScale", "keras.src.applications.convnext:LayerScale"),
+                               ("StochasticDepth", "keras.src.applications.convnext:StochasticDepth"),
+                               ("Add", "trainer.models.layers:PairAdd"))),
     )
 }
 
@@ -72,3 +77,15 @@ BACKBONES: dict[str, Backbone] = {
 def backbone_entry(name: str) -> Backbone:
     """The table entry for ``name`` (names are checked by the config schema first)."""
     return BACKBONES[name]
+
+
+def backbone_load_objects() -> dict[str, type]:
+    """What every backbone's saved model needs to load, by name (``load_model`` passes them as custom objects)."""
+    import importlib
+
+    objects: dict[str, type] = {}
+    for entry in BACKBONES.values():
+        for name, spec in entry.load_objects:
+            module, _, attr = spec.partition(":")
+            objects[name] = getattr(importlib.import_module(module), attr)
+    return objects

@@ -21,3 +21,17 @@ class VGG16Preprocess(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+class PairAdd(keras.layers.Add):
+    """``Add`` that also takes its inputs as separate arguments, for loading saved ConvNeXt models.
+
+    Keras's ConvNeXt calls ``Add`` with two positional tensors; the saved config records that
+    call, and the stock ``Add`` refuses it when the model is loaded back. Used only for loading
+    (``trainer.models.backbones``), as the custom object named ``Add``; the arithmetic is Add's.
+    """
+
+    def __call__(self, *args, **kwargs):
+        if len(args) > 1:
+            args = (list(args),)
+        return super().__call__(*args, **kwargs)
