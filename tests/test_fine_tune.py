@@ -1,0 +1,92 @@
+"""model.fine_tune: head phase, then the top of the backbone unfrozen at a low learning rate; resume across phases."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+import trainer
+from tests.conftest import tiny_config
+from tests.datagen import write_mnist_npz
+from trainer.models import load_model
+from trainer.run.rundir import read_history
+
+UNFROZEN = 12  # the top layers of MobileNetV2 that fine-tuning trains
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A MobileNetV2 weights file (the "pretrained" start), a tiny dataset and a two-phase config."""
+    root = tmp_path_factory.mktemp("fine_tune")
+    keras.utils.set_random_seed(11)
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
+    reference.save_weights(root / "start.weights.h5")
+    start = {layer.name: [np.array(w) for w in layer.get_weights()] for layer in reference.layers}
+    data = write_mnist_npz(root / "m.npz", n_train=16, n_test=8, num_classes=3)
+    config = tiny_config(data, train={"epochs": 1, "batch_size": 8})
+    config["model"] = {
+        "type": "backbone_head", "backbone": "mobilenet_v2", "weights": str(root / "start.weights.h5"),
+        "head": {"hidden_units": [4], "dropout": 0.0},
+        "fine_tune": {"epochs": 2, "learning_rate": 0.01, "unfreeze": UNFROZEN},
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = trainer.train(path, run_dir=root / "reference")
+    assert result.status == "completed"
+    return root, path, start
+
+
+def backbone_of(run_dir):
+    return load_model(run_dir / "model.h5").get_layer("features").get_layer("mobilenet_v2")
+
+
+@pytest.mark.slow
+def test_frozen_layers_keep_their_weights_unfrozen_ones_change_and_batch_norm_statistics_stay(setup):
+    root, _, start = setup
+    layers = backbone_of(root / "reference").layers
+    frozen, unfrozen = layers[:-UNFROZEN], layers[-UNFROZEN:]
+    for layer in frozen:
+        for before, after in zip(start[layer.name], layer.get_weights()):
+            np.testing.assert_array_equal(before, after, err_msg=layer.name)
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert any(layer in unfrozen for layer in norms)
+    for layer in norms:  # gamma, beta and the moving mean and variance: inference mode all along
+        for before, after in zip(start[layer.name], layer.get_weights()):
+            np.testing.assert_array_equal(before, after, err_msg=layer.name)
+    trained = [layer for layer in unfrozen if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    assert trained
+    for layer in trained:
+        assert any(not np.array_equal(b, a) for b, a in zip(start[layer.name], layer.get_weights())), layer.name
+
+    rows = read_history(root / "reference" / "history.csv")
+    assert [(row["epoch"], row["phase"]) for row in rows] == [(1, "head"), (2, "fine_tune"), (3, "fine_tune")]
+    assert rows[0]["learning_rate"] == pytest.approx(0.01) and rows[1]["learning_rate"] == pytest.approx(0.01)
+
+
+class StopAfter(trainer.RunEvents):
+    """Ends the run during epoch ``epoch``'s end: the checkpoint then holds the epoch before it."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.epoch:
+            raise trainer.StopRun("test stop", status="stopped")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checkpoint_epoch", [1, 2], ids=["at-the-phase-boundary", "inside-fine-tuning"])
+def test_resume_across_the_phase_boundary_matches_the_uninterrupted_run(setup, checkpoint_epoch):
+    root, path, _ = setup
+    run_dir = root / f"resumed-{checkpoint_epoch}"
+    stopped = trainer.train(path, run_dir=run_dir, events=[StopAfter(checkpoint_epoch + 1)])
+    assert stopped.status == "stopped"
+    resumed = trainer.train(path, run_dir=run_dir, resume=True)
+    assert resumed.status == "completed"
+    got, want = read_history(run_dir / "history.csv"), read_history(root / "reference" / "history.csv")
+    assert [(r["epoch"], r["phase"]) for r in got] == [(r["epoch"], r["phase"]) for r in want]
+    for g, w in zip(got, want):
+        assert g["loss"] == pytest.approx(w["loss"], rel=1e-4) and g["val_loss"] == pytest.approx(w["val_loss"], rel=1e-4)
+    for a, b in zip(backbone_of(run_dir).weights, backbone_of(root / "reference").weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
