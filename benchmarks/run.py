@@ -75,6 +75,12 @@ def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
             [*trainer, "run", str(HERE / "configs" / "cifar10_vgg16.yaml"), "--set", f"data.path={cifar}", "--run-dir", run_dir],
             0.35,
         ),
+        Case(
+            "cifar10_cnn",
+            [PY, str(HERE / "baselines" / "cifar10_cnn_keras.py"), str(data / "cifar10-jpg"), "--epochs", "3"],
+            [*trainer, "run", str(HERE / "configs" / "cifar10_cnn.yaml"), "--set", f"data.path={data / 'cifar10-jpg'}", "--run-dir", run_dir],
+            0.8,
+        ),
         Case("help", [PY, "-c", "import tensorflow"], [*trainer, "--help"], 0.25),
         Case(
             "validate",
@@ -105,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/trainer-data"), help="what prepare_data.py wrote")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp vgg16_head help validate")
+    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp vgg16_head cifar10_cnn help validate")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
 
