@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def test_a_malformed_manifest_is_refused(case, command, cli, tmp_path):
     args = [command, run] + ([tmp_path / "x.npy"] if command == "predict" else [])
     result = cli(*args)
     assert result.exit_code == 2, result.output
-    assert "manifest" in result.output and "malformed" in result.output
+    assert "manifest.json is malformed" in " ".join(result.output.split())  # (the test's folder name says 'malformed' too)
     assert "Traceback" not in result.output
 
 
@@ -133,7 +134,7 @@ def test_an_unreadable_manifest_is_refused(content, cli, tmp_path):
     (run / "manifest.json").write_text(content)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert "manifest.json" in result.output
+    assert re.search(r"manifest\.json (is unreadable|holds a JSON list)", " ".join(result.output.split()))
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "model.h5", "config.yaml"])
@@ -154,7 +155,7 @@ def test_a_yaml_bomb_as_the_run_config_is_refused(cli, tmp_path):
     (run / "config.yaml").write_text(BILLION_LAUGHS)
     result = cli("eval", run)
     assert result.exit_code == 2
-    assert "refused" in result.output
+    assert "refused: more than 10000 values once aliases are expanded" in " ".join(result.output.split())
 
 
 def write_checkpoint(run: Path, weights_file: str) -> None:
@@ -253,7 +254,7 @@ def test_resume_reads_the_run_config_with_the_yaml_limits(cli, tmp_path, write_c
     write_checkpoint(run, "ok.weights.h5")
     result = cli("run", config, "--run-dir", run, "--resume")
     assert result.exit_code == 2
-    assert "refused" in result.output
+    assert "refused: more than 10000 values once aliases are expanded" in " ".join(result.output.split())
     assert os.path.exists(run / "ok.weights.h5")
 
 

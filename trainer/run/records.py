@@ -6,6 +6,7 @@ keys take their defaults) and refuses malformed ones with a RunDirError naming t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,14 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
+_REF = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # module.path:attr.path
+
+
 def _is_custom_object(entry: Any) -> bool:
     return (
         isinstance(entry, dict)
         and isinstance(entry.get("ref"), str)
+        and _REF.fullmatch(entry["ref"]) is not None
         and isinstance(entry.get("path", ""), str)
         and isinstance(entry.get("factory_params", {}), (dict, type(None)))
     )
@@ -109,7 +114,7 @@ _MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
     "label_encoding": (lambda v: v in ("sparse", "onehot"), "expected sparse or onehot"),
     "loss": (lambda v: isinstance(v, dict), "expected a mapping"),
     "model_output": (lambda v: v in ("softmax", "logits"), "expected softmax or logits"),
-    "custom_objects": (lambda v: isinstance(v, list) and all(_is_custom_object(e) for e in v), "expected a list of {ref, path[, factory_params]} entries"),
+    "custom_objects": (lambda v: isinstance(v, list) and all(_is_custom_object(e) for e in v), "expected a list of {ref: 'module:attr', path[, factory_params]} entries"),
     "model_type": (lambda v: v is None or isinstance(v, str), "expected a string"),
 }
 
