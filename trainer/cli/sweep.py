@@ -42,7 +42,7 @@ def sweep(
     """Search hyperparameters with Optuna: trials are runs in SWEEP_DIR/trial-NNNN; trials.csv, sweep.json, best.yaml and plots."""
     from trainer.cli.common import interrupts_as_keyboard_interrupt, prepare_keras
     from trainer.config import load_config
-    from trainer.errors import RunInterrupted
+    from trainer.errors import EXIT_INTERRUPTED, RunInterrupted
     from trainer.sweep import plan_sweep
 
     overrides = set_ or []
@@ -58,8 +58,12 @@ def sweep(
                 prepare_keras()
                 summary = run_here(plan, quiet=worker)
         except (RunInterrupted, KeyboardInterrupt) as error:
+            if worker:  # the parent says what happened and how to continue
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             _final_outputs_quietly(plan)
-            interrupted = error if isinstance(error, RunInterrupted) else RunInterrupted("interrupted")
+            interrupted = error if isinstance(error, RunInterrupted) else RunInterrupted(
+                "the sweep stopped; trials that were running are recorded as interrupted and their budget will be re-used."
+            )
             interrupted.hint = f"continue the search with: {command}"
             raise interrupted from None
     if worker:
@@ -257,14 +261,10 @@ class SweepDisplay(SweepEvents):
 
 
 class _TrialEpochs(RunEvents):
-    """The running trial's epoch, shown beside the trials bar; its notices too."""
+    """The running trial's epoch, shown beside the trials bar."""
 
     def __init__(self, display: SweepDisplay):
         self.display = display
-        self.number: int | None = None
-
-    def on_run_start(self, info) -> None:
-        self.epochs = info.config.train.epochs
 
     def on_epoch_start(self, epoch: int, epochs: int, steps: int | None) -> None:
         running = [n for n, r in self.display.records.items() if r.status == "running"]
