@@ -170,26 +170,41 @@ def test_sweep_end_to_end_and_best_yaml_reproduces(cli, write_config, mnist_npz,
 
 
 @pytest.mark.slow
-def test_pruning_stops_trials_and_failures_do_not_stop_the_sweep(cli, write_config, mnist_npz, tmp_path):
-    """A deliberately bad learning-rate range: slow or diverging trials are pruned after their first epoch."""
+def test_pruning_stops_trials_of_a_bad_learning_rate(cli, write_config, mnist_npz, tmp_path):
+    """Two good and two hopeless learning rates: a hopeless trial after a good one stops after its first epoch."""
     config = sweep_config(
-        mnist_npz, trials=8, sampler="random", startup_trials=2,
-        space={"optimizer.learning_rate": {"float": [1.0e-6, 1.0e+3], "log": True}},
+        mnist_npz, trials=4, sampler="grid", startup_trials=1,
+        space={"optimizer.learning_rate": {"choice": [0.02, 0.03, 1.0e-7, 1.0e-8]}},
+        seed=3,  # the grid's seeded order: 1e-8, 0.03, 0.02, 1e-7 (with both hopeless rates first nothing is worse than the median)
     )
-    config["train"]["epochs"] = 3
     sweep_dir = tmp_path / "sweep"
     result = cli("sweep", write_config(config), "--sweep-dir", sweep_dir)
+    assert result.exit_code == 0, result.output
     rows = read_trials(sweep_dir)
-    assert len(rows) == 8, result.output  # failed trials (NaN loss) are recorded and the sweep goes on
+    assert len(rows) == 4
     pruned = [r for r in rows if r["state"] == "pruned"]
-    assert pruned, rows
+    assert pruned and all(float(r["optimizer.learning_rate"]) < 1e-6 for r in pruned), rows
     for row in pruned:
         metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
-        assert metrics["status"] == "pruned" and metrics["epochs_completed"] < 3
-        assert "pruned by the median pruner" in metrics["reason"]
-    for row in (r for r in rows if r["state"] == "failed"):
-        assert row["reason"], row
-    assert result.exit_code == (0 if any(r["state"] == "completed" for r in rows) else 1)
+        assert metrics["status"] == "pruned" and metrics["epochs_completed"] == 1
+        assert "pruned by the median pruner after epoch 1" in metrics["reason"]
+        assert not (Path(row["run_dir"]) / "model.h5").exists()
+
+
+@pytest.mark.slow
+def test_a_grid_visits_each_point_once_and_a_nan_trial_is_recorded_failed(cli, write_config, mnist_npz, tmp_path):
+    space = {"optimizer": {"choice": [{"name": "sgd", "learning_rate": 1.0e+30}, {"name": "adam", "learning_rate": 0.01}]}}
+    config = sweep_config(mnist_npz, trials=5, sampler="grid", pruner="none", space=space)
+    config["train"]["epochs"] = 1
+    sweep_dir = tmp_path / "sweep"
+    result = cli("sweep", write_config(config), "--sweep-dir", sweep_dir)
+    assert result.exit_code == 0, result.output  # the budget is the grid's 2 points, not 5
+    rows = {r["optimizer"]: r for r in read_trials(sweep_dir)}
+    assert sorted(rows) == ["{learning_rate: 0.01, name: adam}", "{learning_rate: 1.0e+30, name: sgd}"]
+    failed = rows["{learning_rate: 1.0e+30, name: sgd}"]
+    assert failed["state"] == "failed" and "nan" in failed["reason"]
+    assert json.loads((Path(failed["run_dir"]) / "metrics.json").read_text())["status"] == "failed"
+    assert rows["{learning_rate: 0.01, name: adam}"]["state"] == "completed"
 
 
 @pytest.mark.slow

@@ -124,7 +124,14 @@ def make_sampler(sweep: SweepConfig, seed: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if sweep.sampler == "grid":
         grid = {key: [encode_choice(v) for v in space.grid_values()] for key, space in sweep.space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+
+        class BudgetedGridSampler(optuna.samplers.GridSampler):
+            """Optuna's grid, without its ``study.stop()`` at the last point (valid only inside ``optimize``; the budget ends the sweep)."""
+
+            def after_trial(self, study, trial, state, values) -> None:
+                pass
+
+        return BudgetedGridSampler(grid, seed=seed)
     # constant_liar: trials still running count as bad guesses, so parallel workers spread out
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
