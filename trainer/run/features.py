@@ -7,7 +7,7 @@ the ``head`` sub-model on those arrays and, because ``head``'s weights *are* the
 leaves the full model trained: ``model.h5`` is still saved whole and takes images.
 
 With ``shared_dir`` (a sweep's trials), the features are kept in that folder between runs, named
-by a fingerprint of what determines them: the backbone's architecture (its preprocessing layers
+by a fingerprint of what determines them: the backbone's layers (its preprocessing layers
 included) and weights, and the input pixels of the split. A run whose backbone and data are the
 same reads them instead of running the backbone again.
 """
@@ -64,6 +64,16 @@ def compute_features(features_model, x: np.ndarray, path: Path, events: Any, lab
     return np.load(path, mmap_mode="r")
 
 
+def _layer_kinds(model) -> list[str]:
+    """The layer classes of a model, nested models included, in order."""
+    kinds: list[str] = []
+    for layer in model.layers:
+        kinds.append(type(layer).__name__)
+        if hasattr(layer, "layers"):
+            kinds += _layer_kinds(layer)
+    return kinds
+
+
 class CachedFeatureTraining:
     """Fit a backbone model's ``head`` on features computed once; evaluate the test split the same way."""
 
@@ -106,16 +116,22 @@ class CachedFeatureTraining:
         return np.load(path, mmap_mode="r")
 
     def fingerprint(self, x: np.ndarray) -> str:
-        """What the features depend on: the backbone's architecture and weights, and the images."""
+        """What the features depend on: the backbone's layers and weights, what it makes of a few images, and the images.
+
+        Layer names are left out (Keras numbers them by what was built before); the backbone's
+        output on the first images stands for everything its configuration does to pixels.
+        """
+        backbone = self.model.get_layer("features")
         if self._backbone_digest is None:
-            backbone = self.model.get_layer("features")
-            digest = hashlib.sha256(backbone.to_json().encode())
+            digest = hashlib.sha256(" ".join(_layer_kinds(backbone)).encode())
             for weight in backbone.get_weights():
                 digest.update(str((weight.shape, weight.dtype)).encode())
                 digest.update(np.ascontiguousarray(weight).tobytes())
             self._backbone_digest = digest.hexdigest()
         digest = hashlib.sha256(self._backbone_digest.encode())
         digest.update(str((x.shape, x.dtype)).encode())
+        probe = np.asarray(backbone.predict_on_batch(np.asarray(x[:8], dtype=np.float32)), dtype=np.float32)
+        digest.update(np.ascontiguousarray(probe).tobytes())
         for start in range(0, len(x), 4096):  # in slices: a memory-mapped split is not read whole at once
             digest.update(np.ascontiguousarray(x[start : start + 4096]).tobytes())
         return digest.hexdigest()[:24]
