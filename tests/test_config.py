@@ -165,7 +165,7 @@ def test_union_keys_give_one_problem_without_pydantic_tags(write_config):
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert [problem.split(": ", 1)[1] for problem in caught.value.problems] == [
-        "train.mixed_precision: Input should be 'auto' or a valid boolean; got 'maybe'",
+        "train.mixed_precision: Input should be 'auto' or 'bfloat16' or a valid boolean; got 'maybe'",
         "compile.steps_per_execution: Input should be 'auto' or greater than 0; got 0",
     ]
 
