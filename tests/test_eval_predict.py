@@ -231,7 +231,7 @@ def test_predict_converts_colour_resized_and_scaled_inputs(runs_root, data_path,
     out = tmp_path / "p.json"
     result = run_cli("predict", run_dir, tmp_path / "big.jpg", tmp_path / "d.gif", tmp_path / "d.bmp", tmp_path / "scaled.npy", "--output", out)
     assert result.exit_code == 0, result.unwrapped
-    assert "multiplied by 255" in result.unwrapped  # the notice for 0..1 floats
+    assert "multiplied by 255" in result.text  # the notice for 0..1 floats (a sentence: Rich may wrap it anywhere)
     records = json.loads(out.read_text())
     expected = int(model_probabilities(run_dir, digit[None]).argmax())
     assert [r["predicted"] for r in records] == [expected] * 4
