@@ -82,6 +82,9 @@ def test_export_matches_keras_and_predicts_the_same_classes(cli, trained, export
     assert report["parity"]["top1_agreement"] == 1.0
     assert report["parity"]["max_abs_probability_difference"] <= 1e-4
     assert report["parity"]["exported_accuracy"] == report["parity"]["keras_accuracy"]
+    # the model's outputs vary across examples far more than the export differs from it: the check means something
+    assert report["parity"]["max_abs_probability_difference"] * 100 < report["parity"]["keras_output_spread"]
+    assert "note" not in report["parity"]
     assert report["input"]["shape"] == [None, 28, 28, 1] and report["input"]["dtype"] == "float32"
     assert report["output"]["shape"] == [None, 10]
     assert report["output"]["softmax_added"] is (model_type == "mlp")

@@ -213,6 +213,7 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     difference = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
     agreement = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0.0
     passed = agreement >= MIN_TOP1_AGREEMENT and difference <= MAX_PROBABILITY_DIFFERENCE
+    spread = float(np.max(expected.max(axis=0) - expected.min(axis=0)))  # 0 for a model that ignores its input
     report_path = path.parent / f"export-{fmt.name}.json"
     numbers = f"top-1 agreement {agreement:.2%} (at least {MIN_TOP1_AGREEMENT:.1%} required), max probability difference {difference:.3g} (at most {MAX_PROBABILITY_DIFFERENCE:g} allowed) on {len(x)} {split} examples"
     warning = None if passed else (
@@ -231,6 +232,9 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
             "keras_accuracy": float(np.mean(expected.argmax(axis=1) == y)) if y.ndim == 1 else None,
             "exported_accuracy": float(np.mean(got.argmax(axis=1) == y)) if y.ndim == 1 and got.ndim == 2 else None,
             "min_top1_agreement": MIN_TOP1_AGREEMENT, "max_allowed_difference": MAX_PROBABILITY_DIFFERENCE, "passed": passed,
+            "keras_output_spread": spread,
+            **({"note": "the Keras model gives (almost) the same probabilities for every example, so this check says little"}
+               if spread < 1e-6 else {}),
         },
         run_dir=str(run.run_dir),
         report_path=str(report_path),
