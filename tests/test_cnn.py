@@ -111,23 +111,26 @@ def test_colour_cifar_run_saves_a_model_taking_raw_pixels(cli, write_config, tmp
 # --------------------------------------------------------------------------- mixed bfloat16 on CPUs
 
 
-@pytest.mark.parametrize(
-    ("setting", "convolutional", "has_bf16", "expected"),
-    [
-        ("auto", True, True, True),  # convolutions on a bf16 CPU: measured 2-3x faster
-        ("auto", True, False, False),
-        ("auto", False, True, False),  # MLPs and vgg16_head keep float32 unless asked
-        (False, True, True, False),  # the switch that keeps float32 numerics
-        ("bfloat16", False, False, True),
-    ],
-)
-def test_cpu_bfloat16_decision(setting, convolutional, has_bf16, expected):
+@pytest.mark.parametrize(("setting", "expected"), [("auto", False), (False, False), ("bfloat16", True)])
+def test_cpu_bfloat16_is_opt_in(setting, expected):
     from trainer.runtime.devices import cpu_has_bfloat16, wants_cpu_bfloat16
 
-    assert wants_cpu_bfloat16(setting, convolutional, has_bf16) is expected
+    assert wants_cpu_bfloat16(setting) is expected
     assert cpu_has_bfloat16("flags : fpu avx512f avx512_bf16 avx512_vnni") and not cpu_has_bfloat16("flags : fpu avx2")
 
 
-def test_only_convolutional_model_types_say_so():
-    kinds = {kind: load_config(None, [f"model.type={kind}"]).model.convolutional for kind in ("mlp", "vgg16_head", "cnn", "backbone_head")}
-    assert kinds == {"mlp": False, "vgg16_head": False, "cnn": True, "backbone_head": True}
+def test_true_still_needs_a_gpu_and_bfloat16_runs_on_a_cpu():
+    from trainer.runtime.devices import configure_device
+
+    class NoGPU:
+        def list_physical_devices(self, kind):
+            return []
+
+    with pytest.raises(Exception, match="train.mixed_precision: true needs a GPU"):
+        configure_device("auto", True, tf_config=NoGPU())
+    try:
+        info = configure_device("auto", "bfloat16", tf_config=NoGPU())
+        assert info.mixed_precision and "mixed bfloat16" in info.description
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

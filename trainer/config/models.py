@@ -60,7 +60,6 @@ class ModelSection(_Strict):
     """What every model section can say about itself; model types override these."""
 
     has_backbone: ClassVar[bool] = False  # a pretrained feature extractor under a head (input adaptation, preprocessing)
-    convolutional: ClassVar[bool] = False  # convolutions dominate its time (mixed_precision: auto uses bfloat16 on bf16 CPUs)
 
     @property
     def frozen_backbone(self) -> bool:
@@ -184,7 +183,6 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
 
     type: Literal["backbone_head"] = "backbone_head"
     has_backbone: ClassVar[bool] = True
-    convolutional: ClassVar[bool] = True
     backbone: str = "vgg16"
     trainable_backbone: Union[bool, Annotated[int, Field(gt=0)]] = False  # true, false or the top N layers
     fine_tune: FineTuneConfig | None = None
@@ -253,7 +251,6 @@ class CNNConfig(WeightOptions, ModelSection):
     """Blocks of Conv2D (+BatchNormalization) -> MaxPooling2D -> Dropout, then Flatten, a dense head, the class layer."""
 
     type: Literal["cnn"] = "cnn"
-    convolutional: ClassVar[bool] = True
     blocks: list[BlockSpec] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=1_000)
     convs_per_block: Annotated[int, Field(gt=0, le=1_000)] = 2
     kernel_size: Annotated[int, Field(gt=0)] = 3

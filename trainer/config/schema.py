@@ -137,7 +137,7 @@ class TrainConfig(_Strict):
     epochs: Count = 10
     batch_size: Count = 32
     shuffle: bool = True
-    mixed_precision: Union[Literal["auto", "bfloat16"], bool] = "auto"  # auto: float16 on tensor-core GPUs, bfloat16 for convolutions on bf16 CPUs
+    mixed_precision: Union[Literal["auto", "bfloat16"], bool] = "auto"  # auto: float16 on tensor-core GPUs; bfloat16: opt-in (fast CPU convolutions)
     class_weight: Union[Literal["balanced"], dict[int, Annotated[float, Field(ge=0.0)]], None] = None
     sample_weights: PathText | None = None  # a .npy file with one weight per training example
     steps_per_epoch: Count | None = None

@@ -95,7 +95,7 @@ def start_runtime(config: Any, setup: Any) -> tuple[Any, Any]:
         distribution = start_distribution(setup, os.environ)
         device = configure_jax_device(config.device, config.train.mixed_precision)
     else:
-        device = configure_device(config.device, config.train.mixed_precision, convolutional=config.model.convolutional)
+        device = configure_device(config.device, config.train.mixed_precision)
         distribution = start_distribution(setup, os.environ)
     distribution.check_batch_size(config.train.batch_size)
     return device, distribution
