@@ -447,15 +447,13 @@ class CheckpointWriter:
 
     def best_weights_file(self, callback: Any, index: int, completed: int, to_write: dict[str, Any]) -> str | None:
         """The file holding ``callback``'s best weights; a new one (to write) only when they changed."""
-        import numpy as np
-
         weights = getattr(callback, "best_weights", None)
         if weights is None:
             return None
         epoch, name = self.written_best.get(id(callback), (None, None))
         if name is None or epoch != getattr(callback, "best_epoch", None):
             name = f"checkpoint-best{index}-epoch{completed:04d}.weights.npz"
-            to_write[name] = [np.array(w, copy=True) for w in weights]
+            to_write[name] = list(weights)  # get_weights() copies; EarlyStopping replaces the list, never edits it
             self.written_best[id(callback)] = (getattr(callback, "best_epoch", None), name)
         return name
 
@@ -510,13 +508,12 @@ def _named_files(record: dict[str, Any] | None, run_dir: Path | None = None, che
 
 
 def training_state(model) -> dict[str, list[Any]]:
-    """Copies of the model's weights and the optimizer's variables (taken on the training thread)."""
-    import numpy as np
+    """Copies of the model's weights and the optimizer's variables (taken on the training thread).
 
-    return {
-        "model": [np.array(v.numpy(), copy=True) for v in model.weights],
-        "optimizer": [np.array(v.numpy(), copy=True) for v in model.optimizer.variables],
-    }
+    ``Variable.numpy()`` returns a new array on both backends (TensorFlow copies the buffer, JAX
+    ``np.array``s it), so training on does not change what the writer thread is writing.
+    """
+    return {"model": [v.numpy() for v in model.weights], "optimizer": [v.numpy() for v in model.optimizer.variables]}
 
 
 def load_training_state(model, path: Path) -> None:
