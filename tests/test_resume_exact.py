@@ -222,3 +222,21 @@ def test_remove_leftovers_stays_inside_the_run_dir(tmp_path):
     assert sorted(remove_leftovers(run_dir)) == [".model.abc.tmp.h5", "features"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv"]
     assert (outside / "keep.txt").read_text() == "x"
+
+
+def test_unused_imports_are_skipped_while_tensorflow_loads_and_work_after():
+    """The CLI keeps Keras from importing scikit-learn at start-up (1-2 s); a later import still works."""
+    import sys
+
+    from trainer.cli.common import UNUSED_IMPORTS, without_unused_imports
+
+    name = UNUSED_IMPORTS[0]
+    saved = sys.modules.pop(name, None)
+    try:
+        with without_unused_imports():
+            with pytest.raises(ImportError):
+                __import__(name)
+        assert name not in sys.modules
+    finally:
+        if saved is not None:
+            sys.modules[name] = saved

@@ -56,11 +56,13 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, without_unused_imports():
             os.dup2(devnull.fileno(), 2)
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
+            if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+                import keras  # noqa: F401 - here, so that its optional imports are skipped too
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -72,6 +74,30 @@ def quiet_mlflow() -> None:
     import logging
 
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+
+# Imported by Keras at start-up only for features trainer never uses (keras.wrappers' scikit-learn
+# estimators): 1-2 s on this project's machine when scikit-learn is installed (MLflow brings it).
+UNUSED_IMPORTS = ("sklearn",)
+
+
+@contextlib.contextmanager
+def without_unused_imports():
+    """While TensorFlow and Keras import, make ``UNUSED_IMPORTS`` look absent (Keras then skips them); restored after.
+
+    A module already imported is left alone, and afterwards ``import sklearn`` works as usual.
+    """
+    import sys
+
+    blocked = [name for name in UNUSED_IMPORTS if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment] - the import system's "not available" marker
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def prepare_keras(strategy: str = "none") -> None:
