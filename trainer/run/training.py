@@ -164,37 +164,32 @@ class Training:
         # them from later scans; new garbage is still collected as usual. Undone when the run ends.
         gc.freeze()
         try:
-            if self.cached is not None:
-                self.events.on_notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
-            elif augmentation_stops_cache(config):
-                self.events.on_notice(augmentation_stops_cache(config))
-            if getattr(config.model, "fine_tune", None) is not None:
-                from trainer.run.fine_tune import fit_in_phases
+            try:
+                if self.cached is not None:
+                    self.events.on_notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
+                elif augmentation_stops_cache(config):
+                    self.events.on_notice(augmentation_stops_cache(config))
+                if getattr(config.model, "fine_tune", None) is not None:
+                    from trainer.run.fine_tune import fit_in_phases
 
-                fit_in_phases(self, user_callbacks, settings)
-            else:
-                self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
-            self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
+                    fit_in_phases(self, user_callbacks, settings)
+                else:
+                    self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
+                self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
+            finally:  # every ending: the checkpoint being written is complete before metrics.json and on_run_end
+                self.checkpointer_wait_quietly()
         except StopRun as stop:
-            self.checkpointer_wait_quietly()
             return self.end(stop.status, stop.reason)
         except NonFiniteLoss as exc:
-            self.checkpointer_wait_quietly()
             kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
             self.fail(exc.reason, f"{exc.reason}; the run stopped and {kept}. See {self.run_dir / METRICS_FILE}")
         except tf.errors.ResourceExhaustedError as exc:
-            self.checkpointer_wait_quietly()
             self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
-            self.checkpointer_wait_quietly()
             self.fail(exc.message, exc.message)
         except OSError as exc:
-            self.checkpointer_wait_quietly()
             reason = f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}"
             self.fail(reason, reason)
-        except KeyboardInterrupt:
-            self.checkpointer_wait_quietly()  # the checkpoint of the last completed epoch is complete on disk
-            raise
         finally:
             self.events.on_phase_end()
             gc.unfreeze()
@@ -267,7 +262,7 @@ class Training:
         return error
 
     def checkpointer_wait_quietly(self) -> None:
-        """Join the checkpoint writer on an ending that already has its own error."""
+        """Join the checkpoint writer; its error, if any, gives way to the ending already under way."""
         with contextlib.suppress(Exception):
             if getattr(self, "checkpointer", None) is not None:
                 self.checkpointer.wait()
