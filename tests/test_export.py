@@ -85,6 +85,9 @@ def test_export_matches_keras_and_predicts_the_same_classes(cli, trained, export
     # the model's outputs vary across examples far more than the export differs from it: the check means something
     assert report["parity"]["max_abs_probability_difference"] * 100 < report["parity"]["keras_output_spread"]
     assert "note" not in report["parity"]
+    if "run_model_dtypes" in report["parity"]:  # trained in mixed precision: exported as a float32 copy
+        assert report["parity"]["top1_agreement_with_mixed_precision_model"] == 1.0
+        assert report["parity"]["max_abs_difference_to_mixed_precision_model"] < 1e-2
     assert report["input"]["shape"] == [None, 28, 28, 1] and report["input"]["dtype"] == "float32"
     assert report["output"]["shape"] == [None, 10]
     assert report["output"]["softmax_added"] is (model_type == "mlp")

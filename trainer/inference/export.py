@@ -138,12 +138,45 @@ def parity_examples(run: LoadedRun, limit: int = PARITY_EXAMPLES) -> tuple[np.nd
     return np.asarray(x[:limit], dtype=np.float32), np.asarray(y[:limit]), split
 
 
-def inference_model(run: LoadedRun):
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def compute_dtypes(model) -> set[str]:
+    """The compute dtypes of every layer (``bfloat16`` / ``float16`` too when the run trained in mixed precision)."""
+    return {str(layer.dtype_policy.compute_dtype) for layer in _all_layers(model) if getattr(layer, "dtype_policy", None) is not None}
+
+
+def float32_model(model):
+    """A float32 copy of a mixed-precision model, same weights; the model itself when it computes in float32 already.
+
+    ONNX and LiteRT have no usable bfloat16 kernels (onnxruntime refuses the graph, LiteRT needs
+    TensorFlow's Flex ops), and the export's contract is float32 in and out.
+    """
+    import keras
+
+    if compute_dtypes(model) <= {"float32"}:
+        return model
+
+    def as_float32(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def inference_model(run: LoadedRun, model=None):
     """The run's model as exports take it: input ``image`` (float32 raw pixels), probabilities out."""
     import keras
 
     inputs = keras.Input(shape=run.input_shape, name=INPUT_NAME, dtype="float32")
-    outputs = run.model(inputs)
+    outputs = (model if model is not None else run.model)(inputs)
     if run.model_output == "logits":
         outputs = keras.layers.Softmax(name="probabilities", dtype="float32")(outputs)
     return keras.Model(inputs, outputs, name=f"{run.model.name}_export")
@@ -201,8 +234,11 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     fmt = check_can_export(format_name)
     path = export_path(run.run_dir, fmt, output)
     x, y, split = parity_examples(run, examples)  # before exporting: missing data costs no conversion
-    expected = probabilities(run.model, x, run.model_output)
-    model = inference_model(run)
+    run_probabilities = probabilities(run.model, x, run.model_output)  # what trainer predict on the run gives
+    reference = float32_model(run.model)
+    mixed = reference is not run.model
+    expected = probabilities(reference, x, run.model_output) if mixed else run_probabilities
+    model = inference_model(run, reference)
     model(x[:1])  # Keras exports only a model that has been called
     write_export(model, fmt, path)
     manifest = export_manifest(run)
@@ -233,6 +269,11 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
             "exported_accuracy": float(np.mean(got.argmax(axis=1) == y)) if y.ndim == 1 and got.ndim == 2 else None,
             "min_top1_agreement": MIN_TOP1_AGREEMENT, "max_allowed_difference": MAX_PROBABILITY_DIFFERENCE, "passed": passed,
             "keras_output_spread": spread,
+            "keras_reference": "a float32 copy of the run's mixed-precision model" if mixed else "the run's model (float32)",
+            **({"run_model_dtypes": sorted(compute_dtypes(run.model)),
+                "max_abs_difference_to_mixed_precision_model": float(np.max(np.abs(got - run_probabilities))) if got.shape == run_probabilities.shape else None,
+                "top1_agreement_with_mixed_precision_model": float(np.mean(got.argmax(axis=1) == run_probabilities.argmax(axis=1))) if got.shape == run_probabilities.shape else None}
+               if mixed else {}),
             **({"note": "the Keras model gives (almost) the same probabilities for every example, so this check says little"}
                if spread < 1e-6 else {}),
         },
