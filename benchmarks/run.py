@@ -67,13 +67,13 @@ def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
             "mnist_mlp",
             [PY, str(HERE / "baselines" / "mnist_mlp_keras.py"), str(mnist), "--epochs", "3"],
             [*trainer, "run", str(HERE / "configs" / "mnist_mlp.yaml"), "--set", f"data.path={mnist}", "--run-dir", run_dir],
-            0.5,
+            0.45,
         ),
         Case(
             "vgg16_head",
             [PY, str(HERE / "baselines" / "vgg16_head_keras.py"), str(cifar), "--train", "2000", "--val", "500", "--epochs", "5"],
             [*trainer, "run", str(HERE / "configs" / "cifar10_vgg16.yaml"), "--set", f"data.path={cifar}", "--run-dir", run_dir],
-            0.35,
+            0.30,
         ),
         Case(
             "cifar10_cnn",
