@@ -223,6 +223,24 @@ def test_sweep_parent_run_has_the_trial_as_child(data, tmp_path, write_config):
     assert client.get_run(parent_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
+def test_a_sweep_is_a_parent_run_with_each_trial_as_child(cli, data, tmp_path, write_config):
+    pytest.importorskip("optuna", reason="the sweep needs the [sweep] extra")
+    config = tracked_config(data, tmp_path, None, train={"epochs": 1},
+                            sweep={"trials": 2, "sampler": "random", "space": {"optimizer.learning_rate": {"float": [0.001, 0.01]}}})
+    sweep_dir = tmp_path / "sweep"
+    result = cli("sweep", write_config(config), "--sweep-dir", sweep_dir)
+    assert result.exit_code == 0, result.output
+    trials = sorted(sweep_dir.glob("trial-*"))
+    children = [client_for(trial) for trial in trials]
+    parents = {client.get_run(run_id).data.tags["mlflow.parentRunId"] for client, run_id in children}
+    assert len(trials) == 2 and len(parents) == 1
+    client = children[0][0]
+    parent = client.get_run(parents.pop())
+    assert parent.info.status == "FINISHED" and parent.data.tags["trainer_kind"] == "sweep"
+    assert "parent_run_id" not in (sweep_dir / "best.yaml").read_text()  # trainer run best.yaml is a run of its own
+
+
 @pytest.mark.parametrize(
     "uri, message",
     [

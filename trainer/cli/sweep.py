@@ -1,6 +1,7 @@
 """``trainer sweep``: a hyperparameter search on Optuna; each trial is an ordinary run directory."""
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any, List, Optional
 import typer
 
 from trainer.cli.common import SET_HELP, handles_errors
+from trainer.errors import RunInterrupted
 from trainer.run.events import RunEvents
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
@@ -86,12 +88,30 @@ def run_here(plan, *, quiet: bool = False):
         return None
     display = SweepDisplay()
     display.on_sweep_start(plan.start_info(budget_used(study)))
-    try:
-        run_trials(plan, display, trial_events=[display.trial_events], study=study,
-                   after_trial=lambda s: write_outputs(plan, s, final=False))
-    finally:
-        display.close()
+    with tracked_sweep(plan, study):
+        try:
+            run_trials(plan, display, trial_events=[display.trial_events], study=study,
+                       after_trial=lambda s: write_outputs(plan, s, final=False))
+        finally:
+            display.close()
     return write_outputs(plan, study)
+
+
+@contextlib.contextmanager
+def tracked_sweep(plan, study):
+    """With tracking.mlflow: the sweep's parent MLflow run is open while trials run; FINISHED, or KILLED on Ctrl-C."""
+    from trainer.sweep.driver import end_tracking_parent, tracking_parent
+
+    tracking_parent(plan, study)
+    try:
+        yield
+    except (KeyboardInterrupt, RunInterrupted):
+        end_tracking_parent(plan, study, "KILLED")
+        raise
+    except BaseException:
+        end_tracking_parent(plan, study, "FAILED")
+        raise
+    end_tracking_parent(plan, study, "FINISHED")
 
 
 def _final_outputs_quietly(plan) -> None:
@@ -118,11 +138,8 @@ def _quiet_optuna() -> None:
 
 def run_with_workers(plan, workers: int, config: Path, overrides: list[str], trials, storage, study):
     """``workers`` child processes run trials against the study; this one shows them finish and writes the outputs."""
-    from trainer.errors import BadInputError
     from trainer.integrations.optuna import budget_used, fail_lost_trials
-    from trainer.sweep import write_outputs
     from trainer.sweep.driver import open_plan_study
-    from trainer.sweep.outputs import trial_record
 
     live = open_plan_study(plan)  # created here once, before the workers race to create it
     display = SweepDisplay()
@@ -135,6 +152,16 @@ def run_with_workers(plan, workers: int, config: Path, overrides: list[str], tri
     if plan.storage:
         command += ["--storage", plan.storage]
     # Own sessions: a Ctrl-C in the terminal reaches this process only, which then stops each worker once (SIGTERM)
+    with tracked_sweep(plan, live):  # the parent MLflow run exists before the workers look for it in the study
+        return _watch_workers(plan, live, display, seen, command, workers)
+
+
+def _watch_workers(plan, live, display, seen, command, workers: int):
+    """Start the workers, show their trials as they change state, stop them on Ctrl-C; returns the summary."""
+    from trainer.errors import BadInputError
+    from trainer.sweep import write_outputs
+    from trainer.sweep.outputs import trial_record
+
     children = [subprocess.Popen(command, start_new_session=True) for _ in range(workers)]
 
     def watch() -> None:

@@ -247,21 +247,34 @@ def log_evaluation(run_dir: Path, files: list[Path], metrics: dict[str, Any], sp
     return logger.run_id
 
 
-@contextlib.contextmanager
-def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-    """A parent MLflow run for a sweep; yields its id, ends FINISHED (FAILED on an exception, KILLED on Ctrl-C).
+def open_parent_run(config: Any, name: str, run_id: str | None = None, tags: dict[str, str] | None = None) -> str:
+    """A sweep's parent MLflow run: created (or, given ``run_id``, reopened as RUNNING); returns its id.
 
     Each trial trained with ``tracking.mlflow.parent_run_id=<id>`` is logged as its child run.
     """
     logger = connect(config)
+    if run_id is not None:
+        logger.client.update_run(run_id, status="RUNNING")
+        return run_id
     run = logger.client.create_run(logger.experiment_id, run_name=name, tags={"trainer_kind": "sweep", **(tags or {})})
-    run_id = run.info.run_id
+    return run.info.run_id
+
+
+def end_parent_run(config: Any, run_id: str, status: str) -> None:
+    """End a sweep's parent run: FINISHED, FAILED or KILLED."""
+    _client(resolve_uri(config)).set_terminated(run_id, status=status)
+
+
+@contextlib.contextmanager
+def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A parent MLflow run for a sweep; yields its id, ends FINISHED (FAILED on an exception, KILLED on Ctrl-C)."""
+    run_id = open_parent_run(config, name, tags=tags)
     try:
         yield run_id
     except KeyboardInterrupt:
-        logger.client.set_terminated(run_id, status="KILLED")
+        end_parent_run(config, run_id, "KILLED")
         raise
     except BaseException:
-        logger.client.set_terminated(run_id, status="FAILED")
+        end_parent_run(config, run_id, "FAILED")
         raise
-    logger.client.set_terminated(run_id, status="FINISHED")
+    end_parent_run(config, run_id, "FINISHED")

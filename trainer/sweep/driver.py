@@ -19,6 +19,7 @@ from trainer.integrations import optuna as bridge
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
 TRIAL_DIR = "trial-{number:04d}"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"  # the study's user attribute: one parent MLflow run for every process and machine
 FEATURES_DIR = "features"  # a frozen backbone's features, shared by every trial with the same backbone and data
 
 
@@ -117,6 +118,8 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
     optuna = bridge.import_optuna()
     study = study if study is not None else open_plan_study(plan)
     preflight(plan)
+    if PARENT_RUN_ATTR not in study.user_attrs:
+        tracking_parent(plan, study)
     if bridge.budget_used(study) >= plan.budget:
         events.on_notice(f"study {plan.study_name} already has its {plan.budget} trials; the outputs are rewritten. Raise --trials to search further.")
     while True:
@@ -133,6 +136,32 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
         if after_trial is not None:
             after_trial(study)
     return study
+
+
+def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
+    """With ``tracking.mlflow``, the sweep is one parent MLflow run and each trial its child; returns the parent's id.
+
+    The id lives in the study, so every worker, every machine and a continued sweep log under
+    the same parent (a continued sweep reopens it as RUNNING). None without tracking.
+    """
+    if getattr(plan.trial_config.tracking, "mlflow", None) is None:
+        return None
+    from trainer.integrations.mlflow import open_parent_run
+
+    existing = study.user_attrs.get(PARENT_RUN_ATTR)
+    run_id = open_parent_run(plan.trial_config, f"sweep {plan.study_name}", existing, tags={"study": plan.study_name})
+    if existing is None:
+        study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return run_id
+
+
+def end_tracking_parent(plan: SweepPlan, study: Any, status: str) -> None:
+    """End the sweep's parent MLflow run (FINISHED when the budget is used, KILLED on Ctrl-C); nothing without tracking."""
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR) if study is not None else None
+    if run_id is not None and getattr(plan.trial_config.tracking, "mlflow", None) is not None:
+        from trainer.integrations.mlflow import end_parent_run
+
+        end_parent_run(plan.trial_config, run_id, status)
 
 
 def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any]) -> TrialRecord:
@@ -167,7 +196,9 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
 
     try:
         with bridge.heartbeat(study, trial):
-            result = train(plan.trial_config, overrides=overrides, run_dir=run_dir, events=[pruning, *trial_events],
+            parent = study.user_attrs.get(PARENT_RUN_ATTR) if getattr(plan.trial_config.tracking, "mlflow", None) else None
+            child = [f"tracking.mlflow.parent_run_id='{parent}'"] if parent else []  # quoted: an id may look like a number
+            result = train(plan.trial_config, overrides=[*overrides, *child], run_dir=run_dir, events=[pruning, *trial_events],
                            feature_cache=plan.sweep_dir / FEATURES_DIR)
     except RunFailedError as exc:
         return finish("failed", reason=exc.message)

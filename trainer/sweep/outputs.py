@@ -116,6 +116,18 @@ def sweep_json(plan: Any, summary: SweepSummary) -> dict[str, Any]:
     }
 
 
+def _without_parent_run(text: str) -> str:
+    """A trial's config minus the sweep's parent MLflow run: ``trainer run best.yaml`` is a run of its own."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    mlflow = ((data or {}).get("tracking") or {}).get("mlflow")
+    if not isinstance(mlflow, dict) or mlflow.get("parent_run_id") is None:
+        return text
+    mlflow.pop("parent_run_id")
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
 def best_yaml(plan: Any, best: TrialRecord) -> str:
     """The best trial's full config (its run directory's config.yaml when on this machine), without the sweep section."""
     from trainer.config.loading import load_config
@@ -125,6 +137,7 @@ def best_yaml(plan: Any, best: TrialRecord) -> str:
         text = local.read_text(encoding="utf-8")
     else:  # the trial ran on another machine: the same config with the same overrides
         text = load_config(None, best.overrides, base=plan.trial_config.to_dict()).to_yaml()
+    text = _without_parent_run(text)
     header = (
         f"# best trial {best.number} of study {plan.study_name}: {plan.metric} = {best.value}\n"
         f"# values: {', '.join(best.overrides)}\n"
