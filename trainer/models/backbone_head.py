@@ -16,7 +16,7 @@ import keras
 
 from trainer.models.adaptation import input_adaptation
 from trainer.models.backbones import Backbone, backbone_entry
-from trainer.models.layers import VGG16Preprocess
+from trainer.models.layers import VGG16Preprocess, adapt_images
 from trainer.models.vgg16_head import build_head, download_imagenet_weights, load_backbone_weights
 
 # keras.applications.imagenet_utils "torch" mode: ImageNet channel means and standard deviations of 0..1 RGB.
@@ -73,12 +73,7 @@ def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
     entry = backbone_entry(config.backbone)
     adaptation = input_adaptation(input_shape, entry.min_size)
     inputs = keras.Input(shape=input_shape, name="pixels")
-    x = inputs
-    if adaptation.repeat_channels:
-        x = keras.layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
-    top, bottom, left, right = adaptation.padding
-    if any(adaptation.padding):
-        x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name="pad")(x)
+    x = adapt_images(inputs, adaptation)
     for layer in preprocessing_layers(entry.preprocess if config.preprocessing == "backbone" else "scale"):
         x = layer(x)
     backbone = construct_backbone(entry, config.weights_kind, tuple(int(d) for d in x.shape[1:]))

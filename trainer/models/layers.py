@@ -35,3 +35,13 @@ class PairAdd(keras.layers.Add):
         if len(args) > 1:
             args = (list(args),)
         return super().__call__(*args, **kwargs)
+
+
+def adapt_images(x, adaptation):
+    """Apply an ``InputAdaptation`` to image tensor ``x``: greyscale repeated to RGB, then zero padding to the backbone's size."""
+    if adaptation.repeat_channels:
+        x = keras.layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
+    top, bottom, left, right = adaptation.padding
+    if any(adaptation.padding):
+        x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name="pad")(x)
+    return x

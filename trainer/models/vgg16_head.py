@@ -16,7 +16,7 @@ import numpy as np
 
 from trainer.errors import ConfigError
 from trainer.models.adaptation import vgg16_adaptation
-from trainer.models.layers import VGG16Preprocess
+from trainer.models.layers import VGG16Preprocess, adapt_images
 from trainer.models.mlp import output_layers
 
 WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -108,12 +108,7 @@ def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
     """Raw 0..255 images -> adaptation -> preprocessing -> the ``vgg16`` backbone, as one sub-model."""
     adaptation = vgg16_adaptation(input_shape)
     inputs = keras.Input(shape=input_shape, name="pixels")
-    x = inputs
-    if adaptation.repeat_channels:
-        x = keras.layers.Concatenate(axis=-1, name="to_rgb")([x, x, x])
-    top, bottom, left, right = adaptation.padding
-    if any(adaptation.padding):
-        x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name="pad")(x)
+    x = adapt_images(inputs, adaptation)
     if config.preprocessing == "vgg16":
         x = VGG16Preprocess(name="vgg16_preprocess")(x)
     else:
