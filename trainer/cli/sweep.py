@@ -12,7 +12,6 @@ from typing import Any, List, Optional
 import typer
 
 from trainer.cli.common import SET_HELP, handles_errors
-from trainer.errors import RunInterrupted
 from trainer.run.events import RunEvents
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
@@ -97,21 +96,16 @@ def run_here(plan, *, quiet: bool = False):
     return write_outputs(plan, study)
 
 
-@contextlib.contextmanager
 def tracked_sweep(plan, study):
     """With tracking.mlflow: the sweep's parent MLflow run is open while trials run; FINISHED, or KILLED on Ctrl-C."""
-    from trainer.sweep.driver import end_tracking_parent, tracking_parent
+    from trainer.sweep.driver import tracking_parent
 
-    tracking_parent(plan, study)
-    try:
-        yield
-    except (KeyboardInterrupt, RunInterrupted):
-        end_tracking_parent(plan, study, "KILLED")
-        raise
-    except BaseException:
-        end_tracking_parent(plan, study, "FAILED")
-        raise
-    end_tracking_parent(plan, study, "FINISHED")
+    run_id = tracking_parent(plan, study)
+    if run_id is None:
+        return contextlib.nullcontext()
+    from trainer.integrations.mlflow import ends_run
+
+    return ends_run(plan.trial_config, run_id)
 
 
 def _final_outputs_quietly(plan) -> None:

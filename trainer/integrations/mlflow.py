@@ -266,15 +266,21 @@ def end_parent_run(config: Any, run_id: str, status: str) -> None:
 
 
 @contextlib.contextmanager
-def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
-    """A parent MLflow run for a sweep; yields its id, ends FINISHED (FAILED on an exception, KILLED on Ctrl-C)."""
-    run_id = open_parent_run(config, name, tags=tags)
+def ends_run(config: Any, run_id: str) -> Iterator[str]:
+    """End the MLflow run ``run_id`` with the block: FINISHED, KILLED on Ctrl-C, FAILED on an error."""
+    from trainer.errors import RunInterrupted
+
     try:
         yield run_id
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, RunInterrupted):
         end_parent_run(config, run_id, "KILLED")
         raise
     except BaseException:
         end_parent_run(config, run_id, "FAILED")
         raise
     end_parent_run(config, run_id, "FINISHED")
+
+
+def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
+    """A parent MLflow run for a sweep; yields its id, ends FINISHED (FAILED on an exception, KILLED on Ctrl-C)."""
+    return ends_run(config, open_parent_run(config, name, tags=tags))

@@ -155,15 +155,6 @@ def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
     return run_id
 
 
-def end_tracking_parent(plan: SweepPlan, study: Any, status: str) -> None:
-    """End the sweep's parent MLflow run (FINISHED when the budget is used, KILLED on Ctrl-C); nothing without tracking."""
-    run_id = study.user_attrs.get(PARENT_RUN_ATTR) if study is not None else None
-    if run_id is not None and getattr(plan.trial_config.tracking, "mlflow", None) is not None:
-        from trainer.integrations.mlflow import end_parent_run
-
-        end_parent_run(plan.trial_config, run_id, status)
-
-
 def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any]) -> TrialRecord:
     """Sample, train and record one trial."""
     from trainer.api import train
