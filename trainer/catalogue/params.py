@@ -10,7 +10,7 @@ import math
 from pathlib import PurePath
 from typing import Any, Callable
 
-from trainer.catalogue.registry import closest
+from trainer.catalogue.registry import closest, unknown_parameter
 from trainer.errors import ConfigError
 
 Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is allowed
@@ -255,11 +255,7 @@ def check_values(params: dict[str, Any], table: dict[str, Any], key: str, what: 
     for name, value in params.items():
         check = table.get(name)
         if check is None:
-            hint = closest(str(name), list(table))
-            problems.append(
-                f"{key}.{name}: {what} takes no parameter {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; it takes: {', '.join(table)}"
-            )
+            problems.append(unknown_parameter(key, name, list(table), what))
             continue
         if callable(check):
             allowed = check(value)

@@ -72,17 +72,19 @@ class Registry(Generic[T]):
         return sorted(self._entries.items())
 
 
+def unknown_parameter(key: str, name: str, valid: Sequence[str], what: str) -> str:
+    """One problem: ``what`` takes no parameter ``name``, the closest valid one, and what it takes."""
+    hint = closest(str(name), valid)
+    return (
+        f"{key}.{name}: {what} takes no parameter {name!r}"
+        + (f" (did you mean {hint!r}?)" if hint else "")
+        + f"; it takes: {', '.join(valid) or 'none'}"
+    )
+
+
 def check_parameters(params: Mapping[str, Any] | Iterable[str], valid: Sequence[str], key: str, what: str) -> None:
     """Refuse parameters ``what`` does not take: one problem per wrong name, each with its closest valid name."""
-    problems = []
-    for name in params:
-        if name not in valid:
-            hint = closest(name, valid)
-            problems.append(
-                f"{key}.{name}: {what} takes no parameter {name!r}"
-                + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; it takes: {', '.join(valid) or 'none'}"
-            )
+    problems = [unknown_parameter(key, name, valid, what) for name in params if name not in valid]
     if problems:
         raise ConfigError(f"{key}: unknown parameter{'s' if len(problems) > 1 else ''} for {what}", problems=problems)
 
