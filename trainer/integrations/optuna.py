@@ -18,6 +18,7 @@ from typing import Any
 
 from trainer.config.sweep import ParamSpace, SweepConfig, encode_choice
 from trainer.errors import BadInputError
+from trainer.extras import require_modules
 from trainer.run.events import RunEvents, StopRun
 
 JOURNAL_FILE = "optuna-journal.log"
@@ -31,11 +32,10 @@ COUNTED_STATUSES = ("completed", "pruned", "failed", "running")
 
 
 def import_optuna():
-    """Optuna, or a clear instruction to install it."""
-    try:
-        import optuna
-    except ImportError:
-        raise BadInputError("trainer sweep needs Optuna: pip install 'trainer[sweep]' (or pip install optuna).") from None
+    """Optuna, or exit 2 with the command that installs the [sweep] extra."""
+    require_modules(("optuna",), "sweep", "trainer sweep")
+    import optuna
+
     return optuna
 
 
