@@ -62,6 +62,17 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
+def epoch_permutation(count: int, seed: int, epoch_variable: tf.Variable) -> tf.Tensor:
+    """The order of the examples in epoch N (the variable's value): ``argsort`` of a uniform draw seeded by (seed, N).
+
+    A function of (seed, N) only, so a resumed run sees the same order as an uninterrupted one; the
+    in-memory and the streamed pipelines both take it, so every ``data.cache`` trains on the same batches.
+    """
+    seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
+    keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
+    return tf.argsort(keys)
+
+
 def epoch_shuffled_batches(
     columns: tuple[np.ndarray, ...], batch_size: int, seed: int, epoch_variable: tf.Variable, drop_remainder: bool = False
 ) -> tf.data.Dataset:
@@ -73,12 +84,11 @@ def epoch_shuffled_batches(
     tensors = tuple(tf.constant(column) for column in columns)
     count = len(columns[0])
     full = count // batch_size * batch_size
-    seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code: converting it only costs start-up time
     def epoch(_):
-        keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
-        shuffled = tuple(tf.gather(tensor, tf.argsort(keys)) for tensor in tensors)
+        order = epoch_permutation(count, seed, epoch_variable)
+        shuffled = tuple(tf.gather(tensor, order) for tensor in tensors)
         batches = tf.data.Dataset.from_tensor_slices(
             tuple(tf.reshape(column[:full], [-1, batch_size, *column.shape[1:]]) for column in shuffled)
         )

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data.folder import ImageFiles
+from trainer.data.pipeline import epoch_permutation
 
 CHUNK = 512  # images decoded per write while the disk cache is filled
 
@@ -95,12 +96,9 @@ def streamed_batches(
     else:
         read, dtype = source.read, source.dtype
     if shuffle and epoch_variable is not None:
-        seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
-
         @tf.autograph.experimental.do_not_convert
         def order(_):
-            keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
-            return tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
+            return tf.data.Dataset.from_tensor_slices(epoch_permutation(count, seed, epoch_variable))
 
         indices = tf.data.Dataset.from_tensors(0).flat_map(order)
     else:

@@ -240,9 +240,14 @@ def _cut_csv_log(path: Path, epochs: int) -> None:
         return
     column = lines[0].index("epoch")
     kept = [lines[0]] + [row for row in lines[1:] if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
+    _rewrite_csv(path, kept)
+
+
+def _rewrite_csv(path: Path, rows: list[list[str]]) -> None:
+    """Replace a CSV file's rows (header included) atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerows(kept)
+            csv.writer(handle).writerows(rows)
 
 
 def _cut_json_log(path: Path, epochs: int) -> None:
@@ -285,11 +290,7 @@ def truncate_history(path: Path, epochs: int) -> list[dict[str, Any]]:
     kept = [line for line in lines if line and line[column].isdigit() and int(line[column]) <= epochs]
     if [int(line[column]) for line in kept] != list(range(1, epochs + 1)):
         raise RunDirError(f"--resume: {path} does not hold epochs 1..{epochs} as the checkpoint says; this run cannot be resumed.")
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(kept)
+    _rewrite_csv(path, [header, *kept])
     return read_history(path)
 
 
@@ -558,17 +559,18 @@ def read_arrays(path: Path, grouped: bool = False) -> Any:
 
 
 def read_checkpoint_json(run_dir: Path) -> dict[str, Any] | None:
+    """``checkpoint.json`` as a dict, or None when it is missing or unreadable."""
     try:
         data = read_json(Path(run_dir) / CHECKPOINT_FILE)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
 
 def read_checkpoint_quiet(run_dir: Path) -> str | None:
     """The weights file the current checkpoint names, or None (also when it names a file outside the run directory)."""
-    try:
-        name = str(read_json(Path(run_dir) / CHECKPOINT_FILE)["weights_file"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+    data = read_checkpoint_json(run_dir)
+    if data is None or "weights_file" not in data:
         return None
+    name = str(data["weights_file"])
     return name if is_inside(run_dir, name) else None
