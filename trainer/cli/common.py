@@ -76,20 +76,36 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
-# Imported by Keras at start-up only for features trainer never uses (keras.wrappers' scikit-learn
-# estimators): 1-2 s on this project's machine when scikit-learn is installed (MLflow brings it).
-UNUSED_IMPORTS = ("sklearn",)
+# Imported by TensorFlow and Keras at start-up only for features trainer never uses, when they are
+# installed (the mlflow, jax and sweep extras bring them): keras.wrappers' scikit-learn estimators,
+# pandas inputs to fit, keras.visualization's pyplot galleries, the legacy tf.compat.v1 Keras's
+# scipy.sparse inputs, and tf.lite's converter from JAX functions. Together 1-2 s of every command that
+# loads TensorFlow on this project's machine. JAX is skipped only on the TensorFlow backend (the JAX
+# backend needs it, and JAX needs scipy). TRAINER_LEAN_IMPORT=0 imports all of them as usual.
+UNUSED_IMPORTS = ("sklearn", "pandas", "matplotlib", "scipy", "jax")
+NEEDED_BY_JAX = ("jax", "scipy")
+
+
+def unused_imports(backend: str | None = None, environ: Any = None) -> tuple[str, ...]:
+    """The optional packages to keep out of TensorFlow's and Keras's import for ``backend`` (KERAS_BACKEND by default)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("TRAINER_LEAN_IMPORT", "1") == "0":
+        return ()
+    backend = backend or environ.get("KERAS_BACKEND", "tensorflow")
+    return tuple(name for name in UNUSED_IMPORTS if backend == "tensorflow" or name not in NEEDED_BY_JAX)
 
 
 @contextlib.contextmanager
-def without_unused_imports():
-    """While TensorFlow and Keras import, make ``UNUSED_IMPORTS`` look absent (Keras then skips them); restored after.
+def without_unused_imports(names: tuple[str, ...] | None = None):
+    """While TensorFlow and Keras import, make ``names`` (``unused_imports()``) look absent; restored after.
 
-    A module already imported is left alone, and afterwards ``import sklearn`` works as usual.
+    Keras and TensorFlow then skip the integrations built on them. A module already imported is
+    left alone, and afterwards ``import pandas`` (or any of them) works as usual.
     """
     import sys
 
-    blocked = [name for name in UNUSED_IMPORTS if name not in sys.modules]
+    names = unused_imports() if names is None else names
+    blocked = [name for name in names if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment] - the import system's "not available" marker
     try:

@@ -23,6 +23,21 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="tight")  # as tidy here as "constrained", 40% faster to draw
 
 
+def preload() -> None:
+    """Import matplotlib and load its fonts (one tiny drawing), so that the first real picture starts at once.
+
+    The run calls it on a background thread while training, where it costs the run nothing: most
+    of a training step runs in TensorFlow's native code, which does not hold the GIL.
+    """
+    import io
+
+    figure = _figure(1, 1)
+    from matplotlib.ticker import MaxNLocator  # noqa: F401 - imported for write_curves
+
+    figure.subplots().set_title("0")
+    figure.savefig(io.BytesIO(), format="png")
+
+
 def _save(figure, path: Path) -> Path:
     with atomic_path(Path(path)) as tmp:
         figure.savefig(tmp, format="png")

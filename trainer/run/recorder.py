@@ -37,3 +37,22 @@ def epoch_recorder(history: Any, events: Any, rows: list[dict[str, Any]], train_
             events.on_epoch_end(epoch + 1, dict(row))
 
     return EpochRecorder()
+
+
+def after_first_epoch(function):
+    """A Keras callback that calls ``function()`` once, when the first epoch of this ``fit`` has ended.
+
+    By then the step functions are traced and compiled (Python work that holds the GIL), so what
+    ``function`` starts on a background thread overlaps with native training code instead.
+    """
+    import keras
+
+    class AfterFirstEpoch(keras.callbacks.Callback):
+        called = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self.called:
+                self.called = True
+                function()
+
+    return AfterFirstEpoch()

@@ -174,7 +174,7 @@ def write_h5_atomically(path: Path, write: Callable[[Path], Any], needed: int = 
                 write(tmp)
         except (OSError, RuntimeError) as exc:  # h5py raises both for HDF5 write errors
             failure = _write_failure(exc)
-        gc.collect()  # free (and close) the HDF5 objects the failed write left, while the hook is quiet
+            gc.collect()  # free (and close) the HDF5 objects the failed write left, while the hook is quiet
     finally:
         sys.unraisablehook, sys.excepthook = previous, previous_excepthook
     if failure is not None:

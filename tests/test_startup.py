@@ -1,0 +1,99 @@
+"""What keeps every command's fixed costs down: optional packages Keras would import for nothing,
+full garbage collections where there is no garbage, matplotlib loaded while the model trains."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trainer.cli.common import unused_imports, without_unused_imports
+
+
+def test_the_tensorflow_backend_skips_every_unused_package_and_jax_keeps_what_it_needs():
+    assert set(unused_imports("tensorflow", {})) == {"sklearn", "pandas", "matplotlib", "scipy", "jax"}
+    jax_skips = unused_imports("jax", {})
+    assert "jax" not in jax_skips and "scipy" not in jax_skips  # JAX imports scipy itself
+    assert {"sklearn", "pandas", "matplotlib"} <= set(jax_skips)
+    assert unused_imports(None, {"KERAS_BACKEND": "jax"}) == jax_skips
+    assert unused_imports("tensorflow", {"TRAINER_LEAN_IMPORT": "0"}) == ()
+
+
+def test_a_skipped_package_already_imported_is_left_alone():
+    import json as already_imported
+
+    with without_unused_imports(("json",)):
+        import json as inside
+
+        assert inside is already_imported
+    assert sys.modules["json"] is already_imported
+
+
+PROBE = """
+import json, sys
+from trainer.cli.common import quiet_tensorflow
+quiet_tensorflow()
+import keras
+skipped = sorted(n for n in ("sklearn", "pandas", "matplotlib", "scipy", "jax") if n not in sys.modules)
+import pandas  # the user's code may still import any of them afterwards
+print(json.dumps({"skipped": skipped, "pandas": pandas.__name__, "keras_sees_pandas": __import__("keras.src.trainers.data_adapters.array_slicing", fromlist=["x"]).pandas is not None}))
+"""
+
+
+def _probe(**env: str) -> dict:
+    environment = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TRAINER_LEAN_IMPORT")}
+    environment.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_tensorflow_starts_without_the_optional_packages_which_still_import_after():
+    pytest.importorskip("pandas")
+    lean = _probe()
+    assert lean["skipped"] == ["jax", "matplotlib", "pandas", "scipy", "sklearn"]
+    assert lean["pandas"] == "pandas" and lean["keras_sees_pandas"] is False
+    full = _probe(TRAINER_LEAN_IMPORT="0")
+    assert full["keras_sees_pandas"] is True  # the escape hatch: Keras imports everything as usual
+
+
+def test_an_h5_written_without_error_costs_no_full_garbage_collection(tmp_path, monkeypatch):
+    import gc
+
+    from trainer.run import rundir
+
+    collections: list[int] = []
+    monkeypatch.setattr(rundir.gc, "collect", lambda *args: collections.append(1) or 0)
+    rundir.write_h5_atomically(tmp_path / "model.h5", lambda tmp: tmp.write_bytes(b"\x89HDF\r\n"))
+    assert (tmp_path / "model.h5").read_bytes() == b"\x89HDF\r\n" and collections == []
+
+    def fails(tmp):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        rundir.write_h5_atomically(tmp_path / "other.h5", fails)
+    assert collections == [1]  # a failed write frees h5py's half-open objects while its hook is quiet
+    assert not (tmp_path / "other.h5").exists()
+    assert gc.isenabled()
+
+
+def test_after_first_epoch_calls_once_per_fit():
+    from trainer.run.recorder import after_first_epoch
+
+    calls: list[int] = []
+    callback = after_first_epoch(lambda: calls.append(1))
+    for epoch in range(3):
+        callback.on_epoch_end(epoch, {})
+    assert calls == [1]
+
+
+def test_preload_loads_matplotlib_for_the_curves(tmp_path):
+    from trainer.inference.plots import preload, write_curves
+
+    preload()
+    assert "matplotlib.figure" in sys.modules and "matplotlib.ticker" in sys.modules
+    path = write_curves([{"epoch": 1, "loss": 1.0, "val_loss": 1.2}, {"epoch": 2, "loss": 0.5, "val_loss": 0.9}], tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
