@@ -13,10 +13,10 @@ from trainer.cli.common import unused_imports, without_unused_imports
 
 
 def test_the_tensorflow_backend_skips_every_unused_package_and_jax_keeps_what_it_needs():
-    assert set(unused_imports("tensorflow", {})) == {"sklearn", "pandas", "matplotlib", "scipy", "jax"}
+    assert set(unused_imports("tensorflow", {})) == {"sklearn", "pandas", "matplotlib", "scipy", "jax", "IPython"}
     jax_skips = unused_imports("jax", {})
     assert "jax" not in jax_skips and "scipy" not in jax_skips  # JAX imports scipy itself
-    assert {"sklearn", "pandas", "matplotlib"} <= set(jax_skips)
+    assert {"sklearn", "pandas", "matplotlib", "IPython"} <= set(jax_skips)
     assert unused_imports(None, {"KERAS_BACKEND": "jax"}) == jax_skips
     assert unused_imports("tensorflow", {"TRAINER_LEAN_IMPORT": "0"}) == ()
 
@@ -36,7 +36,7 @@ import json, sys
 from trainer.cli.common import quiet_tensorflow
 quiet_tensorflow()
 import keras
-skipped = sorted(n for n in ("sklearn", "pandas", "matplotlib", "scipy", "jax") if n not in sys.modules)
+skipped = sorted(n for n in ("sklearn", "pandas", "matplotlib", "scipy", "jax", "IPython") if n not in sys.modules)
 import pandas  # the user's code may still import any of them afterwards
 print(json.dumps({"skipped": skipped, "pandas": pandas.__name__, "keras_sees_pandas": __import__("keras.src.trainers.data_adapters.array_slicing", fromlist=["x"]).pandas is not None}))
 """
@@ -54,7 +54,7 @@ def _probe(**env: str) -> dict:
 def test_tensorflow_starts_without_the_optional_packages_which_still_import_after():
     pytest.importorskip("pandas")
     lean = _probe()
-    assert lean["skipped"] == ["jax", "matplotlib", "pandas", "scipy", "sklearn"]
+    assert lean["skipped"] == ["IPython", "jax", "matplotlib", "pandas", "scipy", "sklearn"]
     assert lean["pandas"] == "pandas" and lean["keras_sees_pandas"] is False
     full = _probe(TRAINER_LEAN_IMPORT="0")
     assert full["keras_sees_pandas"] is True  # the escape hatch: Keras imports everything as usual

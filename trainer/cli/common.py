@@ -79,10 +79,11 @@ def quiet_mlflow() -> None:
 # Imported by TensorFlow and Keras at start-up only for features trainer never uses, when they are
 # installed (the mlflow, jax and sweep extras bring them): keras.wrappers' scikit-learn estimators,
 # pandas inputs to fit, keras.visualization's pyplot galleries, the legacy tf.compat.v1 Keras's
-# scipy.sparse inputs, and tf.lite's converter from JAX functions. Together 1-2 s of every command that
-# loads TensorFlow on this project's machine. JAX is skipped only on the TensorFlow backend (the JAX
-# backend needs it, and JAX needs scipy). TRAINER_LEAN_IMPORT=0 imports all of them as usual.
-UNUSED_IMPORTS = ("sklearn", "pandas", "matplotlib", "scipy", "jax")
+# scipy.sparse inputs, tf.lite's converter from JAX functions, and IPython for the notebook display of
+# keras.saving's file editor. Together 1-2 s of every command that loads TensorFlow on this project's
+# machine. JAX is skipped only on the TensorFlow backend (the JAX backend needs it, and JAX needs
+# scipy). TRAINER_LEAN_IMPORT=0 imports all of them as usual.
+UNUSED_IMPORTS = ("sklearn", "pandas", "matplotlib", "scipy", "jax", "IPython")
 NEEDED_BY_JAX = ("jax", "scipy")
 
 
