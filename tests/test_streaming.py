@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.streaming import linked_copies  # the benchmark's 10x folder, the same bound checked here
 from tests.conftest import tiny_config
 from tests.datagen import write_image_folders
 from trainer.data.folder import ImageFiles, choose_cache, load_folder
@@ -113,17 +114,6 @@ def test_runs_with_each_cache_train_alike_and_eval_agrees(cli, images, write_con
     report = json.loads((runs["disk"] / "eval-test.json").read_text())
     assert report["loss"] == pytest.approx(metrics["disk"]["test"]["loss"], rel=1e-5)
     assert report["accuracy"] == pytest.approx(metrics["disk"]["test"]["accuracy"])
-
-
-def linked_copies(source: Path, target: Path, copies: int) -> Path:
-    """``target`` holding every image of ``source`` ``copies`` times (hard links: no extra disk)."""
-    for file in source.rglob("*"):
-        if file.is_file():
-            folder = target / file.parent.relative_to(source)
-            folder.mkdir(parents=True, exist_ok=True)
-            for copy in range(copies):
-                os.link(file, folder / f"{copy}-{file.name}")
-    return target
 
 
 def peak_rss_mib(config: Path, run_dir: Path, env: dict) -> float:
