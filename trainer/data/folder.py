@@ -226,12 +226,6 @@ def list_split(split_dir: Path, class_names: list[str]) -> tuple[list[Path], np.
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def read_split(split_dir: Path, class_names: list[str], image_size: tuple[int, int], color_mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """All images of one split as (uint8 images, int64 labels), labels indexing ``class_names``."""
-    files, labels = list_split(split_dir, class_names)
-    return np.asarray(ImageFiles(files, image_size, color_mode)), labels
-
-
 def choose_cache(cache: str | None, images: int, image_bytes: int) -> str:
     """``data.cache`` resolved: ``auto`` is ``memory`` while the decoded pixels are small, else ``disk``."""
     if cache not in (None, "auto"):
