@@ -133,10 +133,12 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 
 def read_tracking_file(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / TRACKING_FILE
+    """The MLflow run a run directory was logged to, or None (missing, unreadable or not a regular small file)."""
+    from trainer.run.rundir import read_json
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(Path(run_dir) / TRACKING_FILE)
+    except (OSError, ValueError, RecursionError):
         return None
     entry = data.get("mlflow") if isinstance(data, dict) else None
     return entry if isinstance(entry, dict) and isinstance(entry.get("run_id"), str) else None
