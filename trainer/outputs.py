@@ -73,14 +73,24 @@ def check_replaceable(path: Path | str, what: str, is_own: Callable[[Path], bool
 class Made:
     """What this process created, in order; ``undo()`` removes exactly those (newest first), nothing else.
 
-    Use ``track_dir``/``track_file`` right after creating a path. Removing a folder checks it is
+    Use ``make_dir``, or ``track_dir``/``track_file`` right after creating a path. Removing a folder checks it is
     still the folder that was made (same inode), so a folder swapped in by someone else is left.
     """
 
     def __init__(self) -> None:
         self._paths: list[tuple[Path, tuple[int, int] | None, bool]] = []
 
+    def make_dir(self, path: Path | str, what: str, *, error: type[Exception] = BadInputError) -> Path:
+        """Create the folder ``path`` (its parents must exist) and remember it; an existing one is refused."""
+        path = Path(path)
+        try:
+            path.mkdir()
+        except OSError as exc:
+            raise error(f"{what} {path}: cannot be created ({exc.strerror or exc}).") from None
+        return self.track_dir(path)
+
     def track_dir(self, path: Path | str) -> Path:
+        """Remember a folder this process has just created (its identity now is what ``undo`` removes)."""
         path = Path(path)
         self._paths.append((path, _identity(path), True))
         return path

@@ -129,11 +129,15 @@ def read_json_object(path: Path | str, *, limit: int = JSON_LIMIT, folder: Path 
 
 
 def validate(record_type: type[Record], data: Any, source: Path | str, *, error: type[Exception] = RunDirError) -> Record:
-    """``record_type.model_validate(data)`` (a pydantic model); every problem named by field, value received and what is allowed."""
+    """``data`` (parsed JSON, or its text) as ``record_type``, a pydantic model validated strictly as JSON.
+
+    Every problem is named by field, value received and what is allowed.
+    """
     from pydantic import ValidationError
 
-    try:
-        return record_type.model_validate(data)  # type: ignore[attr-defined]
+    try:  # strict JSON typing: true is no integer, 1e308 no epoch, "3" no number; arrays may fill tuples
+        text = data if isinstance(data, (str, bytes)) else json.dumps(data)
+        return record_type.model_validate_json(text, strict=True)  # type: ignore[attr-defined]
     except ValidationError as exc:
         problems = []
         for problem in exc.errors()[:8]:
@@ -147,7 +151,8 @@ def validate(record_type: type[Record], data: Any, source: Path | str, *, error:
 
 def read_record(record_type: type[Record], path: Path | str, *, limit: int = JSON_LIMIT, folder: Path | str | None = None, error: type[Exception] = RunDirError) -> Record:
     """A JSON object file parsed into ``record_type`` (pydantic) with its bounds checked."""
-    return validate(record_type, read_json_object(path, limit=limit, folder=folder, error=error), path, error=error)
+    data = read_json_object(path, limit=limit, folder=folder, error=error)  # its own messages for bad JSON
+    return validate(record_type, data, path, error=error)
 
 
 def read_csv(
