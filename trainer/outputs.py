@@ -106,7 +106,8 @@ class Made:
         for path, identity, is_dir in reversed(self._paths):
             with contextlib.suppress(OSError):
                 if is_dir:
-                    if path.is_symlink() or _identity(path) != identity:
+                    # identity None: tracked just before it was created (then any folder there, never a link)
+                    if path.is_symlink() or (identity is not None and _identity(path) != identity):
                         continue
                     shutil.rmtree(path)
                 elif path.is_file() or path.is_symlink():
