@@ -146,13 +146,14 @@ def test_backend_choice():
     assert backend == "jax" and "KERAS_BACKEND=jax" in notice
     with pytest.raises(BadInputError, match="not supported on the tensorflow backend.*KERAS_BACKEND=jax"):
         choose_backend("multi_worker", {"KERAS_BACKEND": "tensorflow"})
-    with pytest.raises(BadInputError, match="KERAS_BACKEND=torch: trainer supports tensorflow and jax"):
-        choose_backend("none", {"KERAS_BACKEND": "torch"})
+    assert choose_backend("none", {"KERAS_BACKEND": "torch"}) == ("torch", None)
+    with pytest.raises(BadInputError, match="KERAS_BACKEND=mxnet: trainer supports tensorflow, jax, torch"):
+        choose_backend("none", {"KERAS_BACKEND": "mxnet"})
     with pytest.raises(BadInputError, match="already running on tensorflow"):
         choose_backend("multi_worker", {}, loaded_backend="tensorflow")
-    with pytest.raises(BadInputError, match=r"JAX is not installed; run pip install -e '\.\[jax\]'"):
+    with pytest.raises(BadInputError, match=r"jax and jaxlib are not installed; run pip install -e '\.\[jax\]'"):
         check_backend_installed("jax", find_spec=lambda name: None)
-    check_backend_installed("tensorflow", find_spec=lambda name: None)
+    check_backend_installed("tensorflow", find_spec=lambda name: object())
     assert backend_environment("jax", {"TRAINER_CPU_DEVICES": "2", "XLA_FLAGS": "--x=1"}) == {
         "KERAS_BACKEND": "jax", "XLA_FLAGS": "--x=1 --xla_force_host_platform_device_count=2",
     }
@@ -223,7 +224,7 @@ def jax_run(tmp_path_factory):
 def test_jax_backend_run_eval_predict(jax_run, tmp_path):
     metrics = json.loads((jax_run.run_dir / "metrics.json").read_text())
     assert metrics["distribute"] == {**metrics["distribute"], "strategy": "none", "backend": "jax", "processes": 1, "replicas": 1}
-    assert metrics["versions"]["jax"] and "(JAX)" in metrics["device"]["description"]
+    assert metrics["versions"]["jax"] and "(JAX, float32)" in metrics["device"]["description"] and metrics["device"]["backend"] == "jax"
     assert metrics["test"]["accuracy"] > 0.8
 
     env = backend_env(jax_run.env, "jax")

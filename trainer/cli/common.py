@@ -117,11 +117,11 @@ def without_unused_imports(names: tuple[str, ...] | None = None):
                 del sys.modules[name]
 
 
-def prepare_keras(strategy: str = "none") -> None:
-    """Before Keras is imported: choose its backend (setting KERAS_BACKEND when trainer picks it), then start TensorFlow quietly."""
+def prepare_keras(strategy: str = "none", backend: str = "auto") -> None:
+    """Before Keras is imported: choose its backend (``backend``: the config's; setting KERAS_BACKEND when trainer picks it), then start TensorFlow quietly."""
     from trainer.runtime import choose_keras_backend
 
-    choose_keras_backend(strategy, set_environment=True)
+    choose_keras_backend(strategy, configured=backend, set_environment=True)
     quiet_tensorflow()
 
 

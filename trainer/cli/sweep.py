@@ -56,7 +56,7 @@ def sweep(
             if workers > 1 and not worker:
                 summary = run_with_workers(plan, workers, config, overrides, trials, storage, study)
             else:
-                prepare_keras()
+                prepare_keras(backend=loaded.backend)
                 summary = run_here(plan, quiet=worker)
         except (RunInterrupted, KeyboardInterrupt) as error:
             if worker:  # the parent says what happened and how to continue

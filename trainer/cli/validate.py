@@ -18,16 +18,18 @@ def validate(
     from trainer.config import load_config
     from trainer.config.checks import plan_run
     from trainer.config.sweep import check_sweep
+    from trainer.runtime.distribute import check_backend
     from trainer.console import info, notice
 
     loaded = load_config(config, set_ or [])
     plan = plan_run(loaded)
     check_sweep(loaded, config)
-    for text in plan.notices:
+    backend, backend_notice = check_backend(loaded)
+    for text in ([backend_notice] if backend_notice else []) + plan.notices:
         notice(text)
     info(
         f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
-        f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}."
+        f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}, on the {backend} backend."
     )
     if loaded.sweep is not None:
         sweep = loaded.sweep

@@ -234,6 +234,8 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     compile: CompileConfig = Field(default_factory=CompileConfig)
     callbacks: list[NamedSpec] = Field(default_factory=list)
+    # The Keras backend: auto = TensorFlow (JAX for distribute.strategy multi_worker); KERAS_BACKEND wins when set.
+    backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(default="auto", exclude_if=lambda value: value == "auto")
     device: Literal["auto", "cpu", "gpu"] = "auto"
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -52,6 +52,7 @@ class Manifest:
     model_output: str
     custom_objects: list[dict[str, Any]] = field(default_factory=list)
     model_type: str | None = None
+    trained_on: dict[str, Any] | None = None  # backend, device kind and names, precision (DeviceInfo.trained_on)
 
     def write(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / MANIFEST_FILE, self.to_dict())
@@ -116,7 +117,21 @@ _MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
     "model_output": (lambda v: v in ("softmax", "logits"), "expected softmax or logits"),
     "custom_objects": (lambda v: isinstance(v, list) and all(_is_custom_object(e) for e in v), "expected a list of {ref: 'module:attr', path[, factory_params]} entries"),
     "model_type": (lambda v: v is None or isinstance(v, str), "expected a string"),
+    "trained_on": (lambda v: v is None or _is_trained_on(v), "expected {backend, kind, devices: [names], precision} as strings"),
 }
+
+
+def _is_trained_on(value: Any) -> bool:
+    """``trained_on``: a few short strings (it is shown, never acted on)."""
+    def short(text: Any) -> bool:
+        return isinstance(text, str) and len(text) <= 200
+
+    return (
+        isinstance(value, dict) and len(value) <= 16 and all(isinstance(k, str) for k in value)
+        and all(short(value.get(k, "")) for k in ("backend", "kind", "precision"))
+        and isinstance(value.get("devices", []), list) and len(value.get("devices", [])) <= 1024
+        and all(short(d) for d in value.get("devices", []))
+    )
 
 
 def _manifest_problems(values: dict[str, Any]) -> list[tuple[str, str]]:

@@ -148,6 +148,7 @@ class Training:
             dataset=data.dataset, num_classes=data.num_classes, class_names=data.class_names, input_shape=list(data.input_shape),
             label_encoding=self.plan.encoding, loss={"name": self.plan.loss_name, **self.plan.loss_params},
             model_output=self.config.model.output, custom_objects=self.custom_objects, model_type=self.config.model.type,
+            trained_on=self.device.trained_on(),
         ).write(self.run_dir)
         if self.resume:
             self.rows = truncate_history(self.run_dir / HISTORY_FILE, self.resume.epoch)

@@ -29,8 +29,10 @@ def loaded_keras_backend() -> str | None:
     return keras_module.backend.backend()
 
 
-def choose_keras_backend(strategy: str = "none", *, set_environment: bool = False, environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
-    """The backend for a run and a notice when trainer picked it; refuses what cannot run (exit 2).
+def choose_keras_backend(
+    strategy: str = "none", *, configured: str = "auto", set_environment: bool = False, environ: Mapping[str, str] | None = None,
+) -> tuple[str, str | None]:
+    """The backend for a run (``configured``: the config's ``backend``) and a notice when trainer picked it; refuses what cannot run (exit 2).
 
     With ``set_environment`` (the CLI) the variables Keras reads at import are set when Keras is
     not imported yet. Without it, a backend other than the one Keras will load is refused with
@@ -40,7 +42,7 @@ def choose_keras_backend(strategy: str = "none", *, set_environment: bool = Fals
 
     environ = os.environ if environ is None else environ
     loaded = loaded_keras_backend()
-    backend, notice = choose_backend(strategy, environ, loaded)
+    backend, notice = choose_backend(strategy, environ, loaded, configured)
     check_backend_installed(backend)
     if loaded is None:
         updates = backend_environment(backend, environ)
@@ -50,7 +52,7 @@ def choose_keras_backend(strategy: str = "none", *, set_environment: bool = Fals
             wanted = " ".join(f"{key}={value!r}" for key, value in updates.items())
             raise BadInputError(
                 f"this run needs {wanted} in the environment before Keras is imported "
-                f"({notice or 'the JAX backend'}); set it in the shell or in os.environ at the top of your script."
+                f"(the {backend} backend); set it in the shell or in os.environ at the top of your script."
             )
     return backend, notice
 
@@ -63,7 +65,7 @@ def prepare_runtime(config: Any, *, resume: bool = False, set_environment: bool 
     """
     from trainer.runtime.distribute import rendezvous, resolve_distribute
 
-    backend, picked = choose_keras_backend(config.distribute.strategy, set_environment=set_environment)
+    backend, picked = choose_keras_backend(config.distribute.strategy, configured=config.backend, set_environment=set_environment)
     setup = resolve_distribute(config.distribute, os.environ, backend)
     if picked:
         setup.notices.insert(0, picked)
@@ -86,16 +88,17 @@ def start_runtime(config: Any, setup: Any) -> tuple[Any, Any]:
     """
     import keras
 
-    from trainer.runtime.devices import configure_device
-    from trainer.runtime.strategy import configure_jax_device, start_distribution
+    from trainer.runtime.devices import configure_backend_device
+    from trainer.runtime.strategy import start_distribution
 
     keras.mixed_precision.set_global_policy("float32")  # each run sets its own precision
-    if keras.backend.backend() == "jax":
+    backend = keras.backend.backend()
+    if backend == "jax":
         keras.distribution.set_distribution(None)
         distribution = start_distribution(setup, os.environ)
-        device = configure_jax_device(config.device, config.train.mixed_precision)
+        device = configure_backend_device(backend, config.device, config.train.mixed_precision)
     else:
-        device = configure_device(config.device, config.train.mixed_precision)
+        device = configure_backend_device(backend, config.device, config.train.mixed_precision)
         distribution = start_distribution(setup, os.environ)
     distribution.check_batch_size(config.train.batch_size)
     return device, distribution

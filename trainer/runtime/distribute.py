@@ -11,6 +11,7 @@ before the JAX distributed runtime starts (whose own timeout aborts the process 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import socket
 import time
@@ -26,14 +27,22 @@ ENV_COORDINATOR_PORT = "TRAINER_COORDINATOR_PORT"  # with Slurm: the port on the
 ENV_CPU_DEVICES = "TRAINER_CPU_DEVICES"  # split the CPU into N logical devices (tests, trying `mirrored` without GPUs)
 SLURM_DEFAULT_PORT_BASE = 20000  # the Slurm coordinator port is 20000 + job id % 10000 unless TRAINER_COORDINATOR_PORT says
 
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("tensorflow", "jax", "torch")
 JAX_INSTALL = "pip install -e '.[jax]'  (or: pip install jax==0.10.2 jaxlib==0.10.2)"
+# what each backend needs importable (importlib.util.find_spec: checked without importing), and how to get it
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+BACKEND_INSTALL = {
+    "tensorflow": "pip install 'tensorflow>=2.21,<2.22'",
+    "jax": JAX_INSTALL,
+    "torch": "pip install torch  (a CUDA build for GPUs: https://pytorch.org/get-started/locally/)",
+}
 
 # what each strategy runs on: the honest table of docs/distributed.md
 SUPPORTED = {
     ("none", "tensorflow"), ("none", "jax"),
     ("mirrored", "tensorflow"), ("mirrored", "jax"),
     ("multi_worker", "jax"),
+    ("none", "torch"),
 }
 
 
@@ -170,18 +179,23 @@ def resolve_distribute(section: Any, environ: Mapping[str, str], backend: str = 
     return setup
 
 
-def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: str | None = None) -> tuple[str, str | None]:
-    """The Keras backend for this run and, when trainer picked it, a notice saying so.
+def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: str | None = None, configured: str = "auto") -> tuple[str, str | None]:
+    """The Keras backend for this run and a notice when trainer picked it or the environment overrode the config.
 
-    ``KERAS_BACKEND`` decides when set; ``multi_worker`` needs JAX (TensorFlow's
-    MultiWorkerMirroredStrategy fails with Keras 3's fit, keras-team/keras#20585), so it picks
-    JAX when the variable is unset. ``loaded_backend`` is Keras's backend when Keras is
-    already imported in this process (it cannot change any more).
+    ``KERAS_BACKEND`` decides when set (with a notice when the config's ``backend`` says
+    otherwise); then the config's ``backend``; with ``auto``, ``multi_worker`` needs JAX
+    (TensorFlow's MultiWorkerMirroredStrategy fails with Keras 3's fit, keras-team/keras#20585),
+    so it picks JAX, and anything else keeps TensorFlow. ``loaded_backend`` is Keras's backend
+    when Keras is already imported in this process (it cannot change any more).
     """
     requested = environ.get("KERAS_BACKEND", "").strip() or None
     if requested is not None and requested not in BACKENDS:
-        raise BadInputError(f"KERAS_BACKEND={requested}: trainer supports {' and '.join(BACKENDS)}; set KERAS_BACKEND=tensorflow or jax.")
+        raise BadInputError(f"KERAS_BACKEND={requested}: trainer supports {', '.join(BACKENDS)}; set KERAS_BACKEND to one of them.")
     backend, notice = requested, None
+    if backend is not None and configured not in ("auto", backend):
+        notice = f"KERAS_BACKEND={backend} in the environment wins over backend: {configured} in the config."
+    if backend is None and configured != "auto":
+        backend = configured
     if backend is None:
         backend = "jax" if strategy == "multi_worker" else (loaded_backend or "tensorflow")
         if strategy == "multi_worker" and loaded_backend is None:
@@ -189,18 +203,33 @@ def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: st
     if loaded_backend is not None and loaded_backend != backend:
         raise BadInputError(f"Keras is already running on {loaded_backend} in this process; KERAS_BACKEND={backend} needs a new process.")
     if (strategy, backend) not in SUPPORTED:
+        why = (
+            "TensorFlow's MultiWorkerMirroredStrategy fails with Keras 3's fit: keras-team/keras#20585"
+            if backend == "tensorflow" else f"trainer spreads runs over devices on tensorflow (mirrored) and jax only"
+        )
         raise BadInputError(
-            f"distribute.strategy {strategy} is not supported on the {backend} backend "
-            "(TensorFlow's MultiWorkerMirroredStrategy fails with Keras 3's fit: keras-team/keras#20585); "
-            "unset KERAS_BACKEND or set KERAS_BACKEND=jax."
+            f"distribute.strategy {strategy} is not supported on the {backend} backend ({why}); "
+            f"set backend: jax in the config (or KERAS_BACKEND=jax), or distribute.strategy: none."
         )
     return backend, notice
 
 
 def check_backend_installed(backend: str, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> None:
-    """JAX is an extra: refuse (exit 2) with the install command when it is needed and missing."""
-    if backend == "jax" and (find_spec("jax") is None or find_spec("jaxlib") is None):
-        raise BadInputError(f"the JAX backend is needed (KERAS_BACKEND=jax or distribute.strategy multi_worker) but JAX is not installed; run {JAX_INSTALL}")
+    """Refuse (exit 2) with the install command when the backend's packages are missing; nothing is imported."""
+    missing = [name for name in BACKEND_PACKAGES[backend] if find_spec(name) is None]
+    if missing:
+        raise BadInputError(
+            f"the {backend} backend is needed (backend: {backend}, KERAS_BACKEND or distribute.strategy) but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; run {BACKEND_INSTALL[backend]}"
+        )
+
+
+def check_backend(config: Any, environ: Mapping[str, str] | None = None, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> tuple[str, str | None]:
+    """``trainer validate``'s check: the backend this config would run on (and its notice), its packages installed; nothing imported."""
+    environ = os.environ if environ is None else environ
+    backend, notice = choose_backend(config.distribute.strategy, environ, None, config.backend)
+    check_backend_installed(backend, find_spec)
+    return backend, notice
 
 
 def cpu_device_count(environ: Mapping[str, str]) -> int | None:
@@ -217,6 +246,8 @@ def cpu_device_count(environ: Mapping[str, str]) -> int | None:
 def backend_environment(backend: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The variables to set before Keras is imported: the backend, and the CPU split on JAX (``TRAINER_CPU_DEVICES``)."""
     updates: dict[str, str] = {}
+    if backend == "torch":
+        updates["KERAS_BACKEND"] = "torch"
     if backend == "jax":
         updates["KERAS_BACKEND"] = "jax"
         count = cpu_device_count(environ)

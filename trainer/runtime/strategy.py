@@ -135,39 +135,3 @@ def _start_jax(setup: DistributeSetup) -> Distribution:
     if len(devices) == 1:
         notices.append(f"distribute.strategy {setup.strategy}: JAX sees one device, so there is one replica.")
     return Distribution(setup, len(devices), [str(d) for d in devices], None, notices)
-
-
-def configure_jax_device(requested: str = "auto", mixed_precision: Any = "auto") -> Any:
-    """The device on the JAX backend: JAX's own devices; TensorFlow (the data pipeline) is kept off the GPUs."""
-    import jax
-    import tensorflow as tf
-
-    from trainer.runtime.devices import DeviceInfo, choose_kind, wants_mixed_precision
-
-    with contextlib.suppress(RuntimeError):
-        tf.config.set_visible_devices([], "GPU")
-    gpus = [d for d in jax.local_devices() if d.platform == "gpu"]
-    kind = choose_kind(requested, len(gpus))
-    if kind == "cpu" and gpus:
-        raise BadInputError("device: cpu with JAX GPUs visible: JAX picks its devices itself; set JAX_PLATFORMS=cpu to keep it off the GPUs.")
-    use_mixed = wants_mixed_precision(mixed_precision, kind, None)  # auto: off on JAX (no compute-capability probe)
-    if use_mixed:
-        import keras
-
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    return DeviceInfo(kind, jax_device_description() + (" (mixed float16)" if use_mixed else ""), [str(d) for d in gpus], use_mixed, False)
-
-
-def jax_device_description() -> str:
-    """``CPU x2`` / ``GPU x4: NVIDIA H100`` from JAX's view (this process's devices)."""
-    import jax
-
-    local = jax.local_devices()
-    kinds = sorted({d.platform.upper() for d in local})
-    names = sorted({getattr(d, "device_kind", d.platform) for d in local})
-    text = f"{'/'.join(kinds)} x{len(local)} (JAX)"
-    if any(d.platform == "gpu" for d in local):
-        text += f": {', '.join(names)}"
-    if jax.process_count() > 1:
-        text += f", process {jax.process_index()} of {jax.process_count()}"
-    return text
