@@ -116,3 +116,92 @@ def test_augmentation_with_a_frozen_backbone_turns_the_feature_cache_off(cli, wr
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "data.augment changes the images every epoch" in text and "computed once" not in text
+
+
+# --------------------------------------------------------------------------- (seed, epoch, position): exact resume, any backend
+
+
+def test_each_example_draws_from_seed_epoch_and_position_only():
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.augment import augment_batch
+
+    augment = AugmentConfig(**AUGMENT)
+    images = np.random.default_rng(2).integers(0, 256, size=(6, 12, 12, 3)).astype(np.uint8)
+    whole = augment_batch(images, augment, seed=3, epoch=4, positions=np.arange(10, 16))
+    # the same examples at the same positions, cut into other batches: the same pixels
+    halves = np.concatenate([augment_batch(images[:2], augment, 3, 4, np.arange(10, 12)), augment_batch(images[2:], augment, 3, 4, np.arange(12, 16))])
+    np.testing.assert_array_equal(whole, halves)
+    assert whole.dtype == np.float32 and whole.shape == images.shape
+    assert not np.array_equal(whole, augment_batch(images, augment, 3, 5, np.arange(10, 16)))  # another epoch
+    assert not np.array_equal(whole, augment_batch(images, augment, 4, 4, np.arange(10, 16)))  # another seed
+    assert not np.array_equal(whole, augment_batch(images, augment, 3, 4, np.arange(11, 17)))  # other positions
+
+
+@pytest.mark.parametrize("flip, axis", [("horizontal", 2), ("vertical", 1)])
+def test_a_flip_is_an_exact_mirror_and_about_half_are_flipped(flip, axis):
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.augment import augment_batch
+
+    images = np.random.default_rng(3).integers(0, 256, size=(200, 5, 7, 3)).astype(np.uint8)
+    out = augment_batch(images, AugmentConfig(flip=flip), seed=0, epoch=0, positions=np.arange(200))
+    mirrored = [np.array_equal(o, np.flip(i, axis - 1)) for o, i in zip(out, images)]
+    same = [np.array_equal(o, i) for o, i in zip(out, images)]
+    assert all(m or s for m, s in zip(mirrored, same))
+    assert 60 < sum(mirrored) < 140
+
+
+def test_rotation_zoom_translate_contrast_stay_in_range_and_change_pixels():
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.augment import augment_batch
+
+    images = np.random.default_rng(4).integers(0, 256, size=(16, 20, 20)).astype(np.uint8)  # greyscale
+    for setting in ({"rotation": 0.1}, {"zoom": 0.3}, {"translate": 0.2}, {"contrast": 0.5}):
+        out = augment_batch(images, AugmentConfig(**setting), seed=1, epoch=0, positions=np.arange(16))
+        assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255, setting
+        assert np.mean(out != images) > 0.3, setting
+
+
+@pytest.mark.slow
+def test_augmentation_runs_without_tensorflow(tmp_path):
+    """augment_batch is NumPy: with TensorFlow made unimportable it still runs (the backend-neutral data path calls it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; import numpy as np\n"
+        "from trainer.config.schema import AugmentConfig; from trainer.data.augment import augment_batch\n"
+        "out = augment_batch(np.zeros((2, 8, 8, 3), np.uint8), AugmentConfig(flip='horizontal', crop=2, rotation=0.1, contrast=0.2), 0, 1, np.arange(2))\n"
+        "print(out.shape, 'tensorflow' in sys.modules and sys.modules['tensorflow'] is not None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(2, 8, 8, 3) False"
+
+
+@pytest.mark.slow
+def test_the_pipeline_augments_epoch_n_the_same_whatever_ran_before():
+    """With the pipeline's epoch variable: epoch 2's batches equal whether epochs 0 and 1 were iterated first or not (a resume)."""
+    import tensorflow as tf
+
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.augment import augment_dataset
+    from trainer.data.pipeline import make_dataset
+
+    images = np.random.default_rng(5).integers(0, 256, size=(10, 8, 8, 3)).astype(np.uint8)
+
+    def epoch_batches(epochs):
+        variable = tf.Variable(0, dtype=tf.int64)
+        dataset = make_dataset(images, np.arange(10), batch_size=4, encoding="sparse", num_classes=10, shuffle=True, seed=1, epoch_variable=variable)
+        dataset = augment_dataset(dataset, AugmentConfig(**AUGMENT), seed=1)
+        seen = []
+        for epoch in epochs:
+            variable.assign(epoch)
+            seen.append([x.numpy() for x, _ in dataset])
+        return seen
+
+    uninterrupted, resumed = epoch_batches([0, 1, 2]), epoch_batches([2])
+    for a, b in zip(uninterrupted[2], resumed[0]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(uninterrupted[0][0], uninterrupted[1][0])

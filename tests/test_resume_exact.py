@@ -125,6 +125,46 @@ def test_sigkill_mid_run_restores_best_weights_and_continues_logs(cli, config_pa
     ]
 
 
+AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "zoom": 0.1, "translate": 0.1, "contrast": 0.2}
+
+
+@pytest.fixture(scope="module")
+def augmented(tmp_path_factory):
+    """A config with every augmentation on, and its uninterrupted run: the reference a killed and resumed run must equal."""
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    folder = tmp_path_factory.mktemp("augmented")
+    data = write_mnist_npz(folder / "data.npz", n_train=800, n_test=64, seed=0)
+    config = tiny_config(data, train={"epochs": EPOCHS, "batch_size": 16}, compile={"steps_per_execution": 1}, optimizer={"name": "adam", "learning_rate": 0.001})
+    config["data"]["augment"] = AUGMENT
+    path = folder / "augmented.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(folder / "reference")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return path, folder / "reference"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("killed_after", [2, 3])  # the history row of epoch N can precede its checkpoint: N-1 is kept
+def test_augmented_run_killed_then_resumed_equals_the_uninterrupted_one(cli, augmented, tmp_path, subprocess_env, killed_after):
+    """Every augmentation draw comes from (seed, epoch, position): kill -9 at any epoch and --resume give the same history.csv."""
+    config_path, reference = augmented
+    run_dir = tmp_path / "killed"
+    process = start(["run", config_path, "--run-dir", run_dir], subprocess_env)
+    killed = signal_after_rows(process, run_dir / "history.csv", killed_after, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout
+    result = cli("run", config_path, "--run-dir", run_dir, "--resume")
+    assert result.exit_code == 0, result.output
+    got, want = read_history(run_dir / "history.csv"), read_history(reference / "history.csv")
+    assert [r["epoch"] for r in got] == [r["epoch"] for r in want] == list(range(1, EPOCHS + 1))
+    for a, b in zip(got, want):
+        assert (a["loss"], a["val_loss"]) == (pytest.approx(b["loss"], rel=1e-5), pytest.approx(b["val_loss"], rel=1e-5))
+    final, expected = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, reference))
+    assert final["test"]["loss"] == pytest.approx(expected["test"]["loss"], rel=1e-5)
+
+
 class InterruptAtTrainEnd:
     """A Keras callback standing in for SIGTERM right after the last epoch (while the final files are saved)."""
 

@@ -1,72 +1,174 @@
-"""``data.augment``: random changes to training batches, on the ``tf.data`` side, seeded.
+"""``data.augment``: random changes to training batches, drawn from (seed, epoch, position); NumPy, any backend.
 
-Keras preprocessing layers (RandomFlip, RandomRotation, RandomZoom, RandomTranslation,
-RandomContrast) run inside the pipeline's ``map``, on whole batches, so the saved model stays a
-plain classifier and validation, test, ``trainer eval`` and ``trainer predict`` never see them.
-``crop: N`` pads by N pixels and crops back at a random place per image (Keras's RandomCrop
-draws one place per batch, which is a much weaker augmentation).
+``augment_batch(images, augment, seed, epoch, positions)`` is the whole augmentation: a uint8
+batch in, a float32 batch (values 0..255) out. Every random choice for an example is a pure
+function of (the run's seed, the epoch, the example's position in that epoch's order): a
+counter-based hash (SplitMix64), no generator state. So epoch N's augmented batches are the same
+whether the run went through epochs 0..N-1 in this process or was killed and resumed, and the
+function runs without TensorFlow (any loader can call it). ``augment_dataset`` wires it into the
+``tf.data`` pipeline.
 
-Every random source is seeded from the run's seed and the map runs in order, so two runs with
-the same seed see the same augmented batches. A resumed run continues from fresh generators:
-its batches differ from an uninterrupted run's after the resume point.
+The changes, in the order they apply:
+
+- ``crop: N``: zero-pad by N pixels and cut back to the size at a random place per image;
+- ``flip``, ``rotation``, ``zoom``, ``translate``: one affine map per image (as Keras's
+  RandomFlip, RandomRotation, RandomZoom and RandomTranslation define their factors: rotation a
+  fraction of a full turn either way, zoom and translate fractions of the size), resampled once,
+  bilinear, with reflected edges;
+- ``contrast: c``: (pixel - image mean per channel) * f + mean with f in [1 - c, 1 + c], clipped to 0..255.
+
+The saved model stays a plain classifier: validation, test, ``trainer eval`` and ``trainer
+predict`` never see augmentation.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import tensorflow as tf
+import numpy as np
 
 # Added to the run's seed so the augmentation draws differ from the model's own (dropout, init).
 SEED_OFFSET = 7919
 
+# One random number per (example, slot): a change keeps its numbers when another is switched on or off.
+SLOTS = {"flip_h": 0, "flip_v": 1, "rotation": 2, "zoom": 3, "translate_y": 4, "translate_x": 5, "contrast": 6, "crop_y": 7, "crop_x": 8}
 
-def augmentation_steps(augment: Any, seed: int) -> list[Any]:
-    """The Keras preprocessing layers ``augment`` asks for, each with its own seed, in the order they apply."""
-    import keras
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
 
-    layers: list[Any] = []
-    base = int(seed) + SEED_OFFSET
-    if augment.flip != "none":
-        layers.append(keras.layers.RandomFlip(augment.flip, seed=base + 1))
-    if augment.rotation:
-        layers.append(keras.layers.RandomRotation(augment.rotation, seed=base + 2))
-    if augment.zoom:
-        layers.append(keras.layers.RandomZoom(augment.zoom, seed=base + 3))
-    if augment.translate:
-        layers.append(keras.layers.RandomTranslation(augment.translate, augment.translate, seed=base + 4))
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective scramble of 64-bit integers (arrays; wrap-around intended)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def example_uniforms(seed: int, epoch: int, positions: np.ndarray, slots: int = len(SLOTS)) -> np.ndarray:
+    """Uniform numbers in [0, 1), shape (len(positions), slots): a pure function of (seed, epoch, position, slot)."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.array([(int(seed) + SEED_OFFSET) % 2**64], dtype=np.uint64) * _GOLDEN + np.uint64(1))
+        key = _mix(key ^ (np.array([int(epoch) % 2**64], dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
+        counters = np.asarray(positions, dtype=np.uint64)[:, None] * np.uint64(len(SLOTS) + 1) + np.arange(1, slots + 1, dtype=np.uint64)[None, :]
+        bits = _mix(key ^ _mix(counters * _GOLDEN))
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+
+
+def _symmetric(u: np.ndarray, factor: float) -> np.ndarray:
+    """A uniform draw in [-factor, factor] from u in [0, 1)."""
+    return (2.0 * u - 1.0) * factor
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Indices reflected into 0..size-1 the way Keras's ``fill_mode='reflect'`` does (d c b a | a b c d | d c b a)."""
+    period = 2 * size
+    index = np.mod(index, period)
+    return np.where(index >= size, period - 1 - index, index)
+
+
+def random_pad_crop(images: np.ndarray, pad: int, u_rows: np.ndarray, u_cols: np.ndarray) -> np.ndarray:
+    """Zero-pad each image by ``pad`` pixels and cut it back to its size at the place its draws say (one per image)."""
+    batch, height, width = images.shape[:3]
+    rows = np.minimum((u_rows * (2 * pad + 1)).astype(np.int64), 2 * pad) - pad  # offset in -pad..pad
+    cols = np.minimum((u_cols * (2 * pad + 1)).astype(np.int64), 2 * pad) - pad
+    y = rows[:, None] + np.arange(height)[None, :]  # (batch, height): source row of each output row
+    x = cols[:, None] + np.arange(width)[None, :]
+    inside = ((y >= 0) & (y < height))[:, :, None] & ((x >= 0) & (x < width))[:, None, :]
+    picked = images[np.arange(batch)[:, None, None], np.clip(y, 0, height - 1)[:, :, None], np.clip(x, 0, width - 1)[:, None, :]]
+    return np.where(inside[..., None], picked, 0).astype(images.dtype)
+
+
+def affine_resample(images: np.ndarray, augment: Any, u: np.ndarray) -> np.ndarray:
+    """Flip, rotation, zoom and translation as one affine map per image, sampled bilinearly with reflected edges."""
+    batch, height, width = images.shape[:3]
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    # Output pixel p samples the source at c + A (p - c - t): t the translation, A = flip . rotation . zoom.
+    ty = _symmetric(u[:, SLOTS["translate_y"]], augment.translate) * height if augment.translate else np.zeros(batch)
+    tx = _symmetric(u[:, SLOTS["translate_x"]], augment.translate) * width if augment.translate else np.zeros(batch)
+    scale = 1.0 + _symmetric(u[:, SLOTS["zoom"]], augment.zoom) if augment.zoom else np.ones(batch)  # > 1: zoomed out
+    angle = _symmetric(u[:, SLOTS["rotation"]], augment.rotation * 2 * np.pi) if augment.rotation else np.zeros(batch)
+    cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+    a = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (batch, 2, 2) on (row, col)
+    flip_h = augment.flip in ("horizontal", "horizontal_and_vertical")
+    flip_v = augment.flip in ("vertical", "horizontal_and_vertical")
+    if flip_v:
+        a[:, 0, :] *= np.where(u[:, SLOTS["flip_v"]] < 0.5, -1.0, 1.0)[:, None]
+    if flip_h:
+        a[:, 1, :] *= np.where(u[:, SLOTS["flip_h"]] < 0.5, -1.0, 1.0)[:, None]
+    ry = np.arange(height, dtype=np.float64)[None, :, None] - cy - ty[:, None, None]  # (batch, height, 1)
+    rx = np.arange(width, dtype=np.float64)[None, None, :] - cx - tx[:, None, None]  # (batch, 1, width)
+    sy = cy + a[:, 0, 0, None, None] * ry + a[:, 0, 1, None, None] * rx  # (batch, height, width)
+    sx = cx + a[:, 1, 0, None, None] * ry + a[:, 1, 1, None, None] * rx
+    sy, sx = np.round(sy, 6), np.round(sx, 6)  # exact integers stay exact (flips, no rotation): no blur from 1e-16 errors
+    y0, x0 = np.floor(sy), np.floor(sx)
+    wy, wx = (sy - y0)[..., None].astype(np.float32), (sx - x0)[..., None].astype(np.float32)
+    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+    b = np.arange(batch)[:, None, None]
+    ya, yb = _reflect(y0, height), _reflect(y0 + 1, height)
+    xa, xb = _reflect(x0, width), _reflect(x0 + 1, width)
+    top = images[b, ya, xa] * (1 - wx) + images[b, ya, xb] * wx
+    bottom = images[b, yb, xa] * (1 - wx) + images[b, yb, xb] * wx
+    return (top * (1 - wy) + bottom * wy).astype(np.float32)
+
+
+def random_contrast(images: np.ndarray, contrast: float, u: np.ndarray) -> np.ndarray:
+    """(pixel - mean) * f + mean per image and channel, f in [1 - c, 1 + c]; clipped to 0..255 (Keras's RandomContrast)."""
+    factor = (1.0 + _symmetric(u, contrast)).astype(np.float32)[:, None, None, None]
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    return np.clip((images - mean) * factor + mean, 0.0, 255.0).astype(np.float32)
+
+
+def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """A batch of images (values 0..255, (batch, h, w[, c])) augmented: float32, same shape; a pure function of its arguments."""
+    images = np.asarray(images)
+    greyscale = images.ndim == 3  # (batch, height, width): the changes work on a channel axis
+    if greyscale:
+        images = images[..., None]
+    u = example_uniforms(seed, epoch, positions)
+    if augment.crop:
+        images = random_pad_crop(images, int(augment.crop), u[:, SLOTS["crop_y"]], u[:, SLOTS["crop_x"]])
+    images = images.astype(np.float32)
+    if augment.flip != "none" or augment.rotation or augment.zoom or augment.translate:
+        images = affine_resample(images, augment, u)
     if augment.contrast:
-        layers.append(keras.layers.RandomContrast(augment.contrast, value_range=(0, 255), seed=base + 5))
-    return layers
+        images = random_contrast(images, augment.contrast, u[:, SLOTS["contrast"]])
+    return images[..., 0] if greyscale else images
 
 
-def random_pad_crop(images: tf.Tensor, pad: int, generator: tf.random.Generator) -> tf.Tensor:
-    """Zero-pad each image by ``pad`` pixels and cut it back to its size at a random place (one per image)."""
-    batch, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    offsets = generator.uniform([batch, 2], minval=0, maxval=2 * pad + 1, dtype=tf.int32)
-    rows = offsets[:, :1] + tf.range(height)[tf.newaxis, :]  # (batch, height)
-    cols = offsets[:, 1:] + tf.range(width)[tf.newaxis, :]  # (batch, width)
-    images = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(images, cols, axis=2, batch_dims=1)
+def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any = None) -> Any:
+    """``dataset`` (``tf.data`` batches of images 0..255 [, labels, weights]) with the images augmented; as is when nothing is on.
 
-
-def augment_dataset(dataset: tf.data.Dataset, augment: Any, seed: int) -> tf.data.Dataset:
-    """``dataset`` (batches of images 0..255 [, labels, weights]) with the images augmented; as is when nothing is on."""
+    The epoch is ``epoch_variable`` (the pipeline's shuffle variable, which the checkpointer sets
+    at each epoch's start; by default the one ``trainer.data.pipeline.make_dataset`` gave this
+    dataset). Without one, passes over the dataset are counted as they start (exact within one
+    uninterrupted process only). Positions count the examples from each pass's start.
+    """
     if augment is None or not augment.active:
         return dataset
-    layers = augmentation_steps(augment, seed)
-    generator = tf.random.Generator.from_seed(int(seed) + SEED_OFFSET)
+    import tensorflow as tf
 
-    def augment_images(images):
-        greyscale = images.shape.rank == 3  # (batch, height, width): image layers need a channel axis
-        images = tf.cast(images, tf.float32)
-        if greyscale:
-            images = images[..., tf.newaxis]
-        if augment.crop:
-            images = random_pad_crop(images, augment.crop, generator)
-        for layer in layers:
-            images = layer(images, training=True)
-        return images[..., 0] if greyscale else images
+    from trainer.data.pipeline import epoch_variable_of
 
-    # One map call at a time, in order: the generators' draws then follow the batch order (reproducible).
-    return dataset.map(lambda images, *rest: (augment_images(images), *rest)).prefetch(tf.data.AUTOTUNE)
+    epoch_variable = epoch_variable if epoch_variable is not None else epoch_variable_of(dataset)
+    passes = {"epoch": -1}
+
+    def augment_numpy(images, epoch, start):
+        if epoch_variable is None and int(start) == 0:
+            passes["epoch"] += 1
+        epoch = int(epoch) if epoch_variable is not None else passes["epoch"]
+        return augment_batch(images, augment, seed, epoch, np.arange(int(start), int(start) + len(images)))
+
+    def augment_images(start, element):
+        images, *rest = element
+        epoch = epoch_variable.read_value() if epoch_variable is not None else tf.constant(0, tf.int64)
+        out = tf.numpy_function(augment_numpy, [images, tf.cast(epoch, tf.int64), start], tf.float32, stateful=epoch_variable is None)
+        out.set_shape(images.shape)
+        return (out, *rest)
+
+    def count(start, element):
+        return start + tf.cast(tf.shape(element[0])[0], tf.int64), (start, element)
+
+    positioned = dataset.scan(tf.constant(0, tf.int64), count)
+    # A pure function of (seed, epoch, position): batches may be augmented in parallel, kept in order.
+    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if epoch_variable is not None else {}
+    return positioned.map(augment_images, **parallel).prefetch(tf.data.AUTOTUNE)

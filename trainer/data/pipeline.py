@@ -6,6 +6,7 @@ labels are made once, not per batch.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,17 @@ from trainer.data.folder import ImageFiles
 # A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
 # instead of loaded whole, so memory does not grow with the number of images.
 STREAM_MEMMAP_OVER = 256 << 20
+
+# The epoch variable each dataset made here reads: data.augment draws from (seed, epoch, position) with it.
+_EPOCH_VARIABLES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def epoch_variable_of(dataset: Any) -> Any:
+    """The epoch variable ``make_dataset`` gave ``dataset`` (None when it was made without one)."""
+    try:
+        return _EPOCH_VARIABLES.get(dataset)
+    except TypeError:  # not weakly referenceable: not one of ours
+        return None
 
 
 def make_dataset(
@@ -59,7 +71,10 @@ def make_dataset(
         if shuffle:
             dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    if epoch_variable is not None:
+        _EPOCH_VARIABLES[dataset] = epoch_variable
+    return dataset
 
 
 def epoch_permutation(count: int, seed: int, epoch_variable: tf.Variable) -> tf.Tensor:
