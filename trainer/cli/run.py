@@ -11,7 +11,7 @@ from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_
 RUN_EPILOG = (
     "Exit codes: 0 done, 1 the run failed (NaN loss, out of memory), 2 bad input (config, data, arguments), "
     "130 interrupted. Every epoch is checkpointed: after Ctrl-C or a crash, add --resume to continue. "
-    "KERAS_BACKEND=jax trains on JAX; distribute.strategy spreads a run over devices or machines."
+    "backend: jax (or torch) in the config, or KERAS_BACKEND, picks the Keras backend; distribute.strategy spreads a run over devices or machines."
 )
 
 
