@@ -205,3 +205,27 @@ def test_the_pipeline_augments_epoch_n_the_same_whatever_ran_before():
     for a, b in zip(uninterrupted[2], resumed[0]):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(uninterrupted[0][0], uninterrupted[1][0])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.tuples(st.integers(0, 4), st.integers(1, 9), st.integers(1, 9)).flatmap(
+        lambda s: st.sampled_from([s, (*s, 1), (*s, 3)])
+    ),
+    setting=st.fixed_dictionaries({
+        "flip": st.sampled_from(["none", "horizontal", "vertical", "horizontal_and_vertical"]), "crop": st.integers(0, 12),
+        "rotation": st.floats(0, 1), "zoom": st.floats(0, 0.999), "translate": st.floats(0, 0.999), "contrast": st.floats(0, 1),
+    }),
+    seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 10**6), start=st.integers(0, 2**40),
+)
+def test_any_batch_and_setting_keeps_shape_and_range(shape, setting, seed, epoch, start):
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.augment import augment_batch
+
+    images = np.random.default_rng(seed).integers(0, 256, size=shape).astype(np.uint8)
+    out = augment_batch(images, AugmentConfig(**setting), seed, epoch, np.arange(start, start + shape[0]))
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert not out.size or (out.min() >= 0 and out.max() <= 255 and np.isfinite(out).all())

@@ -132,3 +132,41 @@ def test_run_on_the_configured_backend_records_it(tmp_path):
                                env={**env, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert json.loads((tmp_path / "eval.json").read_text())["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
+
+
+# --------------------------------------------------------------------------- manifest.json's trained_on, read back
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=300),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    max_leaves=20,
+)
+MANIFEST = {"dataset": "mnist", "num_classes": 10, "class_names": [str(i) for i in range(10)], "input_shape": [28, 28],
+            "label_encoding": "sparse", "loss": {"name": "sparse_categorical_crossentropy"}, "model_output": "softmax"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(trained_on=st.one_of(
+    JSON_VALUES,
+    st.fixed_dictionaries({"backend": JSON_VALUES, "kind": JSON_VALUES, "devices": JSON_VALUES, "precision": JSON_VALUES}),
+))
+def test_a_mutated_trained_on_is_read_or_refused_naming_the_file(trained_on):
+    from trainer.errors import RunDirError
+    from trainer.run.records import Manifest
+
+    try:
+        manifest = Manifest.from_dict({**MANIFEST, "trained_on": trained_on}, "run/manifest.json")
+    except RunDirError as error:
+        assert "run/manifest.json" in str(error) and "trained_on" in str(error) and error.exit_code == 2
+    else:
+        assert manifest.trained_on is None or isinstance(manifest.trained_on, dict)
+
+
+def test_old_manifests_without_trained_on_still_read():
+    from trainer.run.records import Manifest
+
+    assert Manifest.from_dict(dict(MANIFEST)).trained_on is None
+    good = {"backend": "jax", "kind": "gpu", "devices": ["NVIDIA H200"], "precision": "mixed_bfloat16"}
+    assert Manifest.from_dict({**MANIFEST, "trained_on": good}).trained_on == good

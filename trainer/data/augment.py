@@ -150,6 +150,8 @@ def random_contrast(images: np.ndarray, contrast: float, u: np.ndarray) -> np.nd
 def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     """A batch of images (values 0..255, (batch, h, w[, c])) augmented: float32, same shape; a pure function of its arguments."""
     images = np.asarray(images)
+    if not len(images):
+        return images.astype(np.float32)
     greyscale = images.ndim == 3  # (batch, height, width): the changes work on a channel axis
     if greyscale:
         images = images[..., None]

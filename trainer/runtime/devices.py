@@ -163,14 +163,14 @@ def memory_note(backend: str, environ: Mapping[str, str] | None = None) -> str:
         return "memory growth"
     if backend == "jax":
         preallocate = environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "").strip().lower()
-        fraction = environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "").strip()
+        fraction = environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "").strip()[:16]
         allocator = environ.get("XLA_PYTHON_CLIENT_ALLOCATOR", "").strip()
         if preallocate in ("false", "0") or allocator == "platform":
             return "JAX allocates on demand" + (" (XLA_PYTHON_CLIENT_ALLOCATOR=platform)" if allocator == "platform" else " (XLA_PYTHON_CLIENT_PREALLOCATE=false)")
         share = f"{fraction} (XLA_PYTHON_CLIENT_MEM_FRACTION)" if fraction else "75%"
         return f"JAX preallocates {share} of GPU memory; XLA_PYTHON_CLIENT_PREALLOCATE=false allocates on demand"
     if backend == "torch":
-        conf = environ.get("PYTORCH_CUDA_ALLOC_CONF", "").strip()
+        conf = environ.get("PYTORCH_CUDA_ALLOC_CONF", "").strip()[:120]
         return "PyTorch caching allocator" + (f" (PYTORCH_CUDA_ALLOC_CONF={conf})" if conf else "")
     return ""
 
