@@ -205,12 +205,10 @@ def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: st
     if (strategy, backend) not in SUPPORTED:
         why = (
             "TensorFlow's MultiWorkerMirroredStrategy fails with Keras 3's fit: keras-team/keras#20585"
-            if backend == "tensorflow" else f"trainer spreads runs over devices on tensorflow (mirrored) and jax only"
+            if backend == "tensorflow" else "trainer spreads runs over devices on tensorflow (mirrored) and jax only"
         )
-        raise BadInputError(
-            f"distribute.strategy {strategy} is not supported on the {backend} backend ({why}); "
-            f"set backend: jax in the config (or KERAS_BACKEND=jax), or distribute.strategy: none."
-        )
+        fix = "unset KERAS_BACKEND or set KERAS_BACKEND=jax" if requested else "set backend: jax in the config (or KERAS_BACKEND=jax), or distribute.strategy: none"
+        raise BadInputError(f"distribute.strategy {strategy} is not supported on the {backend} backend ({why}); {fix}.")
     return backend, notice
 
 
