@@ -5,8 +5,11 @@ trained shape, input named ``image``), class probabilities out (a logits model g
 inside the export). Every export is checked: up to 1,000 examples of the run's test split go
 through the Keras model and through the exported one (``tf.saved_model.load``, onnxruntime,
 ``ai_edge_litert``'s interpreter); ``export-<format>.json`` beside the export records the
-numbers, and the run's ``manifest.json`` is copied there so ``trainer predict`` can use the
-export. An export outside the bounds raises ``ExportParityError`` (exit 1); its file is kept,
+numbers and a signature (``provenance``: an HMAC of the export's and manifest's digests with
+the user's key), and the run's ``manifest.json`` is copied there so ``trainer predict`` can use
+the export. Writing follows ``trainer.outputs``' rule (``plan_export``): a new path, an empty
+folder, or trainer's own previous export; built beside it and swapped in; on failure only what
+this export made is removed. An export outside the bounds raises ``ExportParityError`` (exit 1); its file is kept,
 with the report's warning beside it. Nothing here prints.
 """
 from __future__ import annotations

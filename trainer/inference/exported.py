@@ -3,7 +3,13 @@
 Each format has a small runner with ``predict(images) -> probabilities``: ``tf.saved_model.load``
 for SavedModel, onnxruntime for ONNX, ``ai_edge_litert``'s interpreter for LiteRT. An export
 needs the run's ``manifest.json`` beside it (``trainer export`` copies it there) for its class
-names and input shape. Nothing here prints.
+names and input shape.
+
+An export is a program, so it runs only when the signed ``export-<format>.json`` beside it proves
+that this user's trainer wrote exactly these files (``provenance``) and its graph passes the
+static checks (``export_checks``), or when the caller says ``trust_export``. The files are read
+once (bytes, or a private copy of a SavedModel folder): what is checked is what runs. The
+manifest must agree with the export's own input shape and class count. Nothing here prints.
 """
 from __future__ import annotations
 
