@@ -359,3 +359,48 @@ def test_a_bad_image_with_the_disk_cache_leaves_no_run_directory(where, broken_i
         assert run.is_dir() and list(run.iterdir()) == []
     else:
         assert list(outputs.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the data.cache: disk pixel file
+
+
+@pytest.fixture
+def folder_split(tmp_path: Path):
+    from trainer.data.folder import load_folder
+
+    root = write_image_folders(tmp_path / "images", n_per_class=3, size=(12, 10))
+    return load_folder(root, (8, 8), "rgb", "disk").x_train
+
+
+@pytest.mark.parametrize("how", ["stranger", "changed"])
+def test_a_pixel_file_this_process_did_not_write_is_decoded_again(how, folder_split, tmp_path):
+    """The disk pixel cache is reused only while it is the very file this process wrote (a name is not enough)."""
+    from trainer.data.streaming import pixel_file
+
+    cache = tmp_path / "cache"
+    decoded = np.asarray(folder_split)
+    rows = pixel_file(folder_split, cache)
+    (path,) = cache.glob("*.pixels")
+    if how == "stranger":
+        from trainer.data import streaming
+
+        streaming._WRITTEN.clear()  # as if another process had left it there
+        path.write_bytes(b"\x07" * path.stat().st_size)
+    else:
+        data = bytearray(path.read_bytes())
+        data[0] ^= 0xFF
+        os.utime(path, ns=(0, 0))
+        path.write_bytes(bytes(data))
+    del rows
+    again = pixel_file(folder_split, cache)
+    np.testing.assert_array_equal(again.read(np.arange(len(decoded))), decoded)
+
+
+def test_a_truncated_row_file_is_refused_by_name(folder_split, tmp_path):
+    from trainer.data.streaming import RowFile, pixel_file
+
+    rows = pixel_file(folder_split, tmp_path / "cache")
+    os.truncate(rows.path, rows.path.stat().st_size - 1)
+    with pytest.raises(RunDirError, match="truncated") as info:
+        RowFile(rows.path, rows.shape, rows.dtype)
+    assert rows.path.name in str(info.value)
