@@ -113,6 +113,24 @@ def test_a_replaced_shared_feature_file_is_recomputed_not_trained_on(backbone, t
     np.testing.assert_allclose(np.load(npy), truth(backbone), rtol=1e-6)  # and the cache repaired
 
 
+def test_a_feature_file_forged_with_a_matching_index_is_caught_by_the_sample_check(backbone, tmp_path):
+    """A file and its index rewritten together pass the digest; the backbone run again on random rows does not."""
+    import hashlib
+
+    shared(backbone, tmp_path).shared_features("train", X)
+    npy, index = cached_files(tmp_path)
+    forged = truth(backbone)
+    forged[[0, 5, 9]] += 1.0  # 3 rows of 10: any sample of 8 rows sees one
+    np.save(npy, forged)
+    record = json.loads(index.read_text())
+    record["sha256"] = hashlib.sha256(forged.tobytes()).hexdigest()
+    index.write_text(json.dumps(record))
+    events = Recorder()
+    features = shared(backbone, tmp_path, events).shared_features("train", X)
+    np.testing.assert_allclose(np.asarray(features), truth(backbone), rtol=1e-6)
+    assert any("not reused" in text and "differ from what the backbone makes" in text for text in events.notices), events.notices
+
+
 def _truncate(npy: Path) -> None:
     npy.write_bytes(npy.read_bytes()[:-5])
 

@@ -23,6 +23,7 @@ import numpy as np
 
 FEATURES_DIR = "features"  # inside the run directory, removed when the run ends
 CHUNK = 128  # images per backbone call; inference only, so it does not change any result
+SPOT_ROWS = 8  # rows of a shared feature file computed again, at random, before it is reused
 
 
 def uses_cached_features(config) -> bool:
@@ -165,10 +166,11 @@ class CachedFeatureTraining:
         if path.exists() or path.is_symlink() or feature_index_path(path).exists() or feature_index_path(path).is_symlink():
             try:
                 features = read_feature_cache(path, folder=self.shared_dir, key=key, split=split, shape=shape)
+                self.spot_check(features, x, path)
             except RunDirError as exc:  # replaced below (os.replace), never trained on
                 self.events.on_notice(f"backbone features ({split}) in {path} are not reused: {exc.message} They are computed again.")
             else:
-                self.events.on_notice(f"backbone features ({split}) reused from {path}: same backbone, weights and images (digest checked).")
+                self.events.on_notice(f"backbone features ({split}) reused from {path}: same backbone, weights and images (digest and sample checked).")
                 return features
         if path.is_dir() and not path.is_symlink():  # not trainer's to remove: this run keeps its own copy instead
             self.events.on_notice(f"{path} is a folder, not a feature file; the features of this run are kept in its run directory instead.")
@@ -181,6 +183,25 @@ class CachedFeatureTraining:
 
             raise RunFailedError(f"cannot create the shared feature cache {self.shared_dir}: {exc.strerror or exc}.") from None
         return compute_features(backbone, x, path, self.events, split, key=key)
+
+    def spot_check(self, features: np.ndarray, x: np.ndarray, path: Path) -> None:
+        """The backbone run again on a few rows drawn at random must give the cached rows; else ``RunDirError``.
+
+        The digest proves the file is the one its index describes; this proves the pair is what
+        the backbone makes of these images, so a file and index rewritten together are caught
+        too (each forged row is found with the chance ``SPOT_ROWS`` / rows per run).
+        """
+        from trainer.errors import RunDirError
+
+        if not len(x):
+            return
+        rows = np.sort(np.random.default_rng(int.from_bytes(os.urandom(8), "little")).choice(len(x), min(SPOT_ROWS, len(x)), replace=False))
+        backbone = self.model.get_layer("features")
+        fresh = np.asarray(backbone.predict_on_batch(np.asarray(x[rows], dtype=np.float32)), dtype=np.float32)
+        cached = np.asarray(features[rows], dtype=np.float32)
+        scale = float(np.max(np.abs(fresh))) if fresh.size else 0.0
+        if cached.shape != fresh.shape or not np.allclose(cached, fresh, rtol=1e-3, atol=1e-4 * max(scale, 1.0)):
+            raise RunDirError(f"{path}: rows {rows.tolist()} differ from what the backbone makes of those images now.")
 
     def fingerprint(self, x: np.ndarray) -> str:
         """What the features depend on: the backbone's layers and weights, what it makes of a few images, and the images.

@@ -243,7 +243,12 @@ class Training:
         curves = self.draw_curves_in_background()
         try:
             if self.cached is not None:
-                test = self.cached.evaluate_test()
+                try:
+                    test = self.cached.evaluate_test()
+                except RunFailedError as exc:  # the test split's features could not be written (a full disk)
+                    with contextlib.suppress(Exception):
+                        curves.join()
+                    self.fail(exc.message, exc.message)
                 self.cached.cleanup()
             else:
                 test_ds = self.dataset(self.data.x_test, self.data.y_test)
