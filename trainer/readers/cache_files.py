@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainer.errors import RunDirError
-from trainer.readers import KiB, MiB, locate, read_record
+from trainer.readers import KiB, MiB, open_regular, read_record
 
 FEATURE_CACHE_KIND = "trainer feature cache"
 INDEX_LIMIT = 64 * KiB  # an index record is a few hundred bytes
@@ -61,7 +60,7 @@ def read_feature_cache(npy: Path | str, *, folder: Path | str, key: str, split: 
     for field, recorded, expected in (("key", index.key, key), ("split", index.split, split), ("shape", tuple(index.shape), tuple(shape))):
         if recorded != expected:
             raise RunDirError(f"{index_path}: {field} is {recorded!r}, but these features need {expected!r}.")
-    handle = open_regular(npy, folder)
+    handle = open_regular(npy, folder=folder)
     try:
         header_shape, dtype, offset = read_npy_header(handle, npy)
         if header_shape != tuple(shape) or dtype != np.dtype(index.dtype):
@@ -79,25 +78,6 @@ def read_feature_cache(npy: Path | str, *, folder: Path | str, key: str, split: 
         raise RunDirError(f"{npy} cannot be read ({exc.strerror or exc}).") from None
     finally:
         handle.close()  # a memmap keeps its own mapping
-
-
-def open_regular(path: Path, folder: Path | str) -> io.BufferedReader:
-    """``path`` opened for reading: a regular file inside ``folder``, no final link followed, never blocking.
-
-    Unlike ``trainer.readers.read_bytes`` it returns the open file (a cached array is memory-mapped, not read whole).
-    """
-    target = locate(path, folder)
-    flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        handle = open(target, "rb", opener=lambda name, mode: os.open(name, mode | flags))  # noqa: SIM115 - returned open
-    except FileNotFoundError:
-        raise RunDirError(f"{path} is missing.") from None
-    except OSError as exc:
-        raise RunDirError(f"{path} cannot be opened ({exc.strerror or exc}).") from None
-    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-        handle.close()
-        raise RunDirError(f"{path} is not a regular file (a folder, FIFO, device or socket).")
-    return handle
 
 
 def read_npy_header(handle: io.BufferedReader, path: Path | str) -> tuple[tuple[int, ...], Any, int]:
