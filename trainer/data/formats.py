@@ -219,7 +219,7 @@ def _read_idx_stream(handle: BinaryIO, path: Path) -> np.ndarray:
     if expected > limit:
         raise DataError(
             f"{path}: the header declares shape {shape} of {dtype.name}, i.e. {size_text(expected)} of data, more than "
-            f"the {size_text(limit)} trainer decodes from one file; refused before reading (a lying header, or data to split)."
+            f"the {size_text(limit)} trainer decodes from one file; refused before reading (the header is truncated or garbled, or the data needs splitting)."
         )
     payload = bytearray()
     while len(payload) <= expected:  # chunk by chunk: memory follows the bytes really there, never the header's claim
