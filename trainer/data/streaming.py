@@ -62,6 +62,10 @@ class RowFile:
                 pass
 
 
+class StreamedDataError(DataError):
+    """A data file that went bad while tf.data streamed it (gone, replaced, undecodable): raised by ``surfacing_data_errors``."""
+
+
 _FAILURES: list[DataError] = []  # DataErrors raised inside tf.data's threads, most recent last
 _FAILURES_LOCK = threading.Lock()
 
@@ -97,7 +101,7 @@ def surfacing_data_errors():
                 _FAILURES.remove(found)
         if found is None:
             raise
-        raise DataError(found.message) from None
+        raise StreamedDataError(found.message) from None
 
 
 def pixel_file(files: ImageFiles, folder: Path) -> RowFile:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config
-from trainer.errors import DataError, RunFailedError, RunInterrupted
+from trainer.errors import RunFailedError, RunInterrupted
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
 )
@@ -157,7 +157,7 @@ class Training:
         import tensorflow as tf
 
         from trainer.catalogue.callbacks import build_callbacks
-        from trainer.data.streaming import surfacing_data_errors
+        from trainer.data.streaming import StreamedDataError, surfacing_data_errors
         from trainer.run.features import CachedFeatureTraining, augmentation_stops_cache, uses_cached_features
 
         config, data = self.config, self.data
@@ -198,7 +198,7 @@ class Training:
             self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
             self.fail(exc.message, exc.message)
-        except DataError as exc:  # data that went bad mid-run (streamed images): the run fails, its checkpoints stay
+        except StreamedDataError as exc:  # data that went bad mid-run (streamed images): the run fails, its checkpoints stay
             kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
             reason = f"a data file went bad during training: {exc.message}"
             self.fail(reason, f"{reason} The run stopped and {kept}; fix or remove the file, then --resume. See {self.run_dir / METRICS_FILE}")
@@ -222,13 +222,13 @@ class Training:
                 test = self.cached.evaluate_test()
                 self.cached.cleanup()
             else:
-                from trainer.data.streaming import surfacing_data_errors
+                from trainer.data.streaming import StreamedDataError, surfacing_data_errors
 
                 test_ds = self.dataset(self.data.x_test, self.data.y_test)
                 try:
                     with surfacing_data_errors():
                         test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
-                except DataError as exc:
+                except StreamedDataError as exc:
                     reason = f"a data file went bad while the test split was measured: {exc.message}"
                     self.fail(reason, f"{reason} Every epoch's checkpoint is kept; fix or remove the file, then run trainer eval.")
             try:
