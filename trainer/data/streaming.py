@@ -14,8 +14,10 @@ array (the frozen backbone's feature cache) is read the same way, by rows.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data.folder import ImageFiles
-from trainer.errors import RunDirError
+from trainer.errors import DataError, RunDirError
 from trainer.data.pipeline import epoch_permutation
 
 CHUNK = 512  # images decoded per write while the disk cache is filled
@@ -66,6 +68,48 @@ class RowFile:
 
 
 _WRITTEN: dict[Path, tuple[int, int, int, int]] = {}  # pixel files this process wrote: (device, inode, size, mtime)
+
+
+class StreamedDataError(DataError):
+    """A data file that went bad while tf.data streamed it (gone, replaced, undecodable): raised by ``surfacing_data_errors``."""
+
+
+_FAILURES: list[DataError] = []  # DataErrors raised inside tf.data's threads, most recent last
+_FAILURES_LOCK = threading.Lock()
+
+
+def _recording_failures(read):
+    """``read`` that notes a DataError before tf.data wraps it into its own error (see ``surfacing_data_errors``)."""
+    def call(batch):
+        try:
+            return read(batch)
+        except DataError as exc:
+            with _FAILURES_LOCK:
+                _FAILURES.append(exc)
+                del _FAILURES[:-16]
+            raise
+
+    return call
+
+
+@contextlib.contextmanager
+def surfacing_data_errors():
+    """Inside it, a DataError raised while a batch is decoded (an image gone, replaced or undecodable) comes out as itself.
+
+    ``tf.numpy_function`` turns it into TensorFlow's ``UnknownError`` holding a Python traceback;
+    the recorded DataError whose message that error carries is raised instead, without one.
+    """
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        text = str(exc)
+        with _FAILURES_LOCK:
+            found = next((failure for failure in reversed(_FAILURES) if failure.message in text), None)
+            if found is not None:
+                _FAILURES.remove(found)
+        if found is None:
+            raise
+        raise StreamedDataError(found.message) from None
 
 
 def pixel_file(files: ImageFiles, folder: Path) -> RowFile:
@@ -116,6 +160,7 @@ def streamed_batches(
     count = len(source)
     if isinstance(source, ImageFiles):
         read, dtype = (pixel_file(source, cache_dir).read if source.cache == "disk" and cache_dir is not None else source.decode), np.uint8
+        read = _recording_failures(read)
     else:
         read, dtype = source.read, source.dtype
     if shuffle and epoch_variable is not None:

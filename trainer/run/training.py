@@ -187,6 +187,7 @@ class Training:
         import tensorflow as tf
 
         from trainer.catalogue.callbacks import build_callbacks
+        from trainer.data.streaming import StreamedDataError, surfacing_data_errors
         from trainer.run.features import CachedFeatureTraining, augmentation_stops_cache, uses_cached_features
 
         config, data = self.config, self.data
@@ -208,12 +209,13 @@ class Training:
                     self.events.on_notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
                 elif augmentation_stops_cache(config):
                     self.events.on_notice(augmentation_stops_cache(config))
-                if getattr(config.model, "fine_tune", None) is not None:
-                    from trainer.run.fine_tune import fit_in_phases
+                with surfacing_data_errors():  # an image gone or undecodable while streaming: a DataError, not TensorFlow's
+                    if getattr(config.model, "fine_tune", None) is not None:
+                        from trainer.run.fine_tune import fit_in_phases
 
-                    fit_in_phases(self, user_callbacks, settings)
-                else:
-                    self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
+                        fit_in_phases(self, user_callbacks, settings)
+                    else:
+                        self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
                 self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
             finally:  # every ending: the checkpoint being written is complete before metrics.json and on_run_end
                 self.checkpointer_wait_quietly()
@@ -226,6 +228,10 @@ class Training:
             self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
             self.fail(exc.message, exc.message)
+        except StreamedDataError as exc:  # data that went bad mid-run (streamed images): the run fails, its checkpoints stay
+            kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
+            reason = f"a data file went bad during training: {exc.message}"
+            self.fail(reason, f"{reason} The run stopped and {kept}; fix or remove the file, then --resume. See {self.run_dir / METRICS_FILE}")
         except OSError as exc:
             reason = f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}"
             self.fail(reason, reason)
@@ -251,8 +257,15 @@ class Training:
                     self.fail(exc.message, exc.message)
                 self.cached.cleanup()
             else:
+                from trainer.data.streaming import StreamedDataError, surfacing_data_errors
+
                 test_ds = self.dataset(self.data.x_test, self.data.y_test)
-                test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+                try:
+                    with surfacing_data_errors():
+                        test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+                except StreamedDataError as exc:
+                    reason = f"a data file went bad while the test split was measured: {exc.message}"
+                    self.fail(reason, f"{reason} Every epoch's checkpoint is kept; fix or remove the file, then run trainer eval.")
             try:
                 write_h5_atomically(self.run_dir / MODEL_FILE, save_model_h5(self.model), h5_size_estimate(self.model))
                 metrics = self.write_metrics("completed", test=test)
