@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,44 +80,21 @@ def read_feature_cache(npy: Path | str, *, folder: Path | str, key: str, split: 
         handle.close()  # a memmap keeps its own mapping
 
 
-def read_npy_header(handle: io.BufferedReader, path: Path | str) -> tuple[tuple[int, ...], Any, int]:
-    """(shape, dtype, data offset) of the ``.npy`` open in ``handle``; C order, no objects.
-
-    At most ``NPY_HEADER_LIMIT`` bytes are read: numpy reads whatever length a header declares
-    before checking it against its bound, so the length is checked here first.
-    """
-    import struct
-    import tokenize
-    import warnings
-
-    import numpy as np
+def read_npy_header(handle: BinaryIO, path: Path | str) -> tuple[tuple[int, ...], Any, int]:
+    """(shape, dtype, data offset) of the cached ``.npy`` open in ``handle``: the bounded decoder's header, C order, no objects."""
+    from trainer.errors import DataError
+    from trainer.readers.decoders import read_npy_header as read_header
 
     handle.seek(0)
-    prefix = handle.read(12 + NPY_HEADER_LIMIT)
     try:
-        if prefix[:6] != b"\x93NUMPY" or prefix[6:8] not in (b"\x01\x00", b"\x02\x00"):
-            raise ValueError("it does not start with the magic string of a version 1 or 2 .npy file")
-        length_format = "<H" if prefix[6] == 1 else "<I"
-        start = 8 + struct.calcsize(length_format)
-        (header_length,) = struct.unpack(length_format, prefix[8:start])
-        if header_length > NPY_HEADER_LIMIT:
-            raise ValueError(f"the header declares {header_length:,} bytes, more than the {NPY_HEADER_LIMIT:,} trainer reads")
-        reader = np.lib.format.read_array_header_1_0 if prefix[6] == 1 else np.lib.format.read_array_header_2_0
-        stream = io.BytesIO(prefix)
-        stream.seek(8)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # numpy's "created on Python 2" warning: not a file trainer wrote
-            shape, fortran, dtype = reader(stream, max_header_size=NPY_HEADER_LIMIT)
-    except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError, UnicodeDecodeError, struct.error, tokenize.TokenError, Warning) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise RunDirError(f"{path}: the .npy header is damaged ({reason}).") from None
-    if dtype.hasobject:
-        raise RunDirError(f"{path}: holds Python objects (a pickle); trainer's feature cache holds float32 numbers only.")
-    if fortran:
+        header = read_header(handle, str(path), limit=2**63)  # the file's own size bounds the data (checked by the caller)
+    except DataError as exc:
+        raise RunDirError(exc.message) from None
+    if header.fortran:
         raise RunDirError(f"{path}: is in Fortran order; trainer writes C order.")
-    if len(shape) > MAX_DIMENSIONS or any(not 0 <= side <= MAX_SIDE for side in shape):
-        raise RunDirError(f"{path}: the header declares shape {shape}, outside what trainer writes.")
-    return tuple(int(side) for side in shape), dtype, start + header_length
+    if len(header.shape) > MAX_DIMENSIONS or any(not 0 <= side <= MAX_SIDE for side in header.shape):
+        raise RunDirError(f"{path}: the header declares shape {header.shape}, outside what trainer writes.")
+    return header.shape, header.dtype, header.offset
 
 
 def digest_from(handle: io.BufferedReader, offset: int) -> str:

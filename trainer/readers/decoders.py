@@ -11,9 +11,12 @@ The limits are listed in ``docs/security.md``.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
+import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -70,14 +73,25 @@ def read_npy_header(stream: BinaryIO, source: str, *, limit: int | None = None) 
     """The header of the ``.npy`` data at ``stream`` (positioned at its start), checked; the stream is left at the data."""
     limit = array_limit() if limit is None else limit
     try:
+        # numpy reads the whole length a header declares (up to 4 GiB) before checking max_header_size:
+        # the length is read and bounded here first, and numpy parses only those bytes.
+        start = stream.tell() if stream.seekable() else 0
         version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream, max_header_size=NPY_HEADER_LIMIT)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream, max_header_size=NPY_HEADER_LIMIT)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise ValueError(f"format version {version[0]}.{version[1]}; trainer reads versions 1.0 and 2.0")
-        offset = stream.tell()
+        length_format = "<H" if version == (1, 0) else "<I"
+        length_bytes = stream.read(struct.calcsize(length_format))
+        (header_length,) = struct.unpack(length_format, length_bytes)
+        if header_length > NPY_HEADER_LIMIT:
+            raise ValueError(f"the header declares {header_length:,} bytes, more than the {NPY_HEADER_LIMIT:,} trainer reads")
+        text = stream.read(header_length)
+        prefix = io.BytesIO(np.lib.format.magic(*version) + length_bytes + text)
+        prefix.seek(8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's "created on Python 2" warning: not a file numpy.save wrote here
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(prefix, max_header_size=NPY_HEADER_LIMIT)
+        offset = start + prefix.tell()
     except Exception as exc:  # noqa: BLE001 - numpy parses the header text as a Python literal: any error is a bad header
         raise DataError(f"{source}: not a NumPy .npy array ({_reason(exc)}); expected an array written by numpy.save.") from None
     dtype = np.dtype(dtype)
