@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_HOME", str(Path(__file__).parent / ".keras-home-unused"))
+# trainer export signs exports with a per-user key (trainer.inference.provenance); tests never touch ~/.config
+os.environ.setdefault("TRAINER_CONFIG_HOME", __import__("tempfile").mkdtemp(prefix="trainer-config-"))
 
 from tests.datagen import write_mnist_npz  # noqa: E402
 

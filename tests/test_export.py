@@ -132,7 +132,7 @@ def test_python_api_export_returns_the_report(trained, tmp_path):
         (["--format", "tflite"], "--format: unknown value 'tflite'; valid: litert, onnx, savedmodel"),
         (["--format", "onnx", "--output", "model.tflite"], "a onnx export is one .onnx file; got '.tflite'"),
         (["--format", "litert", "--output", "model"], "a litert export is one .tflite file"),
-        (["--format", "savedmodel", "--output", "notes"], "--output notes: the folder exists and holds files that are not a SavedModel"),
+        (["--format", "savedmodel", "--output", "notes/keep.txt"], "--output notes/keep.txt: a SavedModel is a folder, but notes/keep.txt is a file"),
     ],
 )
 def test_export_refuses_bad_arguments_before_starting_tensorflow(cli, tmp_path, monkeypatch, args, message):

@@ -328,9 +328,8 @@ def test_an_hdf5_write_that_fills_the_disk_is_one_oserror(tmp_path, capfd):
 
     from trainer.run.rundir import write_h5_atomically
 
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as handle:
-            handle.create_dataset("w", data=np.ones(400_000, np.float32))
+    def write(handle: h5py.File) -> None:  # an HDF5 file in memory: only the ordinary write of its bytes meets the full disk
+        handle.create_dataset("w", data=np.ones(400_000, np.float32))
 
     with mounted_tmpfs(tmp_path / "small", "256k") as mount:
         with pytest.raises(OSError) as info:

@@ -140,7 +140,8 @@ def evaluate(
 
 
 def predict(
-    run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = ()
+    run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (),
+    trust_export: bool = False,
 ) -> list[dict[str, Any]]:
     """Classify images with a finished run (or an export of it); the records ``trainer predict --output x.json`` writes.
 
@@ -149,13 +150,18 @@ def predict(
 
     ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
     0..255 images (one ``(H, W[, C])`` or a batch ``(N, H, W[, C])``).
+
+    ``trust_export``: run an export this user's trainer did not write (no valid signed report
+    beside it), or whose graph holds ops beyond pure computation; an export is a program.
     """
     from trainer.inference.exported import load_predictor
     from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
     from trainer.runtime import choose_keras_backend
 
     choose_keras_backend()
-    run = load_predictor(Path(run_dir), config_path=Path(config) if config is not None else None, code_dirs=[Path(d) for d in code_dirs])
+    run = load_predictor(
+        Path(run_dir), config_path=Path(config) if config is not None else None, code_dirs=[Path(d) for d in code_dirs], trust_export=bool(trust_export),
+    )
     if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
         images = inputs_from_array(inputs, run.input_shape)
     else:

@@ -18,10 +18,16 @@ class LossInfo:
     encoding: str  # "sparse" (integer class ids) or "onehot" (one row per example)
     params: dict[str, Any] = field(default_factory=dict)  # parameter -> Keras default
     aliases: tuple[str, ...] = ()
+    trainer_params: dict[str, Any] = field(default_factory=dict)  # parameters trainer adds to the Keras class's
 
     @property
     def takes_logits(self) -> bool:
         return "from_logits" in self.params
+
+    @property
+    def all_params(self) -> dict[str, Any]:
+        """Every parameter the config may give, with its default."""
+        return {**self.params, **self.trainer_params}
 
 
 _COMMON = {"reduction": "sum_over_batch_size"}
@@ -43,6 +49,8 @@ for _info in (
         "sparse",
         {"from_logits": False, "ignore_class": None, "axis": -1, **_COMMON},
         ("scce",),
+        # label_smoothing > 0 builds trainer's SmoothedSparseCategoricalCrossentropy (trainer.catalogue.loss_classes)
+        {"label_smoothing": 0.0},
     ),
     LossInfo(
         "binary_focal_crossentropy",
@@ -74,8 +82,25 @@ def loss_info(name: str, key: str = "loss") -> LossInfo:
 
 
 def check_params(info: LossInfo, params: dict[str, Any], key: str = "loss") -> None:
-    """Refuse parameters the loss does not take, naming the ones it does."""
-    check_parameters(params, list(info.params), key, info.name)
+    """Refuse parameters the loss does not take (naming the ones it does) and label smoothing it cannot do."""
+    from trainer.catalogue.params import LOSS_VALUES, check_values, raise_problems
+
+    check_parameters(params, list(info.all_params), key, info.name)
+    problems = check_values({k: v for k, v in params.items() if k in LOSS_VALUES}, LOSS_VALUES, key, info.name)
+    if info.trainer_params.get("label_smoothing") is not None and smooths(params):
+        for name, default in (("ignore_class", None), ("axis", -1)):
+            if params.get(name, default) != default:
+                problems.append(
+                    f"{key}.{name}: {info.name} with label_smoothing takes no {name} (only the default, {default!r}); "
+                    f"got {params[name]!r}. Remove {name} or label_smoothing."
+                )
+    raise_problems(problems, key, info.name)
+
+
+def smooths(params: dict[str, Any]) -> bool:
+    """Whether ``params`` ask for label smoothing (a number above 0)."""
+    value = params.get("label_smoothing", 0.0)
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
 
 
 def build_loss(name: str, params: dict[str, Any], config_dir: Any = None, records: list[dict[str, Any]] | None = None):
@@ -91,4 +116,12 @@ def build_loss(name: str, params: dict[str, Any], config_dir: Any = None, record
         return loss
     info = loss_info(name)
     check_params(info, params)
+    if info.trainer_params.get("label_smoothing") is not None:
+        params = dict(params)
+        if smooths(params):
+            from trainer.catalogue.loss_classes import SmoothedSparseCategoricalCrossentropy
+
+            kept = {k: v for k, v in params.items() if k not in ("ignore_class", "axis")}  # only their defaults pass check_params
+            return SmoothedSparseCategoricalCrossentropy(**kept)
+        params.pop("label_smoothing", None)  # 0: Keras's own loss, exactly as without the key
     return getattr(keras.losses, info.keras_class)(**params)

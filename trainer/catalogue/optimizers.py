@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from trainer.errors import ConfigError
-from trainer.catalogue.registry import Registry, check_parameters, construct
+from trainer.catalogue.registry import Registry, check_parameters, construct, unknown_choice_message
 
 OPTIMIZERS: Registry[str] = Registry("optimizer")
 for _name, _cls in {
@@ -52,34 +52,90 @@ def check_keras_params(cls: type, params: dict[str, Any], key: str, what: str) -
     check_parameters(params, keras_params(cls), key, what)
 
 
-def build_optimizer(name: str, params: dict[str, Any]):
-    """A fresh Keras optimizer for ``name`` with ``params``."""
+def build_optimizer(name: str, params: dict[str, Any], *, model: Any = None, total_steps: int | None = None):
+    """A fresh Keras optimizer for ``name`` with ``params``.
+
+    ``total_steps``: the run's optimizer steps, for the schedules defined by the run's length
+    (None when unknown, for a check or a model compiled only to evaluate: they then span one
+    step). ``model``: whose biases and normalization layers ``exclude_from_weight_decay: true``
+    spares (without it, only the parameters are checked).
+    """
     import keras
 
     cls = getattr(keras.optimizers, OPTIMIZERS.get(name, key="optimizer"))
-    check_keras_params(cls, params, "optimizer", name)
     params = dict(params)
+    exclude = params.pop("exclude_from_weight_decay", False)
+    check_keras_params(cls, params, "optimizer", name)
     if isinstance(params.get("learning_rate"), (dict, str)):
-        params["learning_rate"] = build_schedule(params["learning_rate"])
+        params["learning_rate"] = build_schedule(params["learning_rate"], total_steps=total_steps)
     elif "learning_rate" in params and (isinstance(params["learning_rate"], bool) or not isinstance(params["learning_rate"], (int, float))):
         raise ConfigError(
             f"optimizer.learning_rate: must be a number or a schedule such as {{name: exponential_decay, ...}}; got {params['learning_rate']!r}"
         )
-    return construct(cls, params, "optimizer", name)
+    optimizer = construct(cls, params, "optimizer", name)
+    exclude_from_weight_decay(optimizer, OPTIMIZERS.canonical(name), exclude, model)
+    return optimizer
 
 
-def build_schedule(spec: dict[str, Any] | str):
-    """A Keras learning-rate schedule from ``{name: exponential_decay, initial_learning_rate: ..., ...}``."""
+def exclude_from_weight_decay(optimizer: Any, name: str, exclude: Any, model: Any) -> None:
+    """``optimizer.exclude_from_weight_decay``: true spares every bias and every variable of a normalization
+    layer (whatever their names); a list of patterns spares the variables whose names match one."""
+    from trainer.catalogue.params import TRAINER_OPTIMIZER, check_exclusions, check_values, raise_problems
+
+    given = {"exclude_from_weight_decay": exclude, "weight_decay": optimizer.weight_decay}
+    problems = check_values({"exclude_from_weight_decay": exclude}, TRAINER_OPTIMIZER, "optimizer", name)
+    raise_problems(problems or check_exclusions(name, given), "optimizer", name)
+    if exclude is True and model is not None:
+        optimizer.exclude_from_weight_decay(var_list=spared_variables(model))
+    elif isinstance(exclude, list):
+        optimizer.exclude_from_weight_decay(var_names=exclude)
+
+
+def spared_variables(model: Any) -> list[Any]:
+    """The model's biases and the variables of its normalization layers (nested models and layers included)."""
     import keras
+
+    kinds = tuple(
+        getattr(keras.layers, kind)
+        for kind in ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
+        if hasattr(keras.layers, kind)
+    )
+    spared = {id(v): v for layer in model._flatten_layers(include_self=True, recursive=True) if isinstance(layer, kinds) for v in layer.weights}
+    spared.update({id(v): v for v in model.weights if "bias" in v.name})
+    return list(spared.values())
+
+
+def build_schedule(spec: dict[str, Any] | str, *, total_steps: int | None = None):
+    """A learning-rate schedule from ``{name: exponential_decay, initial_learning_rate: ..., ...}`` (a Keras one),
+    or ``{name: warmup_cosine, peak: ..., ...}`` (one of trainer's, over ``total_steps`` steps)."""
+    import keras
+
+    from trainer.catalogue.params import RUN_LENGTH_SCHEDULES, check_schedule, raise_problems
 
     key = "optimizer.learning_rate"
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = spec.pop("name", None)
+    name = spec.get("name")
     if name is None:
-        raise ConfigError(f"{key}: a schedule needs a name; valid: {', '.join(SCHEDULES.names())}")
+        raise ConfigError(f"{key}: a schedule needs a name; valid: {', '.join(schedule_names())}")
+    if name in RUN_LENGTH_SCHEDULES:
+        raise_problems(check_schedule(spec), key, name)
+        from trainer.catalogue.schedules import RunLengthSchedule
+
+        params = {k: v for k, v in spec.items() if k != "name"}
+        return construct(RunLengthSchedule, {"shape": name, "total_steps": total_steps or 1, **params}, key, name, shown=params)
+    spec.pop("name")
+    if name not in SCHEDULES:
+        raise ConfigError(unknown_choice_message(f"{key}.name", name, schedule_names()))
     cls = getattr(keras.optimizers.schedules, SCHEDULES.get(name, key=f"{key}.name"))
     check_keras_params(cls, spec, key, name)
     missing = [p for p, default in keras_defaults(cls).items() if default is REQUIRED and p not in spec]
     if missing:
         raise ConfigError(f"{key}: {name} needs {', '.join(missing)}; it takes: {', '.join(keras_params(cls))}")
     return construct(cls, spec, key, name)
+
+
+def schedule_names() -> list[str]:
+    """Every ``optimizer.learning_rate.name``: Keras's schedules and trainer's run-length ones."""
+    from trainer.catalogue.params import RUN_LENGTH_SCHEDULES
+
+    return sorted([*SCHEDULES.names(with_aliases=False), *RUN_LENGTH_SCHEDULES])

@@ -24,7 +24,7 @@ def check_catalogue(config: Config, plan: Plan | None = None) -> list[dict[str, 
     build_loss(plan.loss_name, plan.loss_params, config.config_dir, records)
     build_metrics(config.metrics, plan.encoding, config.config_dir, records)
     build_metrics(config.compile.weighted_metrics, plan.encoding, config.config_dir, records, key_prefix="compile.weighted_metrics")
-    build_optimizer(config.optimizer.name, config.optimizer.params)
+    build_optimizer(config.optimizer.name, config.optimizer.params)  # parameters only: no model, no run length yet
     build_callbacks(config.callbacks, None, config.config_dir)
     return records
 
@@ -35,7 +35,7 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
         from trainer.catalogue.losses import LOSSES
 
         return [
-            {"name": name, "aliases": ", ".join(info.aliases), "labels": info.encoding, "parameters": _params(info.params)}
+            {"name": name, "aliases": ", ".join(info.aliases), "labels": info.encoding, "parameters": _params(info.all_params)}
             for name, info in LOSSES.items()
         ]
     from trainer.catalogue.optimizers import keras_defaults
@@ -61,15 +61,21 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
     if kind == "optimizers":
         import keras
 
-        from trainer.catalogue.optimizers import OPTIMIZERS, SCHEDULES
+        from trainer.catalogue.optimizers import OPTIMIZERS, REQUIRED, SCHEDULES
+
+        from trainer.catalogue.params import RUN_LENGTH_DEFAULTS, RUN_LENGTH_SCHEDULES, TRAINER_OPTIMIZER_DEFAULTS
 
         rows = [
-            {"name": name, "keras": cls, "parameters": _params(keras_defaults(getattr(keras.optimizers, cls)))}
+            {"name": name, "keras": cls, "parameters": _params({**keras_defaults(getattr(keras.optimizers, cls)), **TRAINER_OPTIMIZER_DEFAULTS})}
             for name, cls in OPTIMIZERS.items()
         ]
         rows += [
             {"name": f"learning_rate: {{name: {name}}}", "keras": f"schedules.{cls}", "parameters": _params(keras_defaults(getattr(keras.optimizers.schedules, cls)))}
             for name, cls in SCHEDULES.items()
+        ]
+        rows += [
+            {"name": f"learning_rate: {{name: {name}}}", "keras": "(trainer) fractions of the run's steps", "parameters": _params({"peak": REQUIRED, **RUN_LENGTH_DEFAULTS})}
+            for name in RUN_LENGTH_SCHEDULES
         ]
         return rows
     if kind == "callbacks":

@@ -112,6 +112,9 @@ OPTIMIZER_PARAMS: dict[str, dict[str, Check]] = {
     "nadam": dict(_BETAS),
 }
 
+# loss parameters whose values trainer checks (names are checked against the loss catalogue)
+LOSS_VALUES: dict[str, Check] = {"label_smoothing": _number(0, 1)}
+
 CALLBACK_PARAMS: dict[str, dict[str, Any]] = {
     "early_stopping": {
         "monitor": MONITOR, "min_delta": _number(), "patience": _integer(0), "verbose": VERBOSE, "mode": _mode,
@@ -179,13 +182,23 @@ SCHEDULE_TABLES: dict[str, dict[str, tuple[Check, bool]]] = {
 }
 
 
+# trainer's own schedules, defined by the run's length (trainer.catalogue.schedules): the same parameters each
+RUN_LENGTH_SCHEDULES = ("one_cycle", "warmup_cosine", "warmup_linear")
+RUN_LENGTH_DEFAULTS: dict[str, Any] = {"warmup": 0.2, "final": 0.0, "start": 0.0}  # peak is required
+_RUN_LENGTH_TABLE: dict[str, tuple[Check, bool]] = {
+    "peak": (_number(0, low_open=True), True), "warmup": (_number(0, 1, high_open=True), False),
+    "final": (_number(0), False), "start": (_number(0), False),
+}
+SCHEDULE_TABLES.update({name: dict(_RUN_LENGTH_TABLE) for name in RUN_LENGTH_SCHEDULES})
+
+
 def check_schedule(spec: dict[str, Any]) -> list[str]:
     """Problems with ``optimizer.learning_rate: {name: ..., ...}`` (names, types, divisors, required parameters)."""
     from trainer.catalogue.registry import unknown_choice_message
 
     key = "optimizer.learning_rate"
     name = spec.get("name")
-    if name not in SCHEDULE_TABLES:
+    if not isinstance(name, str) or name not in SCHEDULE_TABLES:
         return [unknown_choice_message(f"{key}.name", name, list(SCHEDULE_TABLES))]
     table = SCHEDULE_TABLES[name]
     params = {k: v for k, v in spec.items() if k != "name"}
@@ -271,11 +284,43 @@ def raise_problems(problems: list[str], key: str, what: str) -> None:
         raise ConfigError(f"{key}: {len(problems)} problems with the parameters of {what}", problems=problems)
 
 
+def _exclusions(value: Any) -> str | None:
+    if isinstance(value, bool) or (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+        return None
+    return "true, false or a list of variable-name patterns such as [bias, gamma]"
+
+
+# parameters trainer adds to every optimizer (trainer.catalogue.optimizers.build_optimizer applies them)
+TRAINER_OPTIMIZER: dict[str, Check] = {"exclude_from_weight_decay": _exclusions}
+TRAINER_OPTIMIZER_DEFAULTS: dict[str, Any] = {"exclude_from_weight_decay": False}
+KERAS_WEIGHT_DECAY = {"adamw": 0.004}  # Keras's default weight_decay where it is not None
+
+
+def check_exclusions(name: str, params: dict[str, Any]) -> list[str]:
+    """``exclude_from_weight_decay``: patterns that compile, and a weight decay for them to act on."""
+    import re
+
+    key = "optimizer.exclude_from_weight_decay"
+    value = params.get("exclude_from_weight_decay", False)
+    if _exclusions(value) is not None or value is False:
+        return []
+    problems = []
+    for index, pattern in enumerate(value if isinstance(value, list) else []):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            problems.append(f"{key}.{index}: {pattern!r} is not a valid pattern (a Python regular expression searched in variable names): {exc}")
+    if params.get("weight_decay", KERAS_WEIGHT_DECAY.get(name)) is None:
+        problems.append(f"{key}: has no effect without optimizer.weight_decay (the {name} default is none); set weight_decay, e.g. 0.0005")
+    return problems
+
+
 def check_optimizer_params(name: str, params: dict[str, Any]) -> None:
     """Names and values of a built-in optimizer's parameters (a schedule for learning_rate passes here)."""
-    table = {**OPTIMIZER_PARAMS[name], **COMMON_OPTIMIZER}
+    table = {**OPTIMIZER_PARAMS[name], **COMMON_OPTIMIZER, **TRAINER_OPTIMIZER}
     values = {k: v for k, v in params.items() if not (k == "learning_rate" and isinstance(v, (dict, str)))}
     problems = check_values(values, table, "optimizer", name)
+    problems += check_exclusions(name, params)
     if params.get("clipnorm") is not None and params.get("clipvalue") is not None:
         problems.append("optimizer: clipnorm and clipvalue cannot be used together (Keras refuses both); keep one")
     if isinstance(params.get("learning_rate"), dict):

@@ -151,13 +151,13 @@ def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path
     recorded ``module:attr`` is imported only from ``code_dirs``, the folders the user named
     (``--code DIR``, or the config's folder and the working directory with ``--config``); never
     from the run directory, from the folder the manifest records, or from installed packages.
-    Besides the user's objects the dict holds trainer's own metric classes, so it is always safe to pass.
+    Besides the user's objects the dict holds trainer's own metrics, losses and schedules, so it is always safe to pass.
     Raises ``RunDirError`` (exit 2) naming the module and how to allow it when it is not found there.
     """
-    from trainer.catalogue.metric_classes import TRAINER_METRIC_CLASSES  # Keras is needed to load a model anyway
+    from trainer.catalogue.keras_objects import trainer_objects  # Keras is needed to load a model anyway
 
     dirs = [Path(d).resolve() for d in code_dirs]
-    objects: dict[str, Any] = dict(TRAINER_METRIC_CLASSES)
+    objects: dict[str, Any] = trainer_objects()
     for index, entry in enumerate(manifest.get("custom_objects") or []):
         ref = entry.get("ref", "") if isinstance(entry, dict) else ""
         key = f"manifest.json custom_objects.{index} ({ref})"

@@ -14,7 +14,7 @@ def export(
     target: Path = typer.Argument(..., help="A run directory (config.yaml + model.h5), or a model file with --config.", show_default=False),
     format_: str = typer.Option(..., "--format", help="savedmodel (a folder), onnx (.onnx) or litert (.tflite).", show_default=False),
     output: Optional[Path] = typer.Option(
-        None, "--output", help="Where to write it (default: <run dir>/savedmodel, model.onnx or model.tflite). manifest.json and export-<format>.json go beside it.",
+        None, "--output", help="Where to write it (default: <run dir>/savedmodel, model.onnx or model.tflite): a new path, an empty folder, or a previous export of trainer's own (recognised by its signed report); anything else is refused. manifest.json and export-<format>.json go beside it.",
         show_default=False,
     ),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for the parity check only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
@@ -27,12 +27,15 @@ def export(
     differs by more than 1e-4 (the file is kept, with the report's warning beside it).
     """
     from trainer.console import console, key_value_table, print_table
-    from trainer.inference.export import check_can_export, export_path
+    from trainer.console import notice
+    from trainer.inference.export import check_can_export, export_path, plan_export
 
     from trainer.inference.load import open_run
 
-    export_path(None, check_can_export(format_), output)  # a wrong format, --output or missing extra costs no TensorFlow start-up
-    open_run(target, config)  # paths, manifest: refused before TensorFlow starts
+    fmt = check_can_export(format_)
+    export_path(None, fmt, output)  # a wrong format, --output or missing extra costs no TensorFlow start-up
+    _, _, run_dir, manifest = open_run(target, config)  # paths, manifest: refused before TensorFlow starts
+    plan_export(run_dir if output is None else None, fmt, output, manifest)  # what is at the output: refused before TensorFlow starts
     prepare_keras()
     from trainer.inference.export import export_run
     from trainer.inference.load import load_run
@@ -50,3 +53,5 @@ def export(
         ("max probability difference", f"{parity['max_abs_probability_difference']:.2e}"),
     ]))
     console.print(f"report: {report.report_path}\nmanifest: {report.manifest_path}", soft_wrap=True)
+    if report.signature is None:
+        notice(f"the export is not signed ({report.signature_note})")

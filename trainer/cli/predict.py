@@ -18,6 +18,11 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
+    trust_export: bool = typer.Option(
+        False, "--trust-export",
+        help="Run an exported model that this user's trainer did not write (no valid signed export-<format>.json beside it) or whose graph holds ops beyond pure computation. "
+        "An export is a program: its graph runs with your permissions and can read and write files; give this only for exports from someone you trust.",
+    ),
 ) -> None:
     """Classify images with a finished run; inputs are converted the way the training data was."""
     from trainer.console import notice, print_table, records_table
@@ -27,12 +32,12 @@ def predict(
 
     if output is not None:
         check_output_path(output)
-    check_predictor(target, config)  # paths, manifest: refused before TensorFlow starts
+    check_predictor(target, config, trust_export=trust_export)  # paths, manifest, an export's signature: refused before TensorFlow starts
     prepare_keras()
     from trainer.inference.exported import load_predictor
     from trainer.inference.predict import load_inputs, predict_records, write_predictions
 
-    loaded = load_predictor(target, config_path=config, code_dirs=code or [])
+    loaded = load_predictor(target, config_path=config, code_dirs=code or [], trust_export=trust_export)
     images = load_inputs(inputs, loaded.input_shape)
     for text in images.notices:
         notice(text)

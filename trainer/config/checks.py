@@ -33,6 +33,7 @@ def plan_run(config: Config) -> Plan:
     from trainer.data.catalog import DATASETS
 
     check_catalogue_names(config)
+    check_augment(config)
     notices: list[str] = model_input_notices(config)
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
@@ -177,3 +178,31 @@ def model_input_notices(config: Config) -> list[str]:
         )
     notice = adaptation_notice(shape, config.model.type, config.model.backbone) if shape is not None else None
     return [notice] if notice else []
+
+
+def check_crop(crop: int, image_shape: tuple[int, ...], source: str = "") -> None:
+    """``data.augment.crop`` pads by ``crop`` pixels and cuts back at a random place: it must be smaller than both sides.
+
+    At ``crop`` >= a side the cut can land wholly in the padding (an all-black training image).
+    """
+    height, width = int(image_shape[0]), int(image_shape[1])
+    if crop and crop >= min(height, width):
+        where = f" ({source})" if source else ""
+        raise ConfigError(
+            f"data.augment.crop: {crop} pixels is not smaller than the {height}x{width} images{where}; a crop of N pads "
+            f"by N and cuts back at a random place, so it must be less than {min(height, width)} (try {max(1, min(height, width) // 8)})."
+        )
+
+
+def check_augment(config: Config) -> None:
+    """``data.augment`` against the image size known before any file is read (folder datasets, or a download)."""
+    from trainer.data.catalog import FOLDER_DATASET, expected_image_shape
+
+    augment = config.data.augment
+    if augment is None or not augment.crop:
+        return
+    if config.data.dataset != FOLDER_DATASET and config.data.path is not None:
+        return  # the file decides the image size: checked once it is read (trainer.data.loaders)
+    shape = expected_image_shape(config.data.dataset, config.data.image_size, config.data.color_mode)
+    if shape is not None:
+        check_crop(augment.crop, shape)

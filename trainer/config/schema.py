@@ -49,6 +49,7 @@ class NamedSpec(BaseModel):
 
 
 MAX_IMAGE_SIDE = 16_384  # pixels; a side beyond this is a typo (one such RGB image is 768 MiB)
+MAX_IMAGE_AREA = 4096 * 4096  # pixels of one decoded image (48 MiB in RGB; a batch of them as float32 is gigabytes)
 
 
 class AugmentConfig(_Strict):
@@ -76,6 +77,16 @@ class DataConfig(_Strict):
     color_mode: Literal["rgb", "grayscale"] | None = None
     cache: Literal["auto", "memory", "disk", "none"] | None = None  # folder datasets: where decoded pixels live
     augment: AugmentConfig | None = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _buildable_image_size(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and value[0] * value[1] > MAX_IMAGE_AREA:
+            raise ValueError(
+                f"{value[0]}x{value[1]} is {value[0] * value[1]:,} pixels per image, more than the {MAX_IMAGE_AREA:,} "
+                f"(e.g. 4096x4096) trainer decodes and builds models for; choose a smaller size"
+            )
+        return value
 
     @field_validator("dataset")
     @classmethod

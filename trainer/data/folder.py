@@ -141,32 +141,23 @@ def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np
 
     Training (folder datasets) and ``trainer predict`` both read images here, so both see the same pixels.
     """
-    import warnings
+    from PIL import Image
 
-    from PIL import Image, UnidentifiedImageError
+    from trainer.readers.decoders import open_image, undecodable_image
 
     height, width = image_size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused, not decoded into gigabytes
-            with Image.open(path) as image:
-                image.seek(0)  # the first frame of an animated GIF
-                image = to_8bit(image, path)
-                image = image.convert(PIL_MODES[color_mode])
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.Resampling.BILINEAR)
-                pixels = np.asarray(image, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(
-            f"{path}: refused: the image declares more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} "
-            f"(a decompression bomb, or a huge image); {str(exc).splitlines()[0][:160]} Remove or shrink the file."
-        ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise DataError(
-            f"{path}: cannot decode this image ({reason}); expected a readable PNG, JPEG, BMP or GIF file "
-            "(or another format Pillow reads). Remove or replace the file."
-        ) from None
+    with open_image(path) as image:  # header only: format allow-listed, pixel count bounded before decoding
+        try:
+            image.seek(0)  # the first frame of an animated GIF
+            image = to_8bit(image, path)
+            image = image.convert(PIL_MODES[color_mode])
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+        except DataError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on hostile bytes
+            raise undecodable_image(path, exc) from None
     return pixels.reshape(height, width, -1)
 
 

@@ -10,7 +10,6 @@ import gzip
 import math
 import pickle
 import tarfile
-import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from trainer.errors import DataError
 from trainer.data.catalog import FORMAT_DESCRIPTIONS, get_dataset_info
+from trainer.readers.decoders import array_limit, size_text
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -144,29 +144,11 @@ def _assemble(
 
 
 def load_npz(path: Path) -> Splits:
-    """Read a Keras ``mnist.npz``-style archive with x_train, y_train, x_test, y_test."""
+    """Read a Keras ``mnist.npz``-style archive with x_train, y_train, x_test, y_test (sizes checked before inflating)."""
+    from trainer.readers.decoders import read_npz
+
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would read a lone .npy or try pickle instead
-        raise DataError(
-            f"{path}: cannot be read as a .npz archive (it is not a zip of .npy arrays: truncated, or another format such as a lone .npy); "
-            f"expected {FORMAT_DESCRIPTIONS['npz']}."
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in SPLIT_KEYS if key not in archive.files]
-            if missing:
-                raise DataError(
-                    f"{path}: missing key(s) {', '.join(missing)}; found "
-                    f"{', '.join(archive.files) or 'no arrays'}. Expected "
-                    f"{', '.join(SPLIT_KEYS)}."
-                )
-            arrays = {key: archive[key] for key in SPLIT_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
-        # ValueError also covers object arrays, which would need pickle to load.
-        raise DataError(
-            f"{path}: cannot be read as a .npz archive of numeric arrays ({error}); "
-            f"expected {FORMAT_DESCRIPTIONS['npz']}."
-        ) from error
+    arrays = read_npz(path, SPLIT_KEYS, expected=FORMAT_DESCRIPTIONS["npz"])
     sources = {key: f"{path} [{key}]" for key in SPLIT_KEYS}
     return _assemble(
         (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]), sources
@@ -233,19 +215,29 @@ def _read_idx_stream(handle: BinaryIO, path: Path) -> np.ndarray:
         )
     shape = tuple(int(size) for size in np.frombuffer(dims, ">u4", count=ndim))
     expected = math.prod(shape) * dtype.itemsize  # exact: no int64 overflow
-    payload = handle.read(expected + 1) if expected <= MAX_IDX_BYTES else b""
-    if expected > MAX_IDX_BYTES or len(payload) != expected:
+    limit = array_limit()
+    if expected > limit:
+        raise DataError(
+            f"{path}: the header declares shape {shape} of {dtype.name}, i.e. {size_text(expected)} of data, more than "
+            f"the {size_text(limit)} trainer decodes from one file; refused before reading (the header is truncated or garbled, or the data needs splitting)."
+        )
+    payload = bytearray()
+    while len(payload) <= expected:  # chunk by chunk: memory follows the bytes really there, never the header's claim
+        chunk = handle.read(min(IDX_CHUNK, expected + 1 - len(payload)))
+        if not chunk:
+            break
+        payload += chunk
+    if len(payload) != expected:
         found = "more" if len(payload) > expected else len(payload)
         raise DataError(
             f"{path}: the header declares shape {shape} of {dtype.name}, i.e. {expected} bytes "
             f"of data, but the file holds {found}; it is truncated or garbled."
-            + (f" (trainer reads IDX payloads up to {MAX_IDX_BYTES // 2**30} GiB)" if expected > MAX_IDX_BYTES else "")
         )
     values = np.frombuffer(payload, dtype).reshape(shape)
     return values.astype(dtype.newbyteorder("="))  # a native, writable copy
 
 
-MAX_IDX_BYTES = 16 * 2**30
+IDX_CHUNK = 16 * 2**20
 
 
 def _find_idx_files(folder: Path) -> dict[str, Path]:
@@ -343,16 +335,26 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _unpickle_dict(stream: BinaryIO, source: str) -> dict:
-    """One CIFAR pickle (a dict with bytes keys), or a DataError naming ``source``."""
+def _unpickle_dict(stream: BinaryIO, source: str, size: int) -> dict:
+    """One CIFAR pickle of ``size`` bytes (a dict with bytes keys), or a DataError naming ``source``.
+
+    The member's size is bounded before it is read, and the arrays it unpickles into may not hold
+    more bytes than the member itself (``numpy.ndarray(shape)`` would allocate any size it is given).
+    """
+    limit = array_limit()
+    if size > limit:
+        raise DataError(f"{source}: {size_text(size)}, more than the {size_text(limit)} trainer decodes from one file; not a CIFAR batch.")
     try:
         value = _CifarUnpickler(stream, encoding="bytes").load()
     except Exception as error:  # pickle raises many types on garbled input
         raise DataError(
-            f"{source}: cannot be unpickled as a CIFAR batch ({type(error).__name__}: {error})."
-        ) from error
+            f"{source}: cannot be unpickled as a CIFAR batch ({type(error).__name__}: {str(error)[:160]})."
+        ) from None
     if not isinstance(value, dict):
         raise DataError(f"{source}: holds a {type(value).__name__}; expected a dict.")
+    held = sum(item.nbytes for item in value.values() if isinstance(item, np.ndarray))
+    if held > size + 2**20:
+        raise DataError(f"{source}: its arrays declare {size_text(held)}, more than the {size_text(size)} file holds; it is garbled.")
     return value
 
 
@@ -367,14 +369,23 @@ def _require_keys(batch: dict, keys: tuple[bytes, ...], source: str) -> None:
 def _cifar_batch(batch: dict, labels_key: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 32, 32, 3) and raw labels from one unpickled CIFAR batch."""
     _require_keys(batch, (b"data", labels_key), source)
-    data = np.asarray(batch[b"data"])
+    data, labels = batch[b"data"], batch[labels_key]
+    if not isinstance(data, np.ndarray) or not isinstance(labels, (np.ndarray, list, tuple)):
+        raise DataError(
+            f"{source}: data is a {type(data).__name__} and {labels_key.decode()} a {type(labels).__name__}; "
+            "expected a NumPy array of pixel rows and a list of class indices."
+        )
+    try:
+        labels = np.asarray(labels)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise DataError(f"{source}: {labels_key.decode()} is not a flat list of class indices ({error}).") from None
     if data.ndim != 2 or data.shape[1] != CIFAR_ROW_BYTES:
         raise DataError(
             f"{source}: data has shape {data.shape}; expected (N, {CIFAR_ROW_BYTES}) "
             "rows of 32x32 pixels in channel-first order."
         )
     images = data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)
-    return images, np.asarray(batch[labels_key])
+    return images, labels
 
 
 MemberOpener = Callable[[str], BinaryIO]
@@ -389,13 +400,13 @@ def _find_cifar_folder(path: Path, layout: CifarLayout) -> Path | None:
 
 
 def _read_cifar(
-    open_member: MemberOpener, describe: Callable[[str], str], layout: CifarLayout
+    open_member: MemberOpener, describe: Callable[[str], str], layout: CifarLayout, member_size: Callable[[str], int]
 ) -> Splits:
-    """Read every batch of ``layout`` through ``open_member`` into ``Splits``."""
+    """Read every batch of ``layout`` through ``open_member`` (of ``member_size`` bytes each) into ``Splits``."""
 
     def unpickle(name: str) -> dict:
         with open_member(name) as stream:
-            return _unpickle_dict(stream, describe(name))
+            return _unpickle_dict(stream, describe(name), member_size(name))
 
     def read_members(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         parts = [_cifar_batch(unpickle(name), layout.labels_key, describe(name)) for name in names]
@@ -403,9 +414,10 @@ def _read_cifar(
 
     meta = unpickle(layout.meta_member)
     _require_keys(meta, (layout.names_key,), describe(layout.meta_member))
-    class_names = [
-        name.decode() if isinstance(name, bytes) else str(name) for name in meta[layout.names_key]
-    ]
+    names = meta[layout.names_key]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, (bytes, str)) for name in names):
+        raise DataError(f"{describe(layout.meta_member)}: {layout.names_key.decode()} is not a list of class names.")
+    class_names = [name.decode("utf-8", "replace") if isinstance(name, bytes) else name for name in names]
     sources = {
         "x_train": describe(layout.train_members[0]),
         "y_train": describe(layout.train_members[0]),
@@ -444,7 +456,8 @@ def load_cifar(path: Path, variant: str) -> Splits:
             f"expected {', '.join(layout.members)}."
         )
     return _read_cifar(
-        lambda name: open(folder / name, "rb"), lambda name: str(folder / name), layout
+        lambda name: open(folder / name, "rb"), lambda name: str(folder / name), layout,
+        lambda name: (folder / name).stat().st_size,
     )
 
 
@@ -466,7 +479,9 @@ def _load_cifar_tarball(path: Path, layout: CifarLayout, variant: str) -> Splits
             def open_member(name: str) -> BinaryIO:
                 return archive.extractfile(members[wanted[name]])
 
-            return _read_cifar(open_member, lambda name: f"{path}:{wanted[name]}", layout)
+            return _read_cifar(
+                open_member, lambda name: f"{path}:{wanted[name]}", layout, lambda name: members[wanted[name]].size
+            )
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
         raise DataError(f"{path}: cannot be read as a tar archive ({error}).") from error
 

@@ -184,6 +184,10 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
             notices += missing_classes_notice(whole, y_val, f"data.validation: {config.validation} (the last {count} examples)")
     if len(x_train) == 0:
         raise DataError(f"{source}: the training split is empty.")
+    if config.augment is not None and config.augment.crop:
+        from trainer.config.checks import check_crop
+
+        check_crop(config.augment.crop, tuple(x_train.shape[1:]), f"{source}")
     class_names = splits.class_names or list(info.class_names)
     if info is not None and tuple(x_train.shape[1:]) != tuple(info.image_shape):
         # Allowed (the model adapts to the data), but a sign of a mislabelled file: say so.

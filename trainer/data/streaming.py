@@ -14,8 +14,10 @@ array (the frozen backbone's feature cache) is read the same way, by rows.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer.data.folder import ImageFiles
+from trainer.errors import DataError, RunDirError
 from trainer.data.pipeline import epoch_permutation
 
 CHUNK = 512  # images decoded per write while the disk cache is filled
@@ -38,7 +41,12 @@ class RowFile:
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any, offset: int = 0):
         self.path, self.shape, self.dtype, self.offset = Path(path), tuple(shape), np.dtype(dtype), int(offset)
         self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        size, needed = os.fstat(self._fd).st_size, self.offset + self.shape[0] * self.row_bytes
+        if size < needed:  # a short file would give short reads (and garbage rows) in the middle of training
+            os.close(self._fd)
+            self._fd = None
+            raise RunDirError(f"{self.path} is {size:,} bytes but holds {self.shape} of {self.dtype} from byte {self.offset}, i.e. {needed:,}; it was truncated.")
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         out = np.empty((len(indices), *self.shape[1:]), self.dtype)
@@ -59,20 +67,79 @@ class RowFile:
                 pass
 
 
+_WRITTEN: dict[Path, tuple[int, int, int, int]] = {}  # pixel files this process wrote: (device, inode, size, mtime)
+
+
+class StreamedDataError(DataError):
+    """A data file that went bad while tf.data streamed it (gone, replaced, undecodable): raised by ``surfacing_data_errors``."""
+
+
+_FAILURES: list[DataError] = []  # DataErrors raised inside tf.data's threads, most recent last
+_FAILURES_LOCK = threading.Lock()
+
+
+def _recording_failures(read):
+    """``read`` that notes a DataError before tf.data wraps it into its own error (see ``surfacing_data_errors``)."""
+    def call(batch):
+        try:
+            return read(batch)
+        except DataError as exc:
+            with _FAILURES_LOCK:
+                _FAILURES.append(exc)
+                del _FAILURES[:-16]
+            raise
+
+    return call
+
+
+@contextlib.contextmanager
+def surfacing_data_errors():
+    """Inside it, a DataError raised while a batch is decoded (an image gone, replaced or undecodable) comes out as itself.
+
+    ``tf.numpy_function`` turns it into TensorFlow's ``UnknownError`` holding a Python traceback;
+    the recorded DataError whose message that error carries is raised instead, without one.
+    """
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        text = str(exc)
+        with _FAILURES_LOCK:
+            found = next((failure for failure in reversed(_FAILURES) if failure.message in text), None)
+            if found is not None:
+                _FAILURES.remove(found)
+        if found is None:
+            raise
+        raise StreamedDataError(found.message) from None
+
+
 def pixel_file(files: ImageFiles, folder: Path) -> RowFile:
-    """A split's decoded pixels on disk in ``folder`` (decoded once, in chunks, on first use), one record per image."""
+    """A split's decoded pixels on disk in ``folder`` (decoded once, in chunks, on first use), one record per image.
+
+    Reused (by a later dataset of the same run) only while it is the very file this process
+    wrote: same device, inode, size and modification time. Anything else there (a file left by
+    another process, one changed since) is decoded again and replaced, never read as pixels.
+    """
     from trainer.run.rundir import atomic_path
 
     key = hashlib.sha1("\n".join(map(str, files.paths)).encode("utf-8", "surrogateescape"))
     key.update(repr((files.image_size, files.color_mode)).encode())
     path = Path(folder) / f"{key.hexdigest()[:20]}.pixels"
-    if not path.exists():
+    if _identity(path) is None or _identity(path) != _WRITTEN.get(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
                 for start in range(0, len(files), CHUNK):
                     handle.write(files.decode(range(start, min(start + CHUNK, len(files)))).tobytes())
+        _WRITTEN[path] = _identity(path)
     return RowFile(path, files.shape, np.uint8)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def memmap_rows(array: np.memmap) -> RowFile:
@@ -93,6 +160,7 @@ def streamed_batches(
     count = len(source)
     if isinstance(source, ImageFiles):
         read, dtype = (pixel_file(source, cache_dir).read if source.cache == "disk" and cache_dir is not None else source.decode), np.uint8
+        read = _recording_failures(read)
     else:
         read, dtype = source.read, source.dtype
     if shuffle and epoch_variable is not None:

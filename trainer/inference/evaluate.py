@@ -72,6 +72,7 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding)."""
     from trainer.data.loaders import load_data
     from trainer.data.pipeline import make_dataset
+    from trainer.data.streaming import surfacing_data_errors
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -93,8 +94,9 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
     dataset = make_dataset(
         x, y, batch_size=config.train.batch_size, encoding=run.label_encoding, num_classes=run.num_classes
     )
-    scores = {k: float(v) for k, v in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
-    outputs = run.model.predict(dataset, verbose=0)
+    with surfacing_data_errors():  # an image gone or undecodable while streaming: one DataError naming it
+        scores = {k: float(v) for k, v in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
+        outputs = run.model.predict(dataset, verbose=0)
     predicted = np.asarray(outputs).argmax(axis=1)
     matrix = confusion_matrix(y, predicted, run.num_classes)
     return EvalResult(

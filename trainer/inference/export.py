@@ -5,8 +5,11 @@ trained shape, input named ``image``), class probabilities out (a logits model g
 inside the export). Every export is checked: up to 1,000 examples of the run's test split go
 through the Keras model and through the exported one (``tf.saved_model.load``, onnxruntime,
 ``ai_edge_litert``'s interpreter); ``export-<format>.json`` beside the export records the
-numbers, and the run's ``manifest.json`` is copied there so ``trainer predict`` can use the
-export. An export outside the bounds raises ``ExportParityError`` (exit 1); its file is kept,
+numbers and a signature (``provenance``: an HMAC of the export's and manifest's digests with
+the user's key), and the run's ``manifest.json`` is copied there so ``trainer predict`` can use
+the export. Writing follows ``trainer.outputs``' rule (``plan_export``): a new path, an empty
+folder, or trainer's own previous export; built beside it and swapped in; on failure only what
+this export made is removed. An export outside the bounds raises ``ExportParityError`` (exit 1); its file is kept,
 with the report's warning beside it. Nothing here prints.
 """
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from trainer.catalogue.registry import unknown_choice_message
-from trainer.errors import ConfigError, DataError, TrainerError
+from trainer.errors import BadInputError, ConfigError, DataError, TrainerError
 from trainer.extras import require_modules
 from trainer.inference.exported import open_exported
 from trainer.inference.load import LoadedRun
+from trainer.outputs import Made, check_replaceable
 from trainer.run.records import Manifest
 from trainer.run.rundir import MANIFEST_FILE, atomic_write_json
 
@@ -78,6 +82,8 @@ class ExportReport:
     warning: str | None = None
     exported_at: str = ""
     versions: dict[str, str] = field(default_factory=dict)
+    signature: dict[str, Any] | None = None  # provenance: digests of the export and manifest, keyed with the user's export key
+    signature_note: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -102,14 +108,78 @@ def export_path(run_dir: Path | None, fmt: ExportFormat, output: Path | None) ->
         raise ConfigError(f"--output {path}: a {fmt.name} export is one {fmt.suffix} file; got {path.suffix or '(no suffix)'!r}. Try {path.with_suffix(fmt.suffix)}.")
     if not fmt.suffix and path.is_file():
         raise ConfigError(f"--output {path}: a SavedModel is a folder, but {path} is a file; name a new folder.")
-    if not fmt.suffix and path.is_dir() and any(path.iterdir()) and not (path / "saved_model.pb").is_file():
-        raise ConfigError(
-            f"--output {path}: the folder exists and holds files that are not a SavedModel; a SavedModel export "
-            f"replaces its folder, so name a new one such as {path / fmt.default_name}."
-        )
-    if path.is_dir() and fmt.suffix:
+    if path.is_dir() and fmt.suffix and not path.is_symlink():
         raise ConfigError(f"--output {path}: is a folder; a {fmt.name} export is one file such as {path / fmt.default_name}.")
     return path
+
+
+@dataclass
+class ExportPlan:
+    """Where an export, its manifest and its report go, after the output rule (trainer.outputs) was checked."""
+
+    path: Path
+    report_path: Path
+    manifest_path: Path
+    replaces_export: bool  # a previous export of trainer's own is there (recognised by its signed report)
+    keeps_manifest: bool  # the manifest there is already this run's
+
+
+def plan_export(run_dir: Path | None, fmt: ExportFormat, output: Path | None, manifest: Manifest | None) -> ExportPlan:
+    """Check, before anything is written, that the export may go where it is asked to.
+
+    Trainer writes a new file or folder, fills an empty folder, or replaces an export (and its
+    report and manifest) that it recognises as its own by content: the report beside it is signed
+    with this user's export key and names the digests of exactly those files. Anything else there
+    (a foreign ``saved_model.pb`` folder, ``manifest.json``, the working directory) is refused and
+    left as it was.
+    """
+    from trainer.inference.exported import export_owned, manifest_owned, report_owned, report_beside
+
+    path = export_path(run_dir, fmt, output)
+    assert path is not None
+    what = "--output" if output is not None else "the export"
+    with contextlib.suppress(OSError):
+        cwd, resolved = Path.cwd().resolve(), path.resolve()
+        if resolved == cwd or resolved in cwd.parents:
+            raise BadInputError(f"{what} {path}: is the working directory (or holds it); give a new folder name (trainer writes only into folders it creates or that are empty).")
+    replaces = False
+    if path.is_symlink():
+        raise BadInputError(f"{what} {path}: is a symbolic link; trainer does not write through links. Choose a new path.")
+    if path.is_dir() and not fmt.suffix and not any(path.iterdir()):
+        pass  # an empty folder: filled
+    elif path.exists():
+        replaces = check_replaceable(path, what, lambda p: export_owned(p, fmt.name))
+    report_path = report_beside(path, fmt.name)
+    check_replaceable(report_path, "the export report", report_owned)
+    manifest_path = path.parent / MANIFEST_FILE
+    keeps = False
+    if manifest_path.exists() or manifest_path.is_symlink():
+        keeps = manifest is not None and not manifest_path.is_symlink() and _same_record(manifest_path, manifest)
+        if not keeps:
+            check_replaceable(manifest_path, "the manifest beside the export", manifest_owned)
+    _check_writable(path.parent, what, path)
+    return ExportPlan(path, report_path, manifest_path, replaces, keeps)
+
+
+def _same_record(path: Path, manifest: Manifest) -> bool:
+    """Whether the manifest at ``path`` already holds exactly ``manifest`` (then it is left as it is)."""
+    from trainer.readers.export_files import read_manifest_beside
+
+    try:
+        return read_manifest_beside(path)[0].to_dict() == manifest.to_dict()
+    except TrainerError:
+        return False
+
+
+def _check_writable(folder: Path, what: str, path: Path) -> None:
+    """The nearest existing folder above ``path`` must be a folder trainer may write into."""
+    existing = folder
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInputError(f"{what} {path}: cannot be written: {existing} is not a folder; nothing was changed.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"{what} {path}: cannot be written: {existing} is not writable; nothing was changed.")
 
 
 def check_can_export(format_name: str) -> ExportFormat:
@@ -190,19 +260,36 @@ def _quiet_export():
         yield
 
 
-def write_export(model, fmt: ExportFormat, path: Path) -> None:
-    """``model.export`` into a temporary sibling, then moved into place (a previous export there is replaced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        target = staging / (path.name if fmt.suffix else "savedmodel")
-        with _quiet_export():
-            model.export(str(target), format=fmt.keras_format, verbose=False)
-        if path.is_dir():
-            shutil.rmtree(path)
-        os.replace(target, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def _make_parents(folder: Path, made: Made) -> None:
+    """Create ``folder`` and the folders above it that are missing, each tracked as made by this process."""
+    missing = []
+    while not folder.exists() and not folder.is_symlink():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        created.mkdir()
+        made.track_dir(created)
+
+
+def write_export(model, fmt: ExportFormat, path: Path, made: Made) -> None:
+    """``model.export`` into a temporary folder beside ``path``, then swapped into place.
+
+    A previous export there (already recognised as trainer's own by ``plan_export``) is moved into
+    the temporary folder and removed with it; nothing else is ever removed.
+    """
+    _make_parents(path.parent, made)
+    staging = made.track_dir(Path(tempfile.mkdtemp(prefix=f".{path.name}.trainer-", dir=path.parent)))
+    target = staging / (path.name if fmt.suffix else "savedmodel")
+    with _quiet_export():
+        model.export(str(target), format=fmt.keras_format, verbose=False)
+    existed = path.exists()
+    if existed and path.is_dir() and any(path.iterdir()):
+        os.rename(path, staging / "previous")  # trainer's own previous export, checked by plan_export
+        existed = False
+    os.replace(target, path)  # a file, or a folder onto an empty folder or none
+    if not existed:
+        made.track_dir(path) if path.is_dir() else made.track_file(path)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def size_of(path: Path) -> int:
@@ -229,10 +316,11 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     agreement is below 99.9% or a probability differs by more than 1e-4.
     """
     from trainer.inference.predict import probabilities
-    from trainer.run.compile import versions
 
     fmt = check_can_export(format_name)
-    path = export_path(run.run_dir, fmt, output)
+    manifest = export_manifest(run)
+    plan = plan_export(run.run_dir, fmt, output, manifest)
+    path, report_path = plan.path, plan.report_path
     x, y, split = parity_examples(run, examples)  # before exporting: missing data costs no conversion
     run_probabilities = probabilities(run.model, x, run.model_output)  # what trainer predict on the run gives
     reference = float32_model(run.model)
@@ -240,17 +328,56 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     expected = probabilities(reference, x, run.model_output) if mixed else run_probabilities
     model = inference_model(run, reference)
     model(x[:1])  # Keras exports only a model that has been called
-    write_export(model, fmt, path)
-    manifest = export_manifest(run)
-    manifest.write(path.parent)
-    runner = open_exported(path, fmt.name)
-    with _quiet_export():
-        got = np.asarray(runner.predict(x), dtype=np.float64)
+    made = Made()
+    try:
+        with made.undone_on_error():
+            write_export(model, fmt, path, made)
+            if not plan.keeps_manifest:
+                existed = plan.manifest_path.exists()
+                manifest.write(path.parent)
+                if not existed:
+                    made.track_file(plan.manifest_path)
+            runner = open_exported(path, fmt.name, check_graph=False)  # just written by this process
+            with _quiet_export():
+                got = np.asarray(runner.predict(x), dtype=np.float64)
+            signature, signature_note = export_signature(path, fmt, plan.manifest_path, run)
+            report = _report(run, fmt, path, report_path, plan.manifest_path, runner, x, y, split, got, expected, run_probabilities, mixed)
+            report.signature, report.signature_note = signature, signature_note
+            existed = report_path.exists()
+            atomic_write_json(report_path, report.to_dict())
+            if not existed:
+                made.track_file(report_path)
+    except OSError as exc:
+        raise BadInputError(f"{'--output' if output is not None else 'the export'} {path}: cannot be written ({exc.strerror or exc}); nothing was left behind.") from None
+    if not report.passed:
+        raise ExportParityError(f"{report.warning} The file is kept; the numbers are in {report_path}.", report)
+    return report
+
+
+def export_signature(path: Path, fmt: ExportFormat, manifest_path: Path, run: LoadedRun) -> tuple[dict[str, Any] | None, str | None]:
+    """The signed digests of the export and its manifest (provenance), or ``(None, why)`` when there is no usable export key."""
+    from trainer.inference.provenance import KeyUnavailable, sign
+    from trainer.readers.export_files import export_digests, read_manifest_beside, sha256
+
+    payload = {
+        "version": 1, "format": fmt.name, "file": path.name, "files": export_digests(path),
+        "manifest": sha256(read_manifest_beside(manifest_path)[1]),
+        "input_shape": [int(d) for d in run.input_shape], "num_classes": int(run.num_classes),
+    }
+    try:
+        return sign(payload), None
+    except KeyUnavailable as exc:
+        return None, f"unsigned: {exc}; trainer predict runs this export only with --trust-export"
+
+
+def _report(run, fmt, path, report_path, manifest_path, runner, x, y, split, got, expected, run_probabilities, mixed) -> "ExportReport":
+    """The export report's numbers (parity, signature of the export, versions)."""
+    from trainer.run.compile import versions
+
     difference = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
     agreement = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0.0
     passed = agreement >= MIN_TOP1_AGREEMENT and difference <= MAX_PROBABILITY_DIFFERENCE
     spread = float(np.max(expected.max(axis=0) - expected.min(axis=0)))  # 0 for a model that ignores its input
-    report_path = path.parent / f"export-{fmt.name}.json"
     numbers = f"top-1 agreement {agreement:.2%} (at least {MIN_TOP1_AGREEMENT:.1%} required), max probability difference {difference:.3g} (at most {MAX_PROBABILITY_DIFFERENCE:g} allowed) on {len(x)} {split} examples"
     warning = None if passed else (
         f"PARITY CHECK FAILED: {path} does not reproduce the Keras model ({numbers}); do not ship it."
@@ -279,12 +406,9 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
         },
         run_dir=str(run.run_dir),
         report_path=str(report_path),
-        manifest_path=str(path.parent / MANIFEST_FILE),
+        manifest_path=str(manifest_path),
         warning=warning,
         exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
     )
-    atomic_write_json(report_path, report.to_dict())
-    if not passed:
-        raise ExportParityError(f"{warning} The file is kept; the numbers are in {report_path}.", report)
     return report

@@ -36,6 +36,21 @@ class Inputs:
     notices: list[str] = field(default_factory=list)
 
 
+def display_name(path: str | Path) -> str:
+    """A file name as text that is always valid UTF-8: bytes that are not (``os.fsdecode``'s surrogates) as ``\\xNN``.
+
+    Used for every input name a prediction record carries, so JSON, CSV and the console show the same text.
+    """
+    import os
+
+    text = os.fspath(path)
+    try:
+        raw = os.fsencode(text) if isinstance(text, str) else text
+    except UnicodeEncodeError:  # a lone surrogate that no file system name decodes to (from the Python API)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def collect_files(paths: list[Path]) -> list[Path]:
     """The image and .npy files named, folders expanded (recursively, sorted); anything else is refused."""
     files: list[Path] = []
@@ -66,20 +81,27 @@ def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
 
 
 def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:
-    """An .npy file as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as a NumPy .npy array ({str(exc)[:160]}); expected a file written by numpy.save.") from None
-    return array_images(array, input_shape, str(path))
+    """An .npy file as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model.
+
+    The header is checked first and the data memory-mapped, so a file of any declared size costs
+    nothing until its shape fits the model and its images, as float32, fit the decode bound.
+    """
+    from trainer.readers.decoders import open_npy
+
+    return array_images(open_npy(path), input_shape, str(path))
 
 
 def array_images(array: np.ndarray, input_shape: tuple[int, ...], source: str) -> tuple[np.ndarray, bool, list[str]]:
     """One image or a batch of raw pixels as uint8 (N, H, W, C): (images, is_batch, notices). Its shape must fit the model."""
     from trainer.data.formats import normalize_images
+    from trainer.readers.decoders import check_decoded_size
 
     height, width, channels = input_shape
-    array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        try:
+            array = np.asarray(array)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{source}: not an array of pixels ({str(exc)[:160]}); expected a NumPy array of raw 0..255 images.") from None
     image_shapes = [(height, width, channels)] + ([(height, width)] if channels == 1 else [])
     expected = ", ".join(str(s) for s in [*image_shapes, *((None, *s) for s in image_shapes)]).replace("None", "N")
     if tuple(array.shape) in image_shapes:
@@ -91,10 +113,13 @@ def array_images(array: np.ndarray, input_shape: tuple[int, ...], source: str) -
             f"{source}: array of shape {tuple(array.shape)} does not fit the model, which takes {height}x{width} images "
             f"with {channels} channel(s); expected one of {expected}."
         )
+    if not (np.issubdtype(batch.dtype, np.number) or batch.dtype == np.bool_):
+        raise DataError(f"{source}: holds {batch.dtype} values; expected numbers (raw pixel values 0..255).")
+    check_decoded_size(len(batch) * height * width * channels * 4, source, f"{len(batch)} images as float32")
     notices = []
     if np.issubdtype(batch.dtype, np.floating) and batch.size and np.isfinite(batch).all() and batch.max() <= 1.0:
         notices.append(f"{source}: float values are all <= 1.0, so they were read as pixels scaled to 0..1 and multiplied by 255.")
-    images = normalize_images(batch.reshape(len(batch), height, width, channels), source)
+    images = normalize_images(np.asarray(batch).reshape(len(batch), height, width, channels), source)
     return images, is_batch, notices
 
 
@@ -120,12 +145,16 @@ def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:
             images, is_batch, found = load_npy(path, input_shape)
             notices += found
             arrays.append(images)
-            sources += [(str(path), i if is_batch else None) for i in range(len(images))]
+            sources += [(display_name(path), i if is_batch else None) for i in range(len(images))]
         else:
             arrays.append(load_image(path, input_shape)[np.newaxis])
-            sources.append((str(path), None))
+            sources.append((display_name(path), None))
     if not arrays or sum(len(a) for a in arrays) == 0:
         raise DataError("no images to predict: the inputs hold no images.")
+    from trainer.readers.decoders import check_decoded_size
+
+    count = sum(len(a) for a in arrays)
+    check_decoded_size(count * int(np.prod(input_shape)) * 4, "the inputs", f"{count} images as float32")
     return Inputs(np.concatenate(arrays).astype(np.float32), sources, notices)
 
 
@@ -175,6 +204,7 @@ def check_output_path(path: Path) -> str:
 def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
     """Write records as JSON (everything) or CSV (input, index, predicted, name, probability), atomically."""
     kind = check_output_path(path)
+    records = [{**record, "input": display_name(record["input"])} if isinstance(record.get("input"), str) else record for record in records]
     if kind == "json":
         atomic_write_text(Path(path), json.dumps(records, indent=2) + "\n")
         return Path(path)

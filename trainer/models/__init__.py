@@ -24,9 +24,10 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
     import keras
 
+    from trainer.catalogue.keras_objects import trainer_objects
     from trainer.models import layers  # noqa: F401 - registers trainer's own layers
     from trainer.models.backbones import backbone_load_objects
 
-    objects = {**backbone_load_objects(), **(custom_objects or {})}
+    objects = {**trainer_objects(), **backbone_load_objects(), **(custom_objects or {})}  # trainer's losses, metrics, schedules
     # safe_mode: a model file never runs Python it carries (a Lambda layer's bytecode is refused)
     return keras.models.load_model(path, custom_objects=objects, compile=compile, safe_mode=True)

@@ -47,48 +47,138 @@ def download_imagenet_weights(file: str = WEIGHTS_FILE, url: str = WEIGHTS_URL, 
 
 
 def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _text_list(value, where: str) -> list[str]:
+    """An HDF5 attribute holding a list of names, as text; anything else is a ConfigError naming ``where``."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{where} is {_short(value)}; expected a list of names.")
+    names = [_text(item) for item in value]
+    if not all(isinstance(item, (str, bytes, np.bytes_, np.str_)) for item in value):
+        raise ConfigError(f"{where} is {_short(value)}; expected a list of names.")
+    return names
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _first_mismatch(expected: dict[str, list[tuple[int, ...]]], stored: dict[str, list[tuple[int, ...]]], label: str) -> str | None:
+    """How a weights file's layers (name -> weight shapes) differ from the architecture's, first difference only; None when equal."""
+    for name, shapes in expected.items():
+        if name not in stored:
+            return f"has no weights for {label} layer {name!r}; is it a {label} weights file?"
+        if list(stored[name]) != list(shapes):
+            return f"layer {name!r} holds {len(stored[name])} weight(s) of shapes {stored[name]}; {label} needs {shapes}."
+    for name in stored:
+        if name not in expected:
+            return (
+                f"holds weights for a layer {name!r} that {label} does not have ({len(stored)} weighted layers, {label} has "
+                f"{len(expected)}): a weights file of another architecture?"
+            )
+    return None
+
+
+def _architecture(backbone: keras.Model) -> dict[str, list[tuple[int, ...]]]:
+    return {layer.name: [tuple(w.shape) for w in layer.weights] for layer in backbone.layers if layer.weights}
 
 
 def load_legacy_h5_weights(backbone: keras.Model, group, source: str, label: str = "VGG16") -> None:
-    """Keras 2 ``save_weights`` layout (the published file): ``layer_names`` attr, one group per layer with ``weight_names``."""
-    stored = {_text(name) for name in group.attrs["layer_names"]}
-    for layer in backbone.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in stored:
-            raise ConfigError(f"model.weights: {source} has no weights for {label} layer {layer.name!r}; is it a {label} weights file?")
-        layer_group = group[layer.name]
-        arrays = [np.asarray(layer_group[_text(name)]) for name in layer_group.attrs["weight_names"]]
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in arrays] != expected:
+    """Keras 2 ``save_weights`` layout (the published file): ``layer_names`` attr, one group per layer with ``weight_names``.
+
+    The file's weighted layers must be exactly the architecture's (names, count and shapes, from
+    the declarations only); only then is any array read, each checked against its variable's shape.
+    """
+    import h5py
+
+    from trainer.readers.decoders import read_h5_dataset
+
+    where = f"model.weights: {source}"
+    stored: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    listed = _text_list(group.attrs["layer_names"], f"{where}: the layer_names attribute")
+    architecture = _architecture(backbone)
+    absent = next((name for name in architecture if name not in listed), None)
+    if absent is not None:  # the likeliest mistake (another model's file): say so before judging the file's insides
+        raise ConfigError(f"{where}: {_first_mismatch({absent: architecture[absent]}, {}, label)}")
+    for name in listed:
+        layer_group = group.get(name)
+        if not isinstance(layer_group, h5py.Group):
+            raise ConfigError(f"{where}: layer_names lists {name!r} but the file has no group {name!r}.")
+        if "weight_names" not in layer_group.attrs:
             raise ConfigError(
-                f"model.weights: {source}: layer {layer.name!r} holds shapes {[a.shape for a in arrays]}, "
-                f"{label} needs {expected}."
+                f"{where}: layer {name!r} has no weight_names attribute (every layer of the Keras 2 layout lists its "
+                "weights there); the file is damaged or not a Keras weights file."
             )
-        layer.set_weights(arrays)
+        entries = []
+        for weight in _text_list(layer_group.attrs["weight_names"], f"{where}: layer {name!r} weight_names"):
+            dataset = layer_group.get(weight)
+            if not isinstance(dataset, h5py.Dataset):
+                raise ConfigError(f"{where}: layer {name!r} lists weight {weight!r}, which the file does not hold.")
+            entries.append((weight, tuple(dataset.shape or ())))
+        if entries:
+            stored[name] = entries
+    mismatch = _first_mismatch(architecture, {n: [shape for _, shape in e] for n, e in stored.items()}, label)
+    if mismatch:
+        raise ConfigError(f"{where}: {mismatch}")
+    for layer in backbone.layers:
+        if layer.weights:
+            layer.set_weights([
+                read_h5_dataset(group[layer.name][weight], tuple(variable.shape), f"{where}: {layer.name}/{weight}")
+                for (weight, _), variable in zip(stored[layer.name], layer.weights)
+            ])
+
+
+def _keras3_layers(handle, where: str) -> dict[str, list[tuple[int, ...]]]:
+    """The weighted layers a Keras 3 ``.weights.h5`` declares (``layers/<path>/vars``, named by its ``name`` attribute)."""
+    import h5py
+
+    stored: dict[str, list[tuple[int, ...]]] = {}
+    layers = handle["layers"]
+    if not isinstance(layers, h5py.Group):
+        raise ConfigError(f"{where}: 'layers' is not a group; not a Keras 3 .weights.h5 file.")
+    for path, entry in layers.items():
+        variables = entry.get("vars") if isinstance(entry, h5py.Group) else None
+        if not isinstance(variables, h5py.Group) or not len(variables):
+            continue
+        keys = list(variables)
+        if not all(key.isdigit() for key in keys) or not all(isinstance(variables[key], h5py.Dataset) for key in keys):
+            raise ConfigError(f"{where}: layers/{path}/vars holds {keys[:5]}; expected datasets named 0, 1, ...")
+        name = _text(variables.attrs.get("name", path))
+        stored[name] = [tuple(variables[key].shape or ()) for key in sorted(keys, key=int)]
+    return stored
 
 
 def load_backbone_weights(backbone: keras.Model, path: Path, label: str = "VGG16") -> None:
-    """Load ``path`` into the backbone: the legacy HDF5 layout by layer name, or a Keras 3 ``.weights.h5``."""
+    """Load ``path`` into the backbone: the legacy HDF5 layout by layer name, or a Keras 3 ``.weights.h5``.
+
+    Either way the file's weighted layers must match the architecture exactly (names, count,
+    shapes) before any array is read; anything else names the file and the first difference.
+    """
     import h5py
 
     source = str(path)
+    where = f"model.weights: {source}"
     if not path.is_file():
-        raise ConfigError(f"model.weights: {source}: no such file; expected imagenet, none or the path to a {label} weights file.")
+        raise ConfigError(f"{where}: no such file; expected imagenet, none or the path to a {label} weights file.")
     try:
         with h5py.File(path, "r") as handle:
             group = handle["model_weights"] if "model_weights" in handle else handle
-            if "layer_names" in group.attrs:
+            if isinstance(group, h5py.Group) and "layer_names" in group.attrs:
                 load_legacy_h5_weights(backbone, group, source, label)
                 return
             if "layers" not in handle:
                 raise ConfigError(
-                    f"model.weights: {source} is HDF5 but neither the legacy Keras layout (layer_names) "
+                    f"{where} is HDF5 but neither the legacy Keras layout (layer_names) "
                     "nor a Keras 3 .weights.h5 (layers/...)."
                 )
-    except OSError as exc:
-        raise ConfigError(f"model.weights: {source} is not an HDF5 weights file ({exc}).") from None
+            mismatch = _first_mismatch(_architecture(backbone), _keras3_layers(handle, where), label)
+            if mismatch:
+                raise ConfigError(f"{where}: {mismatch}")
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:  # h5py on a damaged or foreign file
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{where} is not an HDF5 weights file trainer can read ({reason}).") from None
     _load_keras3_weights(backbone, path, label)
 
 

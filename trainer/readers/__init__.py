@@ -19,7 +19,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from trainer.errors import RunDirError
 
@@ -63,35 +63,41 @@ def read_bytes(path: Path | str, *, limit: int, folder: Path | str | None = None
     bytes are read, so a file that grows while it is read is refused too.
     """
     shown = Path(path)
+    expected = f"; expected {what}" if what else ""
+    with open_regular(path, folder=folder, error=error, what=what) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            if size > limit:
+                raise error(f"{shown} is {size:,} bytes, more than the {_size(limit)} trainer reads of such a file{expected}.")
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise error(f"{shown} cannot be read ({exc.strerror or exc}){expected}.") from None
+    if len(data) > limit:
+        raise error(f"{shown} grew past {_size(limit)} while it was read{expected}.")
+    return data
+
+
+def open_regular(path: Path | str, *, folder: Path | str | None = None, error: type[Exception] = RunDirError, what: str = "") -> BinaryIO:
+    """``path`` open for binary reading: a regular file inside ``folder``, no final link followed, never blocking.
+
+    For files read in parts or memory-mapped (arrays); ``read_bytes`` reads a small file whole.
+    """
+    shown = Path(path)
     target = locate(path, folder, error=error)
     expected = f"; expected {what}" if what else ""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(target, flags)
+        handle = open(target, "rb", opener=lambda name, mode: os.open(name, mode | flags))  # noqa: SIM115 - returned open
     except FileNotFoundError:
         raise error(f"{shown} is missing{expected}.") from None
+    except IsADirectoryError:
+        raise error(f"{shown} is a folder, not a regular file{expected}.") from None
     except OSError as exc:
         raise error(f"{shown} cannot be opened ({exc.strerror or exc}){expected}.") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise error(f"{shown} is not a regular file (a folder, FIFO, device or socket){expected}.")
-        if info.st_size > limit:
-            raise error(f"{shown} is {info.st_size:,} bytes, more than the {_size(limit)} trainer reads of such a file{expected}.")
-        chunks, total = [], 0
-        while total <= limit:
-            chunk = os.read(fd, min(MiB, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-        if total > limit:
-            raise error(f"{shown} grew past {_size(limit)} while it was read{expected}.")
-        return b"".join(chunks)
-    except OSError as exc:
-        raise error(f"{shown} cannot be read ({exc.strerror or exc}){expected}.") from None
-    finally:
-        os.close(fd)
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise error(f"{shown} is not a regular file (a folder, FIFO, device or socket){expected}.")
+    return handle
 
 
 def _size(limit: int) -> str:

@@ -53,12 +53,23 @@ def compile_model(model, config: Config, plan: Plan, steps_per_epoch: int | None
         specs.append(NamedSpec(name="accuracy"))
     records: list[dict[str, Any]] = []
     model.compile(
-        optimizer=build_optimizer(config.optimizer.name, config.optimizer.params),
+        optimizer=build_optimizer(config.optimizer.name, config.optimizer.params, model=model, total_steps=run_steps(config, steps_per_epoch)),
         loss=build_loss(plan.loss_name, plan.loss_params, config.config_dir, records),
         metrics=build_metrics(specs, plan.encoding, config.config_dir, records),
         **compile_kwargs(config, plan, records, steps_per_epoch),
     )
     return records
+
+
+def run_steps(config: Config, steps_per_epoch: int | None) -> int | None:
+    """The optimizer steps of the run (what ``one_cycle``/``warmup_cosine``/``warmup_linear`` span); None when unknown.
+
+    Counted from ``train.initial_epoch``: the optimizer's iteration count starts at 0 there. The
+    fine-tune phase gets a fresh optimizer with ``fine_tune.learning_rate``, a number.
+    """
+    if not steps_per_epoch:
+        return None
+    return max(1, (config.train.epochs - config.train.initial_epoch) * steps_per_epoch)
 
 
 # Batch-level progress and the NaN guard see every Nth batch; about this many updates per epoch.

@@ -17,12 +17,13 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 FEATURES_DIR = "features"  # inside the run directory, removed when the run ends
 CHUNK = 128  # images per backbone call; inference only, so it does not change any result
+SPOT_ROWS = 8  # rows of a shared feature file computed again, at random, before it is reused
 
 
 def uses_cached_features(config) -> bool:
@@ -48,20 +49,70 @@ def augmentation_stops_cache(config) -> str | None:
     return None
 
 
-def compute_features(features_model, x: np.ndarray, path: Path, events: Any, label: str) -> np.ndarray:
-    """Run ``features_model`` over ``x`` in chunks, writing to the ``.npy`` at ``path``; returns it memory-mapped."""
+def compute_features(features_model, x: np.ndarray, path: Path, events: Any, label: str, *, key: str | None = None) -> np.ndarray:
+    """Run ``features_model`` over ``x`` in chunks, writing the ``.npy`` at ``path``; returns it memory-mapped.
+
+    ``key``: also write the index record a shared cache checks before reuse (``write_features``).
+    """
     shape = (len(x), *(int(d) for d in features_model.output.shape[1:]))
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
     steps = -(-len(x) // CHUNK)
+
+    def chunks():
+        for step, start in enumerate(range(0, len(x), CHUNK), start=1):
+            batch = np.asarray(x[start : start + CHUNK], dtype=np.float32)
+            yield np.asarray(features_model.predict_on_batch(batch), dtype=np.float32)
+            events.on_progress(step, {})
+
     events.on_phase_start(f"backbone features ({label})", steps)
-    for step, start in enumerate(range(0, len(x), CHUNK), start=1):
-        batch = np.asarray(x[start : start + CHUNK], dtype=np.float32)
-        out[start : start + len(batch)] = np.asarray(features_model.predict_on_batch(batch), dtype=np.float32)
-        events.on_progress(step, {})
+    write_features(path, shape, chunks(), key=key, split=label if key is not None else None)
     events.on_phase_end()
-    out.flush()
-    del out
     return np.load(path, mmap_mode="r")
+
+
+def write_features(path: Path, shape: tuple[int, ...], chunks: Iterable[np.ndarray], *, key: str | None = None, split: str | None = None) -> str:
+    """Write float32 ``chunks`` (rows, in order) as the ``.npy`` at ``path`` and return the SHA-256 of its data.
+
+    Ordinary writes to a temporary file beside ``path``, renamed into place when complete: a full
+    disk is an ``OSError`` (ENOSPC), never SIGBUS as a memory-mapped write would be. With ``key``
+    (a shared cache), the index record ``read_feature_cache`` checks is written after the array.
+    Any failure removes the temporary file and is a ``RunFailedError`` naming ``path``.
+    """
+    from trainer.errors import RunFailedError
+    from trainer.outputs import Made
+    from trainer.readers.cache_files import FEATURE_CACHE_KIND, feature_index_path
+    from trainer.run.rundir import atomic_write_json
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    made = Made()
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # another process may compute the same file
+    try:
+        with made.undone_on_error():
+            made.track_file(partial)
+            with open(partial, "xb") as handle:
+                np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": tuple(shape)})
+                rows = 0
+                for chunk in chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=np.float32)
+                    if chunk.shape[1:] != tuple(shape[1:]) or rows + len(chunk) > shape[0]:
+                        raise ValueError(f"features of shape {chunk.shape} do not fit {shape} after {rows} rows")
+                    data = memoryview(chunk).cast("B")
+                    handle.write(data)
+                    digest.update(data)
+                    rows += len(chunk)
+                if rows != shape[0]:
+                    raise ValueError(f"{rows} rows of features written, {shape[0]} expected")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        if key is not None:
+            atomic_write_json(feature_index_path(path), {
+                "kind": FEATURE_CACHE_KIND, "version": 1, "key": key, "split": split,
+                "shape": list(shape), "dtype": "float32", "sha256": digest.hexdigest(),
+            })
+    except OSError as exc:
+        raise RunFailedError(f"cannot write the backbone features {path}: {exc.strerror or exc}.") from None
+    return digest.hexdigest()
 
 
 def _layer_kinds(model) -> list[str]:
@@ -104,16 +155,53 @@ class CachedFeatureTraining:
         return self._features[split]
 
     def shared_features(self, split: str, x: np.ndarray) -> np.ndarray:
-        """``split``'s features from the shared folder, computed and added there when absent (atomically)."""
-        path = self.shared_dir / f"{split}-{self.fingerprint(x)}.npy"
-        if path.is_file():
-            self.events.on_notice(f"backbone features ({split}) reused from {path}: same backbone, weights and images.")
-            return np.load(path, mmap_mode="r")
-        self.shared_dir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.stem}.{os.getpid()}.npy")  # another process may compute the same file
-        compute_features(self.model.get_layer("features"), x, partial, self.events, split)
-        os.replace(partial, path)
-        return np.load(path, mmap_mode="r")
+        """``split``'s features from the shared folder, checked by their digest; computed and added there when absent or changed."""
+        from trainer.errors import RunDirError
+        from trainer.readers.cache_files import feature_index_path, read_feature_cache
+
+        key = self.fingerprint(x)
+        path = self.shared_dir / f"{split}-{key}.npy"
+        backbone = self.model.get_layer("features")
+        shape = (len(x), *(int(d) for d in backbone.output.shape[1:]))
+        if path.exists() or path.is_symlink() or feature_index_path(path).exists() or feature_index_path(path).is_symlink():
+            try:
+                features = read_feature_cache(path, folder=self.shared_dir, key=key, split=split, shape=shape)
+                self.spot_check(features, x, path)
+            except RunDirError as exc:  # replaced below (os.replace), never trained on
+                self.events.on_notice(f"backbone features ({split}) in {path} are not reused: {exc.message} They are computed again.")
+            else:
+                self.events.on_notice(f"backbone features ({split}) reused from {path}: same backbone, weights and images (digest and sample checked).")
+                return features
+        if path.is_dir() and not path.is_symlink():  # not trainer's to remove: this run keeps its own copy instead
+            self.events.on_notice(f"{path} is a folder, not a feature file; the features of this run are kept in its run directory instead.")
+            self.cache_dir.mkdir(exist_ok=True)
+            return compute_features(backbone, x, self.cache_dir / f"{split}.npy", self.events, split)
+        try:
+            self.shared_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from trainer.errors import RunFailedError
+
+            raise RunFailedError(f"cannot create the shared feature cache {self.shared_dir}: {exc.strerror or exc}.") from None
+        return compute_features(backbone, x, path, self.events, split, key=key)
+
+    def spot_check(self, features: np.ndarray, x: np.ndarray, path: Path) -> None:
+        """The backbone run again on a few rows drawn at random must give the cached rows; else ``RunDirError``.
+
+        The digest proves the file is the one its index describes; this proves the pair is what
+        the backbone makes of these images, so a file and index rewritten together are caught
+        too (each forged row is found with the chance ``SPOT_ROWS`` / rows per run).
+        """
+        from trainer.errors import RunDirError
+
+        if not len(x):
+            return
+        rows = np.sort(np.random.default_rng(int.from_bytes(os.urandom(8), "little")).choice(len(x), min(SPOT_ROWS, len(x)), replace=False))
+        backbone = self.model.get_layer("features")
+        fresh = np.asarray(backbone.predict_on_batch(np.asarray(x[rows], dtype=np.float32)), dtype=np.float32)
+        cached = np.asarray(features[rows], dtype=np.float32)
+        scale = float(np.max(np.abs(fresh))) if fresh.size else 0.0
+        if cached.shape != fresh.shape or not np.allclose(cached, fresh, rtol=1e-3, atol=1e-4 * max(scale, 1.0)):
+            raise RunDirError(f"{path}: rows {rows.tolist()} differ from what the backbone makes of those images now.")
 
     def fingerprint(self, x: np.ndarray) -> str:
         """What the features depend on: the backbone's layers and weights, what it makes of a few images, and the images.
@@ -163,3 +251,4 @@ class CachedFeatureTraining:
         """Drop the feature files: they are a cache, not part of the run directory's contract."""
         self._features.clear()
         shutil.rmtree(self.cache_dir, ignore_errors=True)
+

@@ -45,11 +45,9 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
     path = config.train.sample_weights
     if path is None:
         return None
-    try:
-        weights = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"train.sample_weights: cannot read {path} as a .npy array: {exc}") from None
-    weights = np.asarray(weights)
+    from trainer.readers.decoders import open_npy
+
+    weights = open_npy(path, "train.sample_weights")  # header checked, data memory-mapped: read below only if it fits
     if config.data.limit is not None and weights.ndim == 1 and len(weights) > config.data.limit:
         weights = weights[: config.data.limit]
     expected = train_examples + (validation_examples if isinstance(config.data.validation, float) else 0)
@@ -60,4 +58,4 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise DataError(f"train.sample_weights: {path} has negative, NaN or infinite weights; all must be finite and >= 0.")
-    return weights[:train_examples].astype("float32")
+    return np.asarray(weights[:train_examples], dtype="float32")

@@ -4,11 +4,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import gc
 import json
 import os
-import re
-import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -147,65 +144,55 @@ def _itemsize(dtype: Any) -> int:
         return 8
 
 
-def write_h5_atomically(path: Path, write: Callable[[Path], Any], needed: int = 0) -> None:
-    """``write(tmp)`` an HDF5 file (model, weights) beside ``path``, then rename; any failure is one ``OSError``.
+def write_h5_atomically(path: Path, write: Callable[[Any], Any], needed: int = 0) -> None:
+    """``write(handle)`` into an HDF5 file held in memory, then its bytes to ``path`` atomically; a disk failure is one ``OSError``.
 
-    ``needed``: the bytes it will take (``h5_size_estimate``); with less free space the write is not
-    started, because HDF5 can crash the process (not only raise) when the disk fills mid-write.
-    On a full disk h5py raises mid-write and then, when its half-open file object is freed, prints
-    an "Exception ignored" traceback for the failed close; that close is done here, quietly, so the
-    space is released (``metrics.json`` can still be written) and the user sees one message.
+    ``handle`` is an ``h5py.File`` open for writing on a memory buffer: the HDF5 library never
+    writes to the disk, so a disk that fills cannot crash it (HDF5 can crash the process, not only
+    raise, when a write fails mid-file). The finished image is written with ordinary writes to a
+    temporary file beside ``path`` and renamed into place; a full disk is an ``OSError``
+    (ENOSPC) and the temporary file is removed. ``needed`` (``h5_size_estimate``) and then the
+    image's real size are checked against the free space before anything is written.
     """
+    import io
+
+    import h5py
+
+    _check_free_space(path, needed)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        write(handle)
+    image = buffer.getbuffer()
+    try:
+        _check_free_space(path, len(image))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as out:
+                out.write(image)
+    finally:
+        image.release()
+
+
+def _check_free_space(path: Path, needed: int) -> None:
+    """Refuse (ENOSPC) a write of ``needed`` bytes into ``path``'s folder when less is free."""
     import shutil
 
     try:
-        free: int | None = shutil.disk_usage(Path(path).parent).free
+        free = shutil.disk_usage(Path(path).parent).free
     except OSError:
-        free = None
-    if needed and free is not None and free < needed:
+        return
+    if needed and free < needed:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, about {needed:,} needed)")
-    failure: tuple[int | None, str] | None = None
-    previous, previous_excepthook = sys.unraisablehook, sys.excepthook
-    sys.unraisablehook = _ignore_failed_close
-    sys.excepthook = _ignore_failed_close_traceback  # Cython prints a freed object's error through both hooks
-    try:
-        try:
-            with atomic_path(path) as tmp:
-                write(tmp)
-        except (OSError, RuntimeError) as exc:  # h5py raises both for HDF5 write errors
-            failure = _write_failure(exc)
-            gc.collect()  # free (and close) the HDF5 objects the failed write left, while the hook is quiet
-    finally:
-        sys.unraisablehook, sys.excepthook = previous, previous_excepthook
-    if failure is not None:
-        raise OSError(failure[0] or errno.EIO, failure[1])
 
 
-def _ignore_failed_close(unraisable: Any) -> None:
-    if not ("h5py" in repr(unraisable.object) or "h5py" in str(unraisable.err_msg or "")):
-        sys.__unraisablehook__(unraisable)
+def save_model_h5(model: Any) -> Callable[[Any], None]:
+    """What ``model.save("x.h5")`` writes, as a ``write_h5_atomically`` writer (into the open ``h5py.File`` it is given)."""
 
+    def write(handle: Any) -> None:
+        from keras.src.legacy.saving.legacy_h5_format import save_model_to_hdf5  # model.save's own .h5 writer
 
-def _ignore_failed_close_traceback(kind: type, value: BaseException, traceback: Any) -> None:
-    frames, step = [], traceback
-    while step is not None:
-        frames.append(step.tb_frame.f_code.co_filename)
-        step = step.tb_next
-    if not any("h5py" in name for name in frames):
-        sys.__excepthook__(kind, value, traceback)
+        save_model_to_hdf5(model, handle)
 
-
-def _write_failure(exc: BaseException) -> tuple[int | None, str]:
-    """(errno, short reason) of an OSError or an h5py error message (``..., errno = 28, error message = '...'``)."""
-    text = str(exc)
-    code = getattr(exc, "errno", None)
-    found = re.search(r"errno = (\d+)", text)
-    if code is None and found:
-        code = int(found.group(1))
-    if code:
-        return code, os.strerror(code)
-    reason = getattr(exc, "strerror", None) or (text.splitlines()[0][:200] if text else type(exc).__name__)
-    return None, reason
+    return write
 
 
 def atomic_write_text(path: Path, text: str) -> None:

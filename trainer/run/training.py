@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config
-from trainer.errors import RunFailedError, RunInterrupted
+from trainer.errors import BadInputError, RunFailedError, RunInterrupted
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
 )
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
 from trainer.run.records import Manifest, RunMetrics
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, write_h5_atomically
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
 
 DATA_CACHE_DIR = "data-cache"  # data.cache: disk keeps folder datasets' decoded pixels here while the run lasts
@@ -122,20 +123,49 @@ class Training:
 
     @contextlib.contextmanager
     def open_run_dir(self):
-        """Create (or, resuming, reopen) the run directory and hold its lock while the run uses it."""
+        """Create (or, resuming, reopen) the run directory and hold its lock while the run uses it.
+
+        A new run that stops with bad input (exit 2: an undecodable image found while the disk
+        cache is filled, ...) before its first epoch completes leaves nothing behind: the run
+        directory it created is removed, an empty one the user named is emptied back
+        (``undo_new_run_dir``). Its scratch caches (``data-cache/``, ``features/``) go at every ending.
+        """
+        from trainer.outputs import Made
+        from trainer.run.features import FEATURES_DIR
         from trainer.run.rundir import reserve_run_dir
 
+        made: Made | None = None  # None: the run directory is not this run's to undo (resume, scratch)
+        created = False
         if not self.distribution.is_chief:  # the one place that decides who writes: the others write to a private scratch folder
             self.scratch = self.run_dir = Path(tempfile.mkdtemp(prefix=f"trainer-process{self.distribution.setup.process_id}-"))
         elif self.resume is None:
+            existed = not self.unique_name and Path(self.run_dir).is_dir()
             self.run_dir = reserve_run_dir(self.run_dir) if self.unique_name else create_run_dir(self.run_dir)
+            made, created = Made(), not existed
+            if created:
+                made.track_dir(self.run_dir)
         with RunLock(self.run_dir):
             if self.resume is not None:
                 remove_leftovers(self.run_dir)  # half-written files and caches of the killed process
             try:
                 yield
-            finally:  # the decoded-pixel cache of folder datasets is the run's scratch space, not its record
-                shutil.rmtree(self.run_dir / DATA_CACHE_DIR, ignore_errors=True)
+            except BadInputError:
+                if made is not None and not self.rows:
+                    self.undo_new_run_dir(made, created)
+                raise
+            finally:  # the decoded-pixel and feature caches are the run's scratch space, not its record
+                for cache in (DATA_CACHE_DIR, FEATURES_DIR):
+                    shutil.rmtree(self.run_dir / cache, ignore_errors=True)
+
+    def undo_new_run_dir(self, made: Any, created: bool) -> None:
+        """Remove what this run made of its run directory: all of it if it created it, else the entries it wrote into the empty folder."""
+        if not created:  # the folder existed, empty, and the lock is held: everything in it is this run's
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(self.run_dir):
+                    (made.track_dir if entry.is_dir(follow_symlinks=False) else made.track_file)(entry.path)
+        if made.undo():
+            done = "removed" if created else "emptied back (it was empty before)"
+            self.events.on_notice(f"nothing was trained; the run directory {self.run_dir} was {done}.")
 
     def write_run_files(self) -> None:
         """``config.yaml`` and ``manifest.json``; on resume, ``history.csv`` cut back to the checkpoint."""
@@ -158,6 +188,7 @@ class Training:
         import tensorflow as tf
 
         from trainer.catalogue.callbacks import build_callbacks
+        from trainer.data.streaming import StreamedDataError, surfacing_data_errors
         from trainer.run.features import CachedFeatureTraining, augmentation_stops_cache, uses_cached_features
 
         config, data = self.config, self.data
@@ -179,12 +210,13 @@ class Training:
                     self.events.on_notice("the backbone is frozen: its features are computed once per split and only the head trains (train.cache_features).")
                 elif augmentation_stops_cache(config):
                     self.events.on_notice(augmentation_stops_cache(config))
-                if getattr(config.model, "fine_tune", None) is not None:
-                    from trainer.run.fine_tune import fit_in_phases
+                with surfacing_data_errors():  # an image gone or undecodable while streaming: a DataError, not TensorFlow's
+                    if getattr(config.model, "fine_tune", None) is not None:
+                        from trainer.run.fine_tune import fit_in_phases
 
-                    fit_in_phases(self, user_callbacks, settings)
-                else:
-                    self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
+                        fit_in_phases(self, user_callbacks, settings)
+                    else:
+                        self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
                 self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
             finally:  # every ending: the checkpoint being written is complete before metrics.json and on_run_end
                 self.checkpointer_wait_quietly()
@@ -197,6 +229,10 @@ class Training:
             self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
             self.fail(exc.message, exc.message)
+        except StreamedDataError as exc:  # data that went bad mid-run (streamed images): the run fails, its checkpoints stay
+            kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
+            reason = f"a data file went bad during training: {exc.message}"
+            self.fail(reason, f"{reason} The run stopped and {kept}; fix or remove the file, then --resume. See {self.run_dir / METRICS_FILE}")
         except OSError as exc:
             reason = f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}"
             self.fail(reason, reason)
@@ -214,13 +250,25 @@ class Training:
         curves = self.draw_curves_in_background()
         try:
             if self.cached is not None:
-                test = self.cached.evaluate_test()
+                try:
+                    test = self.cached.evaluate_test()
+                except RunFailedError as exc:  # the test split's features could not be written (a full disk)
+                    with contextlib.suppress(Exception):
+                        curves.join()
+                    self.fail(exc.message, exc.message)
                 self.cached.cleanup()
             else:
+                from trainer.data.streaming import StreamedDataError, surfacing_data_errors
+
                 test_ds = self.dataset(self.data.x_test, self.data.y_test)
-                test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+                try:
+                    with surfacing_data_errors():
+                        test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+                except StreamedDataError as exc:
+                    reason = f"a data file went bad while the test split was measured: {exc.message}"
+                    self.fail(reason, f"{reason} Every epoch's checkpoint is kept; fix or remove the file, then run trainer eval.")
             try:
-                write_h5_atomically(self.run_dir / MODEL_FILE, self.model.save, h5_size_estimate(self.model))
+                write_h5_atomically(self.run_dir / MODEL_FILE, save_model_h5(self.model), h5_size_estimate(self.model))
                 metrics = self.write_metrics("completed", test=test)
                 self.completed = True
             except OSError as exc:
