@@ -128,13 +128,13 @@ def test_a_malformed_manifest_is_refused(case, command, cli, tmp_path):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("content", ["[" * 100_000, "{not json", "[1, 2]", "\x00\x01"])
+@pytest.mark.parametrize("content", ["[" * 100_000, "{not json", "[1, 2]", "\x00\x01"], ids=["deep", "broken", "list", "nul"])
 def test_an_unreadable_manifest_is_refused(content, cli, tmp_path):
     run = make_run(tmp_path / "run")
     (run / "manifest.json").write_text(content)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert re.search(r"manifest\.json (is unreadable|holds a JSON list)", " ".join(result.output.split()))
+    assert re.search(r"manifest\.json:? (is not valid JSON|holds a JSON list|holds a NUL byte)", " ".join(result.output.split()))
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "model.h5", "config.yaml"])
@@ -145,7 +145,7 @@ def test_run_files_linking_outside_the_run_directory_are_refused(name, cli, tmp_
     (run / name).symlink_to(outside)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert "points outside the run directory" in " ".join(result.output.split())
+    assert re.search(r"points outside (the run directory )?\S*run", " ".join(result.output.split()))
 
 
 def test_a_yaml_bomb_as_the_run_config_is_refused(cli, tmp_path):
@@ -250,12 +250,12 @@ def test_resume_reads_the_run_config_with_the_yaml_limits(cli, tmp_path, write_c
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(BILLION_LAUGHS)
-    (run / "ok.weights.h5").write_text("")
-    write_checkpoint(run, "ok.weights.h5")
+    (run / "checkpoint-epoch0001.weights.h5").write_text("")
+    write_checkpoint(run, "checkpoint-epoch0001.weights.h5")
     result = cli("run", config, "--run-dir", run, "--resume")
     assert result.exit_code == 2
     assert "refused: more than 10000 values once aliases are expanded" in " ".join(result.output.split())
-    assert os.path.exists(run / "ok.weights.h5")
+    assert os.path.exists(run / "checkpoint-epoch0001.weights.h5")
 
 
 def _disk_filler(folder: Path, when: str, epoch: int = 0):
@@ -356,4 +356,4 @@ def test_a_checkpoint_json_that_is_not_a_regular_file_is_refused(target, cli, tm
         (run / "checkpoint.json").symlink_to(target)
     result = cli("run", config, "--run-dir", run, "--resume")
     assert result.exit_code == 2, result.output
-    assert "not a regular file" in " ".join(result.output.split())
+    assert re.search("not a regular file|points outside", " ".join(result.output.split()))
