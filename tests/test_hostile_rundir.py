@@ -669,3 +669,25 @@ def test_a_manifest_that_is_not_a_regular_file_is_refused(kind, cli, tmp_path):
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
     assert "manifest.json is not a regular file" in result.text
+
+
+def test_trainer_runs_shows_markup_in_names_and_statuses_as_text(cli, tmp_path):
+    runs = tmp_path / "outputs"
+    run = make_run(runs / "[bold]x")
+    (run / "metrics.json").write_text(json.dumps({"status": "ok[/nope]"}))
+    result = cli("runs", runs)
+    assert result.exit_code == 0, result.output
+    assert "[bold]x" in result.unwrapped and "ok[/nope]" in result.unwrapped
+
+
+def test_run_files_are_read_under_a_relative_run_directory(cli, tmp_path, monkeypatch, mnist_npz):
+    from trainer.run.checkpoint import read_checkpoint
+    from trainer.run.listing import list_runs
+
+    monkeypatch.chdir(tmp_path)
+    run = make_run(Path("outputs") / "run")
+    (run / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": 2}))
+    (run / "history.csv").write_text("epoch,loss,val_accuracy\n1,0.5,0.5\n2,0.4,0.75\n")
+    assert list_runs(Path("outputs"))[0]["status"] == "completed"
+    resumable_run(Path("."), mnist_npz, valid_checkpoint())
+    assert read_checkpoint(Path("run")).epoch == 1

@@ -10,6 +10,7 @@ read through ``read_run_json``.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def read_checkpoint_record(run_dir: Path | str) -> CheckpointRecord | None:
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    return validate(CheckpointRecord, read_json_object(path, limit=CHECKPOINT_LIMIT, folder=run_dir, what="the checkpoint.json trainer run writes"), path)
+    return validate(CheckpointRecord, read_json_object(path, limit=CHECKPOINT_LIMIT, what="the checkpoint.json trainer run writes"), path)
 
 
 Section = Annotated[dict[Annotated[str, Field(max_length=HISTORY_COLUMN_NAME)], Union[StrictInt, StrictFloat, Annotated[StrictStr, Field(max_length=1024)], None]], Field(max_length=HISTORY_MAX_COLUMNS)]
@@ -182,7 +183,7 @@ class MetricsRecord(BaseModel):
 def read_run_json(path: Path | str, *, limit: int = RUN_JSON_LIMIT, what: str = "the JSON object trainer run writes") -> dict[str, Any]:
     """A JSON object file of a run directory (``manifest.json``, ``metrics.json``), read with the run directory's limits."""
     path = Path(path)
-    return read_json_object(path, limit=limit, folder=path.parent, what=what)
+    return read_json_object(path, limit=limit, what=what)  # inside its own folder: a link out of it is refused
 
 
 def read_metrics_record(run_dir: Path | str) -> MetricsRecord | None:
@@ -213,7 +214,9 @@ def read_history_table(path: Path | str, *, folder: Path | str | None = None, wh
     An empty file is an empty table (a kill before the first row).
     """
     path = Path(path)
-    header, lines = read_csv(path, limit=HISTORY_LIMIT, folder=folder if folder is not None else path.parent, max_columns=HISTORY_MAX_COLUMNS, what=what)
+    if folder is not None:  # absolute, so that a relative path is not taken as relative to the folder
+        path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    header, lines = read_csv(path, limit=HISTORY_LIMIT, folder=folder, max_columns=HISTORY_MAX_COLUMNS, what=what)
     if not header:
         return HistoryTable([], [], [])
     problem = _header_problem(header)

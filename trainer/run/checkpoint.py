@@ -277,7 +277,8 @@ def _cut_json_log(path: Path, epochs: int, run_dir: Path) -> None:
     from trainer.readers.run_files import HISTORY_LIMIT
 
     kept = []
-    for line in read_text(path, limit=HISTORY_LIMIT, folder=run_dir, what="the json_log file of this run").splitlines():
+    text = read_text(os.path.abspath(path), limit=HISTORY_LIMIT, folder=os.path.abspath(run_dir), what="the json_log file of this run")
+    for line in text.splitlines():
         try:
             row = json.loads(line)
         except (ValueError, RecursionError):
