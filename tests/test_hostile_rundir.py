@@ -691,3 +691,45 @@ def test_run_files_are_read_under_a_relative_run_directory(cli, tmp_path, monkey
     assert list_runs(Path("outputs"))[0]["status"] == "completed"
     resumable_run(Path("."), mnist_npz, valid_checkpoint())
     assert read_checkpoint(Path("run")).epoch == 1
+
+
+@pytest.mark.parametrize("which", ["weights", "best"])
+def test_checkpoint_weights_linking_out_of_the_run_are_refused(which, cli, tmp_path, mnist_npz):
+    config, run = resumable_run(tmp_path, mnist_npz, valid_checkpoint())
+    outside = tmp_path / "outside.weights.npz"
+    outside.write_bytes(b"weights")
+    name = "checkpoint-epoch0001.weights.npz" if which == "weights" else "checkpoint-best0-epoch0001.weights.npz"
+    (run / name).unlink()
+    (run / name).symlink_to(outside)
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "points outside" in result.text and "Traceback" not in result.output
+
+
+def _npz_member(name: str, header_shape: tuple, payload: bytes, compressed: bool = False) -> bytes:
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", compression=zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as archive:
+        archive.writestr(name, header.getvalue() + payload)
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("case", ["declares-terabytes", "compressed-bomb", "not-a-zip"])
+def test_checkpoint_weights_are_bounded_before_numpy_allocates(case, tmp_path):
+    from trainer.run.checkpoint import read_arrays
+
+    path = tmp_path / "checkpoint-epoch0001.weights.npz"
+    if case == "declares-terabytes":
+        path.write_bytes(_npz_member("model/000000.npy", (10**12,), b"x" * 64))
+    elif case == "compressed-bomb":
+        path.write_bytes(_npz_member("model/000000.npy", (2**22,), bytes(2**24), compressed=True))
+    else:
+        path.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(RunDirError, match="is not a weights file trainer writes"):
+        read_arrays(path)

@@ -101,13 +101,27 @@ def read_checkpoint(run_dir: Path) -> ResumeState | None:
     if record is None:
         return None
     path = Path(run_dir) / CHECKPOINT_FILE
-    for name in record.named_files():  # trainer's own file names (the record's bounds): never outside the run
-        if not (Path(run_dir) / name).is_file():
-            raise RunDirError(f"{path} names {name}, which is missing; this run cannot be resumed.")
+    for name in record.named_files():  # trainer's own file names (the record's bounds), and no link out of the run
+        _check_weights_file(Path(run_dir), name, path)
     return ResumeState(
         record.epoch, record.weights_file, [state.model_dump(exclude_unset=True) for state in record.callbacks],
         record.random.model_dump(exclude_none=True), record.data.model_dump() if record.data is not None else None,
     )
+
+
+def _check_weights_file(run_dir: Path, name: str, checkpoint: Path) -> None:
+    """A weights file ``checkpoint.json`` names is a regular file inside the run directory (a link out of it is refused)."""
+    import stat
+
+    from trainer.readers import locate
+
+    target = locate(os.path.abspath(run_dir / name), os.path.abspath(run_dir))
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        raise RunDirError(f"{checkpoint} names {name}, which is missing; this run cannot be resumed.") from None
+    if not stat.S_ISREG(mode):
+        raise RunDirError(f"{checkpoint} names {name}, which is not a regular file; this run cannot be resumed.")
 
 
 def _checkpoint_record(run_dir: Path):
@@ -580,6 +594,7 @@ def read_arrays(path: Path, grouped: bool = False) -> Any:
     """What ``write_arrays`` wrote: the ``model`` arrays in order (or every group, ``grouped``)."""
     import numpy as np
 
+    _check_stored_arrays(Path(path))
     try:
         with np.load(path, allow_pickle=False) as data:
             groups: dict[str, list[Any]] = {}
@@ -589,6 +604,43 @@ def read_arrays(path: Path, grouped: bool = False) -> Any:
     except (OSError, ValueError, KeyError) as exc:
         raise RunDirError(f"{path} is unreadable ({exc}); this run cannot be resumed.") from None
     return groups if grouped else groups.get("model", [])
+
+
+def _check_stored_arrays(path: Path) -> None:
+    """Bound a weights ``.npz`` before NumPy allocates: members stored (not compressed), each array no bigger than its bytes.
+
+    ``write_arrays`` stores every array uncompressed, so what an array may allocate is bounded by
+    the file's own size; a member whose ``.npy`` header declares more (NumPy would allocate it
+    first) or a compressed member (a zip bomb) is refused.
+    """
+    import zipfile
+
+    import numpy as np
+
+    def refuse(reason: str) -> RunDirError:
+        return RunDirError(f"{path} is not a weights file trainer writes ({reason}); this run cannot be resumed.")
+
+    try:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise refuse(f"{info.filename} is compressed or larger than the file")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        raise refuse(f"{info.filename} is a .npy file of version {version}")
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise refuse(f"{info.filename} holds Python objects")
+                needed = dtype.itemsize
+                for dimension in shape:
+                    needed *= dimension
+                if needed > info.file_size:
+                    raise refuse(f"{info.filename} declares {needed:,} bytes of data but holds {info.file_size:,}")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError) as exc:
+        raise refuse(str(exc)[:160] or type(exc).__name__) from None
 
 
 def read_checkpoint_json(run_dir: Path) -> dict[str, Any] | None:
