@@ -186,7 +186,9 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
     if run_completed(run_dir, state, (old or {}).get("train", {}).get("epochs"), config.train.epochs):
         raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
     check_history(run_dir / HISTORY_FILE, state.epoch)
-    if state.data is not None:  # checkpoints from before data fingerprints cannot be compared
+    data_path = config.data.path
+    # checkpoints from before data fingerprints cannot be compared; missing data is the loader's to name
+    if state.data is not None and (data_path is None or Path(data_path).exists()):
         from trainer.run.data_fingerprint import data_changes, fingerprint_data
 
         now = fingerprint_data(config.data)

@@ -110,10 +110,10 @@ class Training:
 
         from trainer.run.data_fingerprint import fingerprint_data
 
+        self.data = load_data(self.config.data, seed=self.config.seed)  # its messages first: a missing file, a bad format
         # What data.path holds, recorded in every checkpoint for --resume to compare (a resume has just checked it).
         resumed = self.resume.data if self.resume is not None else None
         self.data_fingerprint = resumed if resumed is not None else fingerprint_data(self.config.data)
-        self.data = load_data(self.config.data, seed=self.config.seed)
         for text in self.data.notices:
             self.events.on_notice(text)
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
