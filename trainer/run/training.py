@@ -71,6 +71,10 @@ class Training:
                     return self.finish()
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it, at any step of the run
                     raise self.interrupted() from None
+                except BaseException as exc:  # SystemExit from an event handler, a refusal mid-run, a bug: still an ending
+                    if not self.ended and not self.completed:
+                        self.end_unexpectedly(exc)
+                    raise
         finally:
             if self.plotting is not None:  # never left importing while the interpreter shuts down
                 with contextlib.suppress(Exception):
@@ -105,7 +109,12 @@ class Training:
         from trainer.data.loaders import load_data
         from trainer.run.fit_settings import fit_kwargs, load_sample_weights
 
-        self.data = load_data(self.config.data, seed=self.config.seed)
+        from trainer.run.data_fingerprint import fingerprint_data
+
+        self.data = load_data(self.config.data, seed=self.config.seed)  # its messages first: a missing file, a bad format
+        # What data.path holds, recorded in every checkpoint for --resume to compare (a resume has just checked it).
+        resumed = self.resume.data if self.resume is not None else None
+        self.data_fingerprint = resumed if resumed is not None else fingerprint_data(self.config.data)
         for text in self.data.notices:
             self.events.on_notice(text)
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
@@ -326,6 +335,28 @@ class Training:
         error.run_dir = self.run_dir
         return error
 
+    def end_unexpectedly(self, exc: BaseException) -> None:
+        """An ending no step handled (``SystemExit`` from a run-event handler, a RunDirError mid-run, a bug).
+
+        ``metrics.json`` says ``interrupted`` for ``SystemExit``/``GeneratorExit`` (the process is
+        asked to stop; resume continues it) and ``failed`` for an error, with the reason; then
+        ``on_run_end``. The exception itself propagates unchanged.
+        """
+        from trainer.errors import TrainerError
+
+        self.checkpointer_wait_quietly()
+        if isinstance(exc, TrainerError):
+            status, reason = "failed", exc.message
+        elif isinstance(exc, Exception):
+            status, reason = "failed", f"{type(exc).__name__}: {str(exc)[:500]}"
+        else:
+            code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
+            status, reason = "interrupted", f"{type(exc).__name__}{code} ended the run after {len(self.rows)} completed epoch(s)"
+        try:
+            self.end(status, reason)
+        except BaseException:  # noqa: BLE001 - a handler's second exception gives way to the first
+            self.ended = True
+
     def checkpointer_wait_quietly(self) -> None:
         """Join the checkpoint writer; its error, if any, gives way to the ending already under way."""
         with contextlib.suppress(Exception):
@@ -352,7 +383,7 @@ class Training:
         from trainer.run.recorder import after_first_epoch, epoch_recorder
 
         recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(self.data.x_train), phase)
-        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume)
+        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume, getattr(self, "data_fingerprint", None))
         preload = after_first_epoch(self.preload_plotting)
         return [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
 
