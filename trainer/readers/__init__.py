@@ -96,7 +96,7 @@ def open_regular(path: Path | str, *, folder: Path | str | None = None, error: t
     except FileNotFoundError:
         raise error(f"{shown} is missing{expected}.") from None
     except IsADirectoryError:
-        raise error(f"{shown} is a folder, not a regular file{expected}.") from None
+        raise error(f"{shown} is not a regular file (it is a folder){expected}.") from None
     except OSError as exc:
         raise error(f"{shown} cannot be opened ({exc.strerror or exc}){expected}.") from None
     if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
