@@ -39,7 +39,7 @@ def mlflow_server(tmp_path_factory):
     log = open(root / "server.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # minutes on a loaded machine: it imports most of MLflow and migrates its database
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2):
@@ -49,7 +49,7 @@ def mlflow_server(tmp_path_factory):
     else:
         process.kill()
         log.close()
-        pytest.skip(f"mlflow server did not start within 90 s: {(root / 'server.log').read_text(errors='replace')[-500:]}")
+        pytest.skip(f"mlflow server did not start within 300 s: {(root / 'server.log').read_text(errors='replace')[-500:]}")
     yield uri
     process.terminate()
     try:
@@ -582,3 +582,10 @@ def test_credentials_in_the_tracking_uri_are_never_shown_stored_or_logged(cli, d
     assert evaluation.exit_code == 0, evaluation.output
     assert f"logged to MLflow run {run_id}" in evaluation.text and SECRET not in evaluation.output
     assert "eval_test_accuracy" in client.get_run(run_id).data.metrics
+
+
+def test_a_config_error_that_repeats_a_tracking_uri_masks_its_credentials(cli, write_config, tmp_path):
+    config = write_config(tiny_config(tmp_path / "absent.npz"))
+    result = cli("validate", config, "--set", f"tracking.mlflow={{uri: 'http://ann:{SECRET}@h:5000', experiment: ''}}")
+    assert result.exit_code == 2
+    assert "http://ann:***@h:5000" in result.unwrapped and SECRET not in result.output
