@@ -358,6 +358,7 @@ def test_tracking_json_reader_masks_the_uri_and_reads_the_fields(tmp_path):
         ('{"mlflow": {"run_id": "%s", "experiment_id": 1, "tracking_uri": "sqlite:///x.db"}}' % RUN_ID, "mlflow.experiment_id"),
         ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "http://h\\u001b[2J"}}' % RUN_ID, "mlflow.tracking_uri"),
         ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "%s"}}' % (RUN_ID, "x" * 5000), "mlflow.tracking_uri"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "sqlite:///a\u202edb.x"}}' % RUN_ID, "mlflow.tracking_uri"),
         ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u", "extra": 1}}' % RUN_ID, "mlflow.extra"),
         ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u"}, "x": 1}' % RUN_ID, "x"),
         ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u"}}' % RUN_ID + " " * 70_000, "bytes"),

@@ -123,8 +123,10 @@ def artifact_root(uri: str) -> str | None:
 
 def probe_server(uri: str, key: str = KEY) -> None:
     """An HTTP tracking server must answer within seconds (MLflow's own client retries for minutes)."""
-    target = urlsplit(uri)._replace(query="", fragment="").geturl() if "?" in uri or "#" in uri else uri
-    try:
+    try:  # the probe needs no credentials (a 401 means reachable): user info, query and fragment are left out
+        parts = urlsplit(uri)
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+        target = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""), query="", fragment="").geturl()
         with urllib.request.urlopen(target.rstrip("/") + "/health", timeout=PROBE_SECONDS):
             return
     except urllib.error.HTTPError:

@@ -21,8 +21,9 @@ TRACKING_FILE = "tracking.json"
 TRACKING_LIMIT = 64 * KiB
 URI_LIMIT = 2048
 
-# Printable text only: the URI and ids are shown in notices (no terminal escapes, no line breaks).
-_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# Printable text only: the URI and ids are shown in notices (no terminal escapes, no line breaks,
+# no invisible or right-to-left marks that would make the suggested command read differently).
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]*$"
 
 
 class MlflowEntry(BaseModel):
