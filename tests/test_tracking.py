@@ -590,3 +590,18 @@ def test_a_config_error_that_repeats_a_tracking_uri_masks_its_credentials(cli, w
     result = cli("validate", config, "--set", f"tracking.mlflow={{uri: 'http://ann:{SECRET}@h:5000', experiment: ''}}")
     assert result.exit_code == 2
     assert "http://ann:***@h:5000" in result.unwrapped and SECRET not in result.output
+
+
+@pytest.mark.slow
+def test_eval_with_a_config_that_names_tracking_goes_on_when_it_cannot_log(cli, plain_run, tmp_path, data):
+    """Tracking named only by the user's --config is optional: one notice, the report written, exit 0."""
+    uri = closed_port_uri()
+    run_dir = hostile_copy(plain_run, tmp_path, uri)
+    own = write(tmp_path / "mine.yaml", tiny_config(data, tracking={"mlflow": {"uri": uri}}))
+    result = cli("eval", run_dir, "--config", own)
+    assert result.exit_code == 0, result.output
+    assert "not logged to MLflow" in result.text and "cannot reach the MLflow server" in result.text
+    assert (run_dir / "eval-test.json").is_file()
+    (run_dir / "tracking.json").unlink()  # an untracked run: a notice, not an error
+    untracked = cli("eval", run_dir, "--config", own)
+    assert untracked.exit_code == 0 and "tracking.json is missing" in untracked.unwrapped

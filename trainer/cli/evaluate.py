@@ -64,10 +64,7 @@ def eval_(
         print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
     console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
     if tracked is not None:
-        from trainer.integrations.mlflow import log_evaluation
-
-        run_id = log_evaluation(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
-        console.print(f"logged to MLflow run {run_id} at {tracked.uri}", soft_wrap=True)
+        log_report(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
     else:
         from trainer.console import notice
         from trainer.integrations.mlflow import evaluation_hint
@@ -81,24 +78,56 @@ TRACKING_KEYS = ("tracking", "tracking.mlflow", "tracking.mlflow.uri")
 
 
 def open_named_tracking(run_dir: Path, flag: Optional[str], config: Optional[Path], overrides: List[str]):
-    """The run's MLflow run in the store the user named (``--mlflow URI``, ``--set tracking.mlflow...``, or their ``--config``); None when none is named.
+    """The run's MLflow run in the store the user named; None when none is named (or, named by --config only, it cannot be used).
 
-    The run directory's own config.yaml and tracking.json never choose where eval connects.
+    ``--mlflow URI`` and ``--set tracking.mlflow...`` ask for tracking: any refusal exits 2. A
+    ``--config`` whose ``tracking.mlflow`` names a store is the tracking of the user's own config:
+    a refusal is one notice, and eval goes on (the tracker is optional). The run directory's own
+    config.yaml and tracking.json never choose where eval connects.
     """
-    if flag is not None:
-        uri, key = flag, "--mlflow"
-    else:
-        named = [o for o in overrides if o.split("=", 1)[0].strip() in TRACKING_KEYS]
-        if config is None and not named:
-            return None
-        from trainer.config import load_config
-        from trainer.integrations.mlflow import resolve_uri
-
-        # the user's own inputs only: their --config (or the defaults) and their tracking/output overrides
-        own = load_config(config, named + [o for o in overrides if o.split("=", 1)[0].strip().startswith("output.")])
-        if own.tracking.mlflow is None:
-            return None
-        uri, key = resolve_uri(own, create=False), "tracking.mlflow.uri"
     from trainer.integrations.mlflow import open_tracked_run
 
-    return open_tracked_run(run_dir, uri, key)
+    if flag is not None:
+        return open_tracked_run(run_dir, flag, "--mlflow")
+    named = [o for o in overrides if o.split("=", 1)[0].strip() in TRACKING_KEYS]
+    if config is None and not named:
+        return None
+    from trainer.config import load_config
+    from trainer.console import notice
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import resolve_uri
+    from trainer.readers.tracking_files import TRACKING_FILE
+
+    # the user's own inputs only: their --config (or the defaults) and their tracking/output overrides
+    own = load_config(config, named + [o for o in overrides if o.split("=", 1)[0].strip().startswith("output.")])
+    if own.tracking.mlflow is None:
+        return None
+    uri = resolve_uri(own, create=False)
+    if named:
+        return open_tracked_run(run_dir, uri, "tracking.mlflow.uri")
+    if not (run_dir / TRACKING_FILE).exists():
+        notice(f"not logged to MLflow: {run_dir / TRACKING_FILE} is missing (the run was trained without tracking).")
+        return None
+    try:
+        tracked = open_tracked_run(run_dir, uri, f"tracking.mlflow.uri (of {config})")
+    except BadInputError as error:
+        notice(f"not logged to MLflow: {error.message}")
+        return None
+    tracked.required = False
+    return tracked
+
+
+def log_report(tracked, files: List[Path], metrics: dict, split: str) -> None:
+    """Add the report to the MLflow run; a failure exits 2 when tracking was asked for, else it is a notice."""
+    from trainer.console import console, notice
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import log_evaluation
+
+    try:
+        run_id = log_evaluation(tracked, files, metrics, split)
+    except BadInputError as error:
+        if tracked.required:
+            raise
+        notice(error.message)
+        return
+    console.print(f"logged to MLflow run {run_id} at {tracked.uri}", soft_wrap=True)

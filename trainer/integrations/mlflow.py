@@ -302,6 +302,7 @@ class TrackedRun:
     uri: str  # masked
     key: str  # the option that named the store: --mlflow, tracking.mlflow.uri
     secrets: tuple[str, ...]
+    required: bool = True  # asked for (--mlflow, --set): a failure exits 2; else one notice
 
 
 def evaluation_hint(run_dir: Path) -> str | None:
