@@ -30,6 +30,7 @@ Sweeps: ``parent_run(config, name)`` opens a parent MLflow run; trials trained w
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -290,7 +291,7 @@ class MlflowLogger(RunEvents):
             self.client.set_tag(self.run_id, "status", result.status)
             if result.reason:
                 self.client.set_tag(self.run_id, "reason", scrub(result.reason, self._secrets)[:5000])
-            self.client.set_terminated(self.run_id, status=MLFLOW_STATUS.get(result.status, "FINISHED"))
+            terminate(self.client, self._secrets[0], self.run_id, MLFLOW_STATUS.get(result.status, "FINISHED"))
 
 
 @dataclass
@@ -437,7 +438,20 @@ def open_parent_run(config: Any, name: str, run_id: str | None = None, tags: dic
 
 def end_parent_run(config: Any, run_id: str, status: str) -> None:
     """End a sweep's parent run: FINISHED, FAILED or KILLED."""
-    _client(resolve_uri(config)).set_terminated(run_id, status=status)
+    uri = resolve_uri(config)
+    terminate(_client(uri), uri, run_id, status)
+
+
+def terminate(client: Any, uri: str, run_id: str, status: str) -> None:
+    """``client.set_terminated``; MLflow's own "View run at <URI>" line is dropped when the URI holds credentials.
+
+    MLflow writes that link straight to ``sys.stdout`` with the URI as given, password and all.
+    """
+    if mask_url(uri) == uri:
+        client.set_terminated(run_id, status=status)
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        client.set_terminated(run_id, status=status)
 
 
 @contextlib.contextmanager
