@@ -8,7 +8,7 @@ command line, where every user of the machine can read it (``ps``, ``/proc/PID/c
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import unquote
 
 MASK = "***"
@@ -98,3 +98,29 @@ def secret_env(name: str, value: str, base: Mapping[str, str]) -> dict[str, str]
     env = dict(base)
     env[name] = value
     return env
+
+
+def mask_urls_in(value: Any) -> Any:
+    """JSON-like data (dicts, lists, strings) with ``mask_url`` applied to every string value (keys stay).
+
+    What a config becomes before it is stored (``config.yaml``) or sent to a tracker as parameters.
+    """
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {key: mask_urls_in(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_urls_in(inner) for inner in value]
+    return value
+
+
+_URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def mask_url_tokens(text: str) -> str:
+    """Free text with ``mask_url`` applied to each URL in it, and to nothing else.
+
+    For messages printed to the user: ``--set KEY=VALUE`` in a sentence stays as written, a
+    ``https://ann:pw@host/?token=t`` inside it is masked.
+    """
+    return _URL_TOKEN.sub(lambda match: mask_url(match.group(0)), text)

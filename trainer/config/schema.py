@@ -259,10 +259,17 @@ class Config(_Strict):
         """The folder of the YAML file (user ``module:attr`` code is imported from there first)."""
         return self._config_dir
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
+        """The config as plain data; ``masked``: every URL's credentials replaced by ``***`` (what is stored or logged)."""
+        data = self.model_dump(mode="json")
+        if masked:
+            from trainer.secrets import mask_urls_in
+
+            return mask_urls_in(data)
+        return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        """The config as it is stored (``config.yaml``, ``best.yaml``): credentials in URLs masked, never written to disk."""
+        return yaml.safe_dump(self.to_dict(masked=True), sort_keys=False, default_flow_style=None)
 
 
