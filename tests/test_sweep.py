@@ -698,7 +698,7 @@ def test_a_damaged_journal_always_ends_in_a_refusal_naming_it(tmp_path):
 
     counter = iter(range(10**9))
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
     @given(kind=st.sampled_from(["flip", "truncate", "drop-line", "replace-field", "insert"]), data=st.data())
     def check(kind, data):
         folder = tmp_path / f"m{next(counter)}"
@@ -761,3 +761,33 @@ def test_a_postgresql_password_never_reaches_ps_the_output_or_sweep_json(slow_tr
     assert "continue the search with: trainer sweep" in text and "--storage" in text and "***" in text
     assert PASSWORD not in (sweep_dir / "sweep.json").read_text()
     assert "***" in json.loads((sweep_dir / "sweep.json").read_text())["storage"]
+
+
+def test_best_yaml_comes_from_the_space_never_from_what_the_study_recorded(tmp_path):
+    """A study is a store anyone may write: forged overrides and a run_dir holding a FIFO change nothing."""
+    optuna = pytest.importorskip("optuna")
+    from trainer.integrations import optuna as bridge
+    from trainer.sweep import write_outputs
+    from trainer.sweep.driver import open_plan_study
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.mkfifo(elsewhere / "config.yaml")
+    plan = plan_for(sweep_config(None), sweep_dir=tmp_path / "s")
+    study = open_plan_study(plan)
+    trial = study.ask()
+    values = bridge.suggest(trial, plan.sweep)
+    bridge.mark(trial, status="completed", run_dir=str(elsewhere), overrides=["data.path=/etc/passwd", "[red]x[/red]"], epochs="2")
+    study.tell(trial, 0.5)
+    with _within(60):
+        summary = write_outputs(plan, study)
+    best = yaml.safe_load((tmp_path / "s" / "best.yaml").read_text())
+    assert best["data"]["path"] is None and best["optimizer"]["learning_rate"] == values["optimizer.learning_rate"]
+    assert summary.best.overrides == [override_text(k, v) for k, v in values.items()] and summary.best.epochs is None
+    forged = study.ask()
+    forged_params = {"optimizer.learning_rate": 5.0, "model.hidden_units": "[8]"}  # 5.0: outside the space
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    assert bridge.space_overrides(plan.sweep, forged_params) is None
+    assert bridge.space_overrides(plan.sweep, {**forged_params, "optimizer.learning_rate": 0.01}) == [
+        "optimizer.learning_rate=0.01", "model.hidden_units=[8]"]
+    study.tell(forged, state=optuna.trial.TrialState.FAIL)

@@ -133,23 +133,32 @@ def _with_installed_driver(url: str) -> str:
 SIGNATURE_ATTR = "trainer"  # the study's user attribute: what the search is (metric, direction, space, base config)
 
 
-def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str, base: dict[str, str] | None = None):
+def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str, base: dict[str, str] | None = None,
+               label: str = "its storage"):
     """Create the study, or load it when it exists; a study made with another metric, direction, space or base config is refused.
 
     ``base``: the digest of each key of the config the trials start from (``trainer.sweep.driver.base_digests``),
-    recorded when the study is created; a study made before trainer recorded it gets it now.
+    recorded when the study is created; a study made before trainer recorded it gets it now. ``label``:
+    the storage as messages name it (masked). A store Optuna cannot replay is exit 2 naming it.
     """
+    try:
+        return _open_study(sweep, storage=storage, study_name=study_name, metric=metric, direction=direction, base=base)
+    except JOURNAL_REPLAY_ERRORS as exc:
+        raise BadInputError(
+            f"study {study_name!r} in {label} cannot be read ({type(exc).__name__}: {scrub(exc)[:160]}); the store is damaged "
+            "or was not written by trainer sweep. Name another --storage, or another --sweep-dir."
+        ) from None
+
+
+def _open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str, base: dict[str, str] | None):
     optuna = import_optuna()
     signature = {"metric": metric, "direction": direction, "space": {k: v.model_dump() for k, v in sweep.space.items()}}
     signature = json.loads(json.dumps(signature))
-    try:
-        with quiet_optuna():
-            study = optuna.create_study(
-                storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
-                sampler=make_sampler(sweep, sweep.seed), pruner=make_pruner(sweep),
-            )
-    except ValueError as exc:  # a study of that name with another number of objectives, a damaged store
-        raise BadInputError(f"study {study_name!r} cannot be opened: {scrub(exc)[:300]}") from None
+    with quiet_optuna():
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
+            sampler=make_sampler(sweep, sweep.seed), pruner=make_pruner(sweep),
+        )
     saved = study.user_attrs.get(SIGNATURE_ATTR)
     if saved is None:
         study.set_user_attr(SIGNATURE_ATTR, {**signature, **({"base": base} if base is not None else {})})
@@ -238,6 +247,35 @@ def suggest(trial: Any, sweep: SweepConfig) -> dict[str, Any]:
     return values
 
 
+def space_overrides(sweep: SweepConfig, params: dict[str, Any]) -> list[str] | None:
+    """A trial's ``--set`` values rebuilt from its parameters, or None when one is not a value the space can give.
+
+    A study is a store anyone may have written: what best.yaml holds comes from the space, never
+    from a trial's recorded text.
+    """
+    from trainer.config.sweep import override_text
+
+    overrides = []
+    for key, space in sweep.space.items():
+        if key not in params:
+            return None
+        value = params[key]
+        if space.kind == "choice" or sweep.sampler == "grid":
+            values = space.grid_values() if sweep.sampler == "grid" else space.choice
+            if not any(type(stored) is type(value) and stored == value for stored in encode_choices(values)):
+                return None
+            value = decode_choice(values, value)
+        else:
+            low, high = space.float_range or space.int_range
+            kind = float if space.kind == "float" else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+                return None
+            if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+                return None
+        overrides.append(override_text(key, value))
+    return overrides
+
+
 # --------------------------------------------------------------------------- pruning
 
 
@@ -289,8 +327,11 @@ def trial_status(trial: Any) -> str:
         return "pruned"
     if state == "FAIL":  # without a final status, Optuna's heartbeat check failed it: its process stopped
         status = trial.user_attrs.get("status")
-        return "lost" if status in (None, "running") else status
+        return status if status in FAILED_STATUSES else "lost"  # anything else in a (shared, untrusted) store: lost
     return state.lower()
+
+
+FAILED_STATUSES = ("failed", "interrupted", "lost", "surplus")  # the statuses a FAIL trial may carry
 
 
 def budget_used(study: Any, before: int | None = None) -> int:

@@ -81,7 +81,7 @@ def open_plan_study(plan: SweepPlan):
     """The plan's Optuna study (created on first use; refused when it was started from another base config)."""
     storage = bridge.open_storage(plan.storage, plan.sweep_dir)
     return bridge.open_study(plan.sweep, storage=storage, study_name=plan.study_name, metric=plan.metric, direction=plan.direction,
-                             base=base_digests(plan))
+                             base=base_digests(plan), label=plan.storage_label)
 
 
 # Keys of the config that are not what a trial trains: its name, where outputs go, where it is reported.
