@@ -791,3 +791,9 @@ def test_best_yaml_comes_from_the_space_never_from_what_the_study_recorded(tmp_p
     assert bridge.space_overrides(plan.sweep, {**forged_params, "optimizer.learning_rate": 0.01}) == [
         "optimizer.learning_rate=0.01", "model.hidden_units=[8]"]
     study.tell(forged, state=optuna.trial.TrialState.FAIL)
+
+
+def test_an_empty_storage_is_refused(cli, write_config, tmp_path):
+    pytest.importorskip("optuna")
+    result = cli("sweep", write_config(sweep_config(None)), "--storage", "", "--sweep-dir", tmp_path / "s")
+    assert result.exit_code == 2 and "--storage is empty" in result.text and "Traceback" not in result.output

@@ -63,6 +63,8 @@ def open_storage(storage: str | None, sweep_dir: Path):
     the URL's credentials never appear in a message (``trainer.secrets``).
     """
     optuna = import_optuna()
+    if storage is not None and not storage.strip():
+        raise BadInputError("--storage is empty; give a journal file path or a database URL (or leave it out: SWEEP_DIR/optuna-journal.log).")
     if storage is None or not is_url(storage):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -117,7 +119,7 @@ def quiet_optuna():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
-        warnings.filterwarnings("once", module=r"optuna(\.|$)")
+        warnings.filterwarnings("once", module=r"optuna(\.|$)", append=True)  # after the ignores above, which take precedence
         yield
 
 
