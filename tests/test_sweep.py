@@ -797,3 +797,18 @@ def test_an_empty_storage_is_refused(cli, write_config, tmp_path):
     pytest.importorskip("optuna")
     result = cli("sweep", write_config(sweep_config(None)), "--storage", "", "--sweep-dir", tmp_path / "s")
     assert result.exit_code == 2 and "--storage is empty" in result.text and "Traceback" not in result.output
+
+
+def test_a_set_value_holding_a_password_reaches_workers_through_their_environment(tmp_path, monkeypatch):
+    from trainer.cli.sweep import WORKER_SET_ENV, _worker_overrides, continue_command, worker_command
+
+    overrides = ["train.epochs=2", f"sweep.storage=postgresql://u:{PASSWORD}@db/s", "train.epochs=3"]
+    plan = plan_for(sweep_config(None), sweep_dir=tmp_path / "s")
+    argv, env = worker_command(plan, tmp_path / "c.yaml", overrides, base_env={})
+    assert not any(PASSWORD in part for part in argv) and "--set" not in argv
+    monkeypatch.setenv(WORKER_SET_ENV, env[WORKER_SET_ENV])
+    assert _worker_overrides() == overrides  # in order: the last train.epochs still wins
+    hint = continue_command(tmp_path / "c.yaml", overrides, plan, None, None, None, 2)
+    assert PASSWORD not in hint and "train.epochs=3" in hint and "***" in hint
+    plain, _ = worker_command(plan, tmp_path / "c.yaml", ["train.epochs=2"], base_env={})
+    assert plain[plain.index("--set") + 1] == "train.epochs=2"  # nothing secret: on the command line as before

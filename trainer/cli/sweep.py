@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,7 @@ SWEEP_EPILOG = (
 )
 POLL_SECONDS = 1.0
 STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # --storage from the environment: how workers get it, and how a password stays off argv
+WORKER_SET_ENV = "TRAINER_SWEEP_WORKER_SET"  # a worker's --set values (JSON list) when one holds a credential
 
 
 @handles_errors
@@ -49,7 +51,7 @@ def sweep(
     from trainer.errors import EXIT_INTERRUPTED, RunInterrupted
     from trainer.sweep import plan_sweep
 
-    overrides = set_ or []
+    overrides = [*_worker_overrides(), *(set_ or [])] if worker else (set_ or [])
     loaded = load_config(config, overrides)
     plan = plan_sweep(loaded, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, config_file=config)
     _quiet_optuna()
@@ -156,10 +158,33 @@ def worker_command(plan, config: Path, overrides: list[str], base_env=None) -> t
 
     from trainer.secrets import secret_env
 
-    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)),
+    from trainer.secrets import has_secret
+
+    hidden = any(has_secret(o) for o in overrides)  # all of them, in order: later --set values win
+    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in ([] if hidden else overrides) for a in ("--set", o)),
                "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
-    base = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k != STORAGE_ENV}
-    return command, secret_env(STORAGE_ENV, plan.storage, base) if plan.storage else base
+    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in (STORAGE_ENV, WORKER_SET_ENV)}
+    if hidden:
+        env = secret_env(WORKER_SET_ENV, json.dumps(overrides), env)
+    return command, secret_env(STORAGE_ENV, plan.storage, env) if plan.storage else env
+
+
+def _worker_overrides() -> list[str]:
+    """A worker's --set values that its parent passed in WORKER_SET_ENV (one of them held a credential)."""
+    import os
+
+    from trainer.errors import BadInputError
+
+    text = os.environ.get(WORKER_SET_ENV)
+    if not text:
+        return []
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadInputError(f"{WORKER_SET_ENV} is not a JSON list of --set values (a trainer sweep --workers parent sets it).")
+    return values
 
 
 def _watch_workers(plan, live, display, seen, command, env, workers: int):
@@ -384,7 +409,7 @@ def continue_command(config: Path, overrides: list[str], plan, trials, storage, 
     """The command that continues this search (a storage password shown as ``***``, with a word on what to put there)."""
     from trainer.secrets import has_secret, mask_url
 
-    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)), "--sweep-dir", str(plan.sweep_dir)]
+    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", mask_url(o))), "--sweep-dir", str(plan.sweep_dir)]
     if trials is not None:
         parts += ["--trials", str(trials)]
     if storage is not None and not storage_from_env:  # from STORAGE_ENV: still there for the next command
@@ -394,8 +419,8 @@ def continue_command(config: Path, overrides: list[str], plan, trials, storage, 
     if workers > 1:
         parts += ["--workers", str(workers)]
     text = shlex.join(parts)
-    if storage is not None and not storage_from_env and has_secret(storage):
-        text += f" (with the password of your --storage in place of ***, or the whole URL in {STORAGE_ENV} and no --storage)"
+    if (storage is not None and not storage_from_env and has_secret(storage)) or any(has_secret(o) for o in overrides):
+        text += f" (with your passwords in place of ***; a --storage URL may instead be given in {STORAGE_ENV})"
     return text
 
 
