@@ -112,15 +112,3 @@ def mask_urls_in(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [mask_urls_in(inner) for inner in value]
     return value
-
-
-_URL_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
-
-
-def mask_url_tokens(text: str) -> str:
-    """Free text with ``mask_url`` applied to each URL in it, and to nothing else.
-
-    For messages printed to the user: ``--set KEY=VALUE`` in a sentence stays as written, a
-    ``https://ann:pw@host/?token=t`` inside it is masked.
-    """
-    return _URL_TOKEN.sub(lambda match: mask_url(match.group(0)), text)
