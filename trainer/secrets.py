@@ -13,10 +13,11 @@ from urllib.parse import unquote
 
 MASK = "***"
 
-# Query or keyword parameters whose value is a credential (lower case; matched case-insensitively).
+# Query or keyword parameters whose value is a credential (lower case; matched case-insensitively). Not a bare
+# "key": messages say KEY=VALUE.
 SECRET_KEYS = frozenset({
     "password", "passwd", "pwd", "pass", "sslpassword", "secret", "client_secret", "token", "access_token",
-    "refresh_token", "id_token", "auth", "auth_token", "authorization", "api_key", "apikey", "key", "private_key",
+    "refresh_token", "id_token", "auth", "auth_token", "authorization", "api_key", "apikey", "private_key",
     "credential", "credentials", "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
     "sas", "sastoken", "session_token",
 })
