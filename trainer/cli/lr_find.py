@@ -55,4 +55,6 @@ def lr_find(
     if result.set is None:
         notice("the smoothed loss never fell, so there is no suggestion; try a lower --start, more --steps, or check the data and loss.")
     else:
+        if record.stopped == "completed" and record.suggested_learning_rate == record.rates[-1]:
+            notice("the loss was still falling fastest at the last rate tried; a higher --end may find a better rate.")
         console.print(f"apply it with: --set {result.set}", soft_wrap=True)

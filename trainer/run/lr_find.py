@@ -6,7 +6,8 @@ rises exponentially from ``start`` to ``end`` over ``steps`` steps. The loss of 
 smoothed (a bias-corrected exponential average); the ramp stops early once that running average
 passes ``DIVERGE_FACTOR`` times its best or a loss is NaN or infinite. A running average lags the
 rising rate, so the curve recorded and read afterwards is averaged forwards and then backwards (no
-lag). The suggestion is the rate where that curve falls fastest (steepest descent against log
+lag) over the steps before the one that stopped the ramp (that step keeps its running average).
+The suggestion is the rate where that curve falls fastest (steepest descent against log
 rate), at or before its lowest point.
 
 Results go into a folder of their own (``lr_find.json``, ``lr_find.png``), claimed under the output
@@ -98,7 +99,9 @@ def set_text(config: Config, rate: float) -> str:
     """The ``--set`` that applies ``rate``: the peak of a schedule given as a mapping with ``peak``, else the rate itself."""
     current = config.optimizer.params.get("learning_rate")
     key = "optimizer.learning_rate.peak" if isinstance(current, dict) and "peak" in current else "optimizer.learning_rate"
-    return f"{key}={rate:.3g}"
+    mantissa, _, exponent = f"{rate:.3g}".partition("e")
+    mantissa += "" if "." in mantissa else ".0"  # YAML reads 3 and 3e+02 as whole numbers; 3.0 and 3.0e+02 are rates
+    return f"{key}={mantissa}{'e' + exponent if exponent else ''}"
 
 
 @dataclass
@@ -122,22 +125,27 @@ class LrFindResult:
 
 
 def claim_output(output: Path | None, config: Config, made: Any) -> Path:
-    """The results folder: ``output`` (new or empty), else a fresh ``<output.dir>/<name>-lr-find-<stamp>[-N]``."""
+    """The results folder: ``output`` (new or empty), else a fresh ``<output.dir>/<name>-lr-find-<stamp>[-N]``.
+
+    The folder, and any folder above it created on the way, are tracked in ``made``: removed again if the test fails.
+    """
     from trainer.outputs import claim_dir
     from trainer.paths import user_path
     from trainer.run.rundir import default_run_dir
 
     if output is not None:
-        folder, created = claim_dir(user_path(output, "--output"), "--output")
+        target, what = user_path(output, "--output"), "--output"
     else:
         base = default_run_dir(config.output.dir, f"{config.name}-lr-find")
         candidates = (base if n == 1 else base.with_name(f"{base.name}-{n}") for n in range(1, 1000))
         target = next((c for c in candidates if not c.exists() and not c.is_symlink()), None)
         if target is None:
             raise BadInputError(f"no free folder name beside {base}; choose --output DIR.")
-        folder, created = claim_dir(target, "lr-find output folder")
-    if created:
-        made.track_dir(folder)
+        what = "lr-find output folder"
+    missing = [p for p in (target, *target.parents) if not p.exists() and not p.is_symlink()][::-1]  # outermost first
+    folder, created = claim_dir(target, what)
+    for path in missing if created else ():
+        made.track_dir(path)
     return folder
 
 
@@ -199,8 +207,11 @@ def find_learning_rate(
         training.build_and_compile()
         losses, smoothed, stopped = run_ramp(training, rates, beta, events)
         tried = [float(r) for r in rates[: len(losses)]]
-        smoothed = smooth_both_ways(losses, beta)  # the running average lags the rising rate; this curve does not
-        index = suggest(tried, smoothed if stopped == "completed" else smoothed[:-1])
+        # The running average lags the rising rate; the curve recorded is averaged both ways instead, over the steps
+        # before the one that stopped the ramp (a diverged loss would pull the whole backward average up).
+        kept = len(losses) if stopped == "completed" else len(losses) - 1
+        smoothed = smooth_both_ways(losses[:kept], beta) + smoothed[kept:]
+        index = suggest(tried[:kept], smoothed[:kept])
         suggested = tried[index] if index is not None else None
         record = LrFindRecord(
             config=config_file, start=float(start), end=float(end), steps=steps, steps_run=len(losses),
