@@ -221,3 +221,12 @@ def test_predict_with_tta_averages_over_the_views(flip_run, tmp_path):
     assert [r["probability"] for r in same] == pytest.approx([r["top_k"][0]["probability"] for r in records], abs=1e-6)
     with pytest.raises(ConfigError):
         trainer.api.predict(run_dir, x, tta="sideways")
+
+
+def test_large_images_are_averaged_in_smaller_chunks(monkeypatch):
+    import trainer.inference.tta as tta
+
+    monkeypatch.setattr(tta, "CHUNK_BYTES", 2 * 4 * 2)  # two 1x2x1 float32 images per chunk
+    model = LeftRightModel([1.0, 0.0], [0.0, 1.0])
+    probs = tta_probabilities(model, np.concatenate([row_image([5, 1])] * 5), "softmax", "flip")
+    assert probs.shape == (5, 2) and model.calls == 3 * 2

@@ -24,7 +24,8 @@ from trainer.errors import DataError
 __all__ = ["TTA_MODES", "TRANSLATE_PIXELS", "views", "view_count", "tta_probabilities", "tta_scores"]
 
 TRANSLATE_PIXELS = 2  # flip_translate: how far each translated view is shifted, down-right and up-left
-CHUNK = 1024  # images per chunk: the views of one chunk are in memory at a time (ImageFiles are decoded per chunk)
+CHUNK = 1024  # images per chunk at most: the views of one chunk are in memory at a time (ImageFiles are decoded per chunk)
+CHUNK_BYTES = 64 * 2**20  # and at most this much float32 pixels per view of a chunk (6 views of 224x224 RGB: ~110 images)
 PROBABILITY_FLOOR = 1e-7  # the loss of averaged probabilities clips them here, as Keras's cross-entropy does
 
 
@@ -63,9 +64,11 @@ def tta_probabilities(model: Any, images: Any, model_output: str, mode: str, bat
     from trainer.inference.predict import probabilities
 
     check_tta_mode(mode)
+    per_image = 4 * int(np.prod(images.shape[1:])) if len(getattr(images, "shape", ())) > 1 else 4
+    size = max(1, min(CHUNK, CHUNK_BYTES // max(1, per_image)))
     parts = []
-    for start in range(0, len(images), CHUNK):
-        chunk = np.asarray(images[start: start + CHUNK], dtype=np.float32)
+    for start in range(0, len(images), size):
+        chunk = np.asarray(images[start: start + size], dtype=np.float32)
         per_view = [probabilities(model, view, model_output, batch_size) for view in views(chunk, mode)]
         parts.append(np.mean(per_view, axis=0))
     if not parts:

@@ -59,7 +59,7 @@ def smoothing_for(steps: int) -> float:
 
 def ramp_overrides(start: float) -> list[str]:
     """What the ramp changes in the config: a plain starting rate (set per step), one step per call, one device."""
-    return [f"optimizer.learning_rate={start!r}", "compile.steps_per_execution=1", "distribute.strategy=none"]
+    return [f"optimizer.learning_rate={float(start)!r}", "compile.steps_per_execution=1", "distribute.strategy=none"]
 
 
 def smooth(losses: list[float], beta: float) -> list[float]:
