@@ -6,6 +6,7 @@
 - ``predict(run_dir, inputs, top_k=3)`` -> the records ``trainer predict --output x.json`` writes.
 - ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
 - ``export(run_dir, format, output=None)`` -> the ``export-<format>.json`` report as a dict (SavedModel, ONNX, LiteRT).
+- ``lr_find(config, start=1e-7, end=10.0, steps=100, output=None)`` -> ``LrFindResult`` (the learning-rate range test).
 
 Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``; an argument of
 the wrong type (``train(42)``, ``overrides="a=b"``, ``events=[object()]``) is a ``BadInputError``
@@ -24,7 +25,7 @@ from trainer.config import load_config as _load_config
 from trainer.errors import BadInputError
 from trainer.run.events import EventBus, RunEvents, RunResult
 
-__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "RunEvents", "RunResult"]
+__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "lr_find", "RunEvents", "RunResult"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -221,20 +222,29 @@ def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides
 
 
 def evaluate(
-    run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = ()
+    run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = (),
+    tta: str | None = None,
 ) -> dict[str, Any]:
-    """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written)."""
+    """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written).
+
+    ``tta``: ``none``, ``flip`` or ``flip_translate`` adds a ``tta`` entry (probabilities averaged
+    over the views); None takes the run's ``evaluate.tta``.
+    """
     from trainer.inference.evaluate import SPLITS, evaluate_run
     from trainer.errors import ConfigError
 
     if not isinstance(split, str) or split not in SPLITS:
         raise ConfigError(f"split: unknown split {_received(split)}; valid: {', '.join(SPLITS)}")
-    return evaluate_run(load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs), split).to_dict()
+    if tta is not None:
+        from trainer.config.evaluate import check_tta_mode
+
+        check_tta_mode(tta, "tta")
+    return evaluate_run(load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs), split, tta).to_dict()
 
 
 def predict(
     run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (),
-    trust_export: bool = False,
+    trust_export: bool = False, tta: str = "none",
 ) -> list[dict[str, Any]]:
     """Classify images with a finished run (or an export of it); the records ``trainer predict --output x.json`` writes.
 
@@ -244,11 +254,14 @@ def predict(
     ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
     0..255 images (one ``(H, W[, C])`` or a batch ``(N, H, W[, C])``).
 
+    ``tta``: ``flip`` or ``flip_translate`` averages the probabilities over those views of each image.
+
     ``trust_export``: run an export this user's trainer did not write (no valid signed report
     beside it), or whose graph holds ops beyond pure computation; an export is a program.
     """
     from trainer.inference.exported import load_predictor
     from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
+    from trainer.config.evaluate import check_tta_mode
     from trainer.runtime import choose_keras_backend
 
     run_path, config_path, folders = _path(run_dir, "run_dir"), _optional_path(config, "config"), _paths(code_dirs, "code_dirs")
@@ -258,12 +271,13 @@ def predict(
     paths = None if is_array else [_path(inputs, "inputs")] if _is_path(inputs) else _paths(inputs, "inputs") if isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, dict)) else None
     if not is_array and paths is None:
         raise _refuse("inputs", "a path, a list of paths or a NumPy array of images", inputs)
+    check_tta_mode(tta, "tta")
     choose_keras_backend()
     if not isinstance(trust_export, bool):
         raise _refuse("trust_export", "True or False", trust_export)
     run = load_predictor(run_path, config_path=config_path, code_dirs=folders, trust_export=trust_export)
     images = inputs_from_array(inputs, run.input_shape) if is_array else load_inputs(paths, run.input_shape)
-    return predict_records(run, images, top_k)
+    return predict_records(run, images, top_k, tta)
 
 
 def export(
@@ -285,3 +299,31 @@ def export(
     check_can_export(format)
     run = load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs)
     return export_run(run, format, output_path).to_dict()
+
+
+def lr_find(
+    config: str | Path | Config, *, overrides: Sequence[str] = (), start: float = 1e-7, end: float = 10.0, steps: int = 100,
+    output: str | Path | None = None, events: Iterable[Any] = (), runtime: Any = None,
+):
+    """The learning-rate range test: train ``steps`` batches while the rate rises from ``start`` to ``end``.
+
+    Writes ``lr_find.json`` and ``lr_find.png`` into ``output`` (a new or empty folder; default a
+    fresh ``<output.dir>/<name>-lr-find-<YYYYmmdd-HHMMSS>``) and returns an ``LrFindResult``:
+    ``.suggested`` (the rate of steepest descent of the smoothed loss, or None), ``.set`` (the
+    ``--set`` that applies it), ``.record`` (the JSON), ``.output_dir``. No run directory is
+    created and no weights file is written. ``runtime``: as for ``prepare_training``.
+    """
+    from trainer.config.checks import plan_run
+    from trainer.run.lr_find import check_ramp, find_learning_rate, ramp_overrides
+    from trainer.runtime import prepare_runtime
+
+    check_ramp(start, end, steps)
+    bus = EventBus(events)
+    loaded = _as_config(config, overrides)
+    ramp_config = _as_config(loaded, ramp_overrides(start))
+    plan_run(ramp_config)  # a loss/label/model mismatch is refused before TensorFlow is imported
+    setup = runtime if runtime is not None else prepare_runtime(ramp_config, on_notice=bus.on_notice)
+    return find_learning_rate(
+        loaded, ramp_config, start=start, end=end, steps=steps, output=Path(output) if output is not None else None, events=bus, setup=setup,
+        config_file=str(config) if isinstance(config, (str, Path)) else None,
+    )

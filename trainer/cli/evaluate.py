@@ -8,6 +8,11 @@ import typer
 
 from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
 
+TTA_EVAL_HELP = (
+    "Also measure with test-time augmentation: none, flip (image + mirror) or flip_translate (those and 2-pixel shifts, 6 views); "
+    "probabilities averaged over the views, reported as 'tta' beside the plain numbers (default: the run's evaluate.tta)."
+)
+
 
 @handles_errors
 @interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130) from the command's first line
@@ -24,6 +29,7 @@ def eval_(
         "(RUN/tracking.json shows it, credentials masked). Credentials go in the URI or in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN. "
         "--set tracking.mlflow.uri=URI, or a --config with tracking.mlflow, does the same. Without them eval contacts no tracking store.",
     ),
+    tta: Optional[str] = typer.Option(None, "--tta", help=TTA_EVAL_HELP, show_default=False),
 ) -> None:
     """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
     from trainer.console import console, key_value_table, print_table, records_table
@@ -33,6 +39,10 @@ def eval_(
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if tta is not None:
+        from trainer.config.evaluate import check_tta_mode
+
+        check_tta_mode(tta)
     from trainer.inference.load import open_run
     from trainer.run.rundir import check_writable_dir
 
@@ -49,14 +59,15 @@ def eval_(
     from trainer.run.rundir import atomic_write_json
 
     loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
-    result = evaluate_run(loaded, split)
+    result = evaluate_run(loaded, split, tta)
     report = output or loaded.run_dir / f"eval-{split}.json"
     picture = report.parent / confusion_matrix_file(split)
     write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted")
     atomic_write_json(report, result.to_dict())
 
     metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
-    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics]))
+    averaged = [(f"tta ({result.tta['mode']}, {result.tta['views']} views) {name}", result.tta[name]) for name in ("loss", "accuracy")] if result.tta else []
+    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics, *averaged]))
     print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
     if len(result.confusion_matrix) <= 20:
         names = result.class_names

@@ -139,6 +139,7 @@ class LabelsConfig(_Strict):
 
 from trainer.config.sweep import SweepConfig  # noqa: E402
 from trainer.config.tracking import TrackingConfig  # noqa: E402
+from trainer.config.evaluate import EvaluateConfig  # noqa: E402
 from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
 ModelConfig = model_union()
@@ -247,6 +248,7 @@ class Config(_Strict):
     callbacks: list[NamedSpec] = Field(default_factory=list)
     # The Keras backend: auto = TensorFlow (JAX for distribute.strategy multi_worker); KERAS_BACKEND wins when set.
     backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(default="auto", exclude_if=lambda value: value == "auto")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, exclude_if=lambda value: value.tta == "none")  # trainer.config.evaluate
     device: Literal["auto", "cpu", "gpu"] = "auto"
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)

@@ -136,6 +136,7 @@ class RunMetrics:
     train: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
+    test_tta: dict[str, Any] | None = None  # evaluate.tta: the test split with test-time augmentation (absent when off)
     epochs_completed: int = 0
     wall_seconds: float | None = None
     seed: int | None = None
@@ -159,6 +160,8 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["test_tta"] is None:
+            del data["test_tta"]
         if data["reason"] is None:
             del data["reason"]
         else:  # the reason right after the status, where people look
