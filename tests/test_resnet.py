@@ -123,7 +123,10 @@ def test_airbench_options_reach_the_layers():
     model = build_model(resnet("model.variant=airbench", "model.widths=[4, 8, 8]"), (32, 32, 3), 10)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 6 and all(n.momentum == 0.4 and n.gamma is None for n in norms)  # frozen scale: no gamma at all
-    assert model.get_layer("whiten_gelu").activation.__name__ == "gelu"
+    assert model.get_layer("whiten_gelu").activation.__name__ == "gelu_erf"
+    x = np.linspace(-4, 4, 81).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("whiten_gelu")(x)),
+                               keras.ops.convert_to_numpy(keras.activations.gelu(x, approximate=False)), atol=1e-6)
     assert model.get_layer("logit_scale").scale == pytest.approx(1 / 9)
     assert model.get_layer("classes").bias is None
     conv = model.get_layer("group2_conv1").kernel.numpy()  # 4 in, 8 out: the first 4 filters are the identity
@@ -243,3 +246,13 @@ def test_one_epoch_trains_evals_and_reloads_in_a_fresh_process(cli, write_config
     assert float(difference) == 0.0 and float(total) == pytest.approx(1.0, abs=1e-5)
     if variant == "airbench":  # the filters the first batch set are saved in model.h5: eval and predict need no data
         assert float(initialised) == 1.0
+
+
+def test_list_models_names_every_type_and_what_each_variant_fills_in(cli):
+    result = cli("list", "models")
+    assert result.exit_code == 0, result.output
+    text = result.unwrapped.replace("│", " ")
+    text = " ".join(text.split())
+    for expected in ("model.type: resnet", "model.type: cnn", "model.type: backbone_head", "variant: airbench",
+                     "widths=[64, 256, 256], activation='gelu'", "batch_norm_momentum=0.4", "variant: resnet56", "logit_scale=0.125"):
+        assert expected in text, expected

@@ -14,6 +14,6 @@ def trainer_objects() -> dict[str, Any]:
     from trainer.catalogue.loss_classes import TRAINER_LOSS_CLASSES
     from trainer.catalogue.metric_classes import TRAINER_METRIC_CLASSES
     from trainer.catalogue.schedules import TRAINER_SCHEDULE_CLASSES
-    from trainer.models.whitening import TRAINER_LAYER_CLASSES
+    from trainer.models.layers import TRAINER_LAYER_CLASSES
 
     return {**TRAINER_METRIC_CLASSES, **TRAINER_LOSS_CLASSES, **TRAINER_SCHEDULE_CLASSES, **TRAINER_LAYER_CLASSES}

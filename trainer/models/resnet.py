@@ -22,6 +22,7 @@ from trainer.catalogue.regularizers import dense_kwargs
 from trainer.config.models import RESNET_BLOCKS
 from trainer.errors import ConfigError
 from trainer.models.cnn import max_blocks
+from trainer.models.layers import gelu_erf
 from trainer.models.mlp import output_layers
 from trainer.models.whitening import PATCH, PatchWhitening
 
@@ -42,7 +43,8 @@ class Blocks:
         return keras.layers.BatchNormalization(momentum=self.momentum, scale=self.scale, epsilon=1e-5, name=name)(x)
 
     def act(self, x, name: str):
-        return keras.layers.Activation(self.activation, name=name)(x)
+        # gelu as erf: the same function, and one an ONNX export can convert
+        return keras.layers.Activation(gelu_erf if self.activation == "gelu" else self.activation, name=name)(x)
 
     def conv_bn_act(self, x, filters: int, name: str):
         return self.act(self.norm(self.conv(x, filters, name), f"{name}_bn"), f"{name}_{self.activation}")

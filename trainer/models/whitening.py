@@ -94,6 +94,3 @@ class PatchWhitening(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "eps": self.eps}
-
-
-TRAINER_LAYER_CLASSES: dict[str, type] = {"PatchWhitening": PatchWhitening, "trainer>PatchWhitening": PatchWhitening}
