@@ -246,6 +246,13 @@ def test_one_epoch_trains_evals_and_reloads_in_a_fresh_process(cli, write_config
     assert float(difference) == 0.0 and float(total) == pytest.approx(1.0, abs=1e-5)
     if variant == "airbench":  # the filters the first batch set are saved in model.h5: eval and predict need no data
         assert float(initialised) == 1.0
+        import h5py  # a model file whose whitening layer carries a bad eps is refused as a damaged run file
+
+        with h5py.File(tmp_path / "r" / "model.h5", "r+") as handle:
+            handle.attrs["model_config"] = handle.attrs["model_config"].replace('"eps": 0.0005', '"eps": -1.0')
+        tampered = cli("eval", tmp_path / "r")
+        assert tampered.exit_code == 2 and "model.h5" in tampered.unwrapped and "cannot load the model" in tampered.text
+        assert "Traceback" not in tampered.output
 
 
 def test_list_models_names_every_type_and_what_each_variant_fills_in(cli):
@@ -256,3 +263,30 @@ def test_list_models_names_every_type_and_what_each_variant_fills_in(cli):
     for expected in ("model.type: resnet", "model.type: cnn", "model.type: backbone_head", "variant: airbench",
                      "widths=[64, 256, 256], activation='gelu'", "batch_norm_momentum=0.4", "variant: resnet56", "logit_scale=0.125"):
         assert expected in text, expected
+
+
+def test_a_run_on_images_too_small_stops_before_the_run_directory(cli, write_config, tmp_path):
+    from tests.datagen import write_image_folders
+
+    data = write_image_folders(tmp_path / "images", n_per_class=2, size=(8, 8))
+    config = tiny_config(data, data={"dataset": "folder", "path": str(data), "image_size": [8, 8]})
+    config["model"] = {"type": "resnet", "variant": "airbench", "widths": [4, 4, 4]}
+    result = cli("run", write_config(config), "--run-dir", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    assert "model.variant: airbench halves the image side 3 times" in result.text and "at least 9x9" in result.text
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
+
+
+def test_the_first_training_batch_sets_the_filters_in_a_compiled_step_under_mixed_bfloat16():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((12, 12, 3))
+        whiten = PatchWhitening(name="whiten")
+        outputs = keras.layers.Dense(2, dtype="float32")(keras.layers.GlobalAveragePooling2D()(whiten(inputs)))
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer="sgd", loss="mse")
+        model.train_on_batch(smooth_images(8) / 127.5 - 1, np.zeros((8, 2), np.float32))  # a traced graph: both branches built
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert float(whiten.initialised.numpy()) == 1.0 and whiten.kernel.dtype == "float32"
+    assert np.isfinite(whiten.kernel.numpy()).all() and np.abs(whiten.kernel.numpy()).max() > 0.1

@@ -51,6 +51,8 @@ class PatchWhitening(keras.layers.Layer):
 
     def __init__(self, eps: float = 5e-4, **kwargs: Any):
         super().__init__(**kwargs)
+        if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and 0 < eps <= 1):  # a saved model's config is read back from disk too
+            raise ValueError(f"PatchWhitening eps must be a number in (0, 1], got {eps!r}")
         self.eps = float(eps)
 
     def build(self, input_shape):
@@ -81,7 +83,8 @@ class PatchWhitening(keras.layers.Layer):
                 moment, count = patch_moment(inputs)
                 return whitening_filters(moment / count, self.eps)
 
-            kernel = keras.ops.cond(self.initialised > 0.5, lambda: keras.ops.convert_to_tensor(self.kernel), from_batch)
+            # float32 in both branches: under mixed precision a read of the variable is cast to the compute dtype
+            kernel = keras.ops.cond(self.initialised > 0.5, lambda: keras.ops.cast(self.kernel, "float32"), from_batch)
             self.kernel.assign(kernel)
             self.initialised.assign(1.0)
         outputs = keras.ops.conv(inputs, keras.ops.cast(kernel, inputs.dtype), padding="valid")
