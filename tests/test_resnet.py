@@ -286,6 +286,9 @@ def test_the_first_training_batch_sets_the_filters_in_a_compiled_step_under_mixe
         model = keras.Model(inputs, outputs)
         model.compile(optimizer="sgd", loss="mse")
         model.train_on_batch(smooth_images(8) / 127.5 - 1, np.zeros((8, 2), np.float32))  # a traced graph: both branches built
+        kernel = whiten.kernel.numpy().copy()
+        model.train_on_batch(smooth_images(8, seed=3) / 127.5 - 1, np.zeros((8, 2), np.float32))
+        np.testing.assert_array_equal(whiten.kernel.numpy(), kernel)  # not even rounded through bfloat16
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert float(whiten.initialised.numpy()) == 1.0 and whiten.kernel.dtype == "float32"

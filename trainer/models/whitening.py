@@ -59,7 +59,8 @@ class PatchWhitening(keras.layers.Layer):
         channels = int(input_shape[-1])
         size = PATCH * PATCH * channels
         self.kernel = self.add_weight(
-            name="kernel", shape=(PATCH, PATCH, channels, 2 * size), initializer="zeros", trainable=False, aggregation="mean"
+            name="kernel", shape=(PATCH, PATCH, channels, 2 * size), initializer="zeros", trainable=False, aggregation="mean",
+            autocast=False,  # read as float32 under mixed precision too: a round trip through bfloat16 would change the filters
         )
         self.bias = self.add_weight(name="bias", shape=(2 * size,), initializer="zeros")
         self.initialised = self.add_weight(name="initialised", shape=(), initializer="zeros", trainable=False, aggregation="mean")
@@ -83,8 +84,7 @@ class PatchWhitening(keras.layers.Layer):
                 moment, count = patch_moment(inputs)
                 return whitening_filters(moment / count, self.eps)
 
-            # float32 in both branches: under mixed precision a read of the variable is cast to the compute dtype
-            kernel = keras.ops.cond(self.initialised > 0.5, lambda: keras.ops.cast(self.kernel, "float32"), from_batch)
+            kernel = keras.ops.cond(self.initialised > 0.5, lambda: keras.ops.convert_to_tensor(self.kernel), from_batch)
             self.kernel.assign(kernel)
             self.initialised.assign(1.0)
         outputs = keras.ops.conv(inputs, keras.ops.cast(kernel, inputs.dtype), padding="valid")
