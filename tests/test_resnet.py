@@ -43,6 +43,7 @@ def smooth_images(n: int, seed: int = 0, size: int = 12) -> np.ndarray:
         ("model.variant=resnet18", "model.variant"),
         ("model.widths=[64, 128]", "variant resnet9 has 4 widths"),
         ("model.widths=[64, 0, 256, 512]", "model.widths.1"),
+        ("model.widths=[64, 128, 256, 4097]", "model.widths.3"),
         ("model.whitening={eps: 0.001}", "only variant airbench has a whitening layer"),
         ("model.activation=gelo", "did you mean 'gelu'"),
         ("model.batch_norm_momentum=1.0", "model.batch_norm_momentum"),
@@ -293,3 +294,22 @@ def test_the_first_training_batch_sets_the_filters_in_a_compiled_step_under_mixe
         keras.mixed_precision.set_global_policy("float32")
     assert float(whiten.initialised.numpy()) == 1.0 and whiten.kernel.dtype == "float32"
     assert np.isfinite(whiten.kernel.numpy()).all() and np.abs(whiten.kernel.numpy()).max() > 0.1
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(eps=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=5), st.none(),
+                     st.booleans(), st.lists(st.floats(), max_size=2)))
+def test_a_saved_whitening_config_builds_only_with_a_sound_eps(eps):
+    """What a model.h5 says about the layer is read back from disk: a bad eps is refused (Keras wraps the ValueError in a
+    TypeError; ``load_model_file`` turns either into a RunDirError, exit 2), never accepted."""
+    config = PatchWhitening(name="whiten").get_config()
+    try:
+        layer = PatchWhitening.from_config({**config, "eps": eps})
+    except (ValueError, TypeError) as error:
+        assert "eps must be a number in (0, 1]" in str(error)
+    else:
+        assert not isinstance(eps, bool) and 0 < layer.eps <= 1

@@ -302,6 +302,7 @@ RESNET_VARIANTS: dict[str, ResNetVariant] = {
     "resnet56": ResNetVariant((16, 32, 64), "relu", 0.9, True, False, 1.0, False),
 }
 RESNET_BLOCKS = {"resnet20": 3, "resnet56": 9}  # basic blocks per stage (n of 6n+2)
+MAX_RESNET_WIDTH = 4096  # filters of one conv: a 3x3 conv of 4096 -> 4096 already holds 600 MB of weights
 MAX_WHITENING_SAMPLE = 50_000  # training images read for the patch covariance (airbench uses 5,000)
 
 
@@ -321,7 +322,7 @@ class ResNetConfig(WeightOptions, ModelSection):
 
     type: Literal["resnet"] = "resnet"
     variant: Literal["airbench", "resnet9", "resnet20", "resnet56"] = "resnet9"
-    widths: list[Annotated[int, Field(gt=0, le=16_384)]] | None = None
+    widths: list[Annotated[int, Field(gt=0, le=MAX_RESNET_WIDTH)]] | None = None
     activation: str | None = None
     batch_norm_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     batch_norm_scale: bool | None = None  # false: BatchNormalization's gamma is not a weight (fixed at 1)
