@@ -107,6 +107,52 @@ def test_a_failing_handler_is_reported_and_stop_run_propagates():
     assert stop.value.status == "pruned" and seen.calls[-1] == ("epoch", 2, {})
 
 
+# Every public function, called with arguments of the wrong type: a BadInputError (exit 2) naming the
+# argument and what was received, never a TypeError (issue 19).
+def _config_path(tmp_path: Path, mnist_npz: Path) -> Path:
+    return write_yaml(tmp_path / "c.yaml", tiny_config(mnist_npz))
+
+
+WRONG_ARGUMENTS = {
+    "train-int": (lambda c, r: trainer.train(42), "config", "int 42"),
+    "train-overrides-str": (lambda c, r: trainer.train(c, overrides="train.epochs=2"), "overrides", "str 'train.epochs=2'"),
+    "train-overrides-int": (lambda c, r: trainer.train(c, overrides=[3]), "overrides[0]", "int 3"),
+    "train-events-object": (lambda c, r: trainer.train(c, events=[object()]), "events[0]", "object"),
+    "train-events-class": (lambda c, r: trainer.train(c, events=[RunEvents]), "events[0]", "type"),
+    "train-events-int": (lambda c, r: trainer.train(c, events=5), "events", "int 5"),
+    "train-callbacks": (lambda c, r: trainer.train(c, callbacks=["early_stopping"]), "callbacks[0]", "str 'early_stopping'"),
+    "train-run-dir": (lambda c, r: trainer.train(c, run_dir=7), "run_dir", "int 7"),
+    "train-resume": (lambda c, r: trainer.train(c, resume="yes"), "resume", "str 'yes'"),
+    "train-dry-run": (lambda c, r: trainer.train(c, dry_run=1), "dry_run", "int 1"),
+    "train-feature-cache": (lambda c, r: trainer.train(c, feature_cache=1.5), "feature_cache", "float 1.5"),
+    "load-config-int": (lambda c, r: trainer.load_config(123), "path", "int 123"),
+    "load-config-overrides": (lambda c, r: trainer.load_config(c, "a=b"), "overrides", "str 'a=b'"),
+    "evaluate-none": (lambda c, r: trainer.evaluate(None), "run_dir", "NoneType None"),
+    "evaluate-split": (lambda c, r: trainer.evaluate(r, split=3), "split", "int 3"),
+    "evaluate-code-dirs": (lambda c, r: trainer.evaluate(r, code_dirs="code"), "code_dirs", "str 'code'"),
+    "load-run-int": (lambda c, r: trainer.load_run(3), "run_dir", "int 3"),
+    "load-run-config": (lambda c, r: trainer.load_run(r, config=["c.yaml"]), "config", "list"),
+    "predict-inputs-int": (lambda c, r: trainer.predict(r, 3), "inputs", "int 3"),
+    "predict-inputs-mixed": (lambda c, r: trainer.predict(r, ["a.png", None]), "inputs[1]", "NoneType None"),
+    "predict-top-k": (lambda c, r: trainer.predict(r, "a.png", top_k="3"), "top_k", "str '3'"),
+    "predict-run-dir": (lambda c, r: trainer.predict(None, "a.png"), "run_dir", "NoneType None"),
+    "export-none": (lambda c, r: trainer.export(None, "onnx"), "run_dir", "NoneType None"),
+    "export-format": (lambda c, r: trainer.export(r, 3), "format", "int 3"),
+    "export-output": (lambda c, r: trainer.export(r, "onnx", output=3), "output", "int 3"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_ARGUMENTS))
+def test_wrong_argument_types_are_bad_input_naming_the_argument(case, tmp_path, mnist_npz):
+    call, argument, received = WRONG_ARGUMENTS[case]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(trainer.BadInputError) as error:
+        call(_config_path(tmp_path, mnist_npz), run_dir)
+    assert error.value.exit_code == 2
+    assert str(error.value).startswith(f"{argument}: ") and received in str(error.value), str(error.value)
+
+
 # --------------------------------------------------------------------------- slow: real runs
 
 
@@ -274,3 +320,41 @@ def test_class_weight_mapping_on_a_folder_dataset(tmp_path):
     assert result.exit_code == 0, result.output
     bad = run_cli("run", write_yaml(tmp_path / "bad.yaml", {**config, "train": {"class_weight": {7: 1.0}}}), "--run-dir", tmp_path / "b")
     assert bad.exit_code == 2 and "class ids [7] are outside 0..2" in bad.text
+
+
+class EndsTheProcess(RunEvents):
+    """A handler that calls sys.exit (or raises another BaseException) at one hook."""
+
+    def __init__(self, hook: str, error: BaseException):
+        self.hook, self.error = hook, error
+
+    def on_run_start(self, info):
+        if self.hook == "on_run_start":
+            raise self.error
+
+    def on_epoch_end(self, epoch, logs):
+        if self.hook == "on_epoch_end" and epoch == 2:
+            raise self.error
+
+
+class Fatal(BaseException):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook, error, status, epochs", [
+    ("on_epoch_end", SystemExit(3), "interrupted", 2),
+    ("on_run_start", SystemExit(0), "interrupted", 0),
+    ("on_epoch_end", Fatal("stop now"), "interrupted", 2),
+])
+def test_a_handler_raising_system_exit_still_leaves_metrics_json(hook, error, status, epochs, tmp_path, mnist_npz):
+    events = Recorder()
+    config = write_yaml(tmp_path / "c.yaml", tiny_config(mnist_npz, train={"epochs": 4}))
+    with pytest.raises(type(error)):
+        trainer.train(config, run_dir=tmp_path / "r", events=[EndsTheProcess(hook, error), events])
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["status"] == status and metrics["epochs_completed"] == epochs
+    assert type(error).__name__ in metrics["reason"]
+    assert events.kinds[-1] == "end" and events.calls[-1][1].status == status
+    if epochs:  # the run can be continued from its last checkpoint (the epoch whose handler raised is trained again)
+        assert json.loads((tmp_path / "r" / "checkpoint.json").read_text())["epoch"] == epochs - 1

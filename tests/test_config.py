@@ -176,8 +176,8 @@ def test_problem_inside_an_overridden_list_names_the_set(write_config):
     assert caught.value.problems == ["--set model.hidden_units=[8,0]: model.hidden_units.1: Input should be greater than 0; got 0"]
 
 
-def test_the_readme_config_block_of_defaults_validates(write_config):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+def test_the_documented_config_block_of_defaults_validates(write_config):
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text(encoding="utf-8")
     block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = load_config(write_config(block))
     assert config.to_dict() == load_config(write_config("name: mnist_sparse\n", "minimal.yaml")).to_dict()

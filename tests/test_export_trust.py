@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
@@ -201,7 +202,7 @@ def test_onnx_custom_operator_domain_is_refused(tmp_path):
         check_onnx_model(model.SerializeToString(), tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00" * 4, b"\xff" * 64, os.urandom(256)])
+@pytest.mark.parametrize("data", [b"", b"\x00" * 4, b"\xff" * 64, random.Random(7).randbytes(256)], ids=["empty", "zeros", "ones", "random"])
 def test_damaged_litert_and_onnx_files_are_refused_by_the_checks(tmp_path, data):
     from trainer.errors import RunDirError
     from trainer.inference.export_checks import check_litert_model, check_onnx_model

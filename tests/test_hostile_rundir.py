@@ -128,13 +128,13 @@ def test_a_malformed_manifest_is_refused(case, command, cli, tmp_path):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("content", ["[" * 100_000, "{not json", "[1, 2]", "\x00\x01"])
+@pytest.mark.parametrize("content", ["[" * 100_000, "{not json", "[1, 2]", "\x00\x01"], ids=["deep", "broken", "list", "nul"])
 def test_an_unreadable_manifest_is_refused(content, cli, tmp_path):
     run = make_run(tmp_path / "run")
     (run / "manifest.json").write_text(content)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert re.search(r"manifest\.json (is unreadable|holds a JSON list)", " ".join(result.output.split()))
+    assert re.search(r"manifest\.json:? (is not valid JSON|holds a JSON list|holds a NUL byte)", " ".join(result.output.split()))
 
 
 @pytest.mark.parametrize("name", ["manifest.json", "model.h5", "config.yaml"])
@@ -145,7 +145,7 @@ def test_run_files_linking_outside_the_run_directory_are_refused(name, cli, tmp_
     (run / name).symlink_to(outside)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert "points outside the run directory" in " ".join(result.output.split())
+    assert re.search(r"points outside (the run directory )?\S*run", " ".join(result.output.split()))
 
 
 def test_a_yaml_bomb_as_the_run_config_is_refused(cli, tmp_path):
@@ -250,12 +250,12 @@ def test_resume_reads_the_run_config_with_the_yaml_limits(cli, tmp_path, write_c
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(BILLION_LAUGHS)
-    (run / "ok.weights.h5").write_text("")
-    write_checkpoint(run, "ok.weights.h5")
+    (run / "checkpoint-epoch0001.weights.h5").write_text("")
+    write_checkpoint(run, "checkpoint-epoch0001.weights.h5")
     result = cli("run", config, "--run-dir", run, "--resume")
     assert result.exit_code == 2
     assert "refused: more than 10000 values once aliases are expanded" in " ".join(result.output.split())
-    assert os.path.exists(run / "ok.weights.h5")
+    assert os.path.exists(run / "checkpoint-epoch0001.weights.h5")
 
 
 def _disk_filler(folder: Path, when: str, epoch: int = 0):
@@ -355,4 +355,380 @@ def test_a_checkpoint_json_that_is_not_a_regular_file_is_refused(target, cli, tm
         (run / "checkpoint.json").symlink_to(target)
     result = cli("run", config, "--run-dir", run, "--resume")
     assert result.exit_code == 2, result.output
-    assert "not a regular file" in " ".join(result.output.split())
+    assert re.search("not a regular file|points outside", " ".join(result.output.split()))
+
+
+# --------------------------------------------------------------------------- issue 19: the run directory's files are read as bounded typed records
+
+import math  # noqa: E402
+import random as _random  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from trainer.errors import RunDirError  # noqa: E402
+
+
+def valid_checkpoint(epoch: int = 1) -> dict:
+    """A checkpoint.json as trainer writes it (early_stopping with best weights, reduce_lr_on_plateau, random state)."""
+    numpy_keys = list(range(624))
+    python_internal = list(range(624)) + [624]
+    return {
+        "version": 2, "epoch": epoch, "weights_file": f"checkpoint-epoch{epoch:04d}.weights.npz",
+        "callbacks": [
+            {"wait": 0, "best": 0.25, "best_epoch": 0, "stopped_epoch": 0, "best_weights_file": f"checkpoint-best0-epoch{epoch:04d}.weights.npz"},
+            {"wait": 1, "best": "inf", "cooldown_counter": 0},
+        ],
+        "random": {"seed_generators": [[1, 2]], "numpy": ["MT19937", numpy_keys, 624, 0, 0.0], "python": [3, python_internal, None]},
+    }
+
+
+def resumable_run(tmp_path: Path, mnist_npz: Path, checkpoint: dict | str | bytes, history: str | bytes = "epoch,loss\n1,0.5\n") -> tuple[Path, Path]:
+    """A run directory with its config, history and the weights files ``checkpoint`` names; returns (config, run)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(mnist_npz, train={"epochs": 3})))
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    from trainer.config import load_config
+
+    (run / "config.yaml").write_text(load_config(config).to_yaml())  # as trainer run writes it: resolved
+    (run / "history.csv").write_bytes(history if isinstance(history, bytes) else history.encode())
+    for epoch in range(1, 4):
+        (run / f"checkpoint-epoch{epoch:04d}.weights.npz").write_bytes(b"weights")
+        (run / f"checkpoint-best0-epoch{epoch:04d}.weights.npz").write_bytes(b"weights")
+    content = checkpoint if isinstance(checkpoint, (str, bytes)) else json.dumps(checkpoint)
+    (run / "checkpoint.json").write_bytes(content if isinstance(content, bytes) else content.encode())
+    return config, run
+
+
+BAD_EPOCHS = {"negative": "-1", "zero": "0", "infinity": "Infinity", "nan": "NaN", "huge-float": "1e308", "float": "2.0",
+              "bool": "true", "string": '"2"', "beyond-int32": str(2**40), "null": "null"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EPOCHS))
+def test_checkpoint_epochs_out_of_range_are_refused(case, cli, tmp_path, mnist_npz):
+    text = json.dumps(valid_checkpoint()).replace('"epoch": 1,', f'"epoch": {BAD_EPOCHS[case]},')
+    config, run = resumable_run(tmp_path, mnist_npz, text)
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "checkpoint.json is malformed: epoch is" in result.text and "cannot be resumed" in result.text
+    assert "Traceback" not in result.output
+
+
+CHECKPOINT_FIELDS = {
+    "weights-file-elsewhere": ("weights_file", "model.h5", "weights_file is 'model.h5'"),
+    "weights-file-of-another-epoch": ("weights_file", "checkpoint-epoch0002.weights.npz", "holds epoch 2 but epoch is 1"),
+    "version-from-the-future": ("version", 99, "version is 99"),
+    "callbacks-not-a-list": ("callbacks", {"wait": 1}, "callbacks is"),
+    "callback-sets-another-attribute": ("callbacks", [{"filepath": "/etc/passwd"}], "callbacks.0.filepath"),
+    "callback-wait-negative": ("callbacks", [{"wait": -3}], "callbacks.0.wait"),
+    "callback-best-infinite": ("callbacks", [{"best": 1e999}], "callbacks.0.best"),
+    "best-weights-outside": ("callbacks", [{"best_weights_file": "../victim.weights.npz"}], "callbacks.0.best_weights_file"),
+    "numpy-state-short": ("random", {"numpy": ["MT19937", [1, 2], 0, 0, 0.0]}, "random.numpy"),
+    "python-state-index": ("random", {"python": [3, [0] * 624 + [10**6], None]}, "random.python"),
+    "seed-generator-huge": ("random", {"seed_generators": [[2**70]]}, "random.seed_generators"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINT_FIELDS))
+def test_checkpoint_fields_are_bounded(case, cli, tmp_path, mnist_npz):
+    field, value, named = CHECKPOINT_FIELDS[case]
+    config, run = resumable_run(tmp_path, mnist_npz, {**valid_checkpoint(), field: value})
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "checkpoint.json is malformed" in result.text and named in result.text, result.text
+    assert "Traceback" not in result.output
+
+
+def test_a_valid_checkpoint_reads_back_as_written(tmp_path, mnist_npz):
+    from trainer.run.checkpoint import read_checkpoint
+
+    _, run = resumable_run(tmp_path, mnist_npz, valid_checkpoint(2), "epoch,loss\n1,0.5\n2,0.4\n")
+    state = read_checkpoint(run)
+    assert state.epoch == 2 and state.weights_file == "checkpoint-epoch0002.weights.npz"
+    assert state.callbacks[1] == {"wait": 1, "best": "inf", "cooldown_counter": 0}
+    assert state.random["python"][0] == 3 and len(state.random["numpy"][1]) == 624
+
+
+def _mutate_json(value, draw_index: int, replacement):
+    """``value`` with its ``draw_index``-th node (in depth-first order) replaced by ``replacement``."""
+    counter = [draw_index]
+
+    def walk(node):
+        if counter[0] == 0:
+            counter[0] -= 1
+            return replacement
+        counter[0] -= 1
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(value)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def checkpoint_only_run(tmp_path: Path, checkpoint: dict | bytes) -> Path:
+    """A run directory holding the weights files of epochs 1..3 and ``checkpoint`` (reused across examples)."""
+    run = tmp_path / "checkpoint-only"
+    if not run.is_dir():
+        run.mkdir()
+        for epoch in range(1, 4):
+            (run / f"checkpoint-epoch{epoch:04d}.weights.npz").write_bytes(b"weights")
+            (run / f"checkpoint-best0-epoch{epoch:04d}.weights.npz").write_bytes(b"weights")
+    (run / "checkpoint.json").write_bytes(checkpoint if isinstance(checkpoint, bytes) else json.dumps(checkpoint).encode())
+    return run
+
+
+def _checkpoint_outcome(run: Path) -> None:
+    """read_checkpoint returns a bounded state or raises RunDirError; anything else fails the test."""
+    from trainer.run.checkpoint import read_checkpoint
+
+    try:
+        state = read_checkpoint(run)
+    except RunDirError as error:
+        assert "checkpoint.json" in error.message
+        return
+    assert state is not None and 1 <= state.epoch <= 2**31 - 1 and state.weights_file.startswith("checkpoint-epoch")
+    assert all(set(entry) <= {"wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter", "best_weights_file"} for entry in state.callbacks)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(index=st.integers(min_value=0, max_value=40), replacement=JSON_VALUES)
+def test_property_mutated_checkpoint_json_nodes_are_refused_or_bounded(index, replacement, tmp_path):
+    _checkpoint_outcome(checkpoint_only_run(tmp_path, _mutate_json(valid_checkpoint(), index, replacement)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_mutated_checkpoint_json_bytes_are_refused_or_bounded(data, tmp_path):
+    raw = bytearray(json.dumps(valid_checkpoint()).encode())
+    for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
+        position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        if action == "flip":
+            raw[position] = data.draw(st.integers(min_value=0, max_value=255))
+        elif action == "insert":
+            raw[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete" and len(raw) > 1:
+            del raw[position]
+        elif action == "truncate":
+            del raw[max(position, 1):]
+    _checkpoint_outcome(checkpoint_only_run(tmp_path, bytes(raw)))
+
+
+# history.csv: `trainer runs` lists a run whose history.csv is damaged (exit 0, the status says so);
+# --resume refuses it (exit 2 naming the file), before TensorFlow.
+DAMAGED_HISTORY = {
+    "nul-bytes": b"epoch,loss\n1,0.5\x00\x00\n",
+    "not-utf8": b"epoch,loss\n1,\xff\xfe0.5\n",
+    "random-bytes": bytes(_random.Random(19).randrange(256) for _ in range(4096)),
+    "huge-field": b"epoch,loss\n1," + b"9" * (70 * 1024) + b"\n",
+    "no-epoch-column": b"loss,accuracy\n0.5,0.9\n",
+    "row-too-long": b"epoch,loss\n1,0.5,7\n2,0.4\n",
+    "epoch-not-a-number": b"epoch,loss\none,0.5\n2,0.4\n",
+    "duplicate-column": b"epoch,loss,loss\n1,0.5,0.5\n",
+}
+
+
+def _special_history(run: Path, kind: str, tmp_path: Path) -> None:
+    history = run / "history.csv"
+    history.unlink(missing_ok=True)
+    if kind == "dev-zero":
+        history.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(history)
+    elif kind == "link-outside":
+        outside = tmp_path / "elsewhere.csv"
+        outside.write_text("epoch,loss\n1,0.5\n")
+        history.symlink_to(outside)
+    elif kind == "folder":
+        history.mkdir()
+    else:
+        history.write_bytes(DAMAGED_HISTORY[kind])
+
+
+HISTORY_CASES = sorted(DAMAGED_HISTORY) + ["dev-zero", "fifo", "link-outside", "folder"]
+
+
+@pytest.mark.parametrize("kind", HISTORY_CASES)
+def test_trainer_runs_lists_a_run_with_a_damaged_history(kind, cli, tmp_path):
+    runs = tmp_path / "outputs"
+    good, bad = make_run(runs / "good"), make_run(runs / "bad")
+    (good / "history.csv").write_text("epoch,loss,val_accuracy\n1,0.5,0.75\n")
+    _special_history(bad, kind, tmp_path)
+    result = cli("runs", runs)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    from trainer.run.listing import list_runs
+
+    rows = {row["name"]: row for row in list_runs(runs)}
+    assert rows["bad"]["status"] == "unfinished (damaged history.csv)" and rows["bad"]["epochs"] == 0
+    assert rows["good"]["status"] == "unfinished" and rows["good"]["validation_accuracy"] == 0.75
+
+
+@pytest.mark.parametrize("kind", HISTORY_CASES)
+def test_resume_refuses_a_damaged_history_naming_it(kind, cli, tmp_path, mnist_npz):
+    config, run = resumable_run(tmp_path, mnist_npz, valid_checkpoint())
+    _special_history(run, kind, tmp_path)
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "history.csv" in result.text and "cannot be resumed" in result.text, result.text
+    assert "Traceback" not in result.output
+
+
+def test_resume_drops_a_row_cut_short_by_a_kill(tmp_path, mnist_npz):
+    from trainer.run.checkpoint import truncate_history
+
+    _, run = resumable_run(tmp_path, mnist_npz, valid_checkpoint(1), "epoch,loss,accuracy\n1,0.5,0.9\n2,0.4\n")
+    assert truncate_history(run / "history.csv", 1) == [{"epoch": 1, "loss": 0.5, "accuracy": 0.9}]
+    assert (run / "history.csv").read_bytes() == b"epoch,loss,accuracy\r\n1,0.5,0.9\r\n"
+
+
+def test_the_history_writer_reads_the_header_with_the_bounds(tmp_path):
+    from trainer.run.rundir import HistoryWriter
+
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,\xff\xfeloss\n")
+    with pytest.raises(RunDirError, match="history.csv: byte 6 is not UTF-8"):
+        HistoryWriter(path)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_property_mutated_history_csv_is_listed_or_refused(data, tmp_path):
+    from trainer.run.listing import describe_run
+    from trainer.run.rundir import read_history
+
+    raw = bytearray(b"epoch,accuracy,loss,val_accuracy,val_loss,learning_rate\n1,0.5,1.4,0.9,0.4,0.01\n2,1.0,0.2,1.0,0.03,0.01\n")
+    for _ in range(data.draw(st.integers(min_value=1, max_value=6))):
+        position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        action = data.draw(st.sampled_from(["flip", "insert", "delete", "quote", "comma", "newline"]))
+        if action == "flip":
+            raw[position] = data.draw(st.integers(min_value=0, max_value=255))
+        elif action == "insert":
+            raw[position:position] = data.draw(st.binary(min_size=1, max_size=8))
+        elif action == "delete" and len(raw) > 1:
+            del raw[position]
+        else:
+            raw[position:position] = {"quote": b'"', "comma": b",", "newline": b"\n"}[action]
+    run = tmp_path / "runs" / "run"
+    if not run.is_dir():
+        make_run(run)
+    (run / "history.csv").write_bytes(bytes(raw))
+    try:
+        rows = read_history(run / "history.csv")
+    except RunDirError as error:
+        assert "history.csv" in error.message
+        rows = None
+    if rows is not None:
+        assert all(isinstance(row["epoch"], int) and 0 <= row["epoch"] <= 2**31 - 1 for row in rows)
+    row = describe_run(run)
+    assert row["status"] == ("unfinished" if rows is not None else "unfinished (damaged history.csv)")
+
+
+# metrics.json / manifest.json through the one run-directory reader
+BAD_METRICS = {
+    "fifo": None,
+    "epochs-negative": {"status": "completed", "epochs_completed": -5},
+    "epochs-string": {"status": "completed", "epochs_completed": "many"},
+    "wall-seconds-text": {"status": "completed", "wall_seconds": "slow"},
+    "accuracy-list": {"status": "completed", "test": {"accuracy": [1, 2]}},
+    "status-number": {"status": 3},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METRICS))
+def test_trainer_runs_marks_a_malformed_metrics_json(case, cli, tmp_path):
+    runs = tmp_path / "outputs"
+    run = make_run(runs / "run")
+    if BAD_METRICS[case] is None:
+        os.mkfifo(run / "metrics.json")
+    else:
+        (run / "metrics.json").write_text(json.dumps(BAD_METRICS[case]))
+    result = cli("runs", runs)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    from trainer.run.listing import list_runs
+
+    assert list_runs(runs)[0]["status"] == "unreadable metrics.json"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_manifest_that_is_not_a_regular_file_is_refused(kind, cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    (run / "manifest.json").unlink()
+    os.mkfifo(run / "manifest.json") if kind == "fifo" else (run / "manifest.json").mkdir()
+    result = cli("eval", run)
+    assert result.exit_code == 2, result.output
+    assert "manifest.json is not a regular file" in result.text
+
+
+def test_trainer_runs_shows_markup_in_names_and_statuses_as_text(cli, tmp_path):
+    runs = tmp_path / "outputs"
+    run = make_run(runs / "[bold]x")
+    (run / "metrics.json").write_text(json.dumps({"status": "ok[/nope]"}))
+    result = cli("runs", runs)
+    assert result.exit_code == 0, result.output
+    assert "[bold]x" in result.unwrapped and "ok[/nope]" in result.unwrapped
+
+
+def test_run_files_are_read_under_a_relative_run_directory(cli, tmp_path, monkeypatch, mnist_npz):
+    from trainer.run.checkpoint import read_checkpoint
+    from trainer.run.listing import list_runs
+
+    monkeypatch.chdir(tmp_path)
+    run = make_run(Path("outputs") / "run")
+    (run / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": 2}))
+    (run / "history.csv").write_text("epoch,loss,val_accuracy\n1,0.5,0.5\n2,0.4,0.75\n")
+    assert list_runs(Path("outputs"))[0]["status"] == "completed"
+    resumable_run(Path("."), mnist_npz, valid_checkpoint())
+    assert read_checkpoint(Path("run")).epoch == 1
+
+
+@pytest.mark.parametrize("which", ["weights", "best"])
+def test_checkpoint_weights_linking_out_of_the_run_are_refused(which, cli, tmp_path, mnist_npz):
+    config, run = resumable_run(tmp_path, mnist_npz, valid_checkpoint())
+    outside = tmp_path / "outside.weights.npz"
+    outside.write_bytes(b"weights")
+    name = "checkpoint-epoch0001.weights.npz" if which == "weights" else "checkpoint-best0-epoch0001.weights.npz"
+    (run / name).unlink()
+    (run / name).symlink_to(outside)
+    result = cli("run", config, "--run-dir", run, "--resume")
+    assert result.exit_code == 2, result.output
+    assert "points outside" in result.text and "Traceback" not in result.output
+
+
+def _npz_member(name: str, header_shape: tuple, payload: bytes, compressed: bool = False) -> bytes:
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": header_shape})
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", compression=zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as archive:
+        archive.writestr(name, header.getvalue() + payload)
+    return data.getvalue()
+
+
+@pytest.mark.parametrize("case", ["declares-terabytes", "compressed-bomb", "not-a-zip"])
+def test_checkpoint_weights_are_bounded_before_numpy_allocates(case, tmp_path):
+    from trainer.run.checkpoint import read_arrays
+
+    path = tmp_path / "checkpoint-epoch0001.weights.npz"
+    if case == "declares-terabytes":
+        path.write_bytes(_npz_member("model/000000.npy", (10**12,), b"x" * 64))
+    elif case == "compressed-bomb":
+        path.write_bytes(_npz_member("model/000000.npy", (2**22,), bytes(2**24), compressed=True))
+    else:
+        path.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(RunDirError, match="is not a weights file trainer writes"):
+        read_arrays(path)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import tiny_config
 from tests.datagen import write_mnist_npz
+from trainer.errors import RunDirError
 from trainer.run.checkpoint import CHECKPOINT_FILE, RunLock, config_differences
 from trainer.run.rundir import read_history
 
@@ -224,3 +226,73 @@ def test_config_differences_ignore_name_output_device_and_epochs():
     old = {"name": "a", "seed": 1, "train": {"epochs": 2, "batch_size": 8}, "output": {"dir": "x"}, "device": "auto"}
     new = {"name": "b", "seed": 1, "train": {"epochs": 5, "batch_size": 16}, "output": {"dir": "y"}, "device": "cpu"}
     assert config_differences(old, new) == ["train.batch_size: 8 in the run, 16 now"]
+
+
+# --------------------------------------------------------------------------- the data a run was trained on (issue 19)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", ["other-content", "other-size"])
+def test_resume_refuses_when_the_data_file_was_replaced(change, cli, two_epoch_run, mnist_npz):
+    config, run_dir = two_epoch_run
+    assert json.loads((run_dir / CHECKPOINT_FILE).read_text())["data"]["path"] == str(mnist_npz)
+    if change == "other-content":  # same shapes and size, other pixels: training would go on silently
+        write_mnist_npz(mnist_npz, n_train=256, n_test=64, seed=1)
+    else:
+        write_mnist_npz(mnist_npz, n_train=320, n_test=64, seed=0)
+    before = snapshot(run_dir)
+    result = cli("run", config, "--run-dir", run_dir, "--resume", "--set", "train.epochs=3")
+    assert result.exit_code == 2, result.output
+    assert "--resume: data.path" in result.text and "is not the data" in result.text and str(mnist_npz) in result.unwrapped
+    assert ("bytes when the run started" if change == "other-size" else "its content changed") in result.text
+    assert "Traceback" not in result.output
+    assert snapshot(run_dir) == before
+
+
+@pytest.mark.slow
+def test_resume_on_the_same_data_copied_back_goes_on(cli, two_epoch_run, mnist_npz):
+    config, run_dir = two_epoch_run
+    data = mnist_npz.read_bytes()
+    mnist_npz.unlink()
+    mnist_npz.write_bytes(data)  # a new file (new mtime) with the same bytes
+    result = cli("run", config, "--run-dir", run_dir, "--resume", "--set", "train.epochs=3")
+    assert result.exit_code == 0, result.output
+    assert json.loads((run_dir / CHECKPOINT_FILE).read_text())["epoch"] == 3
+
+
+def test_data_fingerprints_of_files_and_folders(tmp_path, monkeypatch):
+    from trainer.run import data_fingerprint
+    from trainer.run.data_fingerprint import data_changes, fingerprint_path
+
+    folder = tmp_path / "images"
+    for split, name in (("train", "a.png"), ("train", "b.png"), ("test", "c.png")):
+        (folder / split / "cat").mkdir(parents=True, exist_ok=True)
+        (folder / split / "cat" / name).write_bytes(name.encode() * 10)
+    (folder / ".DS_Store").write_bytes(b"finder")
+    first = fingerprint_path(folder)
+    assert first["kind"] == "folder" and first["files"] == 3 and first["content"] == "full"
+    (folder / ".DS_Store").write_bytes(b"changed")  # hidden entries are not data
+    assert data_changes(first, fingerprint_path(folder)) == []
+    (folder / "train" / "cat" / "b.png").write_bytes(b"B" * 50)  # same size, other content
+    assert "its content changed" in data_changes(first, fingerprint_path(folder))[0]
+    (folder / "train" / "cat" / "d.png").write_bytes(b"d")
+    assert "3 files when the run started, 4 now" in data_changes(first, fingerprint_path(folder))
+    (folder / "train" / "loop").symlink_to(folder)  # a link loop ends at the depth limit
+    assert fingerprint_path(folder)["files"] >= 4  # it ends
+    monkeypatch.setattr(data_fingerprint, "HASH_LIMIT", 10)  # big data: names, sizes and modification times
+    big = fingerprint_path(folder / "test" / "cat" / "c.png")
+    assert big["content"] == "listing" and data_changes(big, fingerprint_path(folder / "test" / "cat" / "c.png")) == []
+    os.utime(folder / "test" / "cat" / "c.png", ns=(1, 1))
+    assert "modification times changed" in data_changes(big, fingerprint_path(folder / "test" / "cat" / "c.png"))[0]
+
+
+def test_a_checkpoint_with_a_malformed_data_record_is_refused(tmp_path):
+    from trainer.readers.run_files import read_checkpoint_record
+
+    run = tmp_path / "run"
+    run.mkdir()
+    record = {"version": 2, "epoch": 1, "weights_file": "checkpoint-epoch0001.weights.npz",
+              "data": {"path": "x", "kind": "file", "files": 1, "bytes": -1, "content": "full", "digest": "0" * 64}}
+    (run / CHECKPOINT_FILE).write_text(json.dumps(record))
+    with pytest.raises(RunDirError, match="data.bytes is -1"):
+        read_checkpoint_record(run)

@@ -39,7 +39,7 @@ def mlflow_server(tmp_path_factory):
     log = open(root / "server.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # minutes on a loaded machine: it imports most of MLflow and migrates its database
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with urllib.request.urlopen(uri + "/health", timeout=2):
@@ -49,7 +49,7 @@ def mlflow_server(tmp_path_factory):
     else:
         process.kill()
         log.close()
-        pytest.skip(f"mlflow server did not start within 90 s: {(root / 'server.log').read_text(errors='replace')[-500:]}")
+        pytest.skip(f"mlflow server did not start within 300 s: {(root / 'server.log').read_text(errors='replace')[-500:]}")
     yield uri
     process.terminate()
     try:
@@ -97,7 +97,7 @@ def completed_run(request, data, tmp_path_factory):
     root = tmp_path_factory.mktemp(f"tracked-{request.param}")
     result = trainer.train(write(root / "config.yaml", tracked_config(data, root, uri, train={"epochs": 2})))
     if request.param == "sqlite":
-        evaluation = CliRunner().invoke(app, ["eval", str(result.run_dir)])
+        evaluation = CliRunner().invoke(app, ["eval", str(result.run_dir), "--mlflow", f"sqlite:///{root / 'outputs' / 'mlflow.db'}"])
         assert evaluation.exit_code == 0, evaluation.output
         assert "logged to MLflow run" in evaluation.output
     return request.param, root, result
@@ -285,3 +285,323 @@ def test_flatten_gives_dotted_keys():
     assert flatten({"a": {"b": 1, "c": [16, 8]}, "callbacks": [{"name": "x", "p": None}], "s": "t"}) == {
         "a.b": "1", "a.c": "[16, 8]", "callbacks.0.name": "x", "callbacks.0.p": "null", "s": "t",
     }
+
+
+# -- issue 19: credentials masked, run directories untrusted, every connection bounded ---------------------------
+
+import http.server  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+import threading  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SECRET = "pw-S3CRET-x9"
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+def closed_port_uri(template: str = "http://127.0.0.1:{port}") -> str:
+    return template.format(port=free_port())  # nothing listens there
+
+
+def write_tracking_json(run_dir: Path, uri: str, run_id: str = RUN_ID, **extra) -> Path:
+    path = run_dir / "tracking.json"
+    path.write_text(json.dumps({"mlflow": {"run_id": run_id, "experiment_id": "1", "tracking_uri": uri, **extra}}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "http://ann:" + SECRET + "@127.0.0.1:{port}",
+        "https://" + SECRET + "@127.0.0.1:{port}",
+        "http://127.0.0.1:{port}/?token=" + SECRET,
+        "nosuchscheme://ann:" + SECRET + "@x/y?password=" + SECRET,
+    ],
+)
+def test_credentials_in_a_bad_tracking_uri_are_masked_in_the_error(cli, write_config, tmp_path, template):
+    config = tiny_config(tmp_path / "absent.npz", output={"dir": str(tmp_path / "outputs")}, tracking={"mlflow": {"uri": closed_port_uri(template)}})
+    result = cli("run", write_config(config))
+    assert result.exit_code == 2, result.output
+    assert "tracking.mlflow.uri" in result.unwrapped and "***" in result.unwrapped
+    assert SECRET not in result.unwrapped and "Traceback" not in result.output
+
+
+def test_a_masked_credential_in_the_tracking_uri_is_refused_by_name(cli, write_config, tmp_path):
+    """A URI copied from a notice or a stored config.yaml holds ``***``: sending it as the password is never right."""
+    config = tiny_config(tmp_path / "absent.npz", tracking={"mlflow": {"uri": closed_port_uri("http://ann:***@127.0.0.1:{port}")}})
+    result = cli("run", write_config(config))
+    assert result.exit_code == 2
+    assert "tracking.mlflow.uri" in result.unwrapped and "masked credential" in result.text
+    assert "MLFLOW_TRACKING_PASSWORD" in result.unwrapped
+
+
+def test_tracking_json_reader_masks_the_uri_and_reads_the_fields(tmp_path):
+    from trainer.readers.tracking_files import read_tracking
+
+    assert read_tracking(tmp_path) is None  # an untracked run
+    write_tracking_json(tmp_path, f"http://ann:{SECRET}@h:5000", parent_run_id="p1")
+    entry = read_tracking(tmp_path)
+    assert entry.run_id == RUN_ID and entry.experiment_id == "1" and entry.parent_run_id == "p1"
+    assert entry.tracking_uri == "http://ann:***@h:5000"
+
+
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON list"),
+        ('{"mlflow": {"experiment_id": "1", "tracking_uri": "sqlite:///x.db"}}', "mlflow.run_id"),
+        ('{"mlflow": {"run_id": "../../etc", "experiment_id": "1", "tracking_uri": "sqlite:///x.db"}}', "mlflow.run_id"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": 1, "tracking_uri": "sqlite:///x.db"}}' % RUN_ID, "mlflow.experiment_id"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "http://h\\u001b[2J"}}' % RUN_ID, "mlflow.tracking_uri"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "%s"}}' % (RUN_ID, "x" * 5000), "mlflow.tracking_uri"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "sqlite:///a\u202edb.x"}}' % RUN_ID, "mlflow.tracking_uri"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u", "extra": 1}}' % RUN_ID, "mlflow.extra"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u"}, "x": 1}' % RUN_ID, "x"),
+        ('{"mlflow": {"run_id": "%s", "experiment_id": "1", "tracking_uri": "u"}}' % RUN_ID + " " * 70_000, "bytes"),
+    ],
+)
+def test_tracking_json_reader_refuses_what_trainer_does_not_write(tmp_path, content, field):
+    from trainer.errors import RunDirError
+    from trainer.readers.tracking_files import read_tracking
+
+    (tmp_path / "tracking.json").write_text(content)
+    with pytest.raises(RunDirError, match="tracking.json") as caught:
+        read_tracking(tmp_path)
+    assert field in caught.value.message
+
+
+def test_tracking_json_reader_refuses_links_out_and_fifos(tmp_path):
+    from trainer.errors import RunDirError
+    from trainer.readers.tracking_files import read_tracking
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    outside = write_tracking_json(tmp_path, "sqlite:///x.db")
+    (run_dir / "tracking.json").symlink_to(outside)
+    with pytest.raises(RunDirError, match="outside"):
+        read_tracking(run_dir)
+    (run_dir / "tracking.json").unlink()
+    os.mkfifo(run_dir / "tracking.json")
+    with pytest.raises(RunDirError, match="not a regular file"):
+        read_tracking(run_dir)
+
+
+@pytest.fixture
+def no_connections(monkeypatch):
+    """Any socket connection or SQLite database opened fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a connection was attempted: {args[1:] or args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(sqlite3, "connect", refuse)
+
+
+_VALID = {"mlflow": {"run_id": RUN_ID, "experiment_id": "1", "tracking_uri": "http://ann:pw@127.0.0.1:9/"}}
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=12,
+)
+
+
+@st.composite
+def mutated_tracking_json(draw) -> bytes:
+    """A valid tracking.json changed one of several ways: bytes flipped, cut, a field replaced, dropped or added."""
+    data = json.loads(json.dumps(_VALID))
+    how = draw(st.sampled_from(["bytes", "cut", "replace", "drop", "add", "top"]))
+    entry = data["mlflow"]
+    if how == "replace":
+        entry[draw(st.sampled_from(sorted(entry)))] = draw(_JSON)
+    elif how == "drop":
+        entry.pop(draw(st.sampled_from(sorted(entry))))
+    elif how == "add":
+        entry[draw(st.text(max_size=12))] = draw(_JSON)
+    elif how == "top":
+        data = draw(_JSON)
+    raw = json.dumps(data).encode()
+    if how == "bytes":
+        position = draw(st.integers(0, len(raw) - 1))
+        raw = raw[:position] + draw(st.binary(min_size=1, max_size=4)) + raw[position + 1:]
+    elif how == "cut":
+        raw = raw[: draw(st.integers(0, len(raw) - 1))]
+    return raw
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=mutated_tracking_json())
+def test_mutated_tracking_json_never_connects_and_never_raises_anything_but_exit_2(tmp_path, no_connections, content):
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import evaluation_hint, open_tracked_run
+
+    (tmp_path / "tracking.json").write_bytes(content)
+    hint = evaluation_hint(tmp_path)  # what eval says when it is not asked to log: never raises
+    assert hint is None or isinstance(hint, str)
+    with pytest.raises(BadInputError):  # asked, with a store that is not there: refused before connecting
+        open_tracked_run(tmp_path, f"sqlite:///{tmp_path / 'absent.db'}", "--mlflow")
+    assert not (tmp_path / "absent.db").exists()
+
+
+@pytest.fixture(scope="module")
+def plain_run(data, tmp_path_factory) -> Path:
+    """A finished run trained without tracking; tests copy it and add a tracking.json of their own."""
+    import trainer
+
+    root = tmp_path_factory.mktemp("plain-run")
+    return trainer.train(write(root / "config.yaml", tiny_config(data, output={"dir": str(root / "outputs")})), run_dir=root / "run").run_dir
+
+
+def hostile_copy(plain_run: Path, tmp_path: Path, uri: str) -> Path:
+    """The run copied, its config.yaml claiming tracking and its tracking.json naming ``uri``: a run directory anyone could have written."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(plain_run, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["tracking"] = {"mlflow": {"uri": None}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    write_tracking_json(run_dir, uri)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_eval_never_opens_the_database_a_run_directory_names(cli, plain_run, tmp_path):
+    unrelated = tmp_path / "accounts.db"
+    with sqlite3.connect(unrelated) as db:
+        db.execute("create table users (name text)")
+    run_dir = hostile_copy(plain_run, tmp_path, f"sqlite:///{unrelated}")
+    result = cli("eval", run_dir)
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "eval-test.json").is_file()
+    with sqlite3.connect(unrelated) as db:
+        assert [row[0] for row in db.execute("select name from sqlite_master where type='table'")] == ["users"]
+    assert "not logged to MLflow" in result.text and f"--mlflow sqlite:///{unrelated}" in result.unwrapped
+
+
+@pytest.mark.slow
+def test_eval_of_a_run_tracked_to_a_gone_server_does_not_wait(cli, plain_run, tmp_path):
+    uri = closed_port_uri()
+    run_dir = hostile_copy(plain_run, tmp_path, uri)
+    started = time.monotonic()
+    result = cli("eval", run_dir)
+    assert result.exit_code == 0, result.output
+    assert "not logged to MLflow" in result.text and (run_dir / "eval-test.json").is_file()
+    (run_dir / "eval-test.json").unlink()
+    asked = cli("eval", run_dir, "--mlflow", uri)  # asked for explicitly: exit 2 at once, before evaluating
+    assert asked.exit_code == 2, asked.output
+    assert "--mlflow" in asked.unwrapped and "cannot reach the MLflow server" in asked.text
+    assert not (run_dir / "eval-test.json").exists() and "Traceback" not in asked.output
+    assert time.monotonic() - started < 60
+
+
+class _UnavailableBehindAProxy(http.server.BaseHTTPRequestHandler):
+    """A proxy whose health check answers while the tracking server behind it is gone (503: MLflow retries for minutes)."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200 if self.path.startswith("/health") else 503)
+        self.end_headers()
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_eval_against_a_server_that_stops_answering_gives_up_within_its_bound(cli, plain_run, tmp_path, monkeypatch):
+    import trainer.integrations.mlflow as tracking
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _UnavailableBehindAProxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(tracking, "CALL_SECONDS", 3.0)
+    try:
+        run_dir = hostile_copy(plain_run, tmp_path, uri)
+        started = time.monotonic()
+        result = cli("eval", run_dir, "--mlflow", uri)
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+    assert result.exit_code == 2, result.output
+    assert "did not answer within 3 s" in result.text and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_eval_refuses_a_named_store_that_is_not_the_runs(cli, plain_run, tmp_path):
+    run_dir = hostile_copy(plain_run, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    other = tmp_path / "other.db"
+    result = cli("eval", run_dir, "--mlflow", f"sqlite:///{other}")
+    assert result.exit_code == 2, result.output
+    assert f"sqlite:///{other}" in result.unwrapped and f"sqlite:///{tmp_path / 'mlflow.db'}" in result.unwrapped
+    assert not other.exists() and not (run_dir / "eval-test.json").exists()
+    missing = cli("eval", run_dir, "--mlflow", f"sqlite:///{tmp_path / 'mlflow.db'}")  # the right name, but no store there
+    assert missing.exit_code == 2 and "no MLflow store" in missing.text
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_eval_adds_its_report_when_the_store_is_named_with_set(cli, completed_run):
+    backend, root, result = completed_run
+    if backend != "sqlite":
+        pytest.skip("the SQLite-tracked run")
+    uri = f"sqlite:///{(root / 'outputs').resolve() / 'mlflow.db'}"
+    evaluation = cli("eval", result.run_dir, "--split", "train", "--set", f"tracking.mlflow.uri={uri}")
+    assert evaluation.exit_code == 0, evaluation.output
+    client, run_id = client_for_uri(uri, result.run_dir)
+    assert "eval_train_accuracy" in client.get_run(run_id).data.metrics
+
+
+def client_for_uri(uri: str, run_dir: Path):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri), json.loads((run_dir / "tracking.json").read_text())["mlflow"]["run_id"]
+
+
+@pytest.mark.slow
+def test_credentials_in_the_tracking_uri_are_never_shown_stored_or_logged(cli, data, tmp_path, mlflow_server, write_config):
+    port = mlflow_server.rsplit(":", 1)[1]
+    uri = f"http://ann:{SECRET}@127.0.0.1:{port}"
+    config = tracked_config(data, tmp_path, uri)
+    run_dir = tmp_path / "run"
+    result = cli("run", write_config(config), "--run-dir", run_dir)
+    assert result.exit_code == 0, result.output
+    assert SECRET not in result.output and f"http://ann:***@127.0.0.1:{port}" in result.unwrapped
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    stored = json.loads((run_dir / "tracking.json").read_text())["mlflow"]
+    assert stored["tracking_uri"] == f"http://ann:***@127.0.0.1:{port}"
+    client, run_id = client_for_uri(mlflow_server, run_dir)
+    run = client.get_run(run_id)
+    assert run.data.params["tracking.mlflow.uri"] == f"http://ann:***@127.0.0.1:{port}"
+    assert not [value for value in [*run.data.params.values(), *run.data.tags.values()] if SECRET in value]
+    # a later command finds the run again from the masked record plus the credentials the user gives again
+    masked = cli("eval", run_dir, "--mlflow", stored["tracking_uri"])
+    assert masked.exit_code == 2 and "masked credential" in masked.text
+    evaluation = cli("eval", run_dir, "--mlflow", uri)
+    assert evaluation.exit_code == 0, evaluation.output
+    assert f"logged to MLflow run {run_id}" in evaluation.text and SECRET not in evaluation.output
+    assert "eval_test_accuracy" in client.get_run(run_id).data.metrics
+
+
+def test_a_config_error_that_repeats_a_tracking_uri_masks_its_credentials(cli, write_config, tmp_path):
+    config = write_config(tiny_config(tmp_path / "absent.npz"))
+    result = cli("validate", config, "--set", f"tracking.mlflow={{uri: 'http://ann:{SECRET}@h:5000', experiment: ''}}")
+    assert result.exit_code == 2
+    assert "http://ann:***@h:5000" in result.unwrapped and SECRET not in result.output
+
+
+@pytest.mark.slow
+def test_eval_with_a_config_that_names_tracking_goes_on_when_it_cannot_log(cli, plain_run, tmp_path, data):
+    """Tracking named only by the user's --config is optional: one notice, the report written, exit 0."""
+    uri = closed_port_uri()
+    run_dir = hostile_copy(plain_run, tmp_path, uri)
+    own = write(tmp_path / "mine.yaml", tiny_config(data, tracking={"mlflow": {"uri": uri}}))
+    result = cli("eval", run_dir, "--config", own)
+    assert result.exit_code == 0, result.output
+    assert "not logged to MLflow" in result.text and "cannot reach the MLflow server" in result.text
+    assert (run_dir / "eval-test.json").is_file()
+    (run_dir / "tracking.json").unlink()  # an untracked run: a notice, not an error
+    untracked = cli("eval", run_dir, "--config", own)
+    assert untracked.exit_code == 0 and "tracking.json is missing" in untracked.text

@@ -6,13 +6,17 @@
 - ``predict(run_dir, inputs, top_k=3)`` -> the records ``trainer predict --output x.json`` writes.
 - ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
 - ``export(run_dir, format, output=None)`` -> the ``export-<format>.json`` report as a dict (SavedModel, ONNX, LiteRT).
+- ``lr_find(config, start=1e-7, end=10.0, steps=100, output=None)`` -> ``LrFindResult`` (the learning-rate range test).
 
-Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``. Nothing here
+Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``; an argument of
+the wrong type (``train(42)``, ``overrides="a=b"``, ``events=[object()]``) is a ``BadInputError``
+naming the argument, what was received and what is allowed, never a ``TypeError``. Nothing here
 prints (run events are the way to watch a run), calls ``sys.exit``, installs signal handlers or
 changes ``os.environ``; the CLI does those. TensorFlow is imported only when a function needs it.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -21,24 +25,110 @@ from trainer.config import load_config as _load_config
 from trainer.errors import BadInputError
 from trainer.run.events import EventBus, RunEvents, RunResult
 
-__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "RunEvents", "RunResult"]
+__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "lr_find", "RunEvents", "RunResult"]
+
+
+# --------------------------------------------------------------------------- argument checks
+# Python callers are users too: a wrong type is a BadInputError naming the argument, never a TypeError.
+
+
+def _received(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _refuse(name: str, allowed: str, value: Any) -> BadInputError:
+    return BadInputError(f"{name}: expected {allowed}; got {_received(value)}.")
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and not isinstance(os.fspath(value), bytes)
+
+
+def _path(value: Any, name: str) -> Path:
+    """A path argument (``str`` or ``pathlib.Path``), NUL bytes refused."""
+    from trainer.paths import user_path
+
+    if not _is_path(value):
+        raise _refuse(name, "a path (str or pathlib.Path)", value)
+    return user_path(value, name)
+
+
+def _optional_path(value: Any, name: str) -> Path | None:
+    if value is None:
+        return None
+    if not _is_path(value):
+        raise _refuse(name, "a path (str or pathlib.Path) or None", value)
+    return _path(value, name)
+
+
+def _paths(values: Any, name: str) -> list[Path]:
+    """A list of paths; a single str is refused (it would be taken letter by letter)."""
+    if _is_path(values) or isinstance(values, (bytes, dict)) or not isinstance(values, Iterable):
+        raise _refuse(name, "a list of paths (str or pathlib.Path)", values)
+    return [_path(value, f"{name}[{index}]") for index, value in enumerate(list(values))]
+
+
+def _strings(values: Any, name: str, what: str = "'KEY=VALUE' strings, as --set takes them") -> list[str]:
+    """A list of strings; a single str is refused (it would be taken letter by letter)."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        hint = " (wrap a single one in a list)" if isinstance(values, str) else ""
+        raise _refuse(name, f"a list of {what}{hint}", values)
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise _refuse(f"{name}[{index}]", "a str", value)
+    return list(values)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse(name, "True or False", value)
+    return value
+
+
+def _handlers(values: Any) -> list[Any]:
+    """Run-event handlers: ``trainer.RunEvents`` subclasses (or objects with at least one of its ``on_*`` methods)."""
+    from trainer.run.events import HOOKS
+
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise _refuse("events", "a list of run-event handlers (trainer.RunEvents subclasses)", values)
+    handlers = list(values)
+    for index, handler in enumerate(handlers):
+        if handler is None or isinstance(handler, RunEvents):
+            continue
+        if isinstance(handler, type) or not any(callable(getattr(handler, hook, None)) for hook in HOOKS):
+            what = "a trainer.RunEvents instance (an instance, not the class)" if isinstance(handler, type) else "a trainer.RunEvents instance (or an object with on_run_start, on_epoch_end, ... methods)"
+            raise _refuse(f"events[{index}]", what, handler)
+    return handlers
+
+
+def _keras_callbacks(values: Any) -> list[Any]:
+    """Keras callbacks (``keras.callbacks.Callback`` instances): objects with ``set_model`` and ``set_params``."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise _refuse("callbacks", "a list of keras.callbacks.Callback instances", values)
+    callbacks = list(values)
+    for index, callback in enumerate(callbacks):
+        if isinstance(callback, type) or not all(callable(getattr(callback, m, None)) for m in ("set_model", "set_params", "on_epoch_end")):
+            raise _refuse(f"callbacks[{index}]", "a keras.callbacks.Callback instance", callback)
+    return callbacks
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read and validate a YAML config; ``overrides`` are ``KEY=VALUE`` strings, as ``--set`` takes them."""
-    return _load_config(path, list(overrides))
+    return _load_config(_path(path, "path"), _strings(overrides, "overrides"))
 
 
 def _as_config(config: str | Path | Config, overrides: Sequence[str]) -> Config:
+    overrides = _strings(overrides, "overrides")
     if isinstance(config, Config):
         if not overrides:
             return config
-        resolved = _load_config(None, list(overrides), base=config.to_dict())
+        resolved = _load_config(None, overrides, base=config.to_dict())
         resolved._config_dir = config.config_dir
         return resolved
-    if isinstance(config, (str, Path)):
-        return _load_config(config, list(overrides))
-    raise BadInputError(f"config: expected a path to a YAML file or a Config from trainer.load_config; got {type(config).__name__}.")
+    if _is_path(config):
+        return _load_config(_path(config, "config"), overrides)
+    raise _refuse("config", "a path to a YAML file or a Config from trainer.load_config", config)
 
 
 def train(
@@ -79,11 +169,15 @@ def prepare_training(
     from trainer.run.training import Training
     from trainer.runtime import prepare_runtime
 
-    bus = EventBus(events)
+    bus = EventBus(_handlers(events))
+    callbacks = _keras_callbacks(callbacks)
+    resume, dry_run = _flag(resume, "resume"), _flag(dry_run, "dry_run")
+    feature_cache = _optional_path(feature_cache, "feature_cache")
+    run_dir = _optional_path(run_dir, "run_dir")
     loaded = _as_config(config, overrides)
     plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is imported
     setup = runtime if runtime is not None else prepare_runtime(loaded, resume=resume, on_notice=bus.on_notice)
-    target = user_path(run_dir, "--run-dir") if run_dir is not None else None
+    target = user_path(run_dir, "--run-dir") if run_dir is not None else None  # checked above: a path
     resume_state = None
     if resume:
         if target is None:
@@ -121,27 +215,36 @@ def load_run(run_dir: str | Path, *, config: str | Path | None = None, overrides
     from trainer.inference.load import load_run as _load_run
     from trainer.runtime import choose_keras_backend
 
+    run_path, config_path = _path(run_dir, "run_dir"), _optional_path(config, "config")
+    overrides, folders = _strings(overrides, "overrides"), _paths(code_dirs, "code_dirs")
     choose_keras_backend()
-    return _load_run(
-        Path(run_dir), config_path=Path(config) if config is not None else None, overrides=list(overrides), code_dirs=[Path(d) for d in code_dirs]
-    )
+    return _load_run(run_path, config_path=config_path, overrides=overrides, code_dirs=folders)
 
 
 def evaluate(
-    run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = ()
+    run_dir: str | Path, split: str = "test", *, config: str | Path | None = None, overrides: Sequence[str] = (), code_dirs: Sequence[str | Path] = (),
+    tta: str | None = None,
 ) -> dict[str, Any]:
-    """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written)."""
+    """Measure a finished run on ``split``; the dict ``trainer eval`` writes to ``eval-<split>.json`` (nothing is written).
+
+    ``tta``: ``none``, ``flip`` or ``flip_translate`` adds a ``tta`` entry (probabilities averaged
+    over the views); None takes the run's ``evaluate.tta``.
+    """
     from trainer.inference.evaluate import SPLITS, evaluate_run
     from trainer.errors import ConfigError
 
-    if split not in SPLITS:
-        raise ConfigError(f"split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return evaluate_run(load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs), split).to_dict()
+    if not isinstance(split, str) or split not in SPLITS:
+        raise ConfigError(f"split: unknown split {_received(split)}; valid: {', '.join(SPLITS)}")
+    if tta is not None:
+        from trainer.config.evaluate import check_tta_mode
+
+        check_tta_mode(tta, "tta")
+    return evaluate_run(load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs), split, tta).to_dict()
 
 
 def predict(
     run_dir: str | Path, inputs: Any, top_k: int = 3, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (),
-    trust_export: bool = False,
+    trust_export: bool = False, tta: str = "none",
 ) -> list[dict[str, Any]]:
     """Classify images with a finished run (or an export of it); the records ``trainer predict --output x.json`` writes.
 
@@ -151,23 +254,30 @@ def predict(
     ``inputs``: a path or list of paths (image files, folders, ``.npy``), or a NumPy array of raw
     0..255 images (one ``(H, W[, C])`` or a batch ``(N, H, W[, C])``).
 
+    ``tta``: ``flip`` or ``flip_translate`` averages the probabilities over those views of each image.
+
     ``trust_export``: run an export this user's trainer did not write (no valid signed report
     beside it), or whose graph holds ops beyond pure computation; an export is a program.
     """
     from trainer.inference.exported import load_predictor
     from trainer.inference.predict import inputs_from_array, load_inputs, predict_records
+    from trainer.config.evaluate import check_tta_mode
     from trainer.runtime import choose_keras_backend
 
+    run_path, config_path, folders = _path(run_dir, "run_dir"), _optional_path(config, "config"), _paths(code_dirs, "code_dirs")
+    if not isinstance(top_k, int) or isinstance(top_k, bool):
+        raise _refuse("top_k", "a whole number of at least 1", top_k)
+    is_array = hasattr(inputs, "shape") and hasattr(inputs, "dtype")
+    paths = None if is_array else [_path(inputs, "inputs")] if _is_path(inputs) else _paths(inputs, "inputs") if isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, dict)) else None
+    if not is_array and paths is None:
+        raise _refuse("inputs", "a path, a list of paths or a NumPy array of images", inputs)
+    check_tta_mode(tta, "tta")
     choose_keras_backend()
-    run = load_predictor(
-        Path(run_dir), config_path=Path(config) if config is not None else None, code_dirs=[Path(d) for d in code_dirs], trust_export=bool(trust_export),
-    )
-    if hasattr(inputs, "shape") and hasattr(inputs, "dtype"):
-        images = inputs_from_array(inputs, run.input_shape)
-    else:
-        paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-        images = load_inputs([Path(p) for p in paths], run.input_shape)
-    return predict_records(run, images, top_k)
+    if not isinstance(trust_export, bool):
+        raise _refuse("trust_export", "True or False", trust_export)
+    run = load_predictor(run_path, config_path=config_path, code_dirs=folders, trust_export=trust_export)
+    images = inputs_from_array(inputs, run.input_shape) if is_array else load_inputs(paths, run.input_shape)
+    return predict_records(run, images, top_k, tta)
 
 
 def export(
@@ -182,6 +292,38 @@ def export(
     """
     from trainer.inference.export import check_can_export, export_run
 
+    if not isinstance(format, str):
+        raise _refuse("format", "one of savedmodel, onnx, litert", format)
+    output_path = _optional_path(output, "output")
+    _path(run_dir, "run_dir")
     check_can_export(format)
     run = load_run(run_dir, config=config, overrides=overrides, code_dirs=code_dirs)
-    return export_run(run, format, Path(output) if output is not None else None).to_dict()
+    return export_run(run, format, output_path).to_dict()
+
+
+def lr_find(
+    config: str | Path | Config, *, overrides: Sequence[str] = (), start: float = 1e-7, end: float = 10.0, steps: int = 100,
+    output: str | Path | None = None, events: Iterable[Any] = (), runtime: Any = None,
+):
+    """The learning-rate range test: train ``steps`` batches while the rate rises from ``start`` to ``end``.
+
+    Writes ``lr_find.json`` and ``lr_find.png`` into ``output`` (a new or empty folder; default a
+    fresh ``<output.dir>/<name>-lr-find-<YYYYmmdd-HHMMSS>``) and returns an ``LrFindResult``:
+    ``.suggested`` (the rate of steepest descent of the smoothed loss, or None), ``.set`` (the
+    ``--set`` that applies it), ``.record`` (the JSON), ``.output_dir``. No run directory is
+    created and no weights file is written. ``runtime``: as for ``prepare_training``.
+    """
+    from trainer.config.checks import plan_run
+    from trainer.run.lr_find import check_ramp, find_learning_rate, ramp_overrides
+    from trainer.runtime import prepare_runtime
+
+    check_ramp(start, end, steps)
+    bus = EventBus(events)
+    loaded = _as_config(config, overrides)
+    ramp_config = _as_config(loaded, ramp_overrides(start))
+    plan_run(ramp_config)  # a loss/label/model mismatch is refused before TensorFlow is imported
+    setup = runtime if runtime is not None else prepare_runtime(ramp_config, on_notice=bus.on_notice)
+    return find_learning_rate(
+        loaded, ramp_config, start=start, end=end, steps=steps, output=Path(output) if output is not None else None, events=bus, setup=setup,
+        config_file=str(config) if isinstance(config, (str, Path)) else None,
+    )

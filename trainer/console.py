@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.theme import Theme
 
 from trainer.errors import TrainerError
+from trainer.secrets import mask_url
 
 THEME = Theme({"error": "bold red", "notice": "yellow", "ok": "green", "key": "cyan", "dim": "dim"})
 
@@ -19,11 +20,11 @@ err_console = Console(theme=THEME, stderr=True, highlight=False, emoji=False)
 def print_error(error: TrainerError) -> None:
     """One clear message on stderr; no traceback for mistakes the user can fix."""
     label = "error" if error.exit_code != 130 else "interrupted"
-    err_console.print(f"[error]{label}:[/error] {_escape(str(error))}", soft_wrap=True)  # commands and paths stay copyable
+    err_console.print(f"[error]{label}:[/error] {_escape(mask_url(str(error)))}", soft_wrap=True)  # commands and paths stay copyable
 
 
 def notice(text: str) -> None:
-    err_console.print(f"[notice]notice:[/notice] {_escape(text)}")
+    err_console.print(f"[notice]notice:[/notice] {_escape(mask_url(text))}")
 
 
 def info(text: str) -> None:

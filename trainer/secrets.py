@@ -8,15 +8,16 @@ command line, where every user of the machine can read it (``ps``, ``/proc/PID/c
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 from urllib.parse import unquote
 
 MASK = "***"
 
-# Query or keyword parameters whose value is a credential (lower case; matched case-insensitively).
+# Query or keyword parameters whose value is a credential (lower case; matched case-insensitively). Not a bare
+# "key": messages say KEY=VALUE.
 SECRET_KEYS = frozenset({
     "password", "passwd", "pwd", "pass", "sslpassword", "secret", "client_secret", "token", "access_token",
-    "refresh_token", "id_token", "auth", "auth_token", "authorization", "api_key", "apikey", "key", "private_key",
+    "refresh_token", "id_token", "auth", "auth_token", "authorization", "api_key", "apikey", "private_key",
     "credential", "credentials", "sig", "signature", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
     "sas", "sastoken", "session_token",
 })
@@ -98,3 +99,17 @@ def secret_env(name: str, value: str, base: Mapping[str, str]) -> dict[str, str]
     env = dict(base)
     env[name] = value
     return env
+
+
+def mask_urls_in(value: Any) -> Any:
+    """JSON-like data (dicts, lists, strings) with ``mask_url`` applied to every string value (keys stay).
+
+    What a config becomes before it is stored (``config.yaml``) or sent to a tracker as parameters.
+    """
+    if isinstance(value, str):
+        return mask_url(value)
+    if isinstance(value, dict):
+        return {key: mask_urls_in(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_urls_in(inner) for inner in value]
+    return value

@@ -16,6 +16,7 @@ from trainer import __version__
 from trainer.cli.catalogue import list_catalogue
 from trainer.cli.evaluate import eval_
 from trainer.cli.export import export
+from trainer.cli.lr_find import LR_FIND_EPILOG, lr_find
 from trainer.cli.predict import predict
 from trainer.cli.run import RUN_EPILOG, run
 from trainer.cli.runs import runs
@@ -39,6 +40,7 @@ COMMANDS: list[tuple[str, Any, dict[str, Any]]] = [
     ("predict", predict, {}),
     ("export", export, {}),
     ("sweep", sweep, {"epilog": SWEEP_EPILOG}),
+    ("lr-find", lr_find, {"epilog": LR_FIND_EPILOG}),
     ("runs", runs, {}),
     ("list", list_catalogue, {}),
 ]

@@ -8,6 +8,11 @@ import typer
 
 from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
 
+TTA_EVAL_HELP = (
+    "Also measure with test-time augmentation: none, flip (image + mirror) or flip_translate (those and 2-pixel shifts, 6 views); "
+    "probabilities averaged over the views, reported as 'tta' beside the plain numbers (default: the run's evaluate.tta)."
+)
+
 
 @handles_errors
 @interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130) from the command's first line
@@ -18,6 +23,13 @@ def eval_(
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
+    mlflow: Optional[str] = typer.Option(
+        None, "--mlflow", metavar="URI", show_default=False,
+        help="Add the report to the run's MLflow run in the tracking store at URI, which must be the store the run was logged to "
+        "(RUN/tracking.json shows it, credentials masked). Credentials go in the URI or in MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN. "
+        "--set tracking.mlflow.uri=URI, or a --config with tracking.mlflow, does the same. Without them eval contacts no tracking store.",
+    ),
+    tta: Optional[str] = typer.Option(None, "--tta", help=TTA_EVAL_HELP, show_default=False),
 ) -> None:
     """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
     from trainer.console import console, key_value_table, print_table, records_table
@@ -27,6 +39,10 @@ def eval_(
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if tta is not None:
+        from trainer.config.evaluate import check_tta_mode
+
+        check_tta_mode(tta)
     from trainer.inference.load import open_run
     from trainer.run.rundir import check_writable_dir
 
@@ -35,6 +51,7 @@ def eval_(
     run_dir = open_run(target, config)[2]  # paths, manifest: refused before TensorFlow starts
     if output is None:
         check_writable_dir(run_dir, f"eval writes eval-{split}.json into {run_dir}; pass --output FILE elsewhere, because it")
+    tracked = open_named_tracking(run_dir, mlflow, config, set_ or [])  # a store the user named, checked before evaluating
     prepare_keras()
     from trainer.inference.evaluate import evaluate_run
     from trainer.inference.load import load_run
@@ -42,39 +59,86 @@ def eval_(
     from trainer.run.rundir import atomic_write_json
 
     loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
-    result = evaluate_run(loaded, split)
+    result = evaluate_run(loaded, split, tta)
     report = output or loaded.run_dir / f"eval-{split}.json"
     picture = report.parent / confusion_matrix_file(split)
     write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted")
     atomic_write_json(report, result.to_dict())
 
     metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
-    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics]))
+    averaged = [(f"tta ({result.tta['mode']}, {result.tta['views']} views) {name}", result.tta[name]) for name in ("loss", "accuracy")] if result.tta else []
+    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics, *averaged]))
     print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
     if len(result.confusion_matrix) <= 20:
         names = result.class_names
         rows = [{"true / predicted": names[i], **{names[j]: count for j, count in enumerate(row)}} for i, row in enumerate(result.confusion_matrix)]
         print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
     console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
-    if loaded.config.tracking.mlflow is not None:
-        log_to_mlflow(loaded.run_dir, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
+    if tracked is not None:
+        log_report(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
+    else:
+        from trainer.console import notice
+        from trainer.integrations.mlflow import evaluation_hint
+
+        hint = evaluation_hint(loaded.run_dir)  # reads tracking.json, contacts nothing
+        if hint:
+            notice(hint)
 
 
-def log_to_mlflow(run_dir: Path, files: List[Path], metrics: dict, split: str) -> None:
-    """Add the report and the confusion matrix to the run's MLflow run; a tracker failure is a notice, not an error."""
+TRACKING_KEYS = ("tracking", "tracking.mlflow", "tracking.mlflow.uri")
+
+
+def open_named_tracking(run_dir: Path, flag: Optional[str], config: Optional[Path], overrides: List[str]):
+    """The run's MLflow run in the store the user named; None when none is named (or, named by --config only, it cannot be used).
+
+    ``--mlflow URI`` and ``--set tracking.mlflow...`` ask for tracking: any refusal exits 2. A
+    ``--config`` whose ``tracking.mlflow`` names a store is the tracking of the user's own config:
+    a refusal is one notice, and eval goes on (the tracker is optional). The run directory's own
+    config.yaml and tracking.json never choose where eval connects.
+    """
+    from trainer.integrations.mlflow import open_tracked_run
+
+    if flag is not None:
+        return open_tracked_run(run_dir, flag, "--mlflow")
+    named = [o for o in overrides if o.split("=", 1)[0].strip() in TRACKING_KEYS]
+    if config is None and not named:
+        return None
+    from trainer.config import load_config
+    from trainer.console import notice
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import resolve_uri
+    from trainer.readers.tracking_files import TRACKING_FILE
+
+    # the user's own inputs only: their --config (or the defaults) and their tracking/output overrides
+    own = load_config(config, named + [o for o in overrides if o.split("=", 1)[0].strip().startswith("output.")])
+    if own.tracking.mlflow is None:
+        return None
+    uri = resolve_uri(own, create=False)
+    if named:
+        return open_tracked_run(run_dir, uri, "tracking.mlflow.uri")
+    if not (run_dir / TRACKING_FILE).exists():
+        notice(f"not logged to MLflow: {run_dir / TRACKING_FILE} is missing (the run was trained without tracking).")
+        return None
+    try:
+        tracked = open_tracked_run(run_dir, uri, f"tracking.mlflow.uri (of {config})")
+    except BadInputError as error:
+        notice(f"not logged to MLflow: {error.message}")
+        return None
+    tracked.required = False
+    return tracked
+
+
+def log_report(tracked, files: List[Path], metrics: dict, split: str) -> None:
+    """Add the report to the MLflow run; a failure exits 2 when tracking was asked for, else it is a notice."""
     from trainer.console import console, notice
-    from trainer.errors import TrainerError
-    from trainer.integrations.mlflow import TRACKING_FILE, log_evaluation
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import log_evaluation
 
     try:
-        run_id = log_evaluation(run_dir, files, metrics, split)
-    except TrainerError as error:
-        notice(f"not logged to MLflow: {error.message}")
+        run_id = log_evaluation(tracked, files, metrics, split)
+    except BadInputError as error:
+        if tracked.required:
+            raise
+        notice(error.message)
         return
-    except Exception as exc:  # noqa: BLE001 - the report is written; the tracker must not turn that into a failure
-        notice(f"not logged to MLflow ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); the report files are complete.")
-        return
-    if run_id is None:
-        notice(f"not logged to MLflow: {run_dir / TRACKING_FILE} is missing (the run was trained without tracking).")
-    else:
-        console.print(f"logged to MLflow run {run_id}", soft_wrap=True)
+    console.print(f"logged to MLflow run {run_id} at {tracked.uri}", soft_wrap=True)

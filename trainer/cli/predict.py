@@ -18,6 +18,10 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
+    tta: str = typer.Option(
+        "none", "--tta",
+        help="Test-time augmentation: none, flip (image + mirror) or flip_translate (those and 2-pixel shifts, 6 views); the probabilities are averaged over the views.",
+    ),
     trust_export: bool = typer.Option(
         False, "--trust-export",
         help="Run an exported model that this user's trainer did not write (no valid signed export-<format>.json beside it) or whose graph holds ops beyond pure computation. "
@@ -25,9 +29,11 @@ def predict(
     ),
 ) -> None:
     """Classify images with a finished run; inputs are converted the way the training data was."""
+    from trainer.config.evaluate import check_tta_mode
     from trainer.console import notice, print_table, records_table
     from trainer.inference.predict import check_output_path
 
+    check_tta_mode(tta)
     from trainer.inference.exported import check_predictor
 
     if output is not None:
@@ -41,7 +47,7 @@ def predict(
     images = load_inputs(inputs, loaded.input_shape)
     for text in images.notices:
         notice(text)
-    records = predict_records(loaded, images, top_k)
+    records = predict_records(loaded, images, top_k, tta)
     if output is not None:
         write_predictions(records, output)
     rows = [

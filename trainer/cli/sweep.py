@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import subprocess
 import sys
@@ -21,6 +22,8 @@ SWEEP_EPILOG = (
     "on each (docs/sweep.md)."
 )
 POLL_SECONDS = 1.0
+STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # --storage from the environment: how workers get it, and how a password stays off argv
+WORKER_SET_ENV = "TRAINER_SWEEP_WORKER_SET"  # a worker's --set values (JSON list) when one holds a credential
 
 
 @handles_errors
@@ -30,7 +33,9 @@ def sweep(
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to reach in the study (default: sweep.trials).", show_default=False),
     workers: int = typer.Option(1, "--workers", min=1, help="Trial processes on this machine sharing the study."),
     storage: Optional[str] = typer.Option(
-        None, "--storage", help="Where the study lives: an RDB URL (postgresql://user@host/db) or a journal file (default: SWEEP_DIR/optuna-journal.log).",
+        None, "--storage", envvar=STORAGE_ENV,
+        help="Where the study lives: an RDB URL (postgresql://user@host/db) or a journal file (default: SWEEP_DIR/optuna-journal.log). "
+        f"A URL with a password is best given in {STORAGE_ENV}: a command line is visible to every user of the machine.",
         show_default=False,
     ),
     study: Optional[str] = typer.Option(None, "--study", help="The study's name (default: sweep.study, else the config's name).", show_default=False),
@@ -46,11 +51,11 @@ def sweep(
     from trainer.errors import EXIT_INTERRUPTED, RunInterrupted
     from trainer.sweep import plan_sweep
 
-    overrides = set_ or []
+    overrides = [*_worker_overrides(), *(set_ or [])] if worker else (set_ or [])
     loaded = load_config(config, overrides)
     plan = plan_sweep(loaded, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, config_file=config)
     _quiet_optuna()
-    command = continue_command(config, overrides, plan, trials, storage, study, workers)
+    command = continue_command(config, overrides, plan, trials, storage, study, workers, storage_from_env=_storage_from_env())
     with interrupts_as_keyboard_interrupt():
         try:
             if workers > 1 and not worker:
@@ -141,22 +146,54 @@ def run_with_workers(plan, workers: int, config: Path, overrides: list[str], tri
         display.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
     display.on_sweep_start(plan.start_info(budget_used(live), workers))
     seen = {t.number: t.state.name for t in live.get_trials(deepcopy=False)}
-    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)),
-               "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
-    if plan.storage:
-        command += ["--storage", plan.storage]
+    command, env = worker_command(plan, config, overrides)
     # Own sessions: a Ctrl-C in the terminal reaches this process only, which then stops each worker once (SIGTERM)
     with tracked_sweep(plan, live):  # the parent MLflow run exists before the workers look for it in the study
-        return _watch_workers(plan, live, display, seen, command, workers)
+        return _watch_workers(plan, live, display, seen, command, env, workers)
 
 
-def _watch_workers(plan, live, display, seen, command, workers: int):
+def worker_command(plan, config: Path, overrides: list[str], base_env=None) -> tuple[list[str], dict[str, str]]:
+    """A worker process's command line and environment: the storage travels in STORAGE_ENV, never on the command line (``ps``)."""
+    import os
+
+    from trainer.secrets import secret_env
+
+    from trainer.secrets import has_secret
+
+    hidden = any(has_secret(o) for o in overrides)  # all of them, in order: later --set values win
+    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in ([] if hidden else overrides) for a in ("--set", o)),
+               "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
+    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in (STORAGE_ENV, WORKER_SET_ENV)}
+    if hidden:
+        env = secret_env(WORKER_SET_ENV, json.dumps(overrides), env)
+    return command, secret_env(STORAGE_ENV, plan.storage, env) if plan.storage else env
+
+
+def _worker_overrides() -> list[str]:
+    """A worker's --set values that its parent passed in WORKER_SET_ENV (one of them held a credential)."""
+    import os
+
+    from trainer.errors import BadInputError
+
+    text = os.environ.get(WORKER_SET_ENV)
+    if not text:
+        return []
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadInputError(f"{WORKER_SET_ENV} is not a JSON list of --set values (a trainer sweep --workers parent sets it).")
+    return values
+
+
+def _watch_workers(plan, live, display, seen, command, env, workers: int):
     """Start the workers, show their trials as they change state, stop them on Ctrl-C; returns the summary."""
     from trainer.errors import BadInputError
     from trainer.sweep import write_outputs
     from trainer.sweep.outputs import trial_record
 
-    children = [subprocess.Popen(command, start_new_session=True) for _ in range(workers)]
+    children = [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(workers)]
 
     def watch() -> None:
         changed = False
@@ -368,15 +405,29 @@ def print_summary(plan, summary) -> None:
     )
 
 
-def continue_command(config: Path, overrides: list[str], plan, trials, storage, study, workers: int) -> str:
-    """The command that continues this search."""
-    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", o)), "--sweep-dir", str(plan.sweep_dir)]
+def continue_command(config: Path, overrides: list[str], plan, trials, storage, study, workers: int, *, storage_from_env: bool = False) -> str:
+    """The command that continues this search (a storage password shown as ``***``, with a word on what to put there)."""
+    from trainer.secrets import has_secret, mask_url
+
+    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", mask_url(o))), "--sweep-dir", str(plan.sweep_dir)]
     if trials is not None:
         parts += ["--trials", str(trials)]
-    if storage is not None:
-        parts += ["--storage", storage]
+    if storage is not None and not storage_from_env:  # from STORAGE_ENV: still there for the next command
+        parts += ["--storage", mask_url(storage)]
     if study is not None:
         parts += ["--study", study]
     if workers > 1:
         parts += ["--workers", str(workers)]
-    return shlex.join(parts)
+    text = shlex.join(parts)
+    if (storage is not None and not storage_from_env and has_secret(storage)) or any(has_secret(o) for o in overrides):
+        text += f" (with your passwords in place of ***; a --storage URL may instead be given in {STORAGE_ENV})"
+    return text
+
+
+def _storage_from_env() -> bool:
+    """Whether --storage came from STORAGE_ENV rather than the command line."""
+    import click
+
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("storage") if context is not None else None
+    return source is not None and source.name == "ENVIRONMENT"

@@ -139,6 +139,7 @@ class LabelsConfig(_Strict):
 
 from trainer.config.sweep import SweepConfig  # noqa: E402
 from trainer.config.tracking import TrackingConfig  # noqa: E402
+from trainer.config.evaluate import EvaluateConfig  # noqa: E402
 from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
 ModelConfig = model_union()
@@ -247,6 +248,7 @@ class Config(_Strict):
     callbacks: list[NamedSpec] = Field(default_factory=list)
     # The Keras backend: auto = TensorFlow (JAX for distribute.strategy multi_worker); KERAS_BACKEND wins when set.
     backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(default="auto", exclude_if=lambda value: value == "auto")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, exclude_if=lambda value: value.tta == "none")  # trainer.config.evaluate
     device: Literal["auto", "cpu", "gpu"] = "auto"
     distribute: DistributeConfig = Field(default_factory=DistributeConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
@@ -259,10 +261,17 @@ class Config(_Strict):
         """The folder of the YAML file (user ``module:attr`` code is imported from there first)."""
         return self._config_dir
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def to_dict(self, *, masked: bool = False) -> dict[str, Any]:
+        """The config as plain data; ``masked``: every URL's credentials replaced by ``***`` (what is stored or logged)."""
+        data = self.model_dump(mode="json")
+        if masked:
+            from trainer.secrets import mask_urls_in
+
+            return mask_urls_in(data)
+        return data
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        """The config as it is stored (``config.yaml``, ``best.yaml``): credentials in URLs masked, never written to disk."""
+        return yaml.safe_dump(self.to_dict(masked=True), sort_keys=False, default_flow_style=None)
 
 

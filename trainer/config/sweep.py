@@ -38,6 +38,7 @@ def override_text(key: str, value: Any) -> str:
 
 
 SPACE_KEYS = ("float", "int", "choice", "log", "step")
+GRID_LIMIT = 100_000  # points of a grid sweep (Optuna lists them all; a search that size never ends anyway)
 
 
 class ParamSpace(_Strict):
@@ -74,8 +75,8 @@ class ParamSpace(_Strict):
         if self.choice is not None:
             if self.log or self.step is not None:
                 raise ValueError("log and step apply to float and int ranges, not to choice")
-            encoded = [encode_choice(value) for value in self.choice]
-            if len(set(map(repr, encoded))) != len(encoded):
+            encoded = encode_choices(self.choice)
+            if len({(type(value), repr(value)) for value in encoded}) != len(encoded):
                 raise ValueError(f"the choices {self.choice!r} repeat a value; list each once")
             return self
         low, high = self.float_range or self.int_range
@@ -114,8 +115,21 @@ class ParamSpace(_Strict):
             return [low, high]
         return [float(low), float(high)]
 
+    def grid_count(self) -> int | float | None:
+        """How many values a grid visits, counted without listing them (``math.inf`` past any size); None for a continuous range."""
+        if self.choice is not None:
+            return len(self.choice)
+        if self.int_range is not None:
+            low, high = self.int_range
+            return (high - low) // int(self.step or 1) + 1
+        if self.step is None:
+            return None
+        low, high = self.float_range
+        steps = (high - low) / self.step
+        return math.floor(steps + 1e-9) + 1 if math.isfinite(steps) else math.inf
+
     def grid_values(self) -> list[Any] | None:
-        """Every value a grid visits (choices, stepped ranges); None for a continuous range."""
+        """Every value a grid visits (choices, stepped ranges); None for a continuous range. Call after ``grid_count`` is bounded."""
         if self.choice is not None:
             return list(self.choice)
         if self.int_range is not None:
@@ -123,8 +137,7 @@ class ParamSpace(_Strict):
         if self.step is None:
             return None
         low, high = self.float_range
-        count = int(math.floor((high - low) / self.step + 1e-9)) + 1
-        return [round(low + index * self.step, 12) for index in range(count)]
+        return [round(low + index * self.step, 12) for index in range(int(self.grid_count()))]
 
 
 def encode_choice(value: Any) -> Scalar:
@@ -132,6 +145,34 @@ def encode_choice(value: Any) -> Scalar:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return format_value(value)
+
+
+def _ambiguous(values: list[Any]) -> bool:
+    """Whether Optuna would confuse two of ``values``: it finds a choice by ``==``, so ``true``, ``1`` and ``1.0`` are one; NaN none."""
+    numbers = [v for v in values if isinstance(v, (bool, int, float))]
+    if any(isinstance(v, float) and math.isnan(v) for v in numbers):
+        return True
+    return any(a == b and type(a) is not type(b) for i, a in enumerate(numbers) for b in numbers[i + 1:])
+
+
+def encode_choices(values: list[Any]) -> list[Scalar]:
+    """A list of choices as Optuna stores them, each told apart from the others.
+
+    Usually each value as ``encode_choice`` gives it. When two values are equal to Python but not
+    the same (``true`` and ``1``, ``1`` and ``1.0``), every value is stored as its YAML text
+    (``'true'``, ``'1'``, ``'1.0'``, a string ``"1"`` as ``"'1'"``), which keeps the type.
+    """
+    if _ambiguous(values):
+        return [format_value(value) for value in values]
+    return [encode_choice(value) for value in values]
+
+
+def decode_choice(values: list[Any], encoded: Any) -> Any:
+    """The value of ``values`` that ``encode_choices(values)`` stored as ``encoded`` (types compared too); ``encoded`` if none."""
+    for value, stored in zip(values, encode_choices(values)):
+        if type(stored) is type(encoded) and stored == encoded:
+            return value
+    return encoded
 
 
 class SweepConfig(_Strict):
@@ -162,12 +203,20 @@ class SweepConfig(_Strict):
     @model_validator(mode="after")
     def _grid_needs_values(self) -> "SweepConfig":
         if self.sampler == "grid":
-            continuous = [key for key, space in self.space.items() if space.grid_values() is None]
+            continuous = [key for key, space in self.space.items() if space.grid_count() is None]
             if continuous:
                 raise ValueError(
                     f"sampler: grid needs a finite set of values, but {', '.join(continuous)} "
                     "is a continuous float range; give it a step (or use choice)"
                 )
+            size = 1
+            for key, space in self.space.items():  # counted, never listed: {int: [0, 10**12]} is refused at once
+                size *= space.grid_count()
+                if size > GRID_LIMIT:
+                    raise ValueError(
+                        f"sampler: grid has more than {GRID_LIMIT:,} points once {key} ({_points(space.grid_count())}) is included; "
+                        "a grid that size never finishes: narrow the ranges, raise their step, or use sampler: tpe or random"
+                    )
         return self
 
     def metric_for(self, config: Any) -> str:
@@ -182,9 +231,14 @@ class SweepConfig(_Strict):
         return "minimize" if metric.endswith("loss") or metric.endswith("error") else "maximize"
 
     def grid_size(self) -> int | None:
+        """The number of grid points (at most GRID_LIMIT: the validator refuses more); None when the sampler is not grid."""
         if self.sampler != "grid":
             return None
-        return math.prod(len(space.grid_values()) for space in self.space.values())
+        return math.prod(int(space.grid_count()) for space in self.space.values())
+
+
+def _points(count: int | float) -> str:
+    return "too many to count" if count == math.inf else f"{count:,} values"
 
 
 def check_sweep(config: Any, file: str | Path | None = None) -> None:

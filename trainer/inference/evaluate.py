@@ -28,6 +28,7 @@ class EvalResult:
     per_class: list[dict[str, Any]]
     confusion_matrix: list[list[int]]
     class_names: list[str] = field(default_factory=list)
+    tta: dict[str, Any] | None = None  # test-time augmentation: trainer.inference.tta.tta_scores
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class EvalResult:
             "metrics": self.metrics,
             "per_class": self.per_class,
             "confusion_matrix": self.confusion_matrix,
+            **({"tta": self.tta} if self.tta is not None else {}),
         }
 
 
@@ -68,8 +70,13 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> list[dict[st
     return rows
 
 
-def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
-    """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding)."""
+def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
+    """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
+
+    ``tta``: a test-time augmentation mode (``trainer.inference.tta``) measured besides the plain
+    numbers, as ``EvalResult.tta``; None takes the run's ``evaluate.tta``.
+    """
+    from trainer.config.evaluate import check_tta_mode
     from trainer.data.loaders import load_data
     from trainer.data.pipeline import make_dataset
     from trainer.data.streaming import surfacing_data_errors
@@ -77,6 +84,7 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     config = run.config
+    tta = check_tta_mode(config.evaluate.tta if tta is None else tta)
     data = load_data(config.data, seed=config.seed)
     x, y = data.split(split)
     if tuple(x.shape[1:]) != run.input_shape:
@@ -99,6 +107,11 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
         outputs = run.model.predict(dataset, verbose=0)
     predicted = np.asarray(outputs).argmax(axis=1)
     matrix = confusion_matrix(y, predicted, run.num_classes)
+    averaged = None
+    if tta != "none":
+        from trainer.inference.tta import tta_scores
+
+        averaged = tta_scores(run.model, x, y, run.model_output, tta, config.train.batch_size)
     return EvalResult(
         split=split,
         examples=int(len(y)),
@@ -108,4 +121,5 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
         per_class=per_class_scores(matrix, run.class_names),
         confusion_matrix=matrix.tolist(),
         class_names=list(run.class_names),
+        tta=averaged,
     )

@@ -107,3 +107,34 @@ def write_confusion_matrix(matrix: list[list[int]], class_names: list[str], path
                 axis.text(col, row, str(counts[row, col]), ha="center", va="center", fontsize=8,
                           color="white" if counts[row, col] > threshold else "black")
     return _save(figure, path)
+
+
+def write_lr_find_plot(rates: list[float], losses: list[float], smoothed: list[float], suggested: float | None, path: Path) -> Path:
+    """``lr_find.png``: the loss of each step and its smoothed curve against the learning rate (log axis), the suggestion marked."""
+    import math
+
+    figure = _figure(6.4, 4.2)
+    axis = figure.subplots()
+    raw = [(r, v) for r, v in zip(rates, losses) if math.isfinite(v)]
+    even = [(r, v) for r, v in zip(rates, smoothed) if math.isfinite(v)]
+    if raw:
+        axis.plot([p[0] for p in raw], [p[1] for p in raw], color="0.7", linewidth=1, label="loss per step")
+    if even:
+        axis.plot([p[0] for p in even], [p[1] for p in even], linewidth=2, label="smoothed loss")
+    if suggested is not None:
+        axis.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.3g}")
+        at = [v for r, v in even if r == suggested]
+        if at:
+            axis.plot([suggested], at, marker="o", color="tab:red")
+    if even:  # a diverging step's raw loss would squash the curve that matters
+        low, high = min(p[1] for p in even), max(p[1] for p in even)
+        margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        axis.set_ylim(low - margin, high + margin)
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate (log scale)")
+    axis.set_ylabel("training loss")
+    axis.set_title("learning-rate range test")
+    axis.grid(alpha=0.3, which="both")
+    if axis.lines:
+        axis.legend()
+    return _save(figure, path)

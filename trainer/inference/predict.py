@@ -171,11 +171,21 @@ def probabilities(model: Any, images: np.ndarray, model_output: str, batch_size:
     return softmax(outputs) if model_output == "logits" else outputs
 
 
-def predict_records(run: Any, inputs: Inputs, top_k: int = 3) -> list[dict[str, Any]]:
-    """One record per image: input, index, predicted class, name, probability and the top K classes."""
+def predict_records(run: Any, inputs: Inputs, top_k: int = 3, tta: str = "none") -> list[dict[str, Any]]:
+    """One record per image: input, index, predicted class, name, probability and the top K classes.
+
+    ``tta``: average the probabilities over the views of a test-time augmentation mode (``trainer.inference.tta``).
+    """
+    from trainer.config.evaluate import check_tta_mode
+
     if top_k < 1:
         raise ConfigError(f"--top-k: must be at least 1; got {top_k}")
-    probs = probabilities(run.model, inputs.images, run.model_output)
+    if check_tta_mode(tta) == "none":
+        probs = probabilities(run.model, inputs.images, run.model_output)
+    else:
+        from trainer.inference.tta import tta_probabilities
+
+        probs = tta_probabilities(run.model, inputs.images, run.model_output, tta)
     k = min(top_k, probs.shape[1])
     records = []
     for (source, index), row in zip(inputs.sources, probs):

@@ -16,10 +16,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from trainer.config.sweep import ParamSpace, SweepConfig, encode_choice
+from trainer.config.sweep import SweepConfig, decode_choice, encode_choices
 from trainer.errors import BadInputError
 from trainer.extras import require_modules
 from trainer.run.events import RunEvents, StopRun
+from trainer.secrets import mask_url, scrub
 
 JOURNAL_FILE = "optuna-journal.log"
 HEARTBEAT_SECONDS = 10  # RDB storages: a RUNNING trial whose process stopped beating this long ...
@@ -46,46 +47,80 @@ def is_url(storage: str) -> bool:
     return "://" in storage
 
 
-def redact(storage: str) -> str:
-    """A storage URL with its password hidden (for messages and sweep.json)."""
-    if not is_url(storage):
-        return storage
-    try:
-        from sqlalchemy.engine import make_url
+def storage_label(storage: str) -> str:
+    """A storage URL or journal path as it may be shown, logged or stored: every credential masked (``trainer.secrets``)."""
+    return mask_url(storage)
 
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for display
-        return storage.split("@", 1)[-1] if "@" in storage else storage
+
+# What Optuna raises while replaying a journal whose lines are JSON but not operations it knows
+JOURNAL_REPLAY_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, AssertionError, OverflowError, RecursionError)
 
 
 def open_storage(storage: str | None, sweep_dir: Path):
-    """A journal file (default: ``SWEEP_DIR/optuna-journal.log``; a path shared on one machine) or an RDB URL."""
+    """A journal file (default: ``SWEEP_DIR/optuna-journal.log``; a path shared on one machine) or an RDB URL.
+
+    A journal is untrusted (``trainer.readers.sweep_files.check_journal`` before Optuna replays it);
+    the URL's credentials never appear in a message (``trainer.secrets``).
+    """
     optuna = import_optuna()
+    if storage is not None and not storage.strip():
+        raise BadInputError("--storage is empty; give a journal file path or a database URL (or leave it out: SWEEP_DIR/optuna-journal.log).")
     if storage is None or not is_url(storage):
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
+        from trainer.readers.sweep_files import JOURNAL_WHAT, check_journal
+
         path = Path(storage) if storage is not None else Path(sweep_dir) / JOURNAL_FILE
+        check_journal(path, folder=None if storage is not None else sweep_dir)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+            with quiet_optuna():
+                return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
         except OSError as exc:
             raise BadInputError(f"cannot open the sweep journal {path}: {exc.strerror or exc}") from None
+        except JOURNAL_REPLAY_ERRORS as exc:
+            raise BadInputError(
+                f"{path}: Optuna cannot replay it ({type(exc).__name__}: {str(exc)[:120]}); expected {JOURNAL_WHAT}. "
+                "Name another --storage, or another --sweep-dir."
+            ) from None
+    shown = storage_label(storage)
     storage = _with_installed_driver(storage)
     last: Exception | None = None
     for attempt in range(4):  # processes starting together on a new database race to create its tables
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            with quiet_optuna():  # heartbeat_interval is experimental
                 return optuna.storages.RDBStorage(
                     storage, engine_kwargs={"pool_pre_ping": True},
                     heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
                 )
         except ImportError as exc:
-            raise BadInputError(f"--storage {redact(storage)}: a driver is missing ({exc}); pip install 'trainer[sweep]'.") from None
+            raise BadInputError(f"--storage {shown}: a driver is missing ({scrub(exc, [storage])}); pip install 'trainer[sweep]'.") from None
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors have no common base worth importing here
             last = exc
             time.sleep(0.5 + attempt)
-    raise BadInputError(f"cannot open the study storage {redact(storage)}: {str(last).splitlines()[0] if last else ''}")
+    reason = scrub(str(last).splitlines()[0] if last and str(last) else type(last).__name__, [storage])
+    raise BadInputError(f"cannot open the study storage {shown}: {reason}")
+
+
+# Optuna warnings that say nothing a user can act on, printed once per trial otherwise: the
+# heartbeat API is "experimental" and "supposed to be used with Study.optimize" (the sweep drives
+# ask/tell itself, and beats for each trial).
+QUIET_WARNINGS = (
+    r"Heartbeat of storage is supposed to be used with Study\.optimize",
+    r".* is experimental \(supported from",
+)
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """A block in which Optuna's non-actionable warnings are silenced and any other Optuna warning shows once."""
+    optuna = import_optuna()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        warnings.filterwarnings("once", module=r"optuna(\.|$)", append=True)  # after the ignores above, which take precedence
+        yield
 
 
 def _with_installed_driver(url: str) -> str:
@@ -97,24 +132,62 @@ def _with_installed_driver(url: str) -> str:
     return url
 
 
-def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str):
-    """Create the study, or load it when it exists; a study made with another metric, direction or space is refused."""
+SIGNATURE_ATTR = "trainer"  # the study's user attribute: what the search is (metric, direction, space, base config)
+
+
+def open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str, base: dict[str, str] | None = None,
+               label: str = "its storage"):
+    """Create the study, or load it when it exists; a study made with another metric, direction, space or base config is refused.
+
+    ``base``: the digest of each key of the config the trials start from (``trainer.sweep.driver.base_digests``),
+    recorded when the study is created; a study made before trainer recorded it gets it now. ``label``:
+    the storage as messages name it (masked). A store Optuna cannot replay is exit 2 naming it.
+    """
+    try:
+        return _open_study(sweep, storage=storage, study_name=study_name, metric=metric, direction=direction, base=base)
+    except JOURNAL_REPLAY_ERRORS as exc:
+        raise BadInputError(
+            f"study {study_name!r} in {label} cannot be read ({type(exc).__name__}: {scrub(exc)[:160]}); the store is damaged "
+            "or was not written by trainer sweep. Name another --storage, or another --sweep-dir."
+        ) from None
+
+
+def _open_study(sweep: SweepConfig, *, storage: Any, study_name: str, metric: str, direction: str, base: dict[str, str] | None):
     optuna = import_optuna()
     signature = {"metric": metric, "direction": direction, "space": {k: v.model_dump() for k, v in sweep.space.items()}}
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
-        sampler=make_sampler(sweep, sweep.seed), pruner=make_pruner(sweep),
-    )
-    saved = study.user_attrs.get("trainer")
+    signature = json.loads(json.dumps(signature))
+    with quiet_optuna():
+        study = optuna.create_study(
+            storage=storage, study_name=study_name, direction=direction, load_if_exists=True,
+            sampler=make_sampler(sweep, sweep.seed), pruner=make_pruner(sweep),
+        )
+    saved = study.user_attrs.get(SIGNATURE_ATTR)
     if saved is None:
-        study.set_user_attr("trainer", signature)
-    elif saved != json.loads(json.dumps(signature)):
-        changed = [key for key in signature if json.loads(json.dumps(signature[key])) != saved.get(key)]
+        study.set_user_attr(SIGNATURE_ATTR, {**signature, **({"base": base} if base is not None else {})})
+        return study
+    if not isinstance(saved, dict):
+        raise BadInputError(f"study {study_name!r}: its {SIGNATURE_ATTR!r} attribute is not what trainer sweep records; start a new search with --study NAME.")
+    changed = [key for key in signature if signature[key] != saved.get(key)]
+    if changed:
         raise BadInputError(
             f"study {study_name!r} was started with another {' and '.join(changed)} "
-            f"({', '.join(f'{k}: {saved.get(k)!r}' for k in changed)}); continuing it would mix two searches. "
+            f"({', '.join(f'{k}: {saved.get(k)!r:.200}' for k in changed)}); continuing it would mix two searches. "
             "Keep the sweep section as it was, or start a new search with --study NAME (or another --sweep-dir)."
         )
+    if base is not None:
+        recorded = saved.get("base")
+        if recorded is None:  # started before trainer recorded its base config
+            study.set_user_attr(SIGNATURE_ATTR, {**saved, "base": base})
+        elif recorded != base:
+            keys = recorded if isinstance(recorded, dict) else {}
+            differ = sorted(k for k in set(keys) | set(base) if keys.get(k) != base.get(k))
+            shown = ", ".join(differ[:12]) + (f" and {len(differ) - 12} more" if len(differ) > 12 else "")
+            raise BadInputError(
+                f"study {study_name!r} was started from another base config: {shown or 'its record'} differ"
+                f"{'s' if len(differ) == 1 else ''} (keys the space searches, name and output aside); continuing it would "
+                "compare trials trained on different settings. Use the config (and --set values) it started with, "
+                "or start a new search with --study NAME (or another --sweep-dir)."
+            )
     return study
 
 
@@ -123,7 +196,7 @@ def make_sampler(sweep: SweepConfig, seed: int):
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if sweep.sampler == "grid":
-        grid = {key: [encode_choice(v) for v in space.grid_values()] for key, space in sweep.space.items()}
+        grid = {key: encode_choices(space.grid_values()) for key, space in sweep.space.items()}
 
         class BudgetedGridSampler(optuna.samplers.GridSampler):
             """Optuna's grid, without its ``study.stop()`` at the last point (valid only inside ``optimize``; the budget ends the sweep)."""
@@ -163,7 +236,8 @@ def suggest(trial: Any, sweep: SweepConfig) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, space in sweep.space.items():
         if sweep.sampler == "grid":
-            values[key] = _decode(space, trial.suggest_categorical(key, [encode_choice(v) for v in space.grid_values()]), grid=True)
+            grid = space.grid_values()
+            values[key] = decode_choice(grid, trial.suggest_categorical(key, encode_choices(grid)))
         elif space.kind == "float":
             low, high = space.float_range
             values[key] = trial.suggest_float(key, low, high, log=space.log, step=space.step)
@@ -171,15 +245,37 @@ def suggest(trial: Any, sweep: SweepConfig) -> dict[str, Any]:
             low, high = space.int_range
             values[key] = trial.suggest_int(key, low, high, step=int(space.step or 1), log=space.log)
         else:
-            values[key] = _decode(space, trial.suggest_categorical(key, [encode_choice(v) for v in space.choice]))
+            values[key] = decode_choice(space.choice, trial.suggest_categorical(key, encode_choices(space.choice)))
     return values
 
 
-def _decode(space: ParamSpace, encoded: Any, grid: bool = False) -> Any:
-    for value in (space.grid_values() if grid else space.choice):
-        if encode_choice(value) == encoded:
-            return value
-    return encoded
+def space_overrides(sweep: SweepConfig, params: dict[str, Any]) -> list[str] | None:
+    """A trial's ``--set`` values rebuilt from its parameters, or None when one is not a value the space can give.
+
+    A study is a store anyone may have written: what best.yaml holds comes from the space, never
+    from a trial's recorded text.
+    """
+    from trainer.config.sweep import override_text
+
+    overrides = []
+    for key, space in sweep.space.items():
+        if key not in params:
+            return None
+        value = params[key]
+        if space.kind == "choice" or sweep.sampler == "grid":
+            values = space.grid_values() if sweep.sampler == "grid" else space.choice
+            if not any(type(stored) is type(value) and stored == value for stored in encode_choices(values)):
+                return None
+            value = decode_choice(values, value)
+        else:
+            low, high = space.float_range or space.int_range
+            kind = float if space.kind == "float" else int
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+                return None
+            if not (low <= value <= high) or (kind is float and not math.isfinite(value)):
+                return None
+        overrides.append(override_text(key, value))
+    return overrides
 
 
 # --------------------------------------------------------------------------- pruning
@@ -233,8 +329,11 @@ def trial_status(trial: Any) -> str:
         return "pruned"
     if state == "FAIL":  # without a final status, Optuna's heartbeat check failed it: its process stopped
         status = trial.user_attrs.get("status")
-        return "lost" if status in (None, "running") else status
+        return status if status in FAILED_STATUSES else "lost"  # anything else in a (shared, untrusted) store: lost
     return state.lower()
+
+
+FAILED_STATUSES = ("failed", "interrupted", "lost", "surplus")  # the statuses a FAIL trial may carry
 
 
 def budget_used(study: Any, before: int | None = None) -> int:
@@ -267,7 +366,8 @@ def fail_lost_trials(study: Any) -> list[int]:
 
     lost = []
     if is_heartbeat_enabled(study._storage):
-        fail_stale_trials(study)
+        with quiet_optuna():
+            fail_stale_trials(study)
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
             if trial.user_attrs.get("status") == "running":  # failed just now by the heartbeat check
                 with contextlib.suppress(Exception):

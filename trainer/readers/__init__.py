@@ -48,11 +48,16 @@ def locate(path: Path | str, folder: Path | str | None = None, *, error: type[Ex
 
     path = Path(check_path_text(path, "file"))
     base = Path(folder) if folder is not None else path.parent
-    candidate = path if path.is_absolute() or folder is None else base / path
+    # a relative path is taken inside ``folder`` unless it already names a place under it (``run/x.json`` with folder ``run``)
+    candidate = path if path.is_absolute() or folder is None or _lexically_under(path, base) else base / path
     root, target = base.resolve(), candidate.resolve()
     if root not in target.parents:
         raise error(f"{path}: points outside {root} (a link or '..'); trainer reads such a file only from inside its folder.")
     return target
+
+
+def _lexically_under(path: Path, base: Path) -> bool:
+    return base.parts == path.parts[: len(base.parts)] and len(path.parts) > len(base.parts) and not base.is_absolute()
 
 
 def read_bytes(path: Path | str, *, limit: int, folder: Path | str | None = None, error: type[Exception] = RunDirError, what: str = "") -> bytes:
@@ -91,7 +96,7 @@ def open_regular(path: Path | str, *, folder: Path | str | None = None, error: t
     except FileNotFoundError:
         raise error(f"{shown} is missing{expected}.") from None
     except IsADirectoryError:
-        raise error(f"{shown} is a folder, not a regular file{expected}.") from None
+        raise error(f"{shown} is not a regular file (it is a folder){expected}.") from None
     except OSError as exc:
         raise error(f"{shown} cannot be opened ({exc.strerror or exc}){expected}.") from None
     if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):

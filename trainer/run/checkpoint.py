@@ -29,11 +29,10 @@ from typing import Any
 
 from trainer.errors import ConfigError, RunDirError, RunFailedError
 from trainer.paths import inside, is_inside
-from trainer.run.rundir import CONFIG_FILE, METRICS_FILE, atomic_path, atomic_write_json, atomic_write_text, read_json
+from trainer.readers.run_files import CHECKPOINT_FILE, CHECKPOINT_VERSION
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, atomic_path, atomic_write_json, atomic_write_text
 
-CHECKPOINT_FILE = "checkpoint.json"
 LOCK_FILE = ".trainer.lock"
-CHECKPOINT_VERSION = 2
 
 # Config keys that do not change what is trained: they may differ on resume.
 IGNORED_ON_RESUME = {("name",), ("output",), ("output", "dir"), ("device",), ("distribute",), ("train", "epochs"), ("sweep",), ("tracking",)}
@@ -93,26 +92,46 @@ class ResumeState:
     weights_file: str
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     random: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None  # what data.path held when the run started (None: a checkpoint from before 0.x)
 
 
 def read_checkpoint(run_dir: Path) -> ResumeState | None:
-    """The run directory's checkpoint, or None if it has none."""
-    path = Path(run_dir) / CHECKPOINT_FILE
-    if not path.exists():
+    """The run directory's checkpoint, or None if it has none; a malformed one or a missing weights file is a RunDirError."""
+    record = _checkpoint_record(run_dir)
+    if record is None:
         return None
+    path = Path(run_dir) / CHECKPOINT_FILE
+    for name in record.named_files():  # trainer's own file names (the record's bounds), and no link out of the run
+        _check_weights_file(Path(run_dir), name, path)
+    return ResumeState(
+        record.epoch, record.weights_file, [state.model_dump(exclude_unset=True) for state in record.callbacks],
+        record.random.model_dump(exclude_none=True), record.data.model_dump() if record.data is not None else None,
+    )
+
+
+def _check_weights_file(run_dir: Path, name: str, checkpoint: Path) -> None:
+    """A weights file ``checkpoint.json`` names is a regular file inside the run directory (a link out of it is refused)."""
+    import stat
+
+    from trainer.readers import locate
+
+    target = locate(os.path.abspath(run_dir / name), os.path.abspath(run_dir))
     try:
-        data = read_json(path)
-        state = ResumeState(int(data["epoch"]), str(data["weights_file"]), list(data.get("callbacks", [])), dict(data.get("random", {})))
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise RunDirError(f"{path} is unreadable ({exc}); this run cannot be resumed.") from None
-    inside(run_dir, state.weights_file, f"{path} weights_file")  # never load (or later delete) a file outside the run
-    for name in _named_files(data, checked=False):
-        inside(run_dir, name, f"{path} {BEST_WEIGHTS_KEY}")
-        if not (Path(run_dir) / name).exists():
-            raise RunDirError(f"{path} names {name}, which is missing; this run cannot be resumed.")
-    if not (Path(run_dir) / state.weights_file).exists():
-        raise RunDirError(f"{path} names {state.weights_file}, which is missing; this run cannot be resumed.")
-    return state
+        mode = os.stat(target).st_mode
+    except OSError:
+        raise RunDirError(f"{checkpoint} names {name}, which is missing; this run cannot be resumed.") from None
+    if not stat.S_ISREG(mode):
+        raise RunDirError(f"{checkpoint} names {name}, which is not a regular file; this run cannot be resumed.")
+
+
+def _checkpoint_record(run_dir: Path):
+    """``checkpoint.json`` as its typed record (``trainer.readers.run_files``), the message saying the run cannot be resumed."""
+    from trainer.readers.run_files import read_checkpoint_record
+
+    try:
+        return read_checkpoint_record(run_dir)
+    except RunDirError as exc:
+        raise RunDirError(f"{exc.message.rstrip('.')}; this run cannot be resumed.") from None
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], path: tuple[str, ...] = ()) -> list[str]:
@@ -166,6 +185,19 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
         )
     if run_completed(run_dir, state, (old or {}).get("train", {}).get("epochs"), config.train.epochs):
         raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
+    check_history(run_dir / HISTORY_FILE, state.epoch)
+    data_path = config.data.path
+    # checkpoints from before data fingerprints cannot be compared; missing data is the loader's to name
+    if state.data is not None and (data_path is None or Path(data_path).exists()):
+        from trainer.run.data_fingerprint import data_changes, fingerprint_data
+
+        now = fingerprint_data(config.data)
+        changes = data_changes(state.data, now)
+        if changes:
+            raise RunDirError(
+                f"--resume: data.path {config.data.path} is not the data {run_dir} was trained on: {'; '.join(changes)}. "
+                "Resuming would continue on other data; restore the original data, or start a new run."
+            )
     return state
 
 
@@ -173,15 +205,18 @@ def run_completed(run_dir: Path, state: ResumeState, trained_epochs: Any, wanted
     """The run finished with this number of epochs: ``metrics.json`` says completed at the checkpoint's epoch.
 
     A resume deletes the old ``metrics.json`` before it trains, and a ``completed`` written for
-    fewer epochs than the checkpoint holds is stale either way: such a run is resumed.
+    fewer epochs than the checkpoint holds is stale either way: such a run is resumed (so is one
+    whose ``metrics.json`` is damaged: the resume replaces it).
     """
+    from trainer.readers.run_files import read_metrics_record
+
     try:
-        metrics = read_json(Path(run_dir) / METRICS_FILE)
-    except (OSError, ValueError):
+        metrics = read_metrics_record(run_dir)
+    except RunDirError:
         return False
-    if not isinstance(metrics, dict) or metrics.get("status") != "completed":
+    if metrics is None or metrics.status != "completed":
         return False
-    return metrics.get("epochs_completed") == state.epoch and trained_epochs == wanted_epochs
+    return metrics.epochs_completed == state.epoch and trained_epochs == wanted_epochs
 
 
 # Left by a kill: atomic_path's temporary files (".model.x1y2.tmp.h5") and the caches of a run.
@@ -216,7 +251,8 @@ def continue_callback_logs(callbacks: list[Any], run_dir: Path, epochs: int) -> 
     """On resume: csv_logger and json_log append to their files, cut back to the checkpoint's ``epochs``.
 
     Rows written after the checkpoint (a kill between the row and the checkpoint) are dropped,
-    as in ``history.csv``; a missing file is simply started again.
+    as in ``history.csv``; a missing file is simply started again. The files are read with the
+    run directory's bounds (``trainer.readers``): a link out of it, a FIFO or a huge file is a RunDirError.
     """
     for callback in callbacks:
         kind = type(callback).__name__
@@ -224,23 +260,22 @@ def continue_callback_logs(callbacks: list[Any], run_dir: Path, epochs: int) -> 
             continue
         path = Path(callback.filename)
         callback.append = True
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             continue
         if kind == "CSVLogger":
-            _cut_csv_log(path, epochs)
+            _cut_csv_log(path, epochs, run_dir)
         else:
-            _cut_json_log(path, epochs)
+            _cut_json_log(path, epochs, run_dir)
 
 
-def _cut_csv_log(path: Path, epochs: int) -> None:
+def _cut_csv_log(path: Path, epochs: int, run_dir: Path) -> None:
     """Keras's CSVLogger counts epochs from 0: keep the header and the rows of epochs 0..epochs-1."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = list(csv.reader(handle))
-    if not lines or "epoch" not in lines[0]:
+    from trainer.readers.run_files import read_history_table
+
+    table = read_history_table(path, folder=run_dir, what="the csv_logger file of this run")
+    if not table.columns:
         return
-    column = lines[0].index("epoch")
-    kept = [lines[0]] + [row for row in lines[1:] if len(row) > column and row[column].isdigit() and int(row[column]) < epochs]
-    _rewrite_csv(path, kept)
+    _rewrite_csv(path, [table.columns, *(line for line, row in zip(table.lines, table.rows) if row["epoch"] < epochs)])
 
 
 def _rewrite_csv(path: Path, rows: list[list[str]]) -> None:
@@ -250,17 +285,21 @@ def _rewrite_csv(path: Path, rows: list[list[str]]) -> None:
             csv.writer(handle).writerows(rows)
 
 
-def _cut_json_log(path: Path, epochs: int) -> None:
+def _cut_json_log(path: Path, epochs: int, run_dir: Path) -> None:
     """json_log counts epochs from 1: keep the complete lines of epochs 1..epochs."""
     import json
 
+    from trainer.readers import read_text
+    from trainer.readers.run_files import HISTORY_LIMIT
+
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    text = read_text(os.path.abspath(path), limit=HISTORY_LIMIT, folder=os.path.abspath(run_dir), what="the json_log file of this run")
+    for line in text.splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue  # a line cut short by the kill
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= epochs:
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool) and row["epoch"] <= epochs:
             kept.append(line + "\n")
     atomic_write_text(path, "".join(kept))
 
@@ -273,25 +312,33 @@ def resume_command(config_path: Path | str, run_dir: Path | str, overrides: list
     return shlex.join(parts)
 
 
-def truncate_history(path: Path, epochs: int) -> list[dict[str, Any]]:
-    """Keep the header and the rows of epochs 1..``epochs`` (written atomically); return those rows."""
-    from trainer.run.rundir import read_history
+def check_history(path: Path, epochs: int):
+    """``history.csv`` (read with the run directory's bounds) holds epochs 1..``epochs``, maybe more; else a RunDirError.
+
+    Rows beyond ``epochs`` (a kill between the row and its checkpoint) are allowed: resume drops them.
+    """
+    from trainer.readers.run_files import read_history_table
 
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise RunDirError(f"--resume: {path} is missing; this run cannot be resumed.")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        lines = list(reader)
-    if header is None or "epoch" not in header:
+    try:
+        table = read_history_table(path)
+    except RunDirError as exc:
+        raise RunDirError(f"--resume: {exc.message.rstrip('.')}; this run cannot be resumed.") from None
+    if not table.columns:
         raise RunDirError(f"--resume: {path} has no header row; this run cannot be resumed.")
-    column = header.index("epoch")
-    kept = [line for line in lines if line and line[column].isdigit() and int(line[column]) <= epochs]
-    if [int(line[column]) for line in kept] != list(range(1, epochs + 1)):
+    if [epoch for epoch in table.epochs() if epoch <= epochs] != list(range(1, epochs + 1)):
         raise RunDirError(f"--resume: {path} does not hold epochs 1..{epochs} as the checkpoint says; this run cannot be resumed.")
-    _rewrite_csv(path, [header, *kept])
-    return read_history(path)
+    return table
+
+
+def truncate_history(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """Keep the header and the rows of epochs 1..``epochs`` (written atomically); return those rows."""
+    table = check_history(path, epochs)
+    kept = [index for index, row in enumerate(table.rows) if row["epoch"] <= epochs]
+    _rewrite_csv(Path(path), [table.columns, *(table.lines[i] for i in kept)])
+    return [table.rows[i] for i in kept]
 
 
 # --------------------------------------------------------------------------- Keras side
@@ -351,7 +398,7 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, resume: ResumeState | None = None):
+def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, resume: ResumeState | None = None, data: dict[str, Any] | None = None):
     """A callback that checkpoints each epoch's end (written by a background thread) and, on resume, restores it.
 
     It must come last in the callback list: it saves the state the other callbacks reached at
@@ -359,7 +406,8 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
     ``epoch_seed`` is the pipeline's per-epoch shuffle variable (or None). The training thread
     only copies the state (weights, optimizer, callbacks, random numbers) at the epoch's end; the
     files are written while the next epoch trains. ``wait()`` joins the writer and raises its
-    error (the run calls it on every ending, before ``on_run_end``).
+    error (the run calls it on every ending, before ``on_run_end``). ``data``: the fingerprint of
+    ``data.path`` (``trainer.run.data_fingerprint``), recorded so that ``--resume`` can compare it.
     """
     import keras
     import numpy as np
@@ -416,6 +464,7 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
                     "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
                     "python": [python_state[0], list(python_state[1]), python_state[2]],
                 },
+                **({"data": data} if data is not None else {}),
             }
             writer.submit(record, training_state(self.model), best)
 
@@ -547,6 +596,7 @@ def read_arrays(path: Path, grouped: bool = False) -> Any:
     """What ``write_arrays`` wrote: the ``model`` arrays in order (or every group, ``grouped``)."""
     import numpy as np
 
+    _check_stored_arrays(Path(path))
     try:
         with np.load(path, allow_pickle=False) as data:
             groups: dict[str, list[Any]] = {}
@@ -558,19 +608,55 @@ def read_arrays(path: Path, grouped: bool = False) -> Any:
     return groups if grouped else groups.get("model", [])
 
 
-def read_checkpoint_json(run_dir: Path) -> dict[str, Any] | None:
-    """``checkpoint.json`` as a dict, or None when it is missing or unreadable."""
+def _check_stored_arrays(path: Path) -> None:
+    """Bound a weights ``.npz`` before NumPy allocates: members stored (not compressed), each array no bigger than its bytes.
+
+    ``write_arrays`` stores every array uncompressed, so what an array may allocate is bounded by
+    the file's own size; a member whose ``.npy`` header declares more (NumPy would allocate it
+    first) or a compressed member (a zip bomb) is refused.
+    """
+    import zipfile
+
+    import numpy as np
+
+    def refuse(reason: str) -> RunDirError:
+        return RunDirError(f"{path} is not a weights file trainer writes ({reason}); this run cannot be resumed.")
+
     try:
-        data = read_json(Path(run_dir) / CHECKPOINT_FILE)
-    except (OSError, ValueError, RecursionError):
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > size:
+                    raise refuse(f"{info.filename} is compressed or larger than the file")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        raise refuse(f"{info.filename} is a .npy file of version {version}")
+                    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    raise refuse(f"{info.filename} holds Python objects")
+                needed = dtype.itemsize
+                for dimension in shape:
+                    needed *= dimension
+                if needed > info.file_size:
+                    raise refuse(f"{info.filename} declares {needed:,} bytes of data but holds {info.file_size:,}")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, SyntaxError, TypeError) as exc:
+        raise refuse(str(exc)[:160] or type(exc).__name__) from None
+
+
+def read_checkpoint_json(run_dir: Path) -> dict[str, Any] | None:
+    """``checkpoint.json`` as a (validated) dict, or None when it is missing or malformed."""
+    from trainer.readers.run_files import read_checkpoint_record
+
+    try:
+        record = read_checkpoint_record(run_dir)
+    except RunDirError:
         return None
-    return data if isinstance(data, dict) else None
+    return record.model_dump(exclude_none=True) if record is not None else None
 
 
 def read_checkpoint_quiet(run_dir: Path) -> str | None:
-    """The weights file the current checkpoint names, or None (also when it names a file outside the run directory)."""
+    """The weights file the current checkpoint names, or None (missing or malformed checkpoint)."""
     data = read_checkpoint_json(run_dir)
-    if data is None or "weights_file" not in data:
-        return None
-    name = str(data["weights_file"])
-    return name if is_inside(run_dir, name) else None
+    return data["weights_file"] if data is not None else None

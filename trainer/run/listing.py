@@ -7,15 +7,20 @@ from typing import Any
 
 from trainer.errors import RunDirError
 from trainer.run.records import RunMetrics
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, read_history
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
 
 
 def _accuracy(section: Any) -> float | None:
-    return section.get("accuracy") if isinstance(section, dict) else None
+    value = section.get("accuracy") if isinstance(section, dict) else None
+    return value if isinstance(value, (int, float)) else None
 
 
 def describe_run(run_dir: Path) -> dict[str, Any] | None:
-    """One row for a run directory, or None when the folder holds no run."""
+    """One row for a run directory, or None when the folder holds no run.
+
+    A damaged ``metrics.json`` or ``history.csv`` (malformed, too big, a link out of the run, a
+    FIFO) never stops the listing: the run is listed with that said in its status.
+    """
     config_file, history_file = run_dir / CONFIG_FILE, run_dir / HISTORY_FILE
     if not config_file.is_file():
         return None
@@ -23,22 +28,24 @@ def describe_run(run_dir: Path) -> dict[str, Any] | None:
         record = RunMetrics.read(run_dir)
         metrics: dict[str, Any] = record.to_dict() if record is not None else {}
     except RunDirError:
-        metrics = {"status": "unreadable metrics.json"}
+        metrics = {"status": f"unreadable {METRICS_FILE}"}
     rows: list[dict[str, Any]] = []
-    if history_file.is_file():
+    damaged = False
+    if history_file.exists() or history_file.is_symlink():
         try:
             rows = read_history(history_file)
-        except (OSError, ValueError):
-            rows = []
+        except RunDirError:
+            damaged = True
     validation = _accuracy(metrics.get("validation"))
     if validation is None and rows:
         validation = rows[-1].get("val_accuracy")
+    status = metrics.get("status", "unfinished") + (f" (damaged {HISTORY_FILE})" if damaged else "")
     started = config_file.stat().st_mtime
     return {
         "name": run_dir.name,
-        "status": metrics.get("status", "unfinished"),
+        "status": status,
         "epochs": metrics.get("epochs_completed", len(rows)),
-        "validation_accuracy": validation,
+        "validation_accuracy": validation if isinstance(validation, (int, float)) else None,
         "test_accuracy": _accuracy(metrics.get("test")),
         "wall_seconds": metrics.get("wall_seconds"),
         "started": datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M:%S"),

@@ -12,13 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
-from trainer.paths import inside
-from trainer.run.rundir import MANIFEST_FILE, METRICS_FILE, atomic_write_json, read_json
+from trainer.run.rundir import MANIFEST_FILE, METRICS_FILE, atomic_write_json
 
 STATUSES = ("completed", "failed", "interrupted", "pruned", "stopped")
-
-
-MAX_RECORD_BYTES = 64 * 2**20  # a manifest or metrics file is kilobytes; a bigger one is not trainer's
 
 
 def _short(value: Any) -> str:
@@ -27,16 +23,10 @@ def _short(value: Any) -> str:
 
 
 def _read_object(path: Path) -> dict[str, Any]:
-    path = inside(path.parent, path.name, str(path))  # a link out of the run directory is refused
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_RECORD_BYTES:
-            raise RunDirError(f"{path} is not a regular file of at most {MAX_RECORD_BYTES // 2**20} MiB; expected the JSON object trainer run writes.")
-        data = read_json(path)
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise RunDirError(f"{path} is unreadable ({str(exc)[:160]}); expected the JSON object trainer run writes.") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path} holds a JSON {type(data).__name__}; expected the JSON object trainer run writes.")
-    return data
+    """A run directory's JSON object file, through the one run-directory reader (``trainer.readers.run_files``)."""
+    from trainer.readers.run_files import read_run_json
+
+    return read_run_json(path)
 
 
 @dataclass
@@ -64,7 +54,7 @@ class Manifest:
     def read(cls, run_dir: Path) -> "Manifest | None":
         """The run's manifest, or None when the run directory has none (a run from before manifests)."""
         path = Path(run_dir) / MANIFEST_FILE
-        if not path.is_file() and not path.is_symlink():
+        if not path.exists() and not path.is_symlink():  # a folder, FIFO or link there is read, and refused
             return None
         return cls.from_dict(_read_object(path), path)
 
@@ -146,6 +136,7 @@ class RunMetrics:
     train: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
+    test_tta: dict[str, Any] | None = None  # evaluate.tta: the test split with test-time augmentation (absent when off)
     epochs_completed: int = 0
     wall_seconds: float | None = None
     seed: int | None = None
@@ -169,6 +160,8 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["test_tta"] is None:
+            del data["test_tta"]
         if data["reason"] is None:
             del data["reason"]
         else:  # the reason right after the status, where people look
@@ -182,13 +175,12 @@ class RunMetrics:
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunMetrics | None":
-        """The run's metrics, or None when it has none yet (a run in progress or killed before any ending)."""
-        path = Path(run_dir) / METRICS_FILE
-        if not path.is_file():
-            return None
-        data = _read_object(path)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        if not isinstance(values.get("status"), str):
-            raise RunDirError(f"{path} is malformed: status is {values.get('status')!r}, expected one of {', '.join(STATUSES)}.")
-        return cls(**values)
+        """The run's metrics, or None when it has none yet (a run in progress or killed before any ending).
+
+        Read as a typed, bounded record (``trainer.readers.run_files.MetricsRecord``); a malformed
+        file is a RunDirError naming the file and the field.
+        """
+        from trainer.readers.run_files import read_metrics_record
+
+        record = read_metrics_record(run_dir)
+        return None if record is None else cls(**record.model_dump())

@@ -204,15 +204,15 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-MAX_JSON_BYTES = 64 * 2**20  # checkpoint.json, metrics.json, manifest.json are kilobytes
-
-
 def read_json(path: Path) -> Any:
-    """A run-directory JSON file; anything but a regular file of at most 64 MiB is a ValueError (never /dev/zero)."""
-    path = Path(path)
-    if path.exists() and (not path.is_file() or path.stat().st_size > MAX_JSON_BYTES):
-        raise ValueError(f"{path} is not a regular file of at most {MAX_JSON_BYTES // 2**20} MiB")
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A run-directory JSON file through ``trainer.readers`` (regular file inside its folder, at most 16 MiB, UTF-8).
+
+    Any problem (missing too) is a ``ValueError`` naming the file, for callers that treat an
+    unreadable file as absent; new code calls a typed reader of ``trainer.readers.run_files``.
+    """
+    from trainer.readers import read_json as read_untrusted_json
+
+    return read_untrusted_json(Path(path), error=ValueError)
 
 
 def _json_default(value: Any) -> Any:
@@ -245,9 +245,10 @@ class HistoryWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.columns: list[str] | None = None
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                self.columns = next(csv.reader(handle), None)
+        if self.path.exists() or self.path.is_symlink():  # a resumed run, or a later phase: continue its columns
+            from trainer.readers.run_files import read_history_table
+
+            self.columns = read_history_table(self.path).columns or None
 
     def append(self, row: dict[str, Any]) -> None:
         if self.columns is None:
@@ -272,21 +273,11 @@ def _csv_value(value: Any) -> Any:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Rows of ``history.csv`` with numbers parsed."""
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            rows.append({k: _parse_number(v) for k, v in row.items()})
-    return rows
+    """Rows of ``history.csv`` (or a csv_logger file) with numbers parsed, read with the run directory's bounds.
 
+    A RunDirError names the file when it is not a bounded, well-formed per-epoch CSV log
+    (``trainer.readers.run_files.read_history_table``).
+    """
+    from trainer.readers.run_files import read_history_table
 
-def _parse_number(text: str) -> Any:
-    if text == "":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
+    return read_history_table(Path(path)).rows

@@ -71,6 +71,10 @@ class Training:
                     return self.finish()
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it, at any step of the run
                     raise self.interrupted() from None
+                except BaseException as exc:  # SystemExit from an event handler, a refusal mid-run, a bug: still an ending
+                    if not self.ended and not self.completed:
+                        self.end_unexpectedly(exc)
+                    raise
         finally:
             if self.plotting is not None:  # never left importing while the interpreter shuts down
                 with contextlib.suppress(Exception):
@@ -105,7 +109,12 @@ class Training:
         from trainer.data.loaders import load_data
         from trainer.run.fit_settings import fit_kwargs, load_sample_weights
 
-        self.data = load_data(self.config.data, seed=self.config.seed)
+        from trainer.run.data_fingerprint import fingerprint_data
+
+        self.data = load_data(self.config.data, seed=self.config.seed)  # its messages first: a missing file, a bad format
+        # What data.path holds, recorded in every checkpoint for --resume to compare (a resume has just checked it).
+        resumed = self.resume.data if self.resume is not None else None
+        self.data_fingerprint = resumed if resumed is not None else fingerprint_data(self.config.data)
         for text in self.data.notices:
             self.events.on_notice(text)
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
@@ -267,9 +276,10 @@ class Training:
                 except StreamedDataError as exc:
                     reason = f"a data file went bad while the test split was measured: {exc.message}"
                     self.fail(reason, f"{reason} Every epoch's checkpoint is kept; fix or remove the file, then run trainer eval.")
+            test_tta = self.test_with_tta()
             try:
                 write_h5_atomically(self.run_dir / MODEL_FILE, save_model_h5(self.model), h5_size_estimate(self.model))
-                metrics = self.write_metrics("completed", test=test)
+                metrics = self.write_metrics("completed", test=test, test_tta=test_tta)
                 self.completed = True
             except OSError as exc:
                 reason = f"cannot write {self.run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left."
@@ -285,6 +295,15 @@ class Training:
         self.ended = True
         self.events.on_run_end(result)
         return result
+
+    def test_with_tta(self) -> dict[str, Any] | None:
+        """``evaluate.tta``: the test split's probabilities averaged over its views (``metrics.json``'s ``test_tta``); else None."""
+        mode = self.config.evaluate.tta
+        if mode == "none":
+            return None
+        from trainer.inference.tta import tta_scores
+
+        return tta_scores(self.model, self.data.x_test, self.data.y_test, self.config.model.output, mode, self.config.train.batch_size)
 
     def preload_plotting(self) -> None:
         """Load matplotlib on a background thread while training (process 0 only), so ``curves.png`` does not wait for it."""
@@ -326,6 +345,28 @@ class Training:
         error.run_dir = self.run_dir
         return error
 
+    def end_unexpectedly(self, exc: BaseException) -> None:
+        """An ending no step handled (``SystemExit`` from a run-event handler, a RunDirError mid-run, a bug).
+
+        ``metrics.json`` says ``interrupted`` for ``SystemExit``/``GeneratorExit`` (the process is
+        asked to stop; resume continues it) and ``failed`` for an error, with the reason; then
+        ``on_run_end``. The exception itself propagates unchanged.
+        """
+        from trainer.errors import TrainerError
+
+        self.checkpointer_wait_quietly()
+        if isinstance(exc, TrainerError):
+            status, reason = "failed", exc.message
+        elif isinstance(exc, Exception):
+            status, reason = "failed", f"{type(exc).__name__}: {str(exc)[:500]}"
+        else:
+            code = f"({exc.code!r})" if isinstance(exc, SystemExit) else ""
+            status, reason = "interrupted", f"{type(exc).__name__}{code} ended the run after {len(self.rows)} completed epoch(s)"
+        try:
+            self.end(status, reason)
+        except BaseException:  # noqa: BLE001 - a handler's second exception gives way to the first
+            self.ended = True
+
     def checkpointer_wait_quietly(self) -> None:
         """Join the checkpoint writer; its error, if any, gives way to the ending already under way."""
         with contextlib.suppress(Exception):
@@ -336,11 +377,13 @@ class Training:
         self.end("failed", reason)
         raise RunFailedError(message) from None
 
-    def write_metrics(self, status: str, *, test: dict[str, Any] | None = None, reason: str | None = None) -> dict[str, Any]:
+    def write_metrics(
+        self, status: str, *, test: dict[str, Any] | None = None, test_tta: dict[str, Any] | None = None, reason: str | None = None,
+    ) -> dict[str, Any]:
         from trainer.run.compile import versions
 
         return RunMetrics.from_history(
-            status, self.rows, test=test, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
+            status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
             seed=self.config.seed, device=self.device.to_dict(), distribute=self.distribution.to_dict(), versions=versions(),
             run_dir=str(self.run_dir),
         ).write(self.run_dir)
@@ -352,14 +395,12 @@ class Training:
         from trainer.run.recorder import after_first_epoch, epoch_recorder
 
         recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(self.data.x_train), phase)
-        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume)
+        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume, getattr(self, "data_fingerprint", None))
         preload = after_first_epoch(self.preload_plotting)
         return [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
 
     def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
         """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
-        from trainer.data.augment import augment_dataset
-
         config, data = self.config, self.data
         if self.cached is not None:
             self.cached.fit(
@@ -367,12 +408,18 @@ class Training:
                 weights=self.sample_weights, xla=config.compile.jit_compile is not False, **settings,
             )
             return
-        train_ds = self.dataset(data.x_train, data.y_train, shuffle=config.train.shuffle, weights=self.sample_weights)
-        train_ds = augment_dataset(train_ds, config.data.augment, config.seed)  # training batches only
+        train_ds = self.train_dataset()
         if config.train.steps_per_epoch is not None:
             train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
         val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
+
+    def train_dataset(self):
+        """The training batches as ``fit`` sees them: shuffled as configured, sample weights, augmented (training batches only)."""
+        from trainer.data.augment import augment_dataset
+
+        train_ds = self.dataset(self.data.x_train, self.data.y_train, shuffle=self.config.train.shuffle, weights=self.sample_weights)
+        return augment_dataset(train_ds, self.config.data.augment, self.config.seed)
 
     @property
     def public_run_dir(self) -> Path | None:

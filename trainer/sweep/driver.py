@@ -6,7 +6,9 @@ run this same loop against one study; the storage hands out trial numbers, so no
 """
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,7 @@ class SweepPlan:
 
     @property
     def storage_label(self) -> str:
-        return bridge.redact(self.storage) if self.storage else str(self.sweep_dir / bridge.JOURNAL_FILE)
+        return bridge.storage_label(self.storage) if self.storage else str(self.sweep_dir / bridge.JOURNAL_FILE)
 
     def trial_dir(self, number: int) -> Path:
         return self.sweep_dir / TRIAL_DIR.format(number=number)
@@ -76,9 +78,42 @@ def plan_sweep(
 
 
 def open_plan_study(plan: SweepPlan):
-    """The plan's Optuna study (created on first use)."""
+    """The plan's Optuna study (created on first use; refused when it was started from another base config)."""
     storage = bridge.open_storage(plan.storage, plan.sweep_dir)
-    return bridge.open_study(plan.sweep, storage=storage, study_name=plan.study_name, metric=plan.metric, direction=plan.direction)
+    return bridge.open_study(plan.sweep, storage=storage, study_name=plan.study_name, metric=plan.metric, direction=plan.direction,
+                             base=base_digests(plan), label=plan.storage_label)
+
+
+# Keys of the config that are not what a trial trains: its name, where outputs go, where it is reported.
+NOT_BASE = ("sweep", "name", "output", "tracking")
+
+
+def base_digests(plan: SweepPlan) -> dict[str, str]:
+    """A short digest of every leaf key of the config the trials start from, except NOT_BASE and the keys the space searches.
+
+    Recorded in the study when it is created: continuing it from a config that differs (another
+    data.path, seed, epoch count) is refused by name. Digests, not values: a study in a shared
+    database then holds no path or setting of anyone's config.
+    """
+    import hashlib
+
+    searched = [tuple(key.split(".")) for key in plan.sweep.space]
+    digests: dict[str, str] = {}
+
+    def visit(value: Any, path: tuple[str, ...]) -> None:
+        if any(path[: len(key)] == key for key in searched):
+            return
+        if isinstance(value, dict) and value:
+            for name, item in value.items():
+                visit(item, (*path, str(name)))
+            return
+        text = json.dumps(value, sort_keys=True, allow_nan=True, default=str)
+        digests[".".join(path)] = hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    for name, value in plan.trial_config.to_dict().items():
+        if name not in NOT_BASE:
+            visit(value, (name,))
+    return digests
 
 
 def preflight(plan: SweepPlan) -> None:
@@ -122,20 +157,27 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
         tracking_parent(plan, study)
     if bridge.budget_used(study) >= plan.budget:
         events.on_notice(f"study {plan.study_name} already has its {plan.budget} trials; the outputs are rewritten. Raise --trials to search further.")
-    while True:
-        for number in bridge.fail_lost_trials(study):
-            events.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
-        if bridge.budget_used(study) >= plan.budget:
-            break
-        trial = study.ask()
-        if bridge.budget_used(study, before=trial.number) >= plan.budget:  # another process took the last trial meanwhile
-            bridge.mark(trial, status="surplus", reason="the budget was used up by other processes meanwhile", **bridge.this_process())
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            break
-        run_one_trial(plan, study, trial, events, trial_events)
-        if after_trial is not None:
-            after_trial(study)
+    with bridge.quiet_optuna():  # Optuna's heartbeat warnings would repeat on every trial of a database study
+        while True:
+            for number in bridge.fail_lost_trials(study):
+                events.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
+            if bridge.budget_used(study) >= plan.budget:
+                break
+            trial = study.ask()
+            if bridge.budget_used(study, before=trial.number) >= plan.budget:  # another process took the last trial meanwhile
+                bridge.mark(trial, status="surplus", reason="the budget was used up by other processes meanwhile", **bridge.this_process())
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                break
+            run_one_trial(plan, study, trial, events, trial_events)
+            if after_trial is not None:
+                after_trial(study)
     return study
+
+
+def parent_run_id(study: Any) -> str | None:
+    """The parent MLflow run id the study records, when it looks like one (the study is a store anyone may have written)."""
+    value = study.user_attrs.get(PARENT_RUN_ATTR)
+    return value if isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value) else None
 
 
 def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
@@ -148,8 +190,9 @@ def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
         return None
     from trainer.integrations.mlflow import open_parent_run
 
-    existing = study.user_attrs.get(PARENT_RUN_ATTR)
-    run_id = open_parent_run(plan.trial_config, f"sweep {plan.study_name}", existing, tags={"study": plan.study_name})
+    existing = parent_run_id(study)
+    run_id = open_parent_run(plan.trial_config, f"sweep {plan.study_name}", existing,
+                             tags={"study": plan.study_name, "storage": plan.storage_label})
     if existing is None:
         study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id
@@ -187,7 +230,7 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
 
     try:
         with bridge.heartbeat(study, trial):
-            parent = study.user_attrs.get(PARENT_RUN_ATTR) if getattr(plan.trial_config.tracking, "mlflow", None) else None
+            parent = parent_run_id(study) if getattr(plan.trial_config.tracking, "mlflow", None) else None
             child = [f"tracking.mlflow.parent_run_id='{parent}'"] if parent else []  # quoted: an id may look like a number
             result = train(plan.trial_config, overrides=[*overrides, *child], run_dir=run_dir, events=[pruning, *trial_events],
                            feature_cache=plan.sweep_dir / FEATURES_DIR)

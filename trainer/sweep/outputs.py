@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from trainer.integrations import optuna as bridge
-from trainer.run.rundir import CONFIG_FILE, atomic_write_json, atomic_write_text
+from trainer.run.rundir import atomic_write_json, atomic_write_text
 from trainer.sweep.events import TrialRecord
 
 TRIALS_FILE = "trials.csv"
@@ -37,18 +39,42 @@ class SweepSummary:
 
 
 def trial_record(trial: Any) -> TrialRecord:
-    attrs = trial.user_attrs
+    """One trial of the study as trainer lists it, every attribute of the wrong type dropped.
+
+    A study is a store anyone with access may have written (a journal file, a shared database):
+    its user attributes are typed here, and a value Optuna cannot give (a multi-objective trial)
+    is none.
+    """
+    attrs = trial.user_attrs if isinstance(trial.user_attrs, dict) else {}
     status = bridge.trial_status(trial)
-    value = trial.value if status in ("completed", "pruned") else None
+    values = trial.values if status in ("completed", "pruned") else None
+    value = values[0] if isinstance(values, list) and len(values) == 1 and _is_number(values[0]) else None
+    overrides = attrs.get("overrides")
     return TrialRecord(
-        trial.number, status, value, dict(trial.params), attrs.get("wall_seconds"), attrs.get("epochs"),
-        attrs.get("run_dir"), attrs.get("host"), attrs.get("reason"), list(attrs.get("overrides") or []),
+        trial.number, status, value, dict(trial.params), _typed(attrs, "wall_seconds", float), _typed(attrs, "epochs", int),
+        _typed(attrs, "run_dir", str), _typed(attrs, "host", str), _typed(attrs, "reason", str),
+        [o for o in overrides if isinstance(o, str)] if isinstance(overrides, list) else [],
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _typed(attrs: dict[str, Any], key: str, kind: type) -> Any:
+    value = attrs.get(key)
+    if kind is float:
+        return float(value) if _is_number(value) else None
+    if kind is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else None
+    return value[:4096] if isinstance(value, str) else None
 
 
 def summarize(plan: Any, study: Any) -> SweepSummary:
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     records = [r for r in records if r.status != "surplus"]
+    for record in records:  # the values as the space gives them, not as a (shared, untrusted) store recorded them
+        record.overrides = bridge.space_overrides(plan.sweep, record.params) or []
     counts: dict[str, int] = {}
     for record in records:
         counts[record.status] = counts.get(record.status, 0) + 1
@@ -72,9 +98,12 @@ def write_outputs(plan: Any, study: Any = None, *, final: bool = True) -> SweepS
     summary.files += [folder / TRIALS_FILE, folder / SWEEP_FILE]
     if not final:
         return summary
-    if summary.best is not None:
-        atomic_write_text(folder / BEST_FILE, best_yaml(plan, summary.best))
+    text = best_yaml(plan, summary.best) if summary.best is not None else None
+    if text is not None:
+        atomic_write_text(folder / BEST_FILE, text)
         summary.files.append(folder / BEST_FILE)
+    elif summary.best is not None:
+        summary.notices.append(f"best.yaml not written: trial {summary.best.number}'s recorded parameters are not values of sweep.space.")
     if any(r.value is not None for r in summary.records):
         summary.files.append(plot_history(summary.records, plan, folder / HISTORY_PLOT))
     importance = plot_importances(study, folder / IMPORTANCE_PLOT)
@@ -116,31 +145,27 @@ def sweep_json(plan: Any, summary: SweepSummary) -> dict[str, Any]:
     }
 
 
-def _without_parent_run(text: str) -> str:
-    """A trial's config minus the sweep's parent MLflow run: ``trainer run best.yaml`` is a run of its own."""
-    import yaml
+def best_yaml(plan: Any, best: TrialRecord) -> str | None:
+    """The best trial's full config without the sweep section: the sweep's config with the trial's values; None if they are not the space's.
 
-    data = yaml.safe_load(text)
-    mlflow = ((data or {}).get("tracking") or {}).get("mlflow")
-    if not isinstance(mlflow, dict) or mlflow.get("parent_run_id") is None:
-        return text
-    mlflow.pop("parent_run_id")
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-
-
-def best_yaml(plan: Any, best: TrialRecord) -> str:
-    """The best trial's full config (its run directory's config.yaml when on this machine), without the sweep section."""
+    Rebuilt from the plan (whose base config the study checked) and the trial's parameters,
+    never read back from the trial's run directory or its recorded overrides: the study and the
+    sweep folder are stores anyone may have written. The parent MLflow run is left out
+    (``trainer run best.yaml`` is a run of its own).
+    """
     from trainer.config.loading import load_config
 
-    local = Path(best.run_dir) / CONFIG_FILE if best.run_dir else None
-    if local is not None and local.is_file():
-        text = local.read_text(encoding="utf-8")
-    else:  # the trial ran on another machine: the same config with the same overrides
-        text = load_config(None, best.overrides, base=plan.trial_config.to_dict()).to_yaml()
-    text = _without_parent_run(text)
+    overrides = bridge.space_overrides(plan.sweep, best.params)
+    if overrides is None:
+        return None
+    data = load_config(None, overrides, base=plan.trial_config.to_dict()).to_dict()
+    mlflow = (data.get("tracking") or {}).get("mlflow")
+    if isinstance(mlflow, dict):
+        mlflow.pop("parent_run_id", None)
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     header = (
         f"# best trial {best.number} of study {plan.study_name}: {plan.metric} = {best.value}\n"
-        f"# values: {', '.join(best.overrides)}\n"
+        f"# values: {', '.join(overrides)}\n"
         f"# rerun with: trainer run {plan.sweep_dir / BEST_FILE}\n"
     )
     return header + text

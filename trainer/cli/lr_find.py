@@ -1,0 +1,60 @@
+"""``trainer lr-find``: the learning-rate range test; prints the ``--set`` that applies the rate it suggests."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_tensorflow
+from trainer.run.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, MAX_RAMP_STEPS
+
+LR_FIND_EPILOG = (
+    "The rate rises exponentially from --start to --end, one training batch per step; the test stops early once the "
+    "smoothed loss passes 4x its best or a loss is NaN. The suggestion is the rate where the smoothed loss falls fastest. "
+    "No run directory is created and no weights file is written. Exit codes: 0 done, 2 bad input, 130 interrupted. See docs/lr-find.md."
+)
+
+
+@handles_errors
+@interrupts_as_keyboard_interrupt()  # SIGTERM is Ctrl-C (exit 130; the results folder is removed)
+def lr_find(
+    config: Path = typer.Argument(..., help="The YAML config file.", show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
+    start: float = typer.Option(DEFAULT_START, "--start", help="The learning rate of the first step."),
+    end: float = typer.Option(DEFAULT_END, "--end", help="The learning rate of the last step (above --start)."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", help=f"Training batches in the ramp, 1 to {MAX_RAMP_STEPS} (the data repeats if it has fewer)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", help="Write lr_find.json and lr_find.png into this folder (new or empty). Default: <output.dir>/<name>-lr-find-<YYYYmmdd-HHMMSS>.",
+        show_default=False,
+    ),
+) -> None:
+    """Find a learning rate: train briefly while the rate rises, write lr_find.json and lr_find.png, print the --set to use."""
+    from trainer.api import lr_find as find
+    from trainer.cli.progress import RunProgress
+    from trainer.config import load_config
+    from trainer.config.checks import plan_run
+    from trainer.console import console, key_value_table, notice, print_table
+    from trainer.run.lr_find import check_ramp, ramp_overrides
+    from trainer.runtime import prepare_runtime
+
+    check_ramp(start, end, steps)
+    overrides = set_ or []
+    ramp_config = load_config(config, [*overrides, *ramp_overrides(start)])
+    plan_run(ramp_config)
+    setup = prepare_runtime(ramp_config, set_environment=True, on_notice=notice)  # before Keras is imported
+    quiet_tensorflow()
+    result = find(config, overrides=overrides, start=start, end=end, steps=steps, output=output, events=[RunProgress()], runtime=setup)
+    record = result.record
+    print_table(key_value_table("lr-find", [
+        ("steps", f"{record.steps_run} of {record.steps}" + ("" if record.stopped == "completed" else f" (stopped: {record.stopped.replace('_', ' ')})")),
+        ("rates tried", f"{record.rates[0]:.3g} to {record.rates[-1]:.3g}" if record.rates else "none"),
+        ("suggested learning rate", f"{record.suggested_learning_rate:.3g}" if record.suggested_learning_rate is not None else "none"),
+    ]))
+    console.print(f"results: {result.output_dir}", soft_wrap=True)
+    if result.set is None:
+        notice("the smoothed loss never fell, so there is no suggestion; try a lower --start, more --steps, or check the data and loss.")
+    else:
+        if record.stopped == "completed" and record.suggested_learning_rate == record.rates[-1]:
+            notice("the loss was still falling fastest at the last rate tried; a higher --end may find a better rate.")
+        console.print(f"apply it with: --set {result.set}", soft_wrap=True)
