@@ -71,7 +71,7 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> list[dict[st
 def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding)."""
     from trainer.data.loaders import load_data
-    from trainer.data.pipeline import make_dataset
+    from trainer.data.batches import make_batches
     from trainer.data.streaming import surfacing_data_errors
 
     if split not in SPLITS:
@@ -91,7 +91,7 @@ def evaluate_run(run: LoadedRun, split: str = "test") -> EvalResult:
         )
     if len(x) == 0:
         raise DataError(f"{data.source}: the {split} split is empty.")
-    dataset = make_dataset(
+    dataset = make_batches(
         x, y, batch_size=config.train.batch_size, encoding=run.label_encoding, num_classes=run.num_classes
     )
     with surfacing_data_errors():  # an image gone or undecodable while streaming: one DataError naming it
