@@ -192,3 +192,35 @@ def test_tensorboard_settings_that_need_tensorflow_are_refused_on_jax(tmp_path, 
     assert done.returncode == 2, done.stdout + done.stderr
     assert "callbacks.0.histogram_freq" in " ".join((done.stdout + done.stderr).split())
     assert "Traceback" not in done.stdout + done.stderr
+
+
+@needs_jax
+@pytest.mark.slow
+def test_an_augmented_jax_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_npz, write_config):
+    """3 epochs at once vs 2 then --resume to 3, augmentation on, steps_per_epoch past the data's end: the same history.csv."""
+    from trainer.run.rundir import read_history
+
+    config = tiny_config(mnist_npz, train={"epochs": 3, "batch_size": 32, "steps_per_epoch": 10})
+    config["data"]["augment"] = AUGMENT
+    path = write_config(config)
+    histories = []
+    for run_dir, first_epochs in ((tmp_path / "whole", 3), (tmp_path / "resumed", 2)):
+        done = _trainer(["run", path, "--run-dir", run_dir, "--set", f"train.epochs={first_epochs}"], tmp_path)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        if first_epochs < 3:
+            done = _trainer(["run", path, "--run-dir", run_dir, "--resume"], tmp_path)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        histories.append([{k: v for k, v in row.items() if k not in ("epoch_seconds", "examples_per_second")} for row in read_history(run_dir / "history.csv")])
+    assert len(histories[0]) == 3
+    assert histories[0] == histories[1]
+
+
+@needs_jax
+@pytest.mark.slow
+def test_a_sweep_on_jax_runs_without_tensorflow(tmp_path, mnist_npz, write_config):
+    config = tiny_config(mnist_npz, output={"dir": str(tmp_path / "outputs")})
+    config["sweep"] = {"trials": 1, "space": {"optimizer.learning_rate": {"float": [1.0e-3, 1.0e-2], "log": True}}}
+    done = _trainer(["sweep", write_config(config)], tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "TENSORFLOW_LOADED False" in done.stderr
+    assert (tmp_path / "outputs" / "tiny-sweep" / "trials.csv").is_file()

@@ -81,12 +81,12 @@ def _keras_py_dataset():
 def make_batches(
     x: Any, y: np.ndarray, *, batch_size: int, encoding: str, num_classes: int, shuffle: bool = False, seed: int | None = None,
     weights: np.ndarray | None = None, epoch_variable: Any = None, drop_remainder: bool = False, cache_dir: Any = None,
-    augment: Any = None, repeat: bool = False,
+    augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None,
 ) -> Any:
     """Batches of (pixels 0..255 [augmented], labels as ``encoding`` says[, weights]) for ``fit``/``evaluate``/``predict``.
 
     ``augment`` (``data.augment``) applies to these batches (training only); ``repeat`` makes the
-    input endless (``train.steps_per_epoch``). See ``trainer.data.pipeline.make_dataset`` for the rest.
+    input endless (``train.steps_per_epoch``: ``steps_per_epoch``). See ``trainer.data.pipeline.make_dataset`` for the rest.
     """
     settings = dict(
         batch_size=batch_size, encoding=encoding, num_classes=num_classes, shuffle=shuffle, seed=seed, weights=weights,
@@ -98,7 +98,7 @@ def make_batches(
 
         dataset = augment_dataset(make_dataset(x, y, **settings), augment, seed or 0)
         return dataset.repeat() if repeat else dataset
-    return ArrayBatches(x, y, augment=augment, repeat=repeat, **settings)
+    return ArrayBatches(x, y, augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch, **settings)
 
 
 def labels_for(y: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
@@ -118,7 +118,7 @@ class ArrayBatches(_keras_py_dataset()):
     def __init__(
         self, x: Any, y: np.ndarray, *, batch_size: int, encoding: str, num_classes: int, shuffle: bool = False,
         seed: int | None = None, weights: np.ndarray | None = None, epoch_variable: Any = None, drop_remainder: bool = False,
-        cache_dir: Any = None, augment: Any = None, repeat: bool = False,
+        cache_dir: Any = None, augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None,
     ):
         from trainer.data.folder import ImageFiles
 
@@ -145,6 +145,8 @@ class ArrayBatches(_keras_py_dataset()):
         self._orders: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._passes = -1  # without an epoch counter: passes counted as they start (exact within one process only)
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch_start: tuple[int, int] | None = None  # (epoch, the first index Keras asked for in it)
 
     @property
     def num_batches(self) -> int | None:
@@ -170,14 +172,32 @@ class ArrayBatches(_keras_py_dataset()):
                 order = self._orders[epoch]
         return order
 
+    def _place(self, index: int) -> tuple[int, int]:
+        """(the pass over the data whose order and augmentation apply, the batch within it) for Keras's ``index``.
+
+        Endless (``train.steps_per_epoch``) with an epoch counter: step k of epoch N is batch
+        N * steps_per_epoch + k of the stream of passes, so a resumed run continues the very stream
+        an uninterrupted one reads (Keras's own index runs on across epochs, and restarts on resume).
+        """
+        if not self.repeat:
+            if not 0 <= index < self.batches:
+                raise IndexError(index)
+            return self._epoch(index), index
+        if self.epoch_variable is None or not self.steps_per_epoch:
+            return self._epoch(index % self.batches), index % self.batches
+        epoch = int(self.epoch_variable.read_value())
+        with self._lock:
+            if self._epoch_start is None or self._epoch_start[0] != epoch:
+                self._epoch_start = (epoch, index)
+            step = index - self._epoch_start[1]
+        position = epoch * int(self.steps_per_epoch) + step
+        return position // self.batches, position % self.batches
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         from trainer.data.streaming import StreamedDataError
         from trainer.errors import DataError
 
-        index = int(index) % self.batches if self.repeat else int(index)
-        if not 0 <= index < self.batches:
-            raise IndexError(index)
-        epoch = self._epoch(index)
+        epoch, index = self._place(int(index))
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.count)
         order = self._order(epoch)

@@ -371,6 +371,7 @@ class Training:
             data.x_train, data.y_train, shuffle=config.train.shuffle, weights=self.sample_weights,
             augment=config.data.augment,  # training batches only
             repeat=config.train.steps_per_epoch is not None,  # epochs of steps_per_epoch batches may run past the end of the data
+            steps_per_epoch=config.train.steps_per_epoch,
         )
         val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
@@ -380,13 +381,13 @@ class Training:
         """The run directory callers see (None for processes other than 0: they write nothing)."""
         return None if self.scratch is not None else self.run_dir
 
-    def dataset(self, x, y, shuffle: bool = False, weights=None, augment=None, repeat: bool = False):
+    def dataset(self, x, y, shuffle: bool = False, weights=None, augment=None, repeat: bool = False, steps_per_epoch=None):
         from trainer.data.batches import make_batches
 
         return make_batches(
             x, y, batch_size=self.config.train.batch_size, encoding=self.plan.encoding, num_classes=self.data.num_classes,
             shuffle=shuffle, seed=self.config.seed, weights=weights, epoch_variable=getattr(self, "epoch_variable", None),
-            augment=augment, repeat=repeat,
+            augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch,
             cache_dir=None if self.run_dir is None else self.run_dir / DATA_CACHE_DIR,
             **({"drop_remainder": True} if self.distribution.full_batches else {}),
         )
