@@ -216,6 +216,7 @@ def test_an_augmented_jax_run_resumed_equals_the_uninterrupted_one(tmp_path, mni
 
 
 @needs_jax
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna (the sweep extra) is not installed")
 @pytest.mark.slow
 def test_a_sweep_on_jax_runs_without_tensorflow(tmp_path, mnist_npz, write_config):
     config = tiny_config(mnist_npz, output={"dir": str(tmp_path / "outputs")})
