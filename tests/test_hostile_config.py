@@ -41,7 +41,8 @@ def test_yaml_bombs_are_refused_fast(case, write_config, cli):
     assert ": refused:" in result.output and expected in " ".join(result.output.split())
     assert str(path) in result.output
     assert "Traceback" not in result.output
-    assert elapsed < 3.0, f"{case} took {elapsed:.1f}s"
+    # an exponential blow-up takes minutes; 10 s leaves room for a loaded 2-core machine (3.9 s seen at load 5)
+    assert elapsed < 10.0, f"{case} took {elapsed:.1f}s"
 
 
 def test_a_huge_config_file_is_refused_before_parsing(write_config, cli):
