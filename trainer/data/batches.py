@@ -47,6 +47,17 @@ def is_tensorflow_backend() -> bool:
     return keras.backend.backend() == "tensorflow"
 
 
+def needs_tf_data() -> bool:
+    """tf.data feeds the batches: on the TensorFlow backend, and under a multi-process Keras distribution
+    (``distribute.strategy: multi_worker`` on JAX), whose auto-sharding takes only a ``tf.data.Dataset``."""
+    if is_tensorflow_backend():
+        return True
+    import keras
+
+    distribution = keras.distribution.distribution()
+    return bool(getattr(distribution, "_is_multi_process", False) and getattr(distribution, "auto_shard_dataset", True))
+
+
 class EpochCounter:
     """The epoch whose order the batches follow, outside TensorFlow: what the checkpointer ``assign``s at each epoch's start."""
 
@@ -65,7 +76,7 @@ class EpochCounter:
 
 def epoch_counter() -> Any:
     """A ``tf.Variable`` on TensorFlow (the ``tf.data`` pipeline reads it in its graph), else an ``EpochCounter``."""
-    if is_tensorflow_backend():
+    if needs_tf_data():
         import tensorflow as tf
 
         return tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -92,7 +103,7 @@ def make_batches(
         batch_size=batch_size, encoding=encoding, num_classes=num_classes, shuffle=shuffle, seed=seed, weights=weights,
         epoch_variable=epoch_variable, drop_remainder=drop_remainder, cache_dir=cache_dir,
     )
-    if is_tensorflow_backend():
+    if needs_tf_data():
         from trainer.data.augment import augment_dataset
         from trainer.data.pipeline import make_dataset
 
