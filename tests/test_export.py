@@ -21,6 +21,8 @@ MODEL_CONFIGS = {
             "loss": {"name": "sparse_categorical_crossentropy", "from_logits": True}},
     "vgg16_head": {"model": {"type": "vgg16_head", "weights": "none", "head": {"hidden_units": [8], "dropout": 0.0}}},
     "cnn": {"model": {"type": "cnn", "blocks": [4, 8], "batch_norm": True, "head": {"hidden_units": [8], "dropout": 0.0}}},
+    # airbench: the custom PatchWhitening layer (its filters set by the first training batch), GELU, frozen-scale BN, logit scale
+    "resnet": {"model": {"type": "resnet", "variant": "airbench", "widths": [4, 8, 8]}},
 }
 
 

@@ -209,5 +209,10 @@ def build_callbacks(specs: list[Any], run_dir: Path | None, config_dir: Any = No
                 keras_params[info.path_param] = str(inside(base, value, f"{key}.{info.path_param}"))  # a link cannot lead out
             else:
                 keras_params[info.path_param] = str(base / value)
+        if info.name == "tensorboard" and keras.backend.backend() != "tensorflow":  # Keras's writes through tf.summary
+            from trainer.catalogue.event_scalars import epoch_scalars_callback
+
+            built.append(epoch_scalars_callback(keras_params, key))
+            continue
         built.append(construct(cls, keras_params, key, spec.name, shown=spec.params))
     return built

@@ -85,12 +85,34 @@ def catalogue_rows(kind: str) -> list[dict[str, Any]]:
             {"name": name, "keras": info.keras_class or "(trainer)", "parameters": _params(callback_defaults(info))}
             for name, info in CALLBACKS.items()
         ]
+    if kind == "models":
+        return model_rows()
     from trainer.catalogue.registry import unknown_choice_message
 
     raise ConfigError(unknown_choice_message("trainer list", kind, CATALOGUES))
 
 
-CATALOGUES = ("losses", "metrics", "optimizers", "callbacks")
+CATALOGUES = ("losses", "metrics", "optimizers", "callbacks", "models")
+
+
+def model_rows() -> list[dict[str, Any]]:
+    """One row per model type (its config keys and defaults), and one per ``resnet`` variant with the values it fills in."""
+    from trainer.config.models import MODEL_TYPES, RESNET_VARIANTS
+
+    def plain(value: Any) -> Any:
+        return value.model_dump() if hasattr(value, "model_dump") else list(value) if isinstance(value, tuple) else value
+
+    rows = []
+    for name, entry in MODEL_TYPES.items():
+        fields = {key: field for key, field in entry.config_class.model_fields.items() if key != "type"}
+        defaults = {key: plain(field.default_factory() if field.default_factory else field.default) for key, field in fields.items()}
+        rows.append({"name": f"model.type: {name}", "parameters": _params(defaults)})
+        if name == "resnet":  # what each variant fills in for the options left unset
+            for variant in RESNET_VARIANTS:
+                config = entry.config_class(variant=variant)
+                resolved = {key: plain(config.resolved(key)) for key in vars(RESNET_VARIANTS[variant])}
+                rows.append({"name": f"  variant: {variant}", "parameters": _params(resolved)})
+    return rows
 
 
 def _params(defaults: dict[str, Any]) -> str:

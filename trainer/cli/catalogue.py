@@ -1,4 +1,4 @@
-"""``trainer list``: the catalogues of losses, metrics, optimizers and callbacks."""
+"""``trainer list``: the catalogues of losses, metrics, optimizers, callbacks and model types."""
 from __future__ import annotations
 
 import typer
@@ -8,15 +8,15 @@ from trainer.cli.common import handles_errors, quiet_tensorflow
 
 @handles_errors
 def list_catalogue(
-    catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers or callbacks.", show_default=False),
+    catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers, callbacks or models.", show_default=False),
 ) -> None:
-    """Show a catalogue (losses, metrics, optimizers, callbacks) with each entry's parameters and defaults."""
+    """Show a catalogue (losses, metrics, optimizers, callbacks, models) with each entry's parameters and defaults."""
     from trainer.catalogue.overview import CATALOGUES, catalogue_rows
     from trainer.console import print_table, records_table
 
-    if catalogue in CATALOGUES and catalogue != "losses":
+    if catalogue in CATALOGUES and catalogue not in ("losses", "models"):
         quiet_tensorflow()  # the parameters are read from the Keras classes themselves
     rows = catalogue_rows(catalogue)
     print_table(records_table(catalogue, rows))
-    if catalogue != "losses":
+    if catalogue not in ("losses", "models"):
         typer.echo("Custom entries: name: 'my_module:Name' (a module beside the config or in the working directory).")

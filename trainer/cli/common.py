@@ -54,6 +54,8 @@ def quiet_tensorflow() -> None:
     if os.environ.get("TRAINER_TF_LOGS") == "1":
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return  # JAX and PyTorch train without TensorFlow (trainer.data.batches): it is not imported at all
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull, without_unused_imports():
@@ -61,8 +63,7 @@ def quiet_tensorflow() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
-            if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-                import keras  # noqa: F401 - here, so that its optional imports are skipped too
+            import keras  # noqa: F401 - here, so that its optional imports are skipped too
     finally:
         os.dup2(saved, 2)
         os.close(saved)

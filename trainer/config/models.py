@@ -276,3 +276,84 @@ class CNNConfig(WeightOptions, ModelSection):
             )
             for b in blocks
         ]
+
+
+@dataclass(frozen=True)
+class ResNetVariant:
+    """What a ``model.type: resnet`` variant uses unless the config says otherwise."""
+
+    widths: tuple[int, ...]
+    activation: str
+    batch_norm_momentum: float  # Keras's convention: moving = momentum * moving + (1 - momentum) * batch
+    batch_norm_scale: bool
+    identity_init: bool
+    logit_scale: float
+    whitening: bool
+
+
+RESNET_VARIANTS: dict[str, ResNetVariant] = {
+    # Keller Jordan's airbench94: a frozen 2x2 whitening conv, three conv groups with max pooling, GELU,
+    # BatchNormalization with no scale (torch momentum 0.6 is Keras 0.4), dirac-initialised convs, logits x 1/9.
+    "airbench": ResNetVariant((64, 256, 256), "gelu", 0.4, False, True, 1 / 9, True),
+    # David Page's ResNet-9 (cifar10-fast): prep 64, layer1 128 + residual, layer2 256, layer3 512 + residual; logits x 0.125.
+    "resnet9": ResNetVariant((64, 128, 256, 512), "relu", 0.9, True, False, 0.125, False),
+    # He et al. (2016), section 4.2: 6n+2 layers in three stages of n basic blocks, widths 16/32/64.
+    "resnet20": ResNetVariant((16, 32, 64), "relu", 0.9, True, False, 1.0, False),
+    "resnet56": ResNetVariant((16, 32, 64), "relu", 0.9, True, False, 1.0, False),
+}
+RESNET_BLOCKS = {"resnet20": 3, "resnet56": 9}  # basic blocks per stage (n of 6n+2)
+MAX_RESNET_WIDTH = 4096  # filters of one conv: a 3x3 conv of 4096 -> 4096 already holds 600 MB of weights
+MAX_WHITENING_SAMPLE = 50_000  # training images read for the patch covariance (airbench uses 5,000)
+
+
+class WhiteningConfig(_Strict):
+    """The frozen first layer of ``airbench``: a 2x2 conv whose filters whiten image patches."""
+
+    eps: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4  # added to each eigenvalue before the inverse square root
+    sample: Annotated[int, Field(gt=0, le=MAX_WHITENING_SAMPLE)] = 5000  # training images the covariance is computed from
+
+
+@register_model("resnet", builder="trainer.models.resnet:build_resnet")
+class ResNetConfig(WeightOptions, ModelSection):
+    """Fast CIFAR networks: ``airbench`` (airbench94), ``resnet9`` (Page's ResNet-9), ``resnet20``/``resnet56`` (He et al.).
+
+    Unset options take the variant's own values (``RESNET_VARIANTS``); ``resolved(name)`` gives the one in force.
+    """
+
+    type: Literal["resnet"] = "resnet"
+    variant: Literal["airbench", "resnet9", "resnet20", "resnet56"] = "resnet9"
+    widths: list[Annotated[int, Field(gt=0, le=MAX_RESNET_WIDTH)]] | None = None
+    activation: str | None = None
+    batch_norm_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    batch_norm_scale: bool | None = None  # false: BatchNormalization's gamma is not a weight (fixed at 1)
+    identity_init: bool | None = None  # dirac: each conv starts as the identity on its first input channels
+    logit_scale: Annotated[float, Field(gt=0.0, le=1_000.0)] | None = None  # the logits are multiplied by it
+    whitening: WhiteningConfig | None = None  # airbench only; its default applies when unset
+    output: Literal["softmax", "logits"] = "softmax"
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str | None) -> str | None:
+        return None if value is None else known_activation(value)
+
+    @model_validator(mode="after")
+    def _fits_the_variant(self) -> "ResNetConfig":
+        expected = len(RESNET_VARIANTS[self.variant].widths)
+        if self.widths is not None and len(self.widths) != expected:
+            raise ValueError(
+                f"widths: variant {self.variant} has {expected} widths (default {list(RESNET_VARIANTS[self.variant].widths)}), "
+                f"got {len(self.widths)}: {self.widths}"
+            )
+        if self.whitening is not None and not RESNET_VARIANTS[self.variant].whitening:
+            raise ValueError(f"whitening: only variant airbench has a whitening layer, not {self.variant}; remove whitening")
+        return self
+
+    def resolved(self, name: str) -> Any:
+        """Option ``name`` as set in the config, else the variant's default."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        if name == "whitening":
+            return WhiteningConfig() if RESNET_VARIANTS[self.variant].whitening else None
+        default = getattr(RESNET_VARIANTS[self.variant], name)
+        return list(default) if name == "widths" else default

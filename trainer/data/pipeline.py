@@ -12,11 +12,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from trainer.data.batches import STREAM_MEMMAP_OVER, epoch_order
 from trainer.data.folder import ImageFiles
-
-# A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
-# instead of loaded whole, so memory does not grow with the number of images.
-STREAM_MEMMAP_OVER = 256 << 20
 
 # The epoch variable each dataset made here reads: data.augment draws from (seed, epoch, position) with it.
 _EPOCH_VARIABLES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
@@ -78,14 +75,17 @@ def make_dataset(
 
 
 def epoch_permutation(count: int, seed: int, epoch_variable: tf.Variable) -> tf.Tensor:
-    """The order of the examples in epoch N (the variable's value): ``argsort`` of a uniform draw seeded by (seed, N).
+    """The order of the examples in epoch N (the variable's value): ``trainer.data.batches.epoch_order(count, seed, N)``.
 
     A function of (seed, N) only, so a resumed run sees the same order as an uninterrupted one; the
-    in-memory and the streamed pipelines both take it, so every ``data.cache`` trains on the same batches.
+    in-memory and the streamed pipelines both take it, so every ``data.cache`` trains on the same
+    batches, and so does the ``PyDataset`` path of the other backends (the same NumPy function).
     """
-    seed_part = tf.constant(int(seed) % (2**63), dtype=tf.int64)
-    keys = tf.random.stateless_uniform([count], seed=tf.stack([seed_part, tf.cast(epoch_variable.read_value(), tf.int64)]))
-    return tf.argsort(keys)
+    order = tf.numpy_function(
+        lambda epoch: epoch_order(count, seed, int(epoch)), [tf.cast(epoch_variable.read_value(), tf.int64)], tf.int32, stateful=False,
+    )
+    order.set_shape([count])
+    return order
 
 
 def epoch_shuffled_batches(

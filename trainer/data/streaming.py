@@ -21,12 +21,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import sys
+
 import numpy as np
-import tensorflow as tf
 
 from trainer.data.folder import ImageFiles
 from trainer.errors import DataError, RunDirError
-from trainer.data.pipeline import epoch_permutation
 
 CHUNK = 512  # images decoded per write while the disk cache is filled
 
@@ -101,7 +101,10 @@ def surfacing_data_errors():
     """
     try:
         yield
-    except tf.errors.OpError as exc:
+    except Exception as exc:
+        tf = sys.modules.get("tensorflow")  # only the tf.data path wraps errors (the PyDataset path raises StreamedDataError itself)
+        if tf is None or not isinstance(exc, tf.errors.OpError):
+            raise
         text = str(exc)
         with _FAILURES_LOCK:
             found = next((failure for failure in reversed(_FAILURES) if failure.message in text), None)
@@ -149,14 +152,18 @@ def memmap_rows(array: np.memmap) -> RowFile:
 
 def streamed_batches(
     source: "ImageFiles | RowFile", columns: tuple[np.ndarray, ...], *, batch_size: int, shuffle: bool, seed: int,
-    epoch_variable: tf.Variable | None, drop_remainder: bool, cache_dir: Path | None = None,
-) -> tf.data.Dataset:
+    epoch_variable: "tf.Variable | None", drop_remainder: bool, cache_dir: Path | None = None,
+) -> "tf.data.Dataset":
     """Batches of (rows of ``source``, *columns gathered alike), the rows read or decoded batch by batch.
 
     ``source``: a folder split's ``ImageFiles`` (``cache_dir``: where ``data.cache: disk`` keeps
     its decoded pixels; without it, or with ``cache: none``, the files are decoded every epoch),
-    or a ``RowFile``.
+    or a ``RowFile``. The TensorFlow backend's path (``trainer.data.batches.ArrayBatches`` is the others').
     """
+    import tensorflow as tf
+
+    from trainer.data.pipeline import epoch_permutation
+
     count = len(source)
     if isinstance(source, ImageFiles):
         read, dtype = (pixel_file(source, cache_dir).read if source.cache == "disk" and cache_dir is not None else source.decode), np.uint8

@@ -78,7 +78,7 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
     """
     from trainer.config.evaluate import check_tta_mode
     from trainer.data.loaders import load_data
-    from trainer.data.pipeline import make_dataset
+    from trainer.data.batches import make_batches
     from trainer.data.streaming import surfacing_data_errors
 
     if split not in SPLITS:
@@ -99,7 +99,7 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
         )
     if len(x) == 0:
         raise DataError(f"{data.source}: the {split} split is empty.")
-    dataset = make_dataset(
+    dataset = make_batches(
         x, y, batch_size=config.train.batch_size, encoding=run.label_encoding, num_classes=run.num_classes
     )
     with surfacing_data_errors():  # an image gone or undecodable while streaming: one DataError naming it

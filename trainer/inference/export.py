@@ -48,6 +48,7 @@ class ExportFormat:
     default_name: str  # the file or folder written in the run directory by default
     suffix: str  # what an --output path must end with ("" for a folder)
     modules: tuple[str, ...] = ()  # what exporting needs beyond TensorFlow (the parity runner's are in exported.py)
+    # Keras's exporters are TensorFlow by nature (tf.function, SavedModel), on every Keras backend
     extra: str | None = None
 
 
@@ -185,6 +186,7 @@ def _check_writable(folder: Path, what: str, path: Path) -> None:
 def check_can_export(format_name: str) -> ExportFormat:
     """The format, with its packages present (``MissingExtraError``, exit 2, names the install command)."""
     fmt = get_format(format_name)
+    require_modules(("tensorflow",), None, f"trainer export --format {fmt.name} (Keras exports through TensorFlow)")
     require_modules(fmt.modules, fmt.extra, f"trainer export --format {fmt.name}")
     return fmt
 

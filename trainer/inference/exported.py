@@ -32,7 +32,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "litert"}
 # format -> (Python modules its runner imports, the pyproject extra holding them)
 RUNNER_NEEDS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "savedmodel": ((), None),
+    "savedmodel": (("tensorflow",), None),  # tf.saved_model.load
     "onnx": (("onnxruntime", "onnx"), "onnx"),  # onnx parses the graph for the static check
     "litert": (("ai_edge_litert",), "litert"),
 }

@@ -2,8 +2,9 @@
 
 Each model type is registered once, in ``trainer.config.models``: its config class (the
 ``model:`` section's schema, with what the type supports) and its builder here
-(``module:function`` taking the section, the input shape and the class count). Adding a type
-is one config class there and one builder module here.
+(``module:function`` taking the section, the input shape and the class count, and keyword
+arguments it may ignore: ``train_images``, the training images, for a data-dependent first
+layer such as resnet's whitening). Adding a type is one config class there and one builder module here.
 """
 from __future__ import annotations
 

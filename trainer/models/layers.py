@@ -5,7 +5,11 @@
 """
 from __future__ import annotations
 
+import math
+
 import keras
+
+from trainer.models.whitening import PatchWhitening
 
 # keras.applications.vgg16.preprocess_input ("caffe" mode): the ImageNet channel means, BGR order.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
@@ -45,3 +49,15 @@ def adapt_images(x, adaptation):
     if any(adaptation.padding):
         x = keras.layers.ZeroPadding2D(((top, bottom), (left, right)), name="pad")(x)
     return x
+
+
+@keras.saving.register_keras_serializable(package="trainer")
+def gelu_erf(x):
+    """The exact GELU, ``x * Phi(x)``, written with ``erf``: TensorFlow's own exact GELU uses ``Erfc``, which ONNX export cannot convert."""
+    return 0.5 * x * (1.0 + keras.ops.erf(x / math.sqrt(2.0)))
+
+
+# trainer's own layers and activations, by the names a saved model uses (``trainer.catalogue.keras_objects.trainer_objects``)
+TRAINER_LAYER_CLASSES: dict[str, object] = {
+    "PatchWhitening": PatchWhitening, "trainer>PatchWhitening": PatchWhitening, "gelu_erf": gelu_erf, "trainer>gelu_erf": gelu_erf,
+}

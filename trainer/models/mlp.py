@@ -6,9 +6,11 @@ import keras
 from trainer.catalogue.regularizers import dense_kwargs
 
 
-def output_layers(x, num_classes: int, output: str, **dense_options):
-    """The class layer; softmax (or identity for logits) is kept in float32 under mixed precision."""
+def output_layers(x, num_classes: int, output: str, logit_scale: float = 1.0, **dense_options):
+    """The class layer (its logits multiplied by ``logit_scale``); softmax (or identity for logits) is kept in float32 under mixed precision."""
     x = keras.layers.Dense(num_classes, name="classes", **dense_options)(x)
+    if logit_scale != 1.0:
+        x = keras.layers.Rescaling(logit_scale, name="logit_scale")(x)
     activation = "softmax" if output == "softmax" else "linear"
     return keras.layers.Activation(activation, dtype="float32", name="probabilities" if output == "softmax" else "logits")(x)
 

@@ -13,14 +13,16 @@ from trainer.config.checks import Plan
 
 
 def versions() -> dict[str, str]:
+    """Python's, Keras's and the backend's versions (TensorFlow's only where it is loaded: other backends run without it)."""
+    import sys
+
     import keras
-    import tensorflow as tf
 
-    found = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__}
-    if keras.backend.backend() == "jax":
-        import jax
-
-        found["jax"] = jax.__version__
+    found = {"python": platform.python_version(), "keras": keras.__version__}
+    for name in ("tensorflow", "jax", "torch"):
+        module = sys.modules.get(name)
+        if module is not None and (name == keras.backend.backend() or name == "tensorflow"):
+            found[name] = str(getattr(module, "__version__", "?"))
     return found
 
 

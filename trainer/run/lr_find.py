@@ -149,11 +149,20 @@ def claim_output(output: Path | None, config: Config, made: Any) -> Path:
     return folder
 
 
+def numpy_batches(dataset: Any):
+    """Endless NumPy batches of an endless dataset: a ``tf.data`` one (TensorFlow) or a ``keras.utils.PyDataset``."""
+    import itertools
+
+    if hasattr(dataset, "as_numpy_iterator"):
+        return dataset.as_numpy_iterator()
+    return (dataset[index] for index in itertools.count())
+
+
 def run_ramp(training: Any, rates: np.ndarray, beta: float, events: Any) -> tuple[list[float], list[float], str]:
     """Train one batch per rate; (losses, smoothed losses, why it stopped)."""
     model = training.model
     class_weight = training.fit_settings.get("class_weight")
-    batches = training.train_dataset().repeat().as_numpy_iterator()  # numpy: the same loop on every Keras backend
+    batches = numpy_batches(training.train_dataset(repeat=True))  # numpy: the same loop on every Keras backend
     losses: list[float] = []
     smoothed: list[float] = []
     best = math.inf

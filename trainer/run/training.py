@@ -127,7 +127,7 @@ class Training:
         from trainer.run.compile import compile_model
 
         with self.distribution.scope():
-            self.model = build_model(self.config.model, self.data.input_shape, self.data.num_classes)
+            self.model = build_model(self.config.model, self.data.input_shape, self.data.num_classes, train_images=self.data.x_train)
             self.custom_objects = compile_model(self.model, self.config, self.plan, self.steps_per_epoch)
 
     @contextlib.contextmanager
@@ -194,14 +194,13 @@ class Training:
 
     def fit(self) -> RunResult | None:
         """Train; None when all epochs ran, else the ending (a StopRun). Failures and interrupts raise after ``on_run_end``."""
-        import tensorflow as tf
-
         from trainer.catalogue.callbacks import build_callbacks
+        from trainer.data.batches import epoch_counter
         from trainer.data.streaming import StreamedDataError, surfacing_data_errors
         from trainer.run.features import CachedFeatureTraining, augmentation_stops_cache, uses_cached_features
 
         config, data = self.config, self.data
-        self.epoch_variable = tf.Variable(0, dtype=tf.int64, trainable=False)  # the shuffle order of epoch N depends on N only
+        self.epoch_variable = epoch_counter()  # the shuffle order of epoch N depends on N only
         user_callbacks = build_callbacks(config.callbacks, self.run_dir, config.config_dir)
         if self.resume:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
@@ -234,8 +233,6 @@ class Training:
         except NonFiniteLoss as exc:
             kept = f"the checkpoint of epoch {len(self.rows)} is kept" if self.rows else "no epoch had completed, so there is no checkpoint"
             self.fail(exc.reason, f"{exc.reason}; the run stopped and {kept}. See {self.run_dir / METRICS_FILE}")
-        except tf.errors.ResourceExhaustedError as exc:
-            self.fail(f"out of memory: {exc.message}", f"out of memory during training ({exc.message}); try a smaller train.batch_size or model.")
         except RunFailedError as exc:
             self.fail(exc.message, exc.message)
         except StreamedDataError as exc:  # data that went bad mid-run (streamed images): the run fails, its checkpoints stay
@@ -245,6 +242,11 @@ class Training:
         except OSError as exc:
             reason = f"cannot write to the run directory {self.run_dir}: {exc.strerror or exc}"
             self.fail(reason, reason)
+        except Exception as exc:  # last: only a backend's out-of-memory error is handled here
+            message = out_of_memory_message(exc)
+            if message is None:
+                raise
+            self.fail(f"out of memory: {message}", f"out of memory during training ({message}); try a smaller train.batch_size or model.")
         finally:
             self.events.on_phase_end()
             gc.unfreeze()
@@ -408,30 +410,32 @@ class Training:
                 weights=self.sample_weights, xla=config.compile.jit_compile is not False, **settings,
             )
             return
-        train_ds = self.train_dataset()
-        if config.train.steps_per_epoch is not None:
-            train_ds = train_ds.repeat()  # epochs of steps_per_epoch batches may run past the end of the data
+        train_ds = self.train_dataset(
+            repeat=config.train.steps_per_epoch is not None,  # epochs of steps_per_epoch batches may run past the end of the data
+            steps_per_epoch=config.train.steps_per_epoch,
+        )
         val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
 
-    def train_dataset(self):
+    def train_dataset(self, repeat: bool = False, steps_per_epoch=None):
         """The training batches as ``fit`` sees them: shuffled as configured, sample weights, augmented (training batches only)."""
-        from trainer.data.augment import augment_dataset
-
-        train_ds = self.dataset(self.data.x_train, self.data.y_train, shuffle=self.config.train.shuffle, weights=self.sample_weights)
-        return augment_dataset(train_ds, self.config.data.augment, self.config.seed)
+        return self.dataset(
+            self.data.x_train, self.data.y_train, shuffle=self.config.train.shuffle, weights=self.sample_weights,
+            augment=self.config.data.augment, repeat=repeat, steps_per_epoch=steps_per_epoch,
+        )
 
     @property
     def public_run_dir(self) -> Path | None:
         """The run directory callers see (None for processes other than 0: they write nothing)."""
         return None if self.scratch is not None else self.run_dir
 
-    def dataset(self, x, y, shuffle: bool = False, weights=None):
-        from trainer.data.pipeline import make_dataset
+    def dataset(self, x, y, shuffle: bool = False, weights=None, augment=None, repeat: bool = False, steps_per_epoch=None):
+        from trainer.data.batches import make_batches
 
-        return make_dataset(
+        return make_batches(
             x, y, batch_size=self.config.train.batch_size, encoding=self.plan.encoding, num_classes=self.data.num_classes,
             shuffle=shuffle, seed=self.config.seed, weights=weights, epoch_variable=getattr(self, "epoch_variable", None),
+            augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch,
             cache_dir=None if self.run_dir is None else self.run_dir / DATA_CACHE_DIR,
             **({"drop_remainder": True} if self.distribution.full_batches else {}),
         )
@@ -459,6 +463,21 @@ class Training:
             self.config, None if self.dry_run else self.public_run_dir, sizes, summary, header,
             initial_epoch=self.resume.epoch if self.resume else 0, resumed=self.resume is not None,
         )
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """The message of a backend's out-of-memory error (TensorFlow's ResourceExhaustedError, XLA's RESOURCE_EXHAUSTED, CUDA's), else None."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "errors") and isinstance(exc, tf.errors.ResourceExhaustedError):
+        return exc.message
+    text = str(exc)
+    if type(exc).__name__ in ("XlaRuntimeError", "JaxRuntimeError", "OutOfMemoryError") and (
+        "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+    ):
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
 
 
 class BackgroundTask:

@@ -294,20 +294,18 @@ def configure_torch_device(requested: str = "auto", mixed_precision: Any = "auto
 
 
 def hide_gpus_from_tensorflow(find_spec: Any = None) -> None:
-    """On JAX or PyTorch, keep TensorFlow off the GPUs (and their memory) when it is installed.
+    """On JAX or PyTorch, keep TensorFlow off the GPUs (and their memory) when something has imported it.
 
-    While the data pipeline is ``tf.data`` TensorFlow is imported on every backend, and it would
-    take most of the GPU's memory at its first op; where it is not installed nothing is imported.
+    The data path of those backends does not import TensorFlow (``trainer.data.batches``), so
+    usually nothing is done; TensorFlow imported by other code would take most of the GPU's memory
+    at its first op. ``find_spec`` is kept for callers; TensorFlow is never imported here.
     """
     import contextlib
-    import importlib.util
     import sys
 
-    find_spec = importlib.util.find_spec if find_spec is None else find_spec
-    if "tensorflow" not in sys.modules and find_spec("tensorflow") is None:
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not hasattr(tf, "config"):
         return
-    import tensorflow as tf
-
     with contextlib.suppress(RuntimeError):  # already initialised: nothing to change any more
         tf.config.set_visible_devices([], "GPU")
 
