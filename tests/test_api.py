@@ -258,6 +258,45 @@ def test_interrupt_raises_after_metrics_and_the_end_event(tmp_path, mnist_npz):
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
 
 
+def test_an_error_that_follows_ctrl_c_is_the_interrupt(tmp_path, mnist_npz):
+    """TensorFlow's C++ tensor conversion turns a KeyboardInterrupt raised inside it into a TypeError of its own."""
+    import keras
+    import typer
+
+    from trainer.cli.common import handles_errors, interrupts_as_keyboard_interrupt
+    from trainer.errors import interrupt_requested, request_interrupt
+
+    class SignalInsideTensorFlow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            request_interrupt()  # what the CLI's SIGINT/SIGTERM handler does before raising KeyboardInterrupt
+            raise TypeError("Failed to convert elements of (None, 784) to Tensor.")
+
+    config = write_yaml(tmp_path / "c.yaml", tiny_config(mnist_npz, train={"epochs": 3}))
+    with interrupts_as_keyboard_interrupt(), pytest.raises(trainer.RunInterrupted):
+        trainer.train(config, run_dir=tmp_path / "r", callbacks=[SignalInsideTensorFlow()])
+    assert not interrupt_requested()  # cleared when the command ends
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1  # the callback runs after the epoch is recorded
+
+    @handles_errors
+    def command():
+        with interrupts_as_keyboard_interrupt():
+            request_interrupt()
+            raise TypeError("converted")
+
+    with pytest.raises(typer.Exit) as exit_:
+        command()
+    assert exit_.value.exit_code == 130
+
+    @handles_errors
+    def buggy():
+        with interrupts_as_keyboard_interrupt():
+            raise TypeError("a bug keeps its traceback")
+
+    with pytest.raises(TypeError):
+        buggy()
+
+
 @pytest.mark.slow
 def test_a_handler_may_stop_the_run_and_a_broken_one_does_not_lose_it(tmp_path, mnist_npz):
     class Prune(RunEvents):

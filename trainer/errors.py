@@ -9,6 +9,26 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
+# Set by the CLI's signal handler (SIGINT, SIGTERM) before it raises KeyboardInterrupt. TensorFlow's C++
+# tensor conversion swallows a KeyboardInterrupt raised inside it and raises a TypeError of its own
+# ("Failed to convert elements of ..."); the flag says that such an error was really the interrupt.
+_interrupt_requested = False
+
+
+def request_interrupt() -> None:
+    global _interrupt_requested
+    _interrupt_requested = True
+
+
+def clear_interrupt() -> None:
+    global _interrupt_requested
+    _interrupt_requested = False
+
+
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C or SIGTERM arrived in this command: any error after it counts as the interrupt."""
+    return _interrupt_requested
+
 
 class TrainerError(Exception):
     """Base class: a message meant for the user and an exit code."""

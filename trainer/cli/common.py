@@ -131,23 +131,35 @@ def interrupts_as_keyboard_interrupt():
     """SIGTERM behaves like Ctrl-C (checkpoint kept, metrics.json says interrupted, exit 130).
 
     Used as a decorator on the commands that run TensorFlow (run, eval, predict), so it holds
-    from the command's first line, TensorFlow's import included, to its last.
+    from the command's first line, TensorFlow's import included, to its last. Both signals also
+    set ``trainer.errors.interrupt_requested()``: an error that follows the interrupt (TensorFlow
+    turns a KeyboardInterrupt raised inside its tensor conversion into a TypeError) is the interrupt.
     """
     import signal
     import threading
+
+    from trainer.errors import clear_interrupt, interrupt_requested, request_interrupt
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def raise_interrupt(signum, frame):
+        request_interrupt()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    clear_interrupt()
+    previous = {number: signal.signal(number, raise_interrupt) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except Exception:
+        if interrupt_requested():
+            raise KeyboardInterrupt from None  # the interrupt, turned into another error by a C++ layer it crossed
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        clear_interrupt()
 
 
 def short_path(path: str, limit: int = 36) -> str:

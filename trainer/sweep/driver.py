@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from trainer.config import Config
 from trainer.config.sweep import SweepConfig, check_sweep, override_text
-from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted
+from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted, interrupt_requested
 from trainer.integrations import optuna as bridge
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
@@ -228,6 +228,10 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
         events.on_trial_end(record)
         return record
 
+    def interrupted() -> RunInterrupted:
+        finish("interrupted", reason="stopped by Ctrl-C or SIGTERM")
+        return RunInterrupted(f"interrupted during trial {trial.number}; it is recorded as interrupted and its budget will be re-used.")
+
     try:
         with bridge.heartbeat(study, trial):
             parent = parent_run_id(study) if getattr(plan.trial_config.tracking, "mlflow", None) else None
@@ -237,14 +241,15 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
     except RunFailedError as exc:
         return finish("failed", reason=exc.message)
     except (RunInterrupted, KeyboardInterrupt):
-        finish("interrupted", reason="stopped by Ctrl-C or SIGTERM")
-        raise RunInterrupted(f"interrupted during trial {trial.number}; it is recorded as interrupted and its budget will be re-used.") from None
+        raise interrupted() from None
     except BadInputError as exc:
         finish("failed", reason=exc.message)
         if not any(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials(deepcopy=False)):
             raise  # before any trial worked this is the config or the data, not a region of the search space
         return record
     except BaseException as exc:  # a bug: record it, then let its traceback show
+        if interrupt_requested() and isinstance(exc, Exception):  # the interrupt, turned into another error inside TensorFlow
+            raise interrupted() from None
         finish("failed", reason=f"{type(exc).__name__}: {exc}")
         raise
     epochs = len(result.history)
