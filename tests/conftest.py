@@ -100,3 +100,9 @@ def subprocess_env() -> dict[str, str]:
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``first`` go to the front: pytest-xdist hands the first tests out first."""
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)

@@ -7,6 +7,7 @@ TensorFlow, one definition of epoch N's order. The subprocess tests run the CLI 
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ from tests.conftest import REPO_ROOT, tiny_config
 from tests.datagen import write_image_folders
 
 needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed")
+# The JAX runs: in CI they run in .ci/neutral-venv's environment, which has no TensorFlow at all
+# (tests/test_neutral_venv.py); where TensorFlow is installed they run only with TRAINER_NEUTRAL_HERE=1
+# (then tests/no_tensorflow.py blocks its import), so that the suite runs them once.
+without_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None and os.environ.get("TRAINER_NEUTRAL_HERE") != "1",
+    reason="runs in .ci/neutral-venv (no TensorFlow; tests/test_neutral_venv.py); TRAINER_NEUTRAL_HERE=1 runs it here",
+)
 # Comparisons with the tf.data path (skipped in .ci/neutral-venv's environment, which has no TensorFlow)
 needs_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="TensorFlow is not installed")
 AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "contrast": 0.2}
@@ -126,6 +134,7 @@ def _trainer(args, tmp_path, backend="jax"):
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.slow
 def test_jax_runs_resumes_evaluates_and_predicts_without_tensorflow(tmp_path, mnist_npz, write_config):
     """run, --dry-run, --resume, eval, predict, runs, validate, list on JAX where `import tensorflow` fails; TensorFlow never loaded."""
@@ -153,6 +162,7 @@ def test_jax_runs_resumes_evaluates_and_predicts_without_tensorflow(tmp_path, mn
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.slow
 def test_export_without_tensorflow_is_refused_with_the_install_command(tmp_path, mnist_npz, write_config):
     path = write_config(tiny_config(mnist_npz))
@@ -166,6 +176,7 @@ def test_export_without_tensorflow_is_refused_with_the_install_command(tmp_path,
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.slow
 def test_the_tensorboard_callback_writes_event_files_on_jax_without_tensorflow(tmp_path, mnist_npz, write_config):
     """Read back with TensorBoard's own reader: epoch scalars equal history.csv, train and validation sides."""
@@ -185,6 +196,7 @@ def test_the_tensorboard_callback_writes_event_files_on_jax_without_tensorflow(t
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.slow
 def test_tensorboard_settings_that_need_tensorflow_are_refused_on_jax(tmp_path, mnist_npz, write_config):
     path = write_config(tiny_config(mnist_npz, callbacks=[{"name": "tensorboard", "histogram_freq": 1}]))
@@ -195,6 +207,7 @@ def test_tensorboard_settings_that_need_tensorflow_are_refused_on_jax(tmp_path, 
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.slow
 def test_an_augmented_jax_run_resumed_equals_the_uninterrupted_one(tmp_path, mnist_npz, write_config):
     """3 epochs at once vs 2 then --resume to 3, augmentation on, steps_per_epoch past the data's end: the same history.csv."""
@@ -216,6 +229,7 @@ def test_an_augmented_jax_run_resumed_equals_the_uninterrupted_one(tmp_path, mni
 
 
 @needs_jax
+@without_tensorflow
 @pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna (the sweep extra) is not installed")
 @pytest.mark.slow
 def test_a_sweep_on_jax_runs_without_tensorflow(tmp_path, mnist_npz, write_config):

@@ -28,6 +28,7 @@ WORKER_SET_ENV = "TRAINER_SWEEP_WORKER_SET"  # a worker's --set values (JSON lis
 
 @handles_errors
 def sweep(
+    ctx: typer.Context,
     config: Path = typer.Argument(..., help="The YAML config file, with a sweep: section.", show_default=False),
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials to reach in the study (default: sweep.trials).", show_default=False),
@@ -55,7 +56,7 @@ def sweep(
     loaded = load_config(config, overrides)
     plan = plan_sweep(loaded, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, config_file=config)
     _quiet_optuna()
-    command = continue_command(config, overrides, plan, trials, storage, study, workers, storage_from_env=_storage_from_env())
+    command = continue_command(config, overrides, plan, trials, storage, study, workers, storage_from_env=_storage_from_env(ctx))
     with interrupts_as_keyboard_interrupt():
         try:
             if workers > 1 and not worker:
@@ -424,10 +425,7 @@ def continue_command(config: Path, overrides: list[str], plan, trials, storage, 
     return text
 
 
-def _storage_from_env() -> bool:
-    """Whether --storage came from STORAGE_ENV rather than the command line."""
-    import click
-
-    context = click.get_current_context(silent=True)
-    source = context.get_parameter_source("storage") if context is not None else None
+def _storage_from_env(context: typer.Context) -> bool:
+    """Whether --storage came from STORAGE_ENV rather than the command line (typer's Context: click is not a dependency of typer)."""
+    source = context.get_parameter_source("storage")
     return source is not None and source.name == "ENVIRONMENT"

@@ -1,0 +1,30 @@
+"""CI's second environment: trainer without TensorFlow, the backend-neutral tests under KERAS_BACKEND=jax.
+
+``.ci/neutral-venv`` makes a virtual environment with trainer installed without its TensorFlow
+dependency plus an explicit list of packages, checks TensorFlow is absent, and runs
+tests/test_backend_neutral.py there. Marked ``first``: most of it is installing, which overlaps
+the rest of the suite under ``-n 2``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.first
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason=".ci/neutral-venv is a bash script for Linux CI")
+def test_the_backend_neutral_tests_pass_in_an_environment_without_tensorflow():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_BACKEND", "PYTHONPATH", "TRAINER_NEUTRAL_HERE"))}
+    done = subprocess.run(["bash", str(REPO_ROOT / ".ci" / "neutral-venv")], env=env, capture_output=True, text=True, timeout=900)
+    tail = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, tail
+    summary = re.search(r"(\d+) passed", done.stdout)
+    assert summary and int(summary.group(1)) >= 9 and " failed" not in done.stdout, tail
+    assert "TensorFlow is installed" not in done.stderr
