@@ -240,12 +240,17 @@ def configure_device(requested: str = "auto", mixed_precision: Any = "auto", tf_
             tf_config.experimental.set_memory_growth(gpu, True)
         except (RuntimeError, ValueError):  # already initialised: growth can no longer change
             pass
-    gpus = tensorflow_gpus(tf_config)
+    return _configured("gpu", "tensorflow", tensorflow_gpus(tf_config), mixed_precision, memory_growth=True)
+
+
+def _configured(kind: str, backend: str, gpus: list[Gpu], mixed_precision: Any, note: str = "",
+                environ: Mapping[str, str] | None = None, memory_growth: bool = False) -> DeviceInfo:
+    """The precision chosen for these GPUs and set as Keras's policy; the DeviceInfo every backend reports."""
     precision = choose_precision(mixed_precision, kind, lowest_capability(gpus))
     apply_precision(precision)
     return DeviceInfo(
-        "gpu", describe("gpu", "tensorflow", gpus, precision), [g.name for g in gpus], precision != FLOAT32, True,
-        "tensorflow", precision, memory_note("tensorflow"),
+        kind, describe(kind, backend, gpus, precision, note), [g.name for g in gpus], precision != FLOAT32, memory_growth,
+        backend, precision, memory_note(backend, environ) if gpus else "",
     )
 
 
@@ -264,13 +269,8 @@ def configure_jax_device(requested: str = "auto", mixed_precision: Any = "auto",
     kind = choose_kind(requested, len(gpus), "jax")
     if kind == "cpu" and gpus:
         raise BadInputError("device: cpu with JAX GPUs visible: JAX picks its devices itself; set JAX_PLATFORMS=cpu to keep it off the GPUs.")
-    precision = choose_precision(mixed_precision, kind, lowest_capability(gpus))
-    apply_precision(precision)
     cpu_note = f" x{len(devices)}" if kind == "cpu" and len(devices) > 1 else ""  # TRAINER_CPU_DEVICES splits the CPU
-    return DeviceInfo(
-        kind, describe(kind, "jax", gpus, precision, cpu_note + processes), [g.name for g in gpus], precision != FLOAT32, False,
-        "jax", precision, memory_note("jax", environ) if gpus else "",
-    )
+    return _configured(kind, "jax", gpus, mixed_precision, cpu_note + processes, environ)
 
 
 def configure_torch_device(requested: str = "auto", mixed_precision: Any = "auto", cuda: Any = None,
@@ -285,12 +285,7 @@ def configure_torch_device(requested: str = "auto", mixed_precision: Any = "auto
     kind = choose_kind(requested, len(gpus), "torch")
     if kind == "cpu" and gpus:
         raise BadInputError("device: cpu with CUDA GPUs visible: Keras on PyTorch trains on the GPU whenever PyTorch sees one; set CUDA_VISIBLE_DEVICES= (empty) to keep it on the CPU.")
-    precision = choose_precision(mixed_precision, kind, lowest_capability(gpus))
-    apply_precision(precision)
-    return DeviceInfo(
-        kind, describe(kind, "torch", gpus, precision), [g.name for g in gpus], precision != FLOAT32, False,
-        "torch", precision, memory_note("torch", environ) if gpus else "",
-    )
+    return _configured(kind, "torch", gpus, mixed_precision, environ=environ)
 
 
 def hide_gpus_from_tensorflow(find_spec: Any = None) -> None:
