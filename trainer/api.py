@@ -45,21 +45,17 @@ def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike)) and not isinstance(os.fspath(value), bytes)
 
 
-def _path(value: Any, name: str) -> Path:
+def _path(value: Any, name: str, what: str = "a path (str or pathlib.Path)") -> Path:
     """A path argument (``str`` or ``pathlib.Path``), NUL bytes refused."""
     from trainer.paths import user_path
 
     if not _is_path(value):
-        raise _refuse(name, "a path (str or pathlib.Path)", value)
+        raise _refuse(name, what, value)
     return user_path(value, name)
 
 
 def _optional_path(value: Any, name: str) -> Path | None:
-    if value is None:
-        return None
-    if not _is_path(value):
-        raise _refuse(name, "a path (str or pathlib.Path) or None", value)
-    return _path(value, name)
+    return None if value is None else _path(value, name, "a path (str or pathlib.Path) or None")
 
 
 def _paths(values: Any, name: str) -> list[Path]:

@@ -104,6 +104,14 @@ def read_manifest_beside(path: Path | str) -> tuple[Any, bytes]:
     return Manifest.from_dict(record, path), data
 
 
+def _lstat(path: Path) -> os.stat_result:
+    """The entry itself (a link is not followed), or RunDirError naming it."""
+    try:
+        return os.lstat(path)
+    except OSError as exc:
+        raise RunDirError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+
+
 def export_files(export: Path | str) -> Iterator[tuple[str, Path]]:
     """``(name relative to the export, path)`` for each file of an export (the file itself, or a SavedModel folder's files, sorted).
 
@@ -111,10 +119,7 @@ def export_files(export: Path | str) -> Iterator[tuple[str, Path]]:
     ``EXPORT_TOTAL_LIMIT`` bytes in all (checked before anything is read).
     """
     export = Path(export)
-    try:
-        info = os.lstat(export)
-    except OSError as exc:
-        raise RunDirError(f"{export} cannot be read ({exc.strerror or exc}).") from None
+    info = _lstat(export)
     if stat.S_ISLNK(info.st_mode):
         raise RunDirError(f"{export} is a symbolic link; trainer runs an export only from the folder that holds it.")
     if not stat.S_ISDIR(info.st_mode):
@@ -126,10 +131,7 @@ def export_files(export: Path | str) -> Iterator[tuple[str, Path]]:
         for name in sorted(dirs) + sorted(files):
             path = Path(root) / name
             relative = path.relative_to(export).as_posix()
-            try:
-                entry = os.lstat(path)
-            except OSError as exc:
-                raise RunDirError(f"{path} cannot be read ({exc.strerror or exc}).") from None
+            entry = _lstat(path)
             if stat.S_ISLNK(entry.st_mode):
                 raise RunDirError(f"{path} is a symbolic link; an export trainer wrote holds none (it could point anywhere).")
             if stat.S_ISDIR(entry.st_mode):
