@@ -15,7 +15,7 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, BinaryIO, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,10 +62,11 @@ def read_feature_cache(npy: Path | str, *, folder: Path | str, key: str, split: 
             raise RunDirError(f"{index_path}: {field} is {recorded!r}, but these features need {expected!r}.")
     handle = open_regular(npy, folder=folder)
     try:
-        header_shape, dtype, offset = read_npy_header(handle, npy)
+        header = read_npy_header(handle, npy)
+        header_shape, dtype, offset = header.shape, header.dtype, header.offset
         if header_shape != tuple(shape) or dtype != np.dtype(index.dtype):
             raise RunDirError(f"{npy}: the header says {header_shape} of {dtype}, but {index_path.name} records {tuple(shape)} of {index.dtype}.")
-        expected_size = offset + _nbytes(header_shape, dtype)
+        expected_size = offset + header.nbytes
         size = os.fstat(handle.fileno()).st_size
         if size != expected_size:
             raise RunDirError(f"{npy} is {size:,} bytes, but its header implies {expected_size:,}; it is truncated or garbled.")
@@ -80,8 +81,8 @@ def read_feature_cache(npy: Path | str, *, folder: Path | str, key: str, split: 
         handle.close()  # a memmap keeps its own mapping
 
 
-def read_npy_header(handle: BinaryIO, path: Path | str) -> tuple[tuple[int, ...], Any, int]:
-    """(shape, dtype, data offset) of the cached ``.npy`` open in ``handle``: the bounded decoder's header, C order, no objects."""
+def read_npy_header(handle: BinaryIO, path: Path | str):
+    """The header (``trainer.readers.decoders.NpyHeader``) of the cached ``.npy`` open in ``handle``: the bounded decoder's header, C order, no objects."""
     from trainer.errors import DataError
     from trainer.readers.decoders import read_npy_header as read_header
 
@@ -94,7 +95,7 @@ def read_npy_header(handle: BinaryIO, path: Path | str) -> tuple[tuple[int, ...]
         raise RunDirError(f"{path}: is in Fortran order; trainer writes C order.")
     if len(header.shape) > MAX_DIMENSIONS or any(not 0 <= side <= MAX_SIDE for side in header.shape):
         raise RunDirError(f"{path}: the header declares shape {header.shape}, outside what trainer writes.")
-    return header.shape, header.dtype, header.offset
+    return header
 
 
 def digest_from(handle: io.BufferedReader, offset: int) -> str:
@@ -105,9 +106,3 @@ def digest_from(handle: io.BufferedReader, offset: int) -> str:
         digest.update(chunk)
     return digest.hexdigest()
 
-
-def _nbytes(shape: tuple[int, ...], dtype) -> int:
-    count = 1
-    for side in shape:
-        count *= side
-    return count * dtype.itemsize
