@@ -104,5 +104,10 @@ def subprocess_env() -> dict[str, str]:
 
 @pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``first`` go to the front: pytest-xdist hands the first tests out first."""
-    items.sort(key=lambda item: item.get_closest_marker("first") is None)
+    """Tests marked ``first`` go to the front (``first(order=0)`` before the others): pytest-xdist hands the first tests out first."""
+
+    def rank(item) -> int:
+        marker = item.get_closest_marker("first")
+        return 2 if marker is None else marker.kwargs.get("order", 1)
+
+    items.sort(key=rank)

@@ -138,6 +138,7 @@ def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.first  # long: started early, so that it does not end the suite alone
 @pytest.mark.parametrize("backbone", TABLE)
 def test_each_backbone_trains_saves_and_reloads_through_eval_and_predict(cli, write_config, tmp_path, backbone):
     run_dir = tmp_path / "r"

@@ -77,6 +77,7 @@ class StopAfter(trainer.RunEvents):
 
 
 @pytest.mark.slow
+@pytest.mark.first  # long: started early, so that it does not end the suite alone
 def test_resume_on_both_sides_of_the_phase_boundary_matches_the_uninterrupted_run(setup):
     root, path, _ = setup
     run_dir = root / "resumed"

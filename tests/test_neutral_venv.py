@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-@pytest.mark.first
+@pytest.mark.first(order=0)
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason=".ci/neutral-venv is a bash script for Linux CI")
 def test_the_backend_neutral_tests_pass_in_an_environment_without_tensorflow():

@@ -217,6 +217,7 @@ TINY = {
 
 
 @pytest.mark.slow
+@pytest.mark.first  # long: started early, so that it does not end the suite alone
 @pytest.mark.parametrize("variant", list(TINY))
 def test_one_epoch_trains_evals_and_reloads_in_a_fresh_process(cli, write_config, tmp_path, subprocess_env, variant):
     data = write_cifar10_dir(tmp_path / "cifar", n_per_batch=8, n_test=20)
