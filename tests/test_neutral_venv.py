@@ -28,3 +28,12 @@ def test_the_backend_neutral_tests_pass_in_an_environment_without_tensorflow():
     summary = re.search(r"(\d+) passed", done.stdout)
     assert summary and int(summary.group(1)) >= 9 and " failed" not in done.stdout, tail
     assert "TensorFlow is installed" not in done.stderr
+
+
+def test_the_no_tensorflow_requirements_are_pyprojects_dependencies_less_tensorflow():
+    import tomllib
+
+    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    lines = (REPO_ROOT / "requirements" / "no-tensorflow.txt").read_text().splitlines()
+    listed = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(d.split("#")[0].strip() for d in declared if not d.startswith("tensorflow"))
