@@ -57,5 +57,6 @@ def mix_batch(images: np.ndarray, targets: np.ndarray, augment: Any, u_first: np
         lam = 1.0 - (bottom - top) * (right - left) / float(height * width)
     else:
         out = np.float32(lam) * images + np.float32(1.0 - lam) * images[partner]
+        np.clip(out, 0.0, 255.0, out=out)  # float32 rounding: 255 mixed with 255 can come out as 255.00002
     mixed = np.float32(lam) * targets + np.float32(1.0 - lam) * targets[partner]
     return out.astype(np.float32, copy=False), mixed
