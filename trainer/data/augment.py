@@ -10,12 +10,16 @@ function runs without TensorFlow (any loader can call it). ``augment_dataset`` w
 
 The changes, in the order they apply:
 
-- ``crop: N``: zero-pad by N pixels and cut back to the size at a random place per image;
+- ``crop: N``: pad by N pixels (``crop_padding``: zeros or reflect) and cut back to the size at a random place per image;
 - ``flip``, ``rotation``, ``zoom``, ``translate``: one affine map per image (as Keras's
   RandomFlip, RandomRotation, RandomZoom and RandomTranslation define their factors: rotation a
   fraction of a full turn either way, zoom and translate fractions of the size), resampled once,
   bilinear, with reflected edges;
-- ``contrast: c``: (pixel - image mean per channel) * f + mean with f in [1 - c, 1 + c], clipped to 0..255.
+- ``rand_augment: {magnitude, layers}``: RandAugment on uint8 (``trainer.data.rand_augment``);
+- ``contrast: c``: (pixel - image mean per channel) * f + mean with f in [1 - c, 1 + c], clipped to 0..255;
+- ``random_erasing: P``: one rectangle per image, with probability P, filled with the image's mean;
+- ``mixup`` / ``cutmix``: the batch mixed with itself reversed, targets too (``augment_examples``,
+  ``trainer.data.mixing``): the run then uses one-hot targets (``trainer.config.checks.mixing_loss``).
 
 The saved model stays a plain classifier: validation, test, ``trainer eval`` and ``trainer
 predict`` never see augmentation.
