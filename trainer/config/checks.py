@@ -50,6 +50,12 @@ def plan_run(config: Config) -> Plan:
                 f"labels.encoding: a custom loss ({name}) needs an explicit encoding; "
                 "set labels.encoding: sparse (integer class ids) or onehot (one row per example)."
             )
+        if mixes(config) and requested != "onehot":
+            raise ConfigError(
+                f"labels.encoding: data.augment {mixing_keys(config)} mixes the labels of two examples into soft one-hot "
+                f"targets, which a custom loss ({name}) on sparse labels cannot take; set labels.encoding: onehot "
+                "(the loss then gets one row of class weights per example) or remove mixup/cutmix."
+            )
         check_metrics(config, requested)
         return Plan(requested, name, params, num_classes, notices)
 
@@ -93,8 +99,56 @@ def plan_run(config: Config) -> Plan:
             f"loss {info.name} has no from_logits setting and will see raw scores (model.output: logits); "
             "use model.output: softmax if it expects probabilities."
         )
+    name = info.name
+    if mixes(config) and encoding == "sparse":
+        name, params, encoding = mixing_loss(config, info.name, params, notices)
     check_metrics(config, encoding)
-    return Plan(encoding, info.name, params, num_classes, notices)
+    return Plan(encoding, name, params, num_classes, notices)
+
+
+def mixes(config: Config) -> bool:
+    """Whether ``data.augment`` mixes examples (mixup or cutmix), so training targets are soft one-hot rows."""
+    return config.data.augment is not None and config.data.augment.mixes
+
+
+def mixing_keys(config: Config) -> str:
+    augment = config.data.augment
+    return " and ".join(key for key in ("mixup", "cutmix") if getattr(augment, key))
+
+
+# Metrics that read integer labels: with mixing the labels are one-hot rows, and ``accuracy`` / ``top_k_accuracy`` follow.
+SPARSE_ONLY_METRICS = {"sparse_categorical_accuracy": "accuracy", "sparse_top_k_categorical_accuracy": "top_k_accuracy"}
+
+
+def mixing_loss(config: Config, loss_name: str, params: dict[str, Any], notices: list[str]) -> tuple[str, dict[str, Any], str]:
+    """The one-hot twin of sparse cross-entropy for a run whose batches are mixed: (loss name, parameters, "onehot").
+
+    Mixup and cutmix make each training target a weighted pair of classes; integer labels cannot say
+    that. So the whole run (training, validation, test, and ``trainer eval`` through this same plan)
+    uses one-hot labels and ``categorical_crossentropy`` with the same ``from_logits`` and
+    ``label_smoothing``: on a one-hot row it is the same number as the sparse loss on the integer.
+    """
+    from trainer.catalogue.metrics import METRICS
+
+    if params.get("ignore_class") is not None:
+        raise ConfigError(
+            f"loss.ignore_class: data.augment {mixing_keys(config)} trains on mixed one-hot targets, where no class can be "
+            f"ignored; remove ignore_class ({params['ignore_class']!r}) or mixup/cutmix."
+        )
+    for prefix, specs in (("metrics", config.metrics), ("compile.weighted_metrics", config.compile.weighted_metrics)):
+        for index, spec in enumerate(specs):
+            canonical = METRICS.canonical(spec.name) if not _is_custom(spec.name) else None
+            if canonical in SPARSE_ONLY_METRICS:
+                raise ConfigError(
+                    f"{prefix}.{index}: {spec.name} reads integer labels, but data.augment {mixing_keys(config)} trains on mixed "
+                    f"one-hot targets; use {SPARSE_ONLY_METRICS[canonical]} (it follows the label encoding)."
+                )
+    twin = {key: value for key, value in params.items() if key != "ignore_class"}  # ignore_class None: the default
+    notices.append(
+        f"data.augment {mixing_keys(config)}: the labels are one-hot rows and {loss_name} runs as categorical_crossentropy "
+        "(the same values on unmixed labels; validation, test and trainer eval are unchanged)."
+    )
+    return "categorical_crossentropy", twin, "onehot"
 
 
 def check_catalogue_names(config: Config) -> None:

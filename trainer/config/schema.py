@@ -52,20 +52,43 @@ MAX_IMAGE_SIDE = 16_384  # pixels; a side beyond this is a typo (one such RGB im
 MAX_IMAGE_AREA = 4096 * 4096  # pixels of one decoded image (48 MiB in RGB; a batch of them as float32 is gigabytes)
 
 
+class RandAugmentConfig(_Strict):
+    """RandAugment (``trainer.data.rand_augment``): ``layers`` ops per image, each at ``magnitude`` on timm's 0..10 scale."""
+
+    magnitude: Annotated[float, Field(ge=0.0, le=10.0)] = 9.0  # 0: every op is the identity; 10: the strongest
+    layers: Annotated[int, Field(ge=1, le=8)] = 2  # ops per image (trainer.data.augment.RAND_AUGMENT_MAX_LAYERS)
+
+
+# Mixup/CutMix's Beta(alpha, alpha): above ~100 lambda is 0.5 to within a few percent; the bound keeps it a number.
+MAX_MIX_ALPHA = 1000.0
+
+
 class AugmentConfig(_Strict):
     """Random changes to training batches (``trainer.data.augment``); validation, test, eval and predict never see them."""
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
     crop: Annotated[int, Field(ge=0, le=MAX_IMAGE_SIDE)] = 0  # pad by N pixels, crop back to the image size at a random place
+    crop_padding: Literal["zeros", "reflect"] = "zeros"  # what crop pads with: black, or the image mirrored (airbench's translate)
     rotation: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # fraction of a full turn, either way
     zoom: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # fraction of the size, in or out
     translate: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # fraction of the height and width, either way
     contrast: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # contrast factor drawn from [1 - c, 1 + c]
+    rand_augment: RandAugmentConfig | None = None
+    random_erasing: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # probability of erasing one rectangle per image
+    mixup: Annotated[float, Field(ge=0.0, le=MAX_MIX_ALPHA)] = 0.0  # Beta(alpha, alpha); 0: off
+    cutmix: Annotated[float, Field(ge=0.0, le=MAX_MIX_ALPHA)] = 0.0  # Beta(alpha, alpha); 0: off
+
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (mixup or cutmix): the training targets are then soft one-hot rows."""
+        return bool(self.mixup or self.cutmix)
 
     @property
     def active(self) -> bool:
         """Whether any change is switched on."""
-        return self.flip != "none" or any((self.crop, self.rotation, self.zoom, self.translate, self.contrast))
+        return self.flip != "none" or any(
+            (self.crop, self.rotation, self.zoom, self.translate, self.contrast, self.random_erasing, self.mixes, self.rand_augment is not None)
+        )
 
 
 class DataConfig(_Strict):

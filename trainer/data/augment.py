@@ -10,12 +10,16 @@ function runs without TensorFlow (any loader can call it). ``augment_dataset`` w
 
 The changes, in the order they apply:
 
-- ``crop: N``: zero-pad by N pixels and cut back to the size at a random place per image;
+- ``crop: N``: pad by N pixels (``crop_padding``: zeros or reflect) and cut back to the size at a random place per image;
 - ``flip``, ``rotation``, ``zoom``, ``translate``: one affine map per image (as Keras's
   RandomFlip, RandomRotation, RandomZoom and RandomTranslation define their factors: rotation a
   fraction of a full turn either way, zoom and translate fractions of the size), resampled once,
   bilinear, with reflected edges;
-- ``contrast: c``: (pixel - image mean per channel) * f + mean with f in [1 - c, 1 + c], clipped to 0..255.
+- ``rand_augment: {magnitude, layers}``: RandAugment on uint8 (``trainer.data.rand_augment``);
+- ``contrast: c``: (pixel - image mean per channel) * f + mean with f in [1 - c, 1 + c], clipped to 0..255;
+- ``random_erasing: P``: one rectangle per image, with probability P, filled with the image's mean;
+- ``mixup`` / ``cutmix``: the batch mixed with itself reversed, targets too (``augment_examples``,
+  ``trainer.data.mixing``): the run then uses one-hot targets (``trainer.config.checks.mixing_loss``).
 
 The saved model stays a plain classifier: validation, test, ``trainer eval`` and ``trainer
 predict`` never see augmentation.
@@ -30,7 +34,21 @@ import numpy as np
 SEED_OFFSET = 7919
 
 # One random number per (example, slot): a change keeps its numbers when another is switched on or off.
-SLOTS = {"flip_h": 0, "flip_v": 1, "rotation": 2, "zoom": 3, "translate_y": 4, "translate_x": 5, "contrast": 6, "crop_y": 7, "crop_x": 8}
+# New slots are appended at the end (drawn from a second counter space, see ``example_uniforms``),
+# so the first nine keep the numbers runs trained before them drew.
+RAND_AUGMENT_MAX_LAYERS = 8
+_FIRST_SLOTS = ("flip_h", "flip_v", "rotation", "zoom", "translate_y", "translate_x", "contrast", "crop_y", "crop_x")
+_LATER_SLOTS = (
+    "erase", "erase_area", "erase_aspect", "erase_y", "erase_x",
+    "mix_choice", "mix_lambda", "cutmix_y", "cutmix_x",
+    *(f"rand_augment_op_{k}" for k in range(RAND_AUGMENT_MAX_LAYERS)),
+    *(f"rand_augment_sign_{k}" for k in range(RAND_AUGMENT_MAX_LAYERS)),
+)
+SLOTS = {name: index for index, name in enumerate(_FIRST_SLOTS + _LATER_SLOTS)}
+_FIRST_STRIDE = len(_FIRST_SLOTS) + 1  # counters of the first slots: position * 10 + slot + 1 (as before the later ones)
+_LATER_STRIDE = 64  # counters of the later slots (another key): room to append up to 64 without renumbering
+_LATER_KEY = np.uint64(0xD1B54A32D192ED03)
+assert len(_LATER_SLOTS) <= _LATER_STRIDE
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -49,8 +67,13 @@ def example_uniforms(seed: int, epoch: int, positions: np.ndarray, slots: int = 
     with np.errstate(over="ignore"):
         key = _mix(np.array([(int(seed) + SEED_OFFSET) % 2**64], dtype=np.uint64) * _GOLDEN + np.uint64(1))
         key = _mix(key ^ (np.array([int(epoch) % 2**64], dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
-        counters = np.asarray(positions, dtype=np.uint64)[:, None] * np.uint64(len(SLOTS) + 1) + np.arange(1, slots + 1, dtype=np.uint64)[None, :]
+        positions = np.asarray(positions, dtype=np.uint64)[:, None]
+        first = min(slots, len(_FIRST_SLOTS))
+        counters = positions * np.uint64(_FIRST_STRIDE) + np.arange(1, first + 1, dtype=np.uint64)[None, :]
         bits = _mix(key ^ _mix(counters * _GOLDEN))
+        if slots > first:
+            later = positions * np.uint64(_LATER_STRIDE) + np.arange(1, slots - first + 1, dtype=np.uint64)[None, :]
+            bits = np.concatenate([bits, _mix(_mix(key ^ _LATER_KEY) ^ _mix(later * _GOLDEN))], axis=1)
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
@@ -74,10 +97,12 @@ def _offsets(u: np.ndarray, pad: int) -> np.ndarray:
     return np.minimum((u * (2 * pad + 1)).astype(np.int64), 2 * pad)
 
 
-def random_pad_crop(images: np.ndarray, pad: int, u_rows: np.ndarray, u_cols: np.ndarray) -> np.ndarray:
-    """Zero-pad each image by ``pad`` pixels and cut it back to its size at the place its draws say (one per image)."""
+def random_pad_crop(images: np.ndarray, pad: int, u_rows: np.ndarray, u_cols: np.ndarray, padding: str = "zeros") -> np.ndarray:
+    """Pad each image by ``pad`` pixels (zeros, or its own pixels mirrored: ``reflect``, d c b | a b c d | c b a) and cut
+    it back to its size at the place its draws say (one per image)."""
     height, width = images.shape[1:3]
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (images.ndim - 3))
+    widths = ((0, 0), (pad, pad), (pad, pad)) + ((0, 0),) * (images.ndim - 3)
+    padded = np.pad(images, widths, mode="reflect") if padding == "reflect" else np.pad(images, widths)
     out = np.empty_like(images)
     for index, (row, col) in enumerate(zip(_offsets(u_rows, pad), _offsets(u_cols, pad))):  # one slice copy per image
         out[index] = padded[index, row : row + height, col : col + width]
@@ -147,6 +172,30 @@ def random_contrast(images: np.ndarray, contrast: float, u: np.ndarray) -> np.nd
     return np.clip(out, 0.0, 255.0, out=out)
 
 
+def erase_boxes(height: int, width: int, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random erasing's rectangles, (top, left, box height, box width) per image: area 0.02..0.33 of the image, aspect
+    (height / width) 0.3..3.3 drawn log-uniformly, sides clipped to the image (at least 1 pixel), placed at random inside it."""
+    area = (0.02 + (0.33 - 0.02) * u[:, SLOTS["erase_area"]]) * height * width
+    aspect = np.exp(np.log(0.3) + (np.log(3.3) - np.log(0.3)) * u[:, SLOTS["erase_aspect"]])
+    box_h = np.clip(np.rint(np.sqrt(area * aspect)), 1, height).astype(np.int64)
+    box_w = np.clip(np.rint(np.sqrt(area / aspect)), 1, width).astype(np.int64)
+    top = np.minimum((u[:, SLOTS["erase_y"]] * (height - box_h + 1)).astype(np.int64), height - box_h)
+    left = np.minimum((u[:, SLOTS["erase_x"]] * (width - box_w + 1)).astype(np.int64), width - box_w)
+    return top, left, box_h, box_w
+
+
+def random_erasing(images: np.ndarray, probability: float, u: np.ndarray) -> np.ndarray:
+    """With ``probability`` per image, one rectangle (``erase_boxes``) filled with the image's own mean per channel."""
+    height, width = images.shape[1:3]
+    top, left, box_h, box_w = erase_boxes(height, width, u)
+    rows = np.arange(height)[None, :, None]
+    cols = np.arange(width)[None, None, :]
+    inside = (rows >= top[:, None, None]) & (rows < (top + box_h)[:, None, None]) & (cols >= left[:, None, None]) & (cols < (left + box_w)[:, None, None])
+    inside &= (u[:, SLOTS["erase"]] < probability)[:, None, None]
+    mean = images.mean(axis=(1, 2), dtype=np.float32, keepdims=True)
+    return np.where(inside[..., None], mean, images).astype(np.float32, copy=False)
+
+
 def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
     """A batch of images (values 0..255, (batch, h, w[, c])) augmented: float32, same shape; a pure function of its arguments."""
     images = np.asarray(images)
@@ -155,17 +204,45 @@ def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, posit
     greyscale = images.ndim == 3  # (batch, height, width): the changes work on a channel axis
     if greyscale:
         images = images[..., None]
-    u = example_uniforms(seed, epoch, positions)
+    rand = getattr(augment, "rand_augment", None)
+    later = rand is not None or getattr(augment, "random_erasing", 0.0)
+    u = example_uniforms(seed, epoch, positions, len(SLOTS) if later else len(_FIRST_SLOTS))  # the later slots only when used
     if augment.crop:
-        images = random_pad_crop(images, int(augment.crop), u[:, SLOTS["crop_y"]], u[:, SLOTS["crop_x"]])
+        padding = getattr(augment, "crop_padding", "zeros")
+        images = random_pad_crop(images, int(augment.crop), u[:, SLOTS["crop_y"]], u[:, SLOTS["crop_x"]], padding)
     if augment.rotation or augment.zoom or augment.translate:
         images = affine_resample(images.astype(np.float32), augment, u)
     elif augment.flip != "none":
         images = flip_only(images, augment, u)
+    if rand is not None and rand.layers and rand.magnitude:
+        from trainer.data.rand_augment import rand_augment
+
+        layers = range(int(rand.layers))
+        ops = u[:, [SLOTS[f"rand_augment_op_{k}"] for k in layers]]
+        signs = u[:, [SLOTS[f"rand_augment_sign_{k}"] for k in layers]]
+        images = rand_augment(images, rand.magnitude, rand.layers, ops, signs)
     images = images.astype(np.float32, copy=False)
     if augment.contrast:
         images = random_contrast(images, augment.contrast, u[:, SLOTS["contrast"]])
+    if getattr(augment, "random_erasing", 0.0):
+        images = random_erasing(images, augment.random_erasing, u)
     return images[..., 0] if greyscale else images
+
+
+def augment_examples(
+    images: np.ndarray, targets: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images augmented (``augment_batch``) and, with ``mixup`` / ``cutmix``, mixed with their one-hot targets
+    (``trainer.data.mixing``); the targets as they are otherwise."""
+    out = augment_batch(images, augment, seed, epoch, positions)
+    if not (getattr(augment, "mixes", False) and len(out)):
+        return out, targets
+    from trainer.data.mixing import mix_batch
+
+    greyscale = out.ndim == 3
+    first = example_uniforms(seed, epoch, np.asarray(positions)[:1])[0]
+    mixed, targets = mix_batch(out[..., None] if greyscale else out, targets, augment, first, SLOTS)
+    return (mixed[..., 0] if greyscale else mixed), targets
 
 
 def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any = None) -> Any:
@@ -191,10 +268,25 @@ def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any =
         epoch = int(epoch) if epoch_variable is not None else passes["epoch"]
         return augment_batch(images, augment, seed, epoch, np.arange(int(start), int(start) + len(images)))
 
+    def mix_numpy(images, targets, epoch, start):
+        if epoch_variable is None and int(start) == 0:
+            passes["epoch"] += 1
+        epoch = int(epoch) if epoch_variable is not None else passes["epoch"]
+        return augment_examples(images, targets, augment, seed, epoch, np.arange(int(start), int(start) + len(images)))
+
     def augment_images(start, element):
         images, *rest = element
         epoch = epoch_variable.read_value() if epoch_variable is not None else tf.constant(0, tf.int64)
-        out = tf.numpy_function(augment_numpy, [images, tf.cast(epoch, tf.int64), start], tf.float32, stateful=epoch_variable is None)
+        stateful = epoch_variable is None
+        if augment.mixes:  # the targets change too: one-hot rows (the run's plan one-hot-encodes them when mixing is on)
+            targets, *weights = rest
+            out, mixed = tf.numpy_function(
+                mix_numpy, [images, tf.cast(targets, tf.float32), tf.cast(epoch, tf.int64), start], [tf.float32, tf.float32], stateful=stateful
+            )
+            out.set_shape(images.shape)
+            mixed.set_shape(targets.shape)
+            return (out, mixed, *weights)
+        out = tf.numpy_function(augment_numpy, [images, tf.cast(epoch, tf.int64), start], tf.float32, stateful=stateful)
         out.set_shape(images.shape)
         return (out, *rest)
 

@@ -219,8 +219,9 @@ class ArrayBatches(_keras_py_dataset()):
             if self.streamed:  # a file that went bad mid-run: the run fails and keeps its checkpoints
                 raise StreamedDataError(exc.message) from None
             raise
+        columns = [column[indices] for column in self.columns]
         if self.augment is not None:
-            from trainer.data.augment import augment_batch
+            from trainer.data.augment import augment_examples
 
-            rows = augment_batch(rows, self.augment, self.seed, epoch, np.arange(start, stop))
-        return (rows, *(column[indices] for column in self.columns))
+            rows, columns[0] = augment_examples(rows, columns[0], self.augment, self.seed, epoch, np.arange(start, stop))
+        return (rows, *columns)
