@@ -732,3 +732,22 @@ def test_checkpoint_weights_are_bounded_before_numpy_allocates(case, tmp_path):
         path.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(RunDirError, match="is not a weights file trainer writes"):
         read_arrays(path)
+
+
+def test_csv_files_people_open_in_spreadsheets_hold_no_formulas(tmp_path):
+    """trials.csv and predict's CSV: a cell from an untrusted name starting with = + - @ is text, numbers stay numbers."""
+    import csv
+
+    from trainer.inference.predict import write_predictions
+    from trainer.sweep.events import TrialRecord
+    from trainer.sweep.outputs import trials_csv
+
+    text = trials_csv([TrialRecord(0, "failed", -0.5, {"model.dropout": "=1+1"}, run_dir="@SUM(A1)", host="+cmd", reason="=HYPERLINK(\"x\")")],
+                      ["model.dropout"])
+    (row,) = list(csv.DictReader(text.splitlines()))
+    assert row["value"] == "-0.5" and row["model.dropout"] == "'=1+1" and row["run_dir"] == "'@SUM(A1)"
+    assert row["host"] == "'+cmd" and row["reason"].startswith("'=HYPERLINK")
+    record = {"input": "=cmd|' /C calc'!A0.png", "index": 0, "predicted": 1, "name": "-2+3", "probability": 0.25}
+    write_predictions([record], tmp_path / "p.csv")
+    (row,) = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
+    assert row["input"].startswith("'=cmd") and row["name"] == "'-2+3" and row["probability"] == "0.25" and row["predicted"] == "1"

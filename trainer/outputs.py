@@ -139,3 +139,18 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell that a spreadsheet shows as text: a string starting with = + - @ (a formula) gets a leading '.
+
+    The CSV files people open in a spreadsheet (``trials.csv``, ``predict --output FILE.csv``) hold
+    names that come from untrusted places (file and folder names, a study's records); OWASP's
+    CSV-injection rule. Numbers are left alone, so ``-0.5`` stays a number.
+    """
+    if isinstance(value, str) and value.startswith(SPREADSHEET_TRIGGERS):
+        return "'" + value
+    return value

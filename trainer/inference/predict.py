@@ -213,6 +213,8 @@ def check_output_path(path: Path) -> str:
 
 def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
     """Write records as JSON (everything) or CSV (input, index, predicted, name, probability), atomically."""
+    from trainer.outputs import spreadsheet_safe
+
     kind = check_output_path(path)
     records = [{**record, "input": display_name(record["input"])} if isinstance(record.get("input"), str) else record for record in records]
     if kind == "json":
@@ -222,7 +224,7 @@ def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for record in records:
-        writer.writerow(["" if record[c] is None else (repr(record[c]) if isinstance(record[c], float) else record[c]) for c in CSV_COLUMNS])
+        writer.writerow(["" if record[c] is None else (repr(record[c]) if isinstance(record[c], float) else spreadsheet_safe(record[c])) for c in CSV_COLUMNS])
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
     return Path(path)

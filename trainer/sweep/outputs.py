@@ -115,15 +115,17 @@ def write_outputs(plan: Any, study: Any = None, *, final: bool = True) -> SweepS
 
 
 def trials_csv(records: list[TrialRecord], keys: list[str]) -> str:
+    from trainer.outputs import spreadsheet_safe
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["number", "state", "value", *keys, "wall_seconds", "epochs", "run_dir", "host", "reason"])
     for r in sorted(records, key=lambda r: r.number):
-        writer.writerow([
+        writer.writerow([spreadsheet_safe(cell) for cell in (
             r.number, r.status, "" if r.value is None else r.value, *(r.params.get(k, "") for k in keys),
             "" if r.wall_seconds is None else r.wall_seconds, "" if r.epochs is None else r.epochs,
             r.run_dir or "", r.host or "", r.reason or "",
-        ])
+        )])
     return out.getvalue()
 
 
