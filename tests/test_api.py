@@ -288,6 +288,11 @@ def test_an_error_that_follows_ctrl_c_is_the_interrupt(tmp_path, mnist_npz):
         command()
     assert exit_.value.exit_code == 130
 
+    with pytest.raises(trainer.RunInterrupted, match="resume with"):  # trainer's own message (its resume command) passes unchanged
+        with interrupts_as_keyboard_interrupt():
+            request_interrupt()
+            raise trainer.RunInterrupted("interrupted after 1 epoch; resume with: trainer run --resume r")
+
     @handles_errors
     def buggy():
         with interrupts_as_keyboard_interrupt():

@@ -152,6 +152,8 @@ def interrupts_as_keyboard_interrupt():
     previous = {number: signal.signal(number, raise_interrupt) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except TrainerError:
+        raise  # RunInterrupted with its resume command, or any message of trainer's own
     except Exception:
         if interrupt_requested():
             raise KeyboardInterrupt from None  # the interrupt, turned into another error by a C++ layer it crossed
