@@ -82,6 +82,20 @@ def test_warmup_decay_values(updates, expected):
     assert decay_at(EmaConfig(decay=0.99), updates) == 0.99
 
 
+@pytest.mark.parametrize(
+    "ema, steps, warned",
+    [({"decay": 0.99999}, 2, True), ({"decay": 0.99999, "warmup": True}, 2, False), ({"decay": 0.99}, 100, False),
+     ({"decay": 0.99}, 99, True), ({"decay": 0.9, "every": 20}, 150, True)],
+)
+def test_an_average_longer_than_the_run_is_told(ema, steps, warned):
+    from trainer.run.ema import short_run_notice
+
+    notice = short_run_notice(EmaConfig(**ema), steps)
+    assert (notice is not None) == warned
+    if warned:
+        assert "train.ema.warmup: true" in notice and f"trains {steps:,}" in notice
+
+
 # --------------------------------------------------------------------------- arithmetic by hand
 
 
@@ -392,3 +406,31 @@ def test_a_malformed_ema_record_in_the_manifest_or_metrics_is_a_run_dir_error(tm
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "ema": ema}))
     with pytest.raises(RunDirError, match="ema"):
         read_metrics_record(tmp_path)
+
+
+@pytest.mark.slow
+def test_fine_tune_phases_carry_the_average_and_resume_across_the_boundary(tmp_path):
+    """The fine-tune phase's fresh optimizer gets the head phase's average; a run stopped at the boundary resumes exactly."""
+    import keras
+
+    from trainer.models import load_model
+    from trainer.run.rundir import read_history
+
+    keras.utils.set_random_seed(11)
+    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(tmp_path / "start.weights.h5")
+    data = write_mnist_npz(tmp_path / "m.npz", n_train=16, n_test=8, num_classes=3)
+    config = tiny_config(data, train={"epochs": 1, "batch_size": 8, "ema": {"decay": 0.5, "warmup": True}})
+    config["model"] = {
+        "type": "backbone_head", "backbone": "mobilenet_v2", "weights": str(tmp_path / "start.weights.h5"),
+        "head": {"hidden_units": [4], "dropout": 0.0}, "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze": 12},
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert trainer.train(path, run_dir=tmp_path / "reference").status == "completed"
+    assert int(checkpoint_arrays(tmp_path / "reference")["optimizer"][-1]) == 2 * 2  # the step count went on in phase 2
+    assert trainer.train(path, run_dir=tmp_path / "resumed", events=[StopAfter(2)]).status == "stopped"
+    assert trainer.train(path, run_dir=tmp_path / "resumed", resume=True).status == "completed"
+    got, want = (read_history(tmp_path / d / "history.csv") for d in ("resumed", "reference"))
+    assert [(r["phase"], r["val_loss"]) for r in got] == [(r["phase"], pytest.approx(r["val_loss"], rel=1e-4)) for r in want]
+    for a, b in zip(load_model(tmp_path / "resumed" / "model.h5").weights, load_model(tmp_path / "reference" / "model.h5").weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)

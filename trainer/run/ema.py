@@ -35,6 +35,18 @@ def decay_at(settings: EmaConfig, updates: int) -> float:
     return min(settings.decay, (1.0 + updates) / (WARMUP_START + updates))
 
 
+def short_run_notice(settings: EmaConfig, steps: int) -> str | None:
+    """The notice when the average without warm-up would stay close to the initial weights: it spans more steps than the run has."""
+    span = settings.every / (1.0 - settings.decay)  # training steps an average of this decay roughly spans
+    if settings.warmup or span <= steps:
+        return None
+    return (
+        f"train.ema.decay {settings.decay:g} averages over about {span:,.0f} training steps, but this run trains {steps:,}; "
+        f"the average (what validation, test and model.h5 use) stays close to the initial weights. "
+        "Set train.ema.warmup: true or a lower decay."
+    )
+
+
 def averaged_variables(model) -> list[Any]:
     """The weights the average covers, in ``model.weights`` order: trainable floats and BatchNormalization's moving statistics."""
     import keras

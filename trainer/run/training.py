@@ -213,6 +213,12 @@ class Training:
 
             self.averager = WeightAverage(config.train.ema)
             self.averager.attach(self.model)
+            from trainer.run.ema import short_run_notice
+            from trainer.run.fine_tune import total_epochs
+
+            notice = short_run_notice(config.train.ema, self.steps_per_epoch * (total_epochs(config) - config.train.initial_epoch))
+            if notice:
+                self.events.on_notice(notice)
         self.cached = None
         if uses_cached_features(config) and self.distribution.setup.strategy == "none":  # the cache is one process's, on one device
             self.cached = CachedFeatureTraining(self.model, data, self.run_dir, self.events, self.dataset, shared_dir=self.feature_cache)
