@@ -434,3 +434,18 @@ def test_fine_tune_phases_carry_the_average_and_resume_across_the_boundary(tmp_p
     assert [(r["phase"], r["val_loss"]) for r in got] == [(r["phase"], pytest.approx(r["val_loss"], rel=1e-4)) for r in want]
     for a, b in zip(load_model(tmp_path / "resumed" / "model.h5").weights, load_model(tmp_path / "reference" / "model.h5").weights):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_early_stopping_restores_the_best_average(ema_config, tmp_path):
+    """The best weights early stopping keeps are taken at the epoch's end, when the model holds the average."""
+    from trainer.run.rundir import read_history
+
+    best_first = "callbacks=[{name: early_stopping, monitor: val_loss, mode: max, patience: 5, restore_best_weights: true}]"
+    run_dir = tmp_path / "es"
+    assert trainer.train(ema_config, run_dir=run_dir, overrides=[best_first]).status == "completed"
+    rows = read_history(run_dir / "history.csv")
+    best = max(rows, key=lambda row: row["val_loss"])
+    assert best["epoch"] != rows[-1]["epoch"]  # restoring changes something
+    test = json.loads((run_dir / "metrics.json").read_text())["test"]
+    assert test["loss"] == pytest.approx(best["val_loss"], rel=1e-5)  # validation is the test split: the same average
