@@ -4,7 +4,8 @@ The module itself needs only the standard library (``trainer run --resume`` refu
 before TensorFlow is imported); the Keras callbacks are built inside functions.
 
 A checkpoint is ``checkpoint-epochNNNN.weights.npz`` (model weights and optimizer state, in
-variable order), for ``early_stopping`` with ``restore_best_weights`` the best weights so far
+variable order; with ``train.ema`` the raw weights, and the average and its step count among the
+optimizer's variables: ``trainer.run.ema``), for ``early_stopping`` with ``restore_best_weights`` the best weights so far
 (``checkpoint-bestI-epochNNNN.weights.npz``, rewritten only when they change), and
 ``checkpoint.json`` (the epoch, those files' names, the state of the callbacks that carry state,
 the random-number state). The training thread copies that state at the epoch's end; a background
