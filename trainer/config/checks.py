@@ -34,6 +34,7 @@ def plan_run(config: Config) -> Plan:
 
     check_catalogue_names(config)
     check_augment(config)
+    check_ema(config)
     notices: list[str] = model_input_notices(config)
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
@@ -203,6 +204,22 @@ def metric_log_names(config: Config) -> list[str] | None:
             default = f"top_{spec.params.get('k', 5)}_accuracy" if canonical == "top_k_accuracy" else canonical
             names.append(prefix + str(spec.params.get("name", default)))
     return names
+
+
+def check_ema(config: Config) -> None:
+    """``train.ema`` is kept inside one process's training step: refuse the settings it cannot follow yet."""
+    if config.train.ema is None:
+        return
+    if config.distribute.strategy != "none":
+        raise ConfigError(
+            f"train.ema: not supported with distribute.strategy {config.distribute.strategy} yet (the average is kept "
+            "by one process's training step); remove train.ema or use distribute.strategy: none."
+        )
+    if config.train.cache_features is True:
+        raise ConfigError(
+            "train.cache_features: true cannot be used with train.ema (the average covers the whole model, which "
+            "then trains on images); set train.cache_features: auto or false, or remove train.ema."
+        )
 
 
 def model_input_notices(config: Config) -> list[str]:

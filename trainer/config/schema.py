@@ -163,6 +163,7 @@ class LabelsConfig(_Strict):
 from trainer.config.sweep import SweepConfig  # noqa: E402
 from trainer.config.tracking import TrackingConfig  # noqa: E402
 from trainer.config.evaluate import EvaluateConfig  # noqa: E402
+from trainer.config.ema import EmaConfig  # noqa: E402
 from trainer.config.models import MODEL_TYPES, HeadConfig, MLPConfig, VGG16HeadConfig, model_union  # noqa: E402,F401 - re-exported
 
 ModelConfig = model_union()
@@ -179,6 +180,8 @@ class TrainConfig(_Strict):
     validation_steps: Count | None = None
     initial_epoch: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     cache_features: Union[Literal["auto"], bool] = "auto"
+    # trainer.config.ema: an average of the weights that validation, test, model.h5 and exports use; absent when off
+    ema: EmaConfig | None = Field(default=None, exclude_if=lambda value: value is None)
 
     _refuse_dropped = model_validator(mode="before")(lambda cls, value: _refuse_keras2_keys(value))
 

@@ -178,6 +178,16 @@ class MetricsRecord(BaseModel):
     versions: Optional[dict[str, Any]] = None
     run_dir: Optional[Annotated[StrictStr, Field(max_length=4096)]] = None
     reason: Optional[Annotated[StrictStr, Field(max_length=64 * KiB)]] = None
+    ema: Optional[dict[str, Any]] = None  # train.ema's settings (trainer.config.ema bounds them)
+
+    @field_validator("ema")
+    @classmethod
+    def _ema_settings(cls, value: Any) -> Any:
+        if value is not None:
+            from trainer.config.ema import EmaConfig
+
+            EmaConfig.model_validate(value)
+        return value
 
 
 def read_run_json(path: Path | str, *, limit: int = RUN_JSON_LIMIT, what: str = "the JSON object trainer run writes") -> dict[str, Any]:

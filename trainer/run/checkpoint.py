@@ -4,7 +4,8 @@ The module itself needs only the standard library (``trainer run --resume`` refu
 before TensorFlow is imported); the Keras callbacks are built inside functions.
 
 A checkpoint is ``checkpoint-epochNNNN.weights.npz`` (model weights and optimizer state, in
-variable order), for ``early_stopping`` with ``restore_best_weights`` the best weights so far
+variable order; with ``train.ema`` the raw weights, and the average and its step count among the
+optimizer's variables: ``trainer.run.ema``), for ``early_stopping`` with ``restore_best_weights`` the best weights so far
 (``checkpoint-bestI-epochNNNN.weights.npz``, rewritten only when they change), and
 ``checkpoint.json`` (the epoch, those files' names, the state of the callbacks that carry state,
 the random-number state). The training thread copies that state at the epoch's end; a background
@@ -398,7 +399,10 @@ def _unplain(value: Any) -> Any:
     return value
 
 
-def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, resume: ResumeState | None = None, data: dict[str, Any] | None = None):
+def checkpointer(
+    run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, resume: ResumeState | None = None, data: dict[str, Any] | None = None,
+    averager: Any = None,
+):
     """A callback that checkpoints each epoch's end (written by a background thread) and, on resume, restores it.
 
     It must come last in the callback list: it saves the state the other callbacks reached at
@@ -408,6 +412,8 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
     files are written while the next epoch trains. ``wait()`` joins the writer and raises its
     error (the run calls it on every ending, before ``on_run_end``). ``data``: the fingerprint of
     ``data.path`` (``trainer.run.data_fingerprint``), recorded so that ``--resume`` can compare it.
+    ``averager``: ``train.ema``'s ``WeightAverage``; the checkpoint stores the raw weights (the model
+    holds the average at the epoch's end) and, among the optimizer's variables, the average and its step count.
     """
     import keras
     import numpy as np
@@ -422,7 +428,9 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
             model = self.model
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-            load_training_state(model, run_dir / resume.weights_file)
+            load_training_state(model, run_dir / resume.weights_file, check=averager.check_stored if averager is not None else None)
+            if averager is not None:
+                averager.forget_raw()  # the model holds the checkpoint's raw weights now
             for callback, state in zip(stateful_callbacks, resume.callbacks):
                 for key, value in state.items():
                     if key == BEST_WEIGHTS_KEY:
@@ -466,7 +474,7 @@ def checkpointer(run_dir: Path, stateful_callbacks: list[Any], epoch_seed: Any, 
                 },
                 **({"data": data} if data is not None else {}),
             }
-            writer.submit(record, training_state(self.model), best)
+            writer.submit(record, training_state(self.model, averager), best)
 
         def on_train_end(self, logs=None):
             writer.wait()
@@ -557,21 +565,30 @@ def _named_files(record: dict[str, Any] | None, run_dir: Path | None = None, che
     return [n for n in names if is_inside(run_dir, n)] if checked else names
 
 
-def training_state(model) -> dict[str, list[Any]]:
+def training_state(model, averager: Any = None) -> dict[str, list[Any]]:
     """Copies of the model's weights and the optimizer's variables (taken on the training thread).
 
     ``Variable.numpy()`` returns a new array on both backends (TensorFlow copies the buffer, JAX
-    ``np.array``s it), so training on does not change what the writer thread is writing.
+    ``np.array``s it), so training on does not change what the writer thread is writing. With
+    ``averager`` (``train.ema``) the model's weights are the raw ones training continues from.
     """
-    return {"model": [v.numpy() for v in model.weights], "optimizer": [v.numpy() for v in model.optimizer.variables]}
+    weights = averager.raw_weights(model) if averager is not None else [v.numpy() for v in model.weights]
+    return {"model": weights, "optimizer": [v.numpy() for v in model.optimizer.variables]}
 
 
-def load_training_state(model, path: Path) -> None:
-    """Put a checkpoint's weights and optimizer state back (``.weights.npz``; ``.weights.h5`` of version 1)."""
+def load_training_state(model, path: Path, check: Any = None) -> None:
+    """Put a checkpoint's weights and optimizer state back (``.weights.npz``; ``.weights.h5`` of version 1).
+
+    ``check(path, optimizer_arrays)``: refuses what the arrays hold before anything is assigned (``train.ema``'s state).
+    """
     if path.name.endswith(".weights.h5"):
+        if check is not None:  # version 1 checkpoints predate train.ema
+            raise RunDirError(f"{path} is a checkpoint from before train.ema (no average of the weights in it); this run cannot be resumed with train.ema.")
         model.load_weights(path)
         return
     groups = read_arrays(path, grouped=True)
+    if check is not None:
+        check(path, groups.get("optimizer", []))
     for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
         values = groups.get(group, [])
         if len(values) != len(variables):

@@ -31,7 +31,7 @@ def uses_cached_features(config) -> bool:
 
     Input augmentation is a random step before the backbone, so it turns the cache off.
     """
-    if not config.model.frozen_backbone or _augmented(config):
+    if not config.model.frozen_backbone or _augmented(config) or config.train.ema is not None:  # train.ema: the model trains on images
         return False
     return config.train.cache_features is not False
 
@@ -46,6 +46,8 @@ def augmentation_stops_cache(config) -> str | None:
     if config.model.frozen_backbone and _augmented(config) and config.train.cache_features is not False:
         return ("data.augment changes the images every epoch, so the frozen backbone runs on every batch "
                 "(its features are not cached).")
+    if config.model.frozen_backbone and config.train.ema is not None and config.train.cache_features is not False:
+        return "train.ema averages the whole model at every step, so the frozen backbone runs on every batch (its features are not cached)."
     return None
 
 

@@ -65,6 +65,8 @@ def fit_in_phases(training: Any, user_callbacks: list[Any], settings: dict[str, 
     )
     unfreeze(training.model, config.model)
     compile_model(training.model, fine_tune_config(config), training.plan, training.steps_per_epoch)
+    if training.averager is not None:  # the fresh optimizer gets the average, carried over (trainer.run.ema)
+        training.averager.attach(training.model)
     resume = training.resume if resumed_at > head_epochs else None
     phase_settings = {**settings, "initial_epoch": max(resumed_at, head_epochs)}
     training.fit_phase(training.phase_callbacks(user_callbacks, resume, FINE_TUNE), epochs=total_epochs(config), **phase_settings)

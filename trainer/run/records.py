@@ -43,12 +43,16 @@ class Manifest:
     custom_objects: list[dict[str, Any]] = field(default_factory=list)
     model_type: str | None = None
     trained_on: dict[str, Any] | None = None  # backend, device kind and names, precision (DeviceInfo.trained_on)
+    ema: dict[str, Any] | None = None  # train.ema: model.h5 holds the average of the weights ({decay, warmup, every}); absent when off
 
     def write(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / MANIFEST_FILE, self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["ema"] is None:
+            del data["ema"]
+        return data
 
     @classmethod
     def read(cls, run_dir: Path) -> "Manifest | None":
@@ -108,7 +112,21 @@ _MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
     "custom_objects": (lambda v: isinstance(v, list) and all(_is_custom_object(e) for e in v), "expected a list of {ref: 'module:attr', path[, factory_params]} entries"),
     "model_type": (lambda v: v is None or isinstance(v, str), "expected a string"),
     "trained_on": (lambda v: v is None or _is_trained_on(v), "expected {backend, kind, devices: [names], precision} as strings"),
+    "ema": (lambda v: v is None or _is_ema(v), "expected {decay: a number between 0 and 1, warmup: true or false, every: a whole number}"),
 }
+
+
+def _is_ema(value: Any) -> bool:
+    """``ema``: the settings of the average (shown, never acted on), as ``trainer.config.ema.EmaConfig`` bounds them."""
+    from pydantic import ValidationError
+
+    from trainer.config.ema import EmaConfig
+
+    try:
+        EmaConfig.model_validate(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def _is_trained_on(value: Any) -> bool:
@@ -145,6 +163,7 @@ class RunMetrics:
     versions: dict[str, Any] | None = None
     run_dir: str | None = None
     reason: str | None = None
+    ema: dict[str, Any] | None = None  # train.ema: validation and test measured the average of the weights
 
     @classmethod
     def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "RunMetrics":
@@ -160,8 +179,9 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["test_tta"] is None:
-            del data["test_tta"]
+        for optional in ("test_tta", "ema"):
+            if data[optional] is None:
+                del data[optional]
         if data["reason"] is None:
             del data["reason"]
         else:  # the reason right after the status, where people look

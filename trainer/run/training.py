@@ -47,6 +47,7 @@ class Training:
         self.completed = False  # metrics.json says completed
         self.ended = False  # on_run_end was called
         self.plotting: BackgroundTask | None = None  # matplotlib loading while the model trains
+        self.averager: Any = None  # train.ema: the average of the weights (trainer.run.ema.WeightAverage), set up by fit
 
     # ------------------------------------------------------------------ the steps
 
@@ -189,7 +190,7 @@ class Training:
             dataset=data.dataset, num_classes=data.num_classes, class_names=data.class_names, input_shape=list(data.input_shape),
             label_encoding=self.plan.encoding, loss={"name": self.plan.loss_name, **self.plan.loss_params},
             model_output=self.config.model.output, custom_objects=self.custom_objects, model_type=self.config.model.type,
-            trained_on=self.device.trained_on(),
+            trained_on=self.device.trained_on(), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
         ).write(self.run_dir)
         if self.resume:
             self.rows = truncate_history(self.run_dir / HISTORY_FILE, self.resume.epoch)
@@ -207,6 +208,17 @@ class Training:
         if self.resume:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
+        if config.train.ema is not None:  # here, not at compile: lr-find compiles the same model and must not average
+            from trainer.run.ema import WeightAverage
+
+            self.averager = WeightAverage(config.train.ema)
+            self.averager.attach(self.model)
+            from trainer.run.ema import short_run_notice
+            from trainer.run.fine_tune import total_epochs
+
+            notice = short_run_notice(config.train.ema, self.steps_per_epoch * (total_epochs(config) - config.train.initial_epoch))
+            if notice:
+                self.events.on_notice(notice)
         self.cached = None
         if uses_cached_features(config) and self.distribution.setup.strategy == "none":  # the cache is one process's, on one device
             self.cached = CachedFeatureTraining(self.model, data, self.run_dir, self.events, self.dataset, shared_dir=self.feature_cache)
@@ -227,6 +239,8 @@ class Training:
                         fit_in_phases(self, user_callbacks, settings)
                     else:
                         self.fit_phase(self.phase_callbacks(user_callbacks, self.resume), epochs=config.train.epochs, **settings)
+                if self.averager is not None:  # test, model.h5 and exports: the average (also when a resume fitted no epoch)
+                    self.averager.use_average()
                 self.checkpointer.wait()  # the last epoch's checkpoint is on disk (or its write error raised)
             finally:  # every ending: the checkpoint being written is complete before metrics.json and on_run_end
                 self.checkpointer_wait_quietly()
@@ -389,7 +403,7 @@ class Training:
         return RunMetrics.from_history(
             status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
             seed=self.config.seed, device=self.device.to_dict(), distribute=self.distribution.to_dict(), versions=versions(),
-            run_dir=str(self.run_dir),
+            run_dir=str(self.run_dir), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
         ).write(self.run_dir)
 
     # ------------------------------------------------------------------ helpers
@@ -399,9 +413,13 @@ class Training:
         from trainer.run.recorder import after_first_epoch, epoch_recorder
 
         recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(self.data.x_train), phase)
-        self.checkpointer = checkpointer(self.run_dir, user_callbacks, self.epoch_variable, resume, getattr(self, "data_fingerprint", None))
+        self.checkpointer = checkpointer(
+            self.run_dir, user_callbacks, self.epoch_variable, resume, getattr(self, "data_fingerprint", None), averager=self.averager,
+        )
         preload = after_first_epoch(self.preload_plotting)
-        return [recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+        # the average's swap comes first: every other callback sees the averaged weights at the epoch's end
+        average = [self.averager.callback()] if self.averager is not None else []
+        return [*average, recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
 
     def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
         """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
@@ -458,6 +476,7 @@ class Training:
             ("model", summary),
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
+            *((("ema", self.config.train.ema.describe()),) if self.config.train.ema is not None else ()),
             *((("distribute", self.distribution.summary()),) if self.distribution.setup.strategy != "none" else ()),
             ("run directory", str(self.run_dir) if not self.dry_run else "(dry run: nothing written)"),
         ]
