@@ -751,3 +751,17 @@ def test_csv_files_people_open_in_spreadsheets_hold_no_formulas(tmp_path):
     write_predictions([record], tmp_path / "p.csv")
     (row,) = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
     assert row["input"].startswith("'=cmd") and row["name"] == "'-2+3" and row["probability"] == "0.25" and row["predicted"] == "1"
+
+
+def test_metrics_json_keeps_test_tta_when_read_back_and_refuses_a_forged_one(tmp_path):
+    import json
+
+    from trainer.errors import RunDirError
+    from trainer.readers.run_files import read_metrics_record
+
+    record = {"status": "completed", "test": {"loss": 0.5, "accuracy": 0.9}, "test_tta": {"mode": "flip", "loss": 0.4, "accuracy": 0.92}}
+    (tmp_path / "metrics.json").write_text(json.dumps(record))
+    assert read_metrics_record(tmp_path).test_tta == {"mode": "flip", "loss": 0.4, "accuracy": 0.92}
+    (tmp_path / "metrics.json").write_text(json.dumps({**record, "test_tta": {"accuracy": [1] * 10}}))
+    with pytest.raises(RunDirError, match="metrics.json"):
+        read_metrics_record(tmp_path)

@@ -170,6 +170,7 @@ class MetricsRecord(BaseModel):
     train: Optional[Section] = None
     validation: Optional[Section] = None
     test: Optional[Section] = None
+    test_tta: Optional[Section] = None  # evaluate.tta: the test split over its views, with its mode
     epochs_completed: Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH)] = 0
     wall_seconds: Optional[Annotated[Union[StrictInt, StrictFloat], Field(ge=0, le=10**10)]] = None
     seed: Optional[StrictInt] = None
