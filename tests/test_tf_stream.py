@@ -154,3 +154,39 @@ def test_tensorflow_runs_with_steps_per_epoch_agree_when_shorter_and_when_resume
     assert [row["epoch"] for row in runs["whole"]] == [1, 2, 3]
     assert runs["short"] == runs["whole"][:2]
     assert runs["resumed"] == runs["whole"]
+
+
+def test_epochs_longer_than_a_pass_and_a_streamed_source_read_the_same_stream(tmp_path, monkeypatch):
+    """12 steps an epoch over 8-batch passes (an epoch spans passes), read by rows from a memory map, resumed at epoch 2."""
+    import tensorflow as tf
+
+    from trainer.data import pipeline
+    from trainer.data.batches import ArrayBatches, EpochCounter, make_batches
+
+    monkeypatch.setattr(pipeline, "STREAM_MEMMAP_OVER", 0)
+    x, y = _data()
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    settings = _settings(repeat=True, steps_per_epoch=12)
+    iterator = iter(make_batches(mapped, y, epoch_variable=tf.Variable(0, dtype=tf.int64), initial_epoch=2, **settings))
+    neutral = ArrayBatches(x, y, epoch_variable=EpochCounter(), **settings)
+    got = {epoch: [_as_numpy(next(iterator)) for _ in range(12)] for epoch in (2, 3)}
+    want = {}
+    for epoch in (0, 1, 2, 3):
+        neutral.epoch_variable.assign(epoch)
+        want[epoch] = [neutral[epoch * 12 + step] for step in range(12)]
+    _assert_same(got, want)
+
+
+@pytest.mark.parametrize(("count", "drop_remainder"), [(0, False), (3, True)])
+def test_an_endless_stream_of_no_batch_ends_instead_of_hanging(count, drop_remainder):
+    """No example (or fewer than a batch, with full batches only): the stream is empty, not an endless search for a batch."""
+    import tensorflow as tf
+
+    from trainer.data.batches import make_batches
+
+    x, y = np.zeros((count, 8, 8, 3), np.uint8), np.zeros(count, np.int64)
+    dataset = make_batches(
+        x, y, epoch_variable=tf.Variable(0, dtype=tf.int64), repeat=True, steps_per_epoch=STEPS, drop_remainder=drop_remainder, **_settings()
+    )
+    assert list(dataset) == []
