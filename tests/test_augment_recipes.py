@@ -273,7 +273,7 @@ def test_a_mixup_cutmix_run_trains_on_sparse_and_one_hot_labels_and_eval_sees_pl
 
 @pytest.mark.slow
 def test_a_tensorflow_run_with_the_recipes_resumed_equals_the_uninterrupted_one(cli, write_config, mnist_npz, tmp_path):
-    # No train.steps_per_epoch here: with it, epoch 1 of a 3-epoch and of a 2-epoch TensorFlow run differed once (see the report).
+    # One pass an epoch here; train.steps_per_epoch shorter than a pass: tests/test_tf_stream.py.
     config = tiny_config(mnist_npz, train={"epochs": 3, "batch_size": 32})
     config["data"]["augment"] = RECIPE
     path = write_config(config)

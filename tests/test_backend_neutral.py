@@ -81,6 +81,36 @@ def test_the_pydataset_gives_the_tf_data_batches_of_each_epoch(weights, augment)
 
 
 @needs_tensorflow
+@pytest.mark.parametrize("initial_epoch", [0, 2])
+@pytest.mark.parametrize("augment", [False, True])
+def test_the_pydataset_gives_the_tf_data_batches_of_each_step_with_steps_per_epoch(augment, initial_epoch):
+    """train.steps_per_epoch (4 steps, 5 batches a pass): step k of epoch N is the same batch on both paths, from a
+    fresh start and from a resumed one (the tf.data stream starts at ``initial_epoch``; Keras's PyDataset index restarts)."""
+    import tensorflow as tf
+
+    from trainer.config.schema import AugmentConfig
+    from trainer.data.batches import ArrayBatches, EpochCounter, make_batches
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, size=(23, 8, 8, 3)).astype(np.uint8)
+    y = rng.integers(0, 4, size=23)
+    settings = dict(
+        batch_size=5, encoding="onehot", num_classes=4, shuffle=True, seed=3, augment=AugmentConfig(**AUGMENT) if augment else None,
+        repeat=True, steps_per_epoch=4,
+    )
+    variable, counter = tf.Variable(initial_epoch, dtype=tf.int64), EpochCounter(initial_epoch)
+    iterator = iter(make_batches(x, y, epoch_variable=variable, initial_epoch=initial_epoch, **settings))
+    neutral = ArrayBatches(x, y, epoch_variable=counter, **settings)
+    for epoch in range(initial_epoch, 4):
+        variable.assign(epoch)
+        counter.assign(epoch)
+        for step in range(4):
+            want, got = next(iterator), neutral[(epoch - initial_epoch) * 4 + step]
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=1e-4)
+
+
+@needs_tensorflow
 @pytest.mark.parametrize("cache", ["memory", "disk", "none"])
 def test_folder_splits_stream_the_same_batches_without_tensorflow(tmp_path, cache):
     from trainer.data.folder import load_folder

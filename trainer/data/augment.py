@@ -5,8 +5,8 @@ batch in, a float32 batch (values 0..255) out. Every random choice for an exampl
 function of (the run's seed, the epoch, the example's position in that epoch's order): a
 counter-based hash (SplitMix64), no generator state. So epoch N's augmented batches are the same
 whether the run went through epochs 0..N-1 in this process or was killed and resumed, and the
-function runs without TensorFlow (any loader can call it). ``augment_dataset`` wires it into the
-``tf.data`` pipeline.
+function runs without TensorFlow (any loader can call it). ``augment_tagged`` wires it into the
+``tf.data`` pipeline (``augment_dataset`` into any ``tf.data`` dataset).
 
 The changes, in the order they apply:
 
@@ -245,55 +245,52 @@ def augment_examples(
     return (mixed[..., 0] if greyscale else mixed), targets
 
 
-def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any = None) -> Any:
-    """``dataset`` (``tf.data`` batches of images 0..255 [, labels, weights]) with the images augmented; as is when nothing is on.
+def augment_tagged(dataset: Any, augment: Any, seed: int) -> Any:
+    """Tagged ``tf.data`` batches (pass, start, images 0..255[, labels, weights]) as (images augmented[, labels, weights]).
 
-    The epoch is ``epoch_variable`` (the pipeline's shuffle variable, which the checkpointer sets
-    at each epoch's start; by default the one ``trainer.data.pipeline.make_dataset`` gave this
-    dataset). Without one, passes over the dataset are counted as they start (exact within one
-    uninterrupted process only). Positions count the examples from each pass's start.
+    The draws come from (seed, the batch's pass, its positions start, start + 1, ...), carried by the
+    batch itself (``trainer.data.pipeline``): batches are augmented in parallel, kept in order, and
+    however far the pipeline reads ahead, a batch is the same. As is (less the tags) when nothing is on.
+    """
+    import tensorflow as tf
+
+    if augment is None or not augment.active:
+        return dataset.map(lambda number, start, *batch: batch)
+
+    def augment_numpy(images, epoch, start):
+        return augment_batch(images, augment, seed, int(epoch), np.arange(int(start), int(start) + len(images)))
+
+    def mix_numpy(images, targets, epoch, start):
+        return augment_examples(images, targets, augment, seed, int(epoch), np.arange(int(start), int(start) + len(images)))
+
+    @tf.autograph.experimental.do_not_convert
+    def augment_images(epoch, start, images, *rest):
+        if augment.mixes:  # the targets change too: one-hot rows (the run's plan one-hot-encodes them when mixing is on)
+            targets, *weights = rest
+            out, mixed = tf.numpy_function(mix_numpy, [images, tf.cast(targets, tf.float32), epoch, start], [tf.float32, tf.float32], stateful=False)
+            out.set_shape(images.shape)
+            mixed.set_shape(targets.shape)
+            return (out, mixed, *weights)
+        out = tf.numpy_function(augment_numpy, [images, epoch, start], tf.float32, stateful=False)
+        out.set_shape(images.shape)
+        return (out, *rest)
+
+    return dataset.map(augment_images, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any = None) -> Any:
+    """Any ``tf.data`` dataset of batches (images 0..255 [, labels, weights]) with the images augmented; as is when nothing is on.
+
+    The epoch of each pass is ``epoch_variable`` read at the pass's start (by default the one
+    ``trainer.data.pipeline.make_dataset`` gave this dataset); without one, passes are counted as
+    they start (exact within one uninterrupted process only). Positions count the examples from
+    each pass's start. ``make_dataset(augment=...)`` augments its own batches from their place.
     """
     if augment is None or not augment.active:
         return dataset
     import tensorflow as tf
 
-    from trainer.data.pipeline import epoch_variable_of
+    from trainer.data.pipeline import epoch_variable_of, tag_passes
 
     epoch_variable = epoch_variable if epoch_variable is not None else epoch_variable_of(dataset)
-    passes = {"epoch": -1}
-
-    def augment_numpy(images, epoch, start):
-        if epoch_variable is None and int(start) == 0:
-            passes["epoch"] += 1
-        epoch = int(epoch) if epoch_variable is not None else passes["epoch"]
-        return augment_batch(images, augment, seed, epoch, np.arange(int(start), int(start) + len(images)))
-
-    def mix_numpy(images, targets, epoch, start):
-        if epoch_variable is None and int(start) == 0:
-            passes["epoch"] += 1
-        epoch = int(epoch) if epoch_variable is not None else passes["epoch"]
-        return augment_examples(images, targets, augment, seed, epoch, np.arange(int(start), int(start) + len(images)))
-
-    def augment_images(start, element):
-        images, *rest = element
-        epoch = epoch_variable.read_value() if epoch_variable is not None else tf.constant(0, tf.int64)
-        stateful = epoch_variable is None
-        if augment.mixes:  # the targets change too: one-hot rows (the run's plan one-hot-encodes them when mixing is on)
-            targets, *weights = rest
-            out, mixed = tf.numpy_function(
-                mix_numpy, [images, tf.cast(targets, tf.float32), tf.cast(epoch, tf.int64), start], [tf.float32, tf.float32], stateful=stateful
-            )
-            out.set_shape(images.shape)
-            mixed.set_shape(targets.shape)
-            return (out, mixed, *weights)
-        out = tf.numpy_function(augment_numpy, [images, tf.cast(epoch, tf.int64), start], tf.float32, stateful=stateful)
-        out.set_shape(images.shape)
-        return (out, *rest)
-
-    def count(start, element):
-        return start + tf.cast(tf.shape(element[0])[0], tf.int64), (start, element)
-
-    positioned = dataset.scan(tf.constant(0, tf.int64), count)
-    # A pure function of (seed, epoch, position): batches may be augmented in parallel, kept in order.
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if epoch_variable is not None else {}
-    return positioned.map(augment_images, **parallel).prefetch(tf.data.AUTOTUNE)
+    return augment_tagged(tag_passes(dataset, epoch_variable), augment, seed).prefetch(tf.data.AUTOTUNE)

@@ -13,11 +13,14 @@ parallelise is already either trivial or done by ``ImageFiles``'s decode threads
 
 Both paths share one definition of epoch N's order (``epoch_order``: a pure function of (seed,
 N)), read from the epoch counter the checkpointer sets at each epoch's start, so a resumed run
-sees the same batches as an uninterrupted one on every backend.
+sees the same batches as an uninterrupted one on every backend. With ``train.steps_per_epoch``
+both read one endless stream of passes, ``EpochStream``: step k of epoch N is batch
+N * steps_per_epoch + k of it, whatever ran (or was prefetched) before.
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,32 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
     """
     keys = example_uniforms(int(seed) + ORDER_SEED_OFFSET, int(epoch), np.arange(int(count)), slots=1)[:, 0]
     return np.argsort(keys, kind="stable").astype(np.int32)
+
+
+@dataclass(frozen=True)
+class EpochStream:
+    """Where each training step's batch comes from when the input is endless (``train.steps_per_epoch``).
+
+    Step k of epoch N is batch N * steps_per_epoch + k of an endless stream of passes over the
+    data, pass p in ``epoch_order(count, seed, p)`` and augmented as pass p: a pure function of
+    (seed, N, k), so a resumed run (``initial_epoch``) continues the very stream an uninterrupted
+    one reads, and read-ahead cannot change a batch. Keras runs whole executions of
+    ``steps_per_execution`` steps, so an epoch reads ``read_per_epoch`` batches (the last
+    execution runs on into the next epoch's first batches, which that epoch then reads again).
+    """
+
+    steps_per_epoch: int
+    batches: int  # in one pass over the data
+    initial_epoch: int = 0
+    steps_per_execution: int = 1
+
+    @property
+    def read_per_epoch(self) -> int:
+        return -(-self.steps_per_epoch // self.steps_per_execution) * self.steps_per_execution
+
+    def place(self, epoch: int, step: int) -> tuple[int, int]:
+        """(the pass, the batch within it) of step ``step`` of epoch ``epoch``."""
+        return divmod(int(epoch) * self.steps_per_epoch + int(step), self.batches)
 
 
 def is_tensorflow_backend() -> bool:
@@ -92,24 +121,26 @@ def _keras_py_dataset():
 def make_batches(
     x: Any, y: np.ndarray, *, batch_size: int, encoding: str, num_classes: int, shuffle: bool = False, seed: int | None = None,
     weights: np.ndarray | None = None, epoch_variable: Any = None, drop_remainder: bool = False, cache_dir: Any = None,
-    augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None,
+    augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None, initial_epoch: int = 0,
+    steps_per_execution: int = 1,
 ) -> Any:
     """Batches of (pixels 0..255 [augmented], labels as ``encoding`` says[, weights]) for ``fit``/``evaluate``/``predict``.
 
     ``augment`` (``data.augment``) applies to these batches (training only); ``repeat`` makes the
-    input endless (``train.steps_per_epoch``: ``steps_per_epoch``). See ``trainer.data.pipeline.make_dataset`` for the rest.
+    input endless (``train.steps_per_epoch``: ``steps_per_epoch``; ``EpochStream``), read from
+    ``initial_epoch`` on by a model compiled with ``steps_per_execution``. See
+    ``trainer.data.pipeline.make_dataset`` for the rest.
     """
     settings = dict(
         batch_size=batch_size, encoding=encoding, num_classes=num_classes, shuffle=shuffle, seed=seed, weights=weights,
-        epoch_variable=epoch_variable, drop_remainder=drop_remainder, cache_dir=cache_dir,
+        epoch_variable=epoch_variable, drop_remainder=drop_remainder, cache_dir=cache_dir, augment=augment,
     )
     if needs_tf_data():
-        from trainer.data.augment import augment_dataset
         from trainer.data.pipeline import make_dataset
 
-        dataset = augment_dataset(make_dataset(x, y, **settings), augment, seed or 0)
-        return dataset.repeat() if repeat else dataset
-    return ArrayBatches(x, y, augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch, **settings)
+        stream = dict(steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch, steps_per_execution=steps_per_execution) if repeat else {}
+        return make_dataset(x, y, **settings, **stream)
+    return ArrayBatches(x, y, repeat=repeat, steps_per_epoch=steps_per_epoch, **settings)
 
 
 def labels_for(y: np.ndarray, encoding: str, num_classes: int) -> np.ndarray:
@@ -201,8 +232,7 @@ class ArrayBatches(_keras_py_dataset()):
             if self._epoch_start is None or self._epoch_start[0] != epoch:
                 self._epoch_start = (epoch, index)
             step = index - self._epoch_start[1]
-        position = epoch * int(self.steps_per_epoch) + step
-        return position // self.batches, position % self.batches
+        return EpochStream(int(self.steps_per_epoch), self.batches).place(epoch, step)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         from trainer.data.streaming import StreamedDataError

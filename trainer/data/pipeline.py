@@ -3,20 +3,29 @@
 Images stay uint8 (as stored: no float64 or float32 copy of the dataset); the models cast and
 scale them in their first layer, so the pipeline does no per-batch conversion either. One-hot
 labels are made once, not per batch.
+
+Every batch is made from its place: (the pass over the data it belongs to, its first position
+in that pass). Inside the pipeline each batch carries that place with it (``tagged``: (pass,
+start, *columns)), and the order (``epoch_order(count, seed, pass)``) and the augmentation
+(``trainer.data.augment.augment_tagged``) are functions of it, never of a variable read while the
+batch is produced: prefetch and parallel maps may run ahead of training (Keras keeps one iterator
+of an endless dataset across epochs) without changing a batch.
 """
 from __future__ import annotations
 
+import itertools
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
-from trainer.data.batches import STREAM_MEMMAP_OVER, epoch_order
+from trainer.data.batches import STREAM_MEMMAP_OVER, EpochStream, epoch_order
 from trainer.data.folder import ImageFiles
 
-# The epoch variable each dataset made here reads: data.augment draws from (seed, epoch, position) with it.
+# The epoch variable each dataset made here reads (``augment_dataset`` defaults to it).
 _EPOCH_VARIABLES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_ENDLESS = np.iinfo(np.int64).max
 
 
 def epoch_variable_of(dataset: Any) -> Any:
@@ -40,12 +49,20 @@ def make_dataset(
     epoch_variable: tf.Variable | None = None,
     drop_remainder: bool = False,
     cache_dir: Any = None,
+    augment: Any = None,
+    steps_per_epoch: int | None = None,
+    initial_epoch: int | None = None,
+    steps_per_execution: int = 1,
 ) -> tf.data.Dataset:
-    """Batches of (pixels 0..255 as stored, labels as ``encoding`` says[, per-example weights]).
+    """Batches of (pixels 0..255 as stored [augmented], labels as ``encoding`` says[, per-example weights]).
 
-    With ``epoch_variable`` the shuffle order is a function of (seed, the variable's value), so a
-    resumed run sees the same order in epoch N as an uninterrupted one. ``drop_remainder`` drops
-    a last partial batch (JAX splits batches evenly over devices). ``x`` may be a folder split's
+    One pass a time the dataset is iterated, numbered by ``epoch_variable`` read once at the pass's
+    start (the checkpointer sets it at each epoch's start; without one, passes are counted as they
+    start, exact within one process only): the shuffle order and ``augment`` (``data.augment``)
+    are functions of (seed, that number). With ``steps_per_epoch`` (or ``initial_epoch``) the
+    dataset is endless instead, read from epoch ``initial_epoch`` on: ``EpochStream`` says which
+    batch each step gets, and the variable is not read at all. ``drop_remainder`` drops a last
+    partial batch (JAX splits batches evenly over devices). ``x`` may be a folder split's
     ``ImageFiles``: its images are then streamed from disk (``trainer.data.streaming``), in the
     same order; ``cache_dir`` is where ``data.cache: disk`` keeps their decoded pixels. A large
     ``np.memmap`` is streamed by rows the same way.
@@ -54,63 +71,106 @@ def make_dataset(
     if encoding == "onehot":
         labels = np.eye(num_classes, dtype=np.float32)[labels]
     columns = (x, labels) if weights is None else (x, labels, np.asarray(weights, np.float32))
+    count = len(x)
+    batches = count // batch_size + (1 if count % batch_size and not drop_remainder else 0)
+    endless = steps_per_epoch is not None or initial_epoch is not None
+    stream = EpochStream(int(steps_per_epoch or batches), batches, int(initial_epoch or 0), int(steps_per_execution)) if endless else None
     if isinstance(x, ImageFiles) or (isinstance(x, np.memmap) and x.nbytes > STREAM_MEMMAP_OVER):
         from trainer.data.streaming import memmap_rows, streamed_batches
 
-        dataset = streamed_batches(
-            x if isinstance(x, ImageFiles) else memmap_rows(x), columns[1:], batch_size=batch_size, shuffle=shuffle, seed=seed or 0, epoch_variable=epoch_variable,
-            drop_remainder=drop_remainder, cache_dir=cache_dir,
+        tagged = streamed_batches(
+            x if isinstance(x, ImageFiles) else memmap_rows(x), columns[1:], batch_size=batch_size, shuffle=shuffle, seed=seed or 0,
+            epoch_variable=epoch_variable, drop_remainder=drop_remainder, cache_dir=cache_dir, stream=stream, tagged=True,
         )
-    elif shuffle and epoch_variable is not None:
-        dataset = epoch_shuffled_batches(columns, batch_size, seed or 0, epoch_variable, drop_remainder)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices(columns)
-        if shuffle:
-            dataset = dataset.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+        tagged = tagged_batches(pass_slices(columns, batch_size, shuffle, seed or 0, drop_remainder), batches, epoch_variable, stream)
+    from trainer.data.augment import augment_tagged
+
+    dataset = augment_tagged(tagged, augment, seed or 0).prefetch(tf.data.AUTOTUNE)
     if epoch_variable is not None:
         _EPOCH_VARIABLES[dataset] = epoch_variable
     return dataset
 
 
-def epoch_permutation(count: int, seed: int, epoch_variable: tf.Variable) -> tf.Tensor:
-    """The order of the examples in epoch N (the variable's value): ``trainer.data.batches.epoch_order(count, seed, N)``.
+def tagged_batches(
+    pass_batches: Callable[[tf.Tensor], tf.data.Dataset], batches: int, epoch_variable: Any = None, stream: EpochStream | None = None
+) -> tf.data.Dataset:
+    """The batches ``pass_batches(pass number)`` gives, tagged (pass, start, ...): one pass numbered by ``pass_numbers``, or
+    the endless ``stream`` (epoch N: ``read_per_epoch`` batches from batch N * steps_per_epoch of the passes 0, 1, 2 ...)."""
+    if stream is None or not batches:  # (no batch at all: an endless stream of empty passes would never yield)
+        return pass_numbers(epoch_variable).flat_map(pass_batches).apply(tf.data.experimental.assert_cardinality(batches))
+    per_epoch, read = np.int64(stream.steps_per_epoch), np.int64(stream.read_per_epoch)
 
-    A function of (seed, N) only, so a resumed run sees the same order as an uninterrupted one; the
+    @tf.autograph.experimental.do_not_convert
+    def epoch(number):
+        first = number * per_epoch  # the epoch's first batch in the stream of passes
+        passes = tf.data.Dataset.range(first // batches, _ENDLESS)
+        return passes.flat_map(pass_batches).skip(first % batches).take(read)
+
+    epochs = tf.data.Dataset.range(stream.initial_epoch, _ENDLESS).flat_map(epoch)
+    return epochs.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+
+
+def pass_numbers(epoch_variable: Any = None) -> tf.data.Dataset:
+    """One element: the number of the pass that starts when it is read (the epoch variable's value then, or a count)."""
+    start = tf.data.Dataset.from_tensors(np.int64(0))
+    if epoch_variable is not None:
+        return start.map(lambda _: tf.cast(epoch_variable.read_value(), tf.int64))
+    counted = itertools.count()
+    return start.map(lambda _: tf.ensure_shape(tf.numpy_function(lambda: np.int64(next(counted)), [], tf.int64, stateful=True), []))
+
+
+def epoch_permutation(count: int, seed: int, epoch: tf.Tensor) -> tf.Tensor:
+    """The order of the examples in pass ``epoch`` (an int64 tensor): ``trainer.data.batches.epoch_order(count, seed, epoch)``.
+
+    A function of (seed, epoch) only, so a resumed run sees the same order as an uninterrupted one; the
     in-memory and the streamed pipelines both take it, so every ``data.cache`` trains on the same
     batches, and so does the ``PyDataset`` path of the other backends (the same NumPy function).
     """
-    order = tf.numpy_function(
-        lambda epoch: epoch_order(count, seed, int(epoch)), [tf.cast(epoch_variable.read_value(), tf.int64)], tf.int32, stateful=False,
-    )
+    order = tf.numpy_function(lambda number: epoch_order(count, seed, int(number)), [tf.cast(epoch, tf.int64)], tf.int32, stateful=False)
     order.set_shape([count])
     return order
 
 
-def epoch_shuffled_batches(
-    columns: tuple[np.ndarray, ...], batch_size: int, seed: int, epoch_variable: tf.Variable, drop_remainder: bool = False
-) -> tf.data.Dataset:
-    """Batches in an order drawn from the stateless seed (seed, epoch): reproducible per epoch, whatever ran before.
+def batch_tags(number: tf.Tensor, batches: int, batch_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the pass number, the first position) of each of a pass's ``batches`` batches."""
+    return tf.fill([batches], tf.cast(number, tf.int64)), tf.range(batches, dtype=tf.int64) * batch_size
 
-    Once per epoch the whole split is gathered into the new order in one vectorised op and cut
-    into batches by a reshape, so the pipeline does no per-example or per-batch work.
+
+def pass_slices(
+    columns: tuple[np.ndarray, ...], batch_size: int, shuffle: bool, seed: int, drop_remainder: bool = False
+) -> Callable[[tf.Tensor], tf.data.Dataset]:
+    """Pass p of in-memory ``columns`` as tagged batches, in ``epoch_order(count, seed, p)`` (stored order without ``shuffle``).
+
+    Once per pass the whole split is gathered into its order in one vectorised op and cut into
+    batches by a reshape, so the pipeline does no per-example or per-batch work.
     """
     tensors = tuple(tf.constant(column) for column in columns)
     count = len(columns[0])
     full = count // batch_size * batch_size
 
     @tf.autograph.experimental.do_not_convert  # plain tensor code: converting it only costs start-up time
-    def epoch(_):
-        order = epoch_permutation(count, seed, epoch_variable)
-        shuffled = tuple(tf.gather(tensor, order) for tensor in tensors)
+    def one_pass(number):
+        ordered = tuple(tf.gather(tensor, epoch_permutation(count, seed, number)) for tensor in tensors) if shuffle else tensors
         batches = tf.data.Dataset.from_tensor_slices(
-            tuple(tf.reshape(column[:full], [-1, batch_size, *column.shape[1:]]) for column in shuffled)
+            (*batch_tags(number, full // batch_size, batch_size), *(tf.reshape(column[:full], [-1, batch_size, *column.shape[1:]]) for column in ordered))
         )
         if full < count and not drop_remainder:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors(tuple(column[full:] for column in shuffled)))
+            batches = batches.concatenate(tf.data.Dataset.from_tensors((tf.cast(number, tf.int64), np.int64(full), *(column[full:] for column in ordered))))
         return batches
 
-    batches = count // batch_size + (1 if full < count and not drop_remainder else 0)
-    # flat_map hides the length; stating it lets Keras count steps (and not warn that the input "ran out").
-    return tf.data.Dataset.from_tensors(0).flat_map(epoch).apply(tf.data.experimental.assert_cardinality(batches))
+    return one_pass
+
+
+def tag_passes(dataset: tf.data.Dataset, epoch_variable: Any = None) -> tf.data.Dataset:
+    """Any dataset of batches (images, ...) tagged (pass, start, images, ...): passes numbered by ``pass_numbers``,
+    positions counted from each pass's start."""
+
+    @tf.autograph.experimental.do_not_convert
+    def one_pass(number):
+        def count(start, element):
+            return start + tf.cast(tf.shape(element[0])[0], tf.int64), (number, start, *element)
+
+        return dataset.scan(np.int64(0), count)
+
+    return pass_numbers(epoch_variable).flat_map(one_pass)

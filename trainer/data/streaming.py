@@ -152,17 +152,19 @@ def memmap_rows(array: np.memmap) -> RowFile:
 
 def streamed_batches(
     source: "ImageFiles | RowFile", columns: tuple[np.ndarray, ...], *, batch_size: int, shuffle: bool, seed: int,
-    epoch_variable: "tf.Variable | None", drop_remainder: bool, cache_dir: Path | None = None,
+    epoch_variable: "tf.Variable | None", drop_remainder: bool, cache_dir: Path | None = None, stream: Any = None, tagged: bool = False,
 ) -> "tf.data.Dataset":
     """Batches of (rows of ``source``, *columns gathered alike), the rows read or decoded batch by batch.
 
     ``source``: a folder split's ``ImageFiles`` (``cache_dir``: where ``data.cache: disk`` keeps
     its decoded pixels; without it, or with ``cache: none``, the files are decoded every epoch),
     or a ``RowFile``. The TensorFlow backend's path (``trainer.data.batches.ArrayBatches`` is the others').
+    Passes and their order as ``trainer.data.pipeline.tagged_batches`` says (``stream``: endless);
+    ``tagged``: each batch keeps its (pass, start) in front.
     """
     import tensorflow as tf
 
-    from trainer.data.pipeline import epoch_permutation
+    from trainer.data.pipeline import batch_tags, epoch_permutation, tagged_batches
 
     count = len(source)
     if isinstance(source, ImageFiles):
@@ -170,27 +172,26 @@ def streamed_batches(
         read = _recording_failures(read)
     else:
         read, dtype = source.read, source.dtype
-    if shuffle and epoch_variable is not None:
-        @tf.autograph.experimental.do_not_convert
-        def order(_):
-            return tf.data.Dataset.from_tensor_slices(epoch_permutation(count, seed, epoch_variable))
+    full = count // batch_size * batch_size
+    batches = count // batch_size + (1 if full < count and not drop_remainder else 0)
 
-        indices = tf.data.Dataset.from_tensors(0).flat_map(order)
-    else:
-        indices = tf.data.Dataset.range(count)
-        if shuffle:
-            indices = indices.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-        indices = indices.map(lambda i: tf.cast(i, tf.int32))
+    @tf.autograph.experimental.do_not_convert
+    def one_pass(number):
+        order = epoch_permutation(count, seed, number) if shuffle else tf.range(count, dtype=tf.int32)
+        indices = tf.data.Dataset.from_tensor_slices((*batch_tags(number, full // batch_size, batch_size), tf.reshape(order[:full], [-1, batch_size])))
+        if full < count and not drop_remainder:
+            indices = indices.concatenate(tf.data.Dataset.from_tensors((tf.cast(number, tf.int64), np.int64(full), order[full:])))
+        return indices
+
     tensors = tuple(tf.constant(column) for column in columns)
     shape = source.shape[1:]
     tf_dtype = tf.as_dtype(dtype)
 
     @tf.autograph.experimental.do_not_convert
-    def load(batch):
+    def load(number, start, batch):
         rows = tf.numpy_function(read, [batch], tf_dtype, stateful=False)
         rows = tf.ensure_shape(rows, [None, *shape])
-        return (rows, *(tf.gather(tensor, batch) for tensor in tensors))
+        return (number, start, rows, *(tf.gather(tensor, batch) for tensor in tensors))
 
-    batches = count // batch_size + (1 if count % batch_size and not drop_remainder else 0)
-    dataset = indices.batch(batch_size, drop_remainder=drop_remainder).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    dataset = tagged_batches(one_pass, batches, epoch_variable, stream).map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset if tagged else dataset.map(lambda number, start, *batch: batch)

@@ -433,15 +433,19 @@ class Training:
         train_ds = self.train_dataset(
             repeat=config.train.steps_per_epoch is not None,  # epochs of steps_per_epoch batches may run past the end of the data
             steps_per_epoch=config.train.steps_per_epoch,
+            # where the endless stream starts, and how many batches Keras reads an epoch (whole executions)
+            initial_epoch=settings.get("initial_epoch", 0), steps_per_execution=getattr(self.model, "steps_per_execution", 1) or 1,
         )
         val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
 
-    def train_dataset(self, repeat: bool = False, steps_per_epoch=None):
-        """The training batches as ``fit`` sees them: shuffled as configured, sample weights, augmented (training batches only)."""
+    def train_dataset(self, repeat: bool = False, steps_per_epoch=None, **stream: Any):
+        """The training batches as ``fit`` sees them: shuffled as configured, sample weights, augmented (training batches only).
+
+        ``stream``: ``initial_epoch`` and ``steps_per_execution`` of an endless one (``trainer.data.batches.EpochStream``)."""
         return self.dataset(
             self.data.x_train, self.data.y_train, shuffle=self.config.train.shuffle, weights=self.sample_weights,
-            augment=self.config.data.augment, repeat=repeat, steps_per_epoch=steps_per_epoch,
+            augment=self.config.data.augment, repeat=repeat, steps_per_epoch=steps_per_epoch, **stream,
         )
 
     @property
@@ -449,13 +453,13 @@ class Training:
         """The run directory callers see (None for processes other than 0: they write nothing)."""
         return None if self.scratch is not None else self.run_dir
 
-    def dataset(self, x, y, shuffle: bool = False, weights=None, augment=None, repeat: bool = False, steps_per_epoch=None):
+    def dataset(self, x, y, shuffle: bool = False, weights=None, augment=None, repeat: bool = False, steps_per_epoch=None, **stream: Any):
         from trainer.data.batches import make_batches
 
         return make_batches(
             x, y, batch_size=self.config.train.batch_size, encoding=self.plan.encoding, num_classes=self.data.num_classes,
             shuffle=shuffle, seed=self.config.seed, weights=weights, epoch_variable=getattr(self, "epoch_variable", None),
-            augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch,
+            augment=augment, repeat=repeat, steps_per_epoch=steps_per_epoch, **stream,
             cache_dir=None if self.run_dir is None else self.run_dir / DATA_CACHE_DIR,
             **({"drop_remainder": True} if self.distribution.full_batches else {}),
         )
