@@ -184,6 +184,8 @@ def test_steps_per_execution_auto_rule(write_config):
     assert spe(1875, compile={"steps_per_execution": 7}) == 7
     assert spe(1875, compile={"run_eagerly": True}) == 1
     assert spe(1875, callbacks=[{"name": "my_callbacks:Printer"}]) == 1
+    # train.steps_per_epoch (an endless stream): a divisor, so that no epoch reads its successor's first batches
+    assert spe(1875, train={"steps_per_epoch": 1875}) == 75 and spe(1873, train={"steps_per_epoch": 1873}) == 1
 
 
 def test_progress_never_counts_past_the_epoch():

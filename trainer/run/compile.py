@@ -92,7 +92,10 @@ def resolve_steps_per_execution(config: Config, steps_per_epoch: int | None) -> 
     custom_callbacks = any(":" in spec.name for spec in config.callbacks)
     if config.compile.run_eagerly or custom_callbacks or not steps_per_epoch:
         return 1
-    return max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // UPDATES_PER_EPOCH))
+    chosen = max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // UPDATES_PER_EPOCH))
+    if config.train.steps_per_epoch:  # an endless stream: Keras reads whole calls, so a divisor keeps each epoch to its own batches
+        chosen = max(d for d in range(1, chosen + 1) if steps_per_epoch % d == 0)
+    return chosen
 
 
 def compile_kwargs(config: Config, plan: Plan, records: list[dict[str, Any]], steps_per_epoch: int | None = None) -> dict[str, Any]:
