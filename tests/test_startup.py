@@ -37,8 +37,9 @@ from trainer.cli.common import quiet_tensorflow
 quiet_tensorflow()
 import keras
 skipped = sorted(n for n in ("sklearn", "pandas", "matplotlib", "scipy", "jax", "IPython") if n not in sys.modules)
+tensorflow_loaded = "tensorflow" in sys.modules
 import pandas  # the user's code may still import any of them afterwards
-print(json.dumps({"skipped": skipped, "pandas": pandas.__name__, "keras_sees_pandas": __import__("keras.src.trainers.data_adapters.array_slicing", fromlist=["x"]).pandas is not None}))
+print(json.dumps({"skipped": skipped, "tensorflow": tensorflow_loaded, "pandas": pandas.__name__, "keras_sees_pandas": __import__("keras.src.trainers.data_adapters.array_slicing", fromlist=["x"]).pandas is not None}))
 """
 
 
@@ -58,6 +59,48 @@ def test_tensorflow_starts_without_the_optional_packages_which_still_import_afte
     assert lean["pandas"] == "pandas" and lean["keras_sees_pandas"] is False
     full = _probe(TRAINER_LEAN_IMPORT="0")
     assert full["keras_sees_pandas"] is True  # the escape hatch: Keras imports everything as usual
+
+
+@pytest.mark.slow
+def test_keras_on_jax_starts_without_the_optional_packages_and_without_tensorflow():
+    """On JAX Keras alone imported scikit-learn, pandas, matplotlib and IPython: 2-3 s of a 25 s MNIST run."""
+    pytest.importorskip("jax")
+    pytest.importorskip("pandas")
+    lean = _probe(KERAS_BACKEND="jax")
+    assert lean["skipped"] == ["IPython", "matplotlib", "pandas", "sklearn"]  # JAX itself needs jax and scipy
+    assert lean["tensorflow"] is False
+    assert lean["pandas"] == "pandas" and lean["keras_sees_pandas"] is False
+    assert _probe(KERAS_BACKEND="jax", TRAINER_LEAN_IMPORT="0")["keras_sees_pandas"] is True
+
+
+SEED_PROBE = """
+import json, random, sys
+import numpy as np
+import keras
+from trainer.run.seeds import set_random_seed
+
+def draws():
+    return [random.random(), float(np.random.rand()), float(keras.random.uniform(()))]
+
+set_random_seed(7)
+ours = draws()
+set_random_seed(7)
+again = draws()
+tensorflow_loaded = "tensorflow" in sys.modules
+keras.utils.set_random_seed(7)  # Keras's own (imports TensorFlow where it is installed)
+print(json.dumps({"tensorflow": tensorflow_loaded, "repeat": ours == again, "as_keras": ours == draws()}))
+"""
+
+
+@pytest.mark.slow
+def test_seeding_on_jax_does_not_start_tensorflow_and_matches_keras():
+    """keras.utils.set_random_seed imports TensorFlow wherever it is installed (4-5 s on JAX here) to seed it for tf.data."""
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax")
+    done = subprocess.run([sys.executable, "-c", SEED_PROBE], capture_output=True, text=True, env=environment, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"tensorflow": False, "repeat": True, "as_keras": True}
 
 
 def test_an_h5_write_costs_no_full_garbage_collection(tmp_path, monkeypatch):

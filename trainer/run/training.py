@@ -90,6 +90,7 @@ class Training:
 
         from trainer.catalogue.overview import check_catalogue
         from trainer.config.checks import plan_run
+        from trainer.run.seeds import set_random_seed
         from trainer.runtime import start_runtime
 
         self.plan = plan_run(self.config)
@@ -104,7 +105,7 @@ class Training:
         check_catalogue(self.config, self.plan)  # names, parameters and user code, before any data is read
         for text in self.distribution.setup.notices + self.distribution.notices:
             self.events.on_notice(text)
-        keras.utils.set_random_seed(self.config.seed)
+        set_random_seed(self.config.seed)  # without starting TensorFlow on JAX/PyTorch
 
     def load_data(self) -> None:
         """The splits as arrays, the sample weights and the fit settings that depend on them."""
