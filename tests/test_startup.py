@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import tiny_config
 
 from trainer.cli.common import unused_imports, without_unused_imports
 
@@ -77,14 +78,14 @@ SEED_PROBE = """
 import json, random, sys
 import numpy as np
 import keras
-from trainer.run.seeds import set_random_seed
+from trainer.runtime.hidden_tensorflow import set_random_seed
 
 def draws():
     return [random.random(), float(np.random.rand()), float(keras.random.uniform(()))]
 
-set_random_seed(7)
+set_random_seed(7, tf_data=False)
 ours = draws()
-set_random_seed(7)
+set_random_seed(7, tf_data=False)
 again = draws()
 tensorflow_loaded = "tensorflow" in sys.modules
 keras.utils.set_random_seed(7)  # Keras's own (imports TensorFlow where it is installed)
@@ -143,3 +144,42 @@ def test_preload_loads_matplotlib_for_the_curves(tmp_path):
     assert "matplotlib.figure" in sys.modules and "matplotlib.ticker" in sys.modules
     path = write_curves([{"epoch": 1, "loss": 1.0, "val_loss": 1.2}, {"epoch": 2, "loss": 0.5, "val_loss": 0.9}], tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+TF_LOADED_PROBE = """
+import sys
+from trainer.cli import app
+try:
+    app(sys.argv[1:])
+except SystemExit as done:
+    code = done.code
+print("TENSORFLOW_LOADED", "tensorflow" in sys.modules, file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "eval", "predict"])
+def test_a_jax_run_eval_and_predict_never_start_an_installed_tensorflow(command, tmp_path, mnist_npz, write_config, subprocess_env):
+    """TensorFlow installed (the default install) but JAX chosen: nothing of it loads (4-5 s saved; the run's .h5 save imported it)."""
+    pytest.importorskip("jax")
+    import numpy as np
+
+    config = write_config(tiny_config(mnist_npz))
+    run_dir = tmp_path / "run"
+    subprocess_env["KERAS_BACKEND"] = "jax"
+
+    def trainer(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", TF_LOADED_PROBE, *args], capture_output=True, text=True, env=subprocess_env, timeout=300)
+
+    done = trainer("run", str(config), "--run-dir", str(run_dir))
+    if command == "eval":
+        assert done.returncode == 0, done.stderr[-2000:]
+        done = trainer("eval", str(run_dir))
+    elif command == "predict":
+        assert done.returncode == 0, done.stderr[-2000:]
+        np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
+        done = trainer("predict", str(run_dir), str(tmp_path / "x.npy"), "--output", str(tmp_path / "predictions.csv"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "TENSORFLOW_LOADED False" in done.stderr
