@@ -5,7 +5,9 @@
 
 Each case runs the baseline command and the trainer command alternately (``--repeats`` times each),
 measures the wall time of the whole command and the peak resident memory of the child process
-(``os.wait4``'s rusage), and reports medians and the ratio trainer / baseline.
+(``os.wait4``'s rusage), and reports medians and the ratio trainer / baseline. A case names its Keras
+backend (``KERAS_BACKEND``, the same for both sides): ``mnist_mlp`` runs on TensorFlow, ``mnist_mlp_jax``
+is the same script and config on JAX.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ class Case:
     trainer: list[str]
     target: float
     metric: str = "wall"  # "wall" or "memory"
+    backend: str = "tensorflow"  # KERAS_BACKEND for both sides
     samples: dict[str, list[Measurement]] = field(default_factory=lambda: {"baseline": [], "trainer": []})
 
 
@@ -62,13 +65,12 @@ def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
     cifar = data / "cifar10-bench"
     run_dir = str(scratch / "run")
     trainer = [PY, "-m", "trainer"]
+    mnist_baseline = [PY, str(HERE / "baselines" / "mnist_mlp_keras.py"), str(mnist), "--epochs", "3"]
+    mnist_trainer = [*trainer, "run", str(HERE / "configs" / "mnist_mlp.yaml"), "--set", f"data.path={mnist}", "--run-dir", run_dir]
     all_cases = [
-        Case(
-            "mnist_mlp",
-            [PY, str(HERE / "baselines" / "mnist_mlp_keras.py"), str(mnist), "--epochs", "3"],
-            [*trainer, "run", str(HERE / "configs" / "mnist_mlp.yaml"), "--set", f"data.path={mnist}", "--run-dir", run_dir],
-            0.45,
-        ),
+        Case("mnist_mlp", mnist_baseline, mnist_trainer, 0.45),
+        # The same plain script and config on JAX (a CPU machine: issue 20's target is 0.6).
+        Case("mnist_mlp_jax", mnist_baseline, mnist_trainer, 0.6, backend="jax"),
         Case(
             "vgg16_head",
             [PY, str(HERE / "baselines" / "vgg16_head_keras.py"), str(cifar), "--train", "2000", "--val", "500", "--epochs", "5"],
@@ -89,7 +91,23 @@ def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
             0.25,
         ),
     ]
+    unknown = sorted((only or set()) - {case.name for case in all_cases})
+    if unknown:
+        raise SystemExit(f"unknown case(s) {', '.join(unknown)}; the cases: {' '.join(case.name for case in all_cases)}")
     return [case for case in all_cases if only is None or case.name in only]
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it has AVX-512 (oneDNN's and XLA's fast paths depend on it), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    model = fields.get("model name", "unknown CPU")
+    flags = fields.get("flags", "").split()
+    avx512 = sorted(flag for flag in flags if flag.startswith("avx512"))
+    return f"{model}, {'AVX-512 (' + ' '.join(avx512) + ')' if avx512 else 'no AVX-512'}"
 
 
 def accuracy_of(case: Case, side: str, measurement: Measurement, scratch: Path) -> float | None:
@@ -111,11 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/trainer-data"), help="what prepare_data.py wrote")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp vgg16_head cifar10_cnn help validate")
+    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp mnist_mlp_jax vgg16_head cifar10_cnn help validate")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    load_before = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
     rows, raw = [], {}
     try:
@@ -125,12 +144,12 @@ def main() -> None:
                 order = ("baseline", "trainer") if repeat % 2 == 0 else ("trainer", "baseline")
                 for side in order:
                     shutil.rmtree(scratch / "run", ignore_errors=True)
-                    result = measure(case.baseline if side == "baseline" else case.trainer, env)
+                    result = measure(case.baseline if side == "baseline" else case.trainer, dict(env, KERAS_BACKEND=case.backend))
                     case.samples[side].append(result)
                     accuracy = accuracy_of(case, side, result, scratch)
                     if accuracy is not None:
                         accuracies[side].append(accuracy)
-                    print(f"{case.name:12s} {side:8s} run {repeat + 1}: {result.seconds:7.2f} s  {result.peak_mib:7.0f} MiB", file=sys.stderr)
+                    print(f"{case.name:13s} {side:8s} run {repeat + 1}: {result.seconds:7.2f} s  {result.peak_mib:7.0f} MiB", file=sys.stderr)
             base_s = statistics.median(m.seconds for m in case.samples["baseline"])
             ours_s = statistics.median(m.seconds for m in case.samples["trainer"])
             base_m = statistics.median(m.peak_mib for m in case.samples["baseline"])
@@ -147,8 +166,9 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"medians of {args.repeats} runs each\n")
+    load_after = os.getloadavg()
+    print(f"\nMachine: {platform.machine()}, {cpu_description()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"medians of {args.repeats} runs each; load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
     print("| case | baseline s | trainer s | ratio (target) | peak MiB baseline / trainer (ratio) | accuracy baseline / trainer |")
     print("| --- | --- | --- | --- | --- | --- |")
     for case, base_s, ours_s, base_m, ours_m, acc in rows:

@@ -45,17 +45,23 @@ def handles_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def quiet_tensorflow() -> None:
     """Import TensorFlow with its native start-up chatter (oneDNN, CUDA probing) kept off the terminal.
 
-    Set TRAINER_TF_LOGS=1 to see it (for CUDA set-up problems).
+    Set TRAINER_TF_LOGS=1 to see it (for CUDA set-up problems). On JAX and PyTorch only Keras is
+    imported, and without the optional packages it would load for nothing (as on TensorFlow).
     """
     import logging
     import warnings
 
     warnings.filterwarnings("ignore", message=".*HDF5 file via `model.save\\(\\)`.*")
+    if os.environ.get("TRAINER_TF_LOGS") != "1":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        # JAX and PyTorch train without TensorFlow (trainer.data.batches): it is not imported at all.
+        # Keras's own import would still load scikit-learn, pandas, matplotlib and IPython: 2-3 s on JAX here.
+        with without_unused_imports():
+            import keras  # noqa: F401
+        return
     if os.environ.get("TRAINER_TF_LOGS") == "1":
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return  # JAX and PyTorch train without TensorFlow (trainer.data.batches): it is not imported at all
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull, without_unused_imports():

@@ -29,6 +29,9 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     from trainer.models import layers  # noqa: F401 - registers trainer's own layers
     from trainer.models.backbones import backbone_load_objects
 
+    from trainer.runtime.hidden_tensorflow import keras_without_tensorflow
+
     objects = {**trainer_objects(), **backbone_load_objects(), **(custom_objects or {})}  # trainer's losses, metrics, schedules
-    # safe_mode: a model file never runs Python it carries (a Lambda layer's bytecode is refused)
-    return keras.models.load_model(path, custom_objects=objects, compile=compile, safe_mode=True)
+    with keras_without_tensorflow():  # decoding the .h5's config would import TensorFlow on JAX/PyTorch (4-5 s)
+        # safe_mode: a model file never runs Python it carries (a Lambda layer's bytecode is refused)
+        return keras.models.load_model(path, custom_objects=objects, compile=compile, safe_mode=True)

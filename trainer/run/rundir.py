@@ -190,7 +190,10 @@ def save_model_h5(model: Any) -> Callable[[Any], None]:
     def write(handle: Any) -> None:
         from keras.src.legacy.saving.legacy_h5_format import save_model_to_hdf5  # model.save's own .h5 writer
 
-        save_model_to_hdf5(model, handle)
+        from trainer.runtime.hidden_tensorflow import keras_without_tensorflow
+
+        with keras_without_tensorflow():  # serializing a layer would import TensorFlow on JAX (4-5 s)
+            save_model_to_hdf5(model, handle)
 
     return write
 

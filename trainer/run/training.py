@@ -91,6 +91,8 @@ class Training:
 
         from trainer.catalogue.overview import check_catalogue
         from trainer.config.checks import plan_run
+        from trainer.data.batches import needs_tf_data
+        from trainer.runtime.hidden_tensorflow import set_random_seed
         from trainer.runtime import start_runtime
 
         self.plan = plan_run(self.config)
@@ -105,7 +107,7 @@ class Training:
         check_catalogue(self.config, self.plan)  # names, parameters and user code, before any data is read
         for text in self.distribution.setup.notices + self.distribution.notices:
             self.events.on_notice(text)
-        keras.utils.set_random_seed(self.config.seed)
+        set_random_seed(self.config.seed, tf_data=needs_tf_data())  # TensorFlow's seed only where it feeds the batches
 
     def load_data(self) -> None:
         """The splits as arrays, the sample weights and the fit settings that depend on them."""
