@@ -569,7 +569,7 @@ def cifar_members() -> dict[str, bytes]:
 
 
 @given(edits=EDITS, cut=CUTS, member=st.sampled_from(["data_batch_1", "test_batch", "batches.meta"]))
-@MUTATIONS
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))  # each example writes and loads a CIFAR folder
 def test_mutated_cifar_batches_are_a_data_error_or_load(tmp_path_factory, cifar_members, edits, cut, member):
     from trainer.data.formats import load_cifar
 
@@ -596,7 +596,7 @@ def valid_images() -> dict[str, bytes]:
 
 @given(edits=EDITS, cut=CUTS, fmt=st.sampled_from(["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"]),
        mode=st.sampled_from(["rgb", "grayscale"]))
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 def test_mutated_images_are_a_data_error_or_decode(tmp_path_factory, valid_images, edits, cut, fmt, mode):
     from trainer.data.folder import decode_image
 

@@ -161,7 +161,7 @@ def test_read_csv_bounds_rows_columns_and_fields(tmp_path):
 valid_record = json.dumps({"epoch": 3, "name": "x"}).encode()
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_records_are_read_or_refused_with_one_message(tmp_path, data):
     content = bytearray(valid_record)
