@@ -111,3 +111,17 @@ def pytest_collection_modifyitems(config, items):
         return 2 if marker is None else marker.kwargs.get("order", 1)
 
     items.sort(key=rank)
+
+
+import trainer  # noqa: E402 - light: Keras and TensorFlow load on first use
+
+
+class StopAfter(trainer.RunEvents):
+    """Ends the run during epoch ``epoch``'s end (status ``stopped``): the checkpoint then holds the epoch before it."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.epoch:
+            raise trainer.StopRun("test stop", status="stopped")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import trainer
-from tests.conftest import REPO_ROOT, tiny_config
+from tests.conftest import StopAfter, tiny_config
 from tests.datagen import write_mnist_npz
 from trainer.config.ema import EmaConfig
 from trainer.errors import RunDirError
@@ -241,13 +239,6 @@ def test_kill_after_an_epoch_and_resume_equal_the_uninterrupted_run(ema_config, 
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
-class StopAfter(trainer.RunEvents):
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs):
-        if epoch == self.epoch:
-            raise trainer.StopRun("test stop", status="stopped")
 
 
 @pytest.mark.slow

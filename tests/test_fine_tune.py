@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 import trainer
-from tests.conftest import tiny_config
+from tests.conftest import StopAfter, tiny_config
 from tests.datagen import write_mnist_npz
 from trainer.models import load_model
 from trainer.run.rundir import read_history
@@ -65,15 +65,6 @@ def test_frozen_layers_keep_their_weights_unfrozen_ones_change_and_batch_norm_st
     assert rows[0]["learning_rate"] == pytest.approx(0.01) and rows[1]["learning_rate"] == pytest.approx(0.01)
 
 
-class StopAfter(trainer.RunEvents):
-    """Ends the run during epoch ``epoch``'s end: the checkpoint then holds the epoch before it."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs):
-        if epoch == self.epoch:
-            raise trainer.StopRun("test stop", status="stopped")
 
 
 @pytest.mark.slow
