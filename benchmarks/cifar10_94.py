@@ -32,6 +32,17 @@ TEST_PER_CLASS = 20  # test images a class: the test (and its TTA) come after th
 CLASSES = 10
 
 
+def limit_argument(text: str) -> int:
+    """``--limit``: 0 (all 50,000) or at least 10 (one image a class); argparse's ``type``."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < CLASSES:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 (all 50,000) or at least {CLASSES} training images (one a class)")
+    return value
+
+
 def subset_folder(data: Path, limit: int) -> Path:
     """The folder of hard links both sides' images come from: ``limit / 10`` training images a class (0: all)."""
     return data / f"cifar10-94-{limit or 'all'}"
@@ -91,7 +102,7 @@ def summary(limit: int, base_s: float, ours_s: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="the trainer side of the cifar10_94 case (run.py calls it)")
     parser.add_argument("--data", type=Path, required=True, help="what prepare_data.py wrote (holds cifar10-jpg/)")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+    parser.add_argument("--limit", type=limit_argument, default=DEFAULT_LIMIT)
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))

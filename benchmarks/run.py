@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="case names: mnist_mlp vgg16_head cifar10_cnn help validate")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--limit", type=int, default=cifar10_94.DEFAULT_LIMIT,
+    parser.add_argument("--limit", type=cifar10_94.limit_argument, default=cifar10_94.DEFAULT_LIMIT,
                         help="cifar10_94: training images of the timed epoch (0: all 50,000)")
     args = parser.parse_args()
 

@@ -76,3 +76,18 @@ def test_the_case_runs_end_to_end_on_tiny_folders(tmp_path, subprocess_env):
     linked = data / "cifar10-94-20"
     assert sorted(p.name for p in (linked / "train" / "cat").iterdir()) == ["0000.jpg", "0001.jpg"]  # the first 2 a class, as the script takes
     assert len(list((linked / "test").rglob("*.jpg"))) == 20
+
+
+@pytest.mark.parametrize("text", ["-10", "5", "ten"])
+def test_a_limit_below_one_image_a_class_is_refused(text, subprocess_env):
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "run.py"), "--only", "cifar10_94", "--limit", text],
+        env=subprocess_env, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "--limit" in done.stderr and "Traceback" not in done.stderr
+    assert "0 (all 50,000) or at least 10" in done.stderr
+
+
+@pytest.mark.parametrize("text, value", [("0", 0), ("10", 10), ("10240", 10240)])
+def test_a_limit_of_whole_images_a_class_is_taken(text, value):
+    assert cifar10_94.limit_argument(text) == value
