@@ -23,6 +23,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional
+
+import cifar10_94
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -44,6 +47,8 @@ class Case:
     target: float
     metric: str = "wall"  # "wall" or "memory"
     backend: str = "tensorflow"  # KERAS_BACKEND for both sides
+    timing: Optional[Callable[[str, str, Path], float]] = None  # (side, stdout, run dir) -> the seconds compared, instead of the wall time
+    summary: Optional[Callable[[float, float], str]] = None  # (baseline s, trainer s) -> a line under the table
     samples: dict[str, list[Measurement]] = field(default_factory=lambda: {"baseline": [], "trainer": []})
 
 
@@ -60,7 +65,7 @@ def measure(command: list[str], env: dict[str, str]) -> Measurement:
     return Measurement(seconds, usage.ru_maxrss / 1024.0, output)
 
 
-def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
+def cases(data: Path, scratch: Path, only: set[str] | None, limit: int = cifar10_94.DEFAULT_LIMIT) -> list[Case]:
     mnist = data / "mnist-60k2k.npz"
     cifar = data / "cifar10-bench"
     run_dir = str(scratch / "run")
@@ -82,6 +87,13 @@ def cases(data: Path, scratch: Path, only: set[str] | None) -> list[Case]:
             [PY, str(HERE / "baselines" / "cifar10_cnn_keras.py"), str(data / "cifar10-jpg"), "--epochs", "3"],
             [*trainer, "run", str(HERE / "configs" / "cifar10_cnn.yaml"), "--set", f"data.path={data / 'cifar10-jpg'}", "--run-dir", run_dir],
             0.8,
+        ),
+        Case(  # one epoch each, timed by the epoch itself (benchmarks/cifar10_94.py)
+            "cifar10_94",
+            *cifar10_94.commands(data, run_dir, limit),
+            1.0,
+            timing=lambda side, stdout, run: cifar10_94.epoch_seconds(side, stdout, run),
+            summary=lambda base_s, ours_s: cifar10_94.summary(limit, base_s, ours_s),
         ),
         Case("help", [PY, "-c", "import tensorflow"], [*trainer, "--help"], 0.25),
         Case(
@@ -129,8 +141,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/trainer-data"), help="what prepare_data.py wrote")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp mnist_mlp_jax vgg16_head cifar10_cnn help validate")
+    parser.add_argument("--only", nargs="*", help="case names: mnist_mlp mnist_mlp_jax vgg16_head cifar10_cnn cifar10_94 help validate")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--limit", type=cifar10_94.limit_argument, default=cifar10_94.DEFAULT_LIMIT,
+                        help="cifar10_94: training images of the timed epoch (0: all 50,000)")
     args = parser.parse_args()
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
@@ -138,7 +152,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="trainer-bench-"))
     rows, raw = [], {}
     try:
-        for case in cases(args.data, scratch, set(args.only) if args.only else None):
+        for case in cases(args.data, scratch, set(args.only) if args.only else None, args.limit):
             accuracies: dict[str, list[float]] = {"baseline": [], "trainer": []}
             for repeat in range(args.repeats):
                 order = ("baseline", "trainer") if repeat % 2 == 0 else ("trainer", "baseline")
@@ -146,6 +160,8 @@ def main() -> None:
                     shutil.rmtree(scratch / "run", ignore_errors=True)
                     result = measure(case.baseline if side == "baseline" else case.trainer, dict(env, KERAS_BACKEND=case.backend))
                     case.samples[side].append(result)
+                    if case.timing is not None:
+                        result.seconds = case.timing(side, result.stdout, scratch / "run")
                     accuracy = accuracy_of(case, side, result, scratch)
                     if accuracy is not None:
                         accuracies[side].append(accuracy)
@@ -179,6 +195,9 @@ def main() -> None:
             f"| {case.name} | {base_s:.2f} | {ours_s:.2f} | {ratio:.2f} (<= {case.target}, {verdict}) | "
             f"{base_m:.0f} / {ours_m:.0f} ({ours_m / base_m:.2f}) | {accuracy} |"
         )
+    for case, base_s, ours_s, *_ in rows:
+        if case.summary is not None:
+            print(f"\n{case.summary(base_s, ours_s)}")
     if args.json:
         args.json.write_text(json.dumps(raw, indent=2))
 
