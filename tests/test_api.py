@@ -258,6 +258,7 @@ def test_interrupt_raises_after_metrics_and_the_end_event(tmp_path, mnist_npz):
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
 
 
+@pytest.mark.slow
 def test_an_error_that_follows_ctrl_c_is_the_interrupt(tmp_path, mnist_npz):
     """TensorFlow's C++ tensor conversion turns a KeyboardInterrupt raised inside it into a TypeError of its own."""
     import keras

@@ -13,6 +13,8 @@ import time
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # tf.data pipelines: TensorFlow starts in every test
+
 from tests.conftest import tiny_config
 from trainer.config.schema import AugmentConfig
 
