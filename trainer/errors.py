@@ -30,6 +30,11 @@ def interrupt_requested() -> bool:
     return _interrupt_requested
 
 
+def follows_interrupt(exc: BaseException) -> bool:
+    """An error that is really the interrupt: any non-trainer ``Exception`` raised after Ctrl-C or SIGTERM."""
+    return _interrupt_requested and isinstance(exc, Exception) and not isinstance(exc, TrainerError)
+
+
 class TrainerError(Exception):
     """Base class: a message meant for the user and an exit code."""
 

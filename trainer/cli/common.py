@@ -144,7 +144,7 @@ def interrupts_as_keyboard_interrupt():
     import signal
     import threading
 
-    from trainer.errors import clear_interrupt, interrupt_requested, request_interrupt
+    from trainer.errors import clear_interrupt, follows_interrupt, request_interrupt
 
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -158,10 +158,8 @@ def interrupts_as_keyboard_interrupt():
     previous = {number: signal.signal(number, raise_interrupt) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
-    except TrainerError:
-        raise  # RunInterrupted with its resume command, or any message of trainer's own
-    except Exception:
-        if interrupt_requested():
+    except Exception as exc:  # trainer's own errors (RunInterrupted with its resume command) pass unchanged
+        if follows_interrupt(exc):
             raise KeyboardInterrupt from None  # the interrupt, turned into another error by a C++ layer it crossed
         raise
     finally:

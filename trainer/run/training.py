@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config
-from trainer.errors import BadInputError, RunFailedError, RunInterrupted, TrainerError, interrupt_requested
+from trainer.errors import BadInputError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
 )
@@ -73,7 +73,7 @@ class Training:
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it, at any step of the run
                     raise self.interrupted() from None
                 except BaseException as exc:  # SystemExit from an event handler, a refusal mid-run, a bug: still an ending
-                    if interrupt_requested() and isinstance(exc, Exception) and not isinstance(exc, TrainerError):
+                    if follows_interrupt(exc):
                         raise self.interrupted() from None  # the interrupt, turned into another error inside TensorFlow
                     if not self.ended and not self.completed:
                         self.end_unexpectedly(exc)

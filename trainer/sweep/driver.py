@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from trainer.config import Config
 from trainer.config.sweep import SweepConfig, check_sweep, override_text
-from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted, interrupt_requested
+from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.integrations import optuna as bridge
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
 
@@ -248,7 +248,7 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
             raise  # before any trial worked this is the config or the data, not a region of the search space
         return record
     except BaseException as exc:  # a bug: record it, then let its traceback show
-        if interrupt_requested() and isinstance(exc, Exception):  # the interrupt, turned into another error inside TensorFlow
+        if follows_interrupt(exc):  # the interrupt, turned into another error inside TensorFlow
             raise interrupted() from None
         finish("failed", reason=f"{type(exc).__name__}: {exc}")
         raise
