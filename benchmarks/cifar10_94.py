@@ -8,7 +8,8 @@ folders prepare_data.py unpacks) and test on the first 20 test images of each cl
 is the epoch's own seconds (Keras's epoch start to its end, training only: no start-up, no data
 loading, no test), which each side measures the same way:
 
-- baseline: ``benchmarks/baselines/cifar10_94_keras.py ROOT --limit N --test-limit 200`` prints them in its JSON line;
+- baseline: ``benchmarks/baselines/cifar10_94_keras.py ROOT --limit N --test-limit 200 --mixed-precision P`` prints them
+  in its JSON line (P: the config's ``train.mixed_precision`` when it is ``bfloat16``, else float32: the same numerics);
 - trainer: ``trainer run configs/cifar10_94.yaml`` on a folder of hard links to the same images
   (``data.dataset=folder``, ``train.epochs=1``, ``data.validation=none``), whose ``history.csv``
   records them (``epoch_seconds``). This file is also the trainer command's entry point: it makes
@@ -57,11 +58,20 @@ def trainer_arguments(folder: Path, run_dir: str) -> list[str]:
     ]
 
 
+def config_precision(config: Path = ROOT / "configs" / "cifar10_94.yaml") -> str:
+    """The baseline's ``--mixed-precision``: ``bfloat16`` when the config trains in it, else ``float32`` (same numerics both sides)."""
+    import yaml
+
+    train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}
+    return "bfloat16" if train.get("mixed_precision") == "bfloat16" else "float32"
+
+
 def commands(data: Path, run_dir: str, limit: int) -> tuple[list[str], list[str]]:
     """The baseline's and trainer's commands for ``run.py``'s Case."""
     baseline = [
         PY, str(HERE / "baselines" / "cifar10_94_keras.py"), str(data / "cifar10-jpg"),
         "--epochs", "1", "--limit", str(limit), "--test-limit", str(TEST_PER_CLASS * CLASSES),
+        "--mixed-precision", config_precision(),
     ]
     trainer = [PY, str(Path(__file__).resolve()), "--data", str(data), "--limit", str(limit), "--run-dir", run_dir]
     return baseline, trainer

@@ -18,6 +18,10 @@ from trainer.models.backbones import BACKBONES
 
 TABLE = sorted(BACKBONES)
 THROUGH_THE_CLI = ("mobilenet_v2", "resnet50")  # the others reload in-process (eval and predict do not depend on the backbone)
+# trained, saved and reloaded end to end: one of each kind of layer the backbones bring (depthwise convs, residual
+# BatchNormalization, EfficientNet's own Rescaling/Normalization, ConvNeXt's LayerNormalization and LayerScale); the
+# rest (VGG16/19, ResNet50V2, DenseNet121: plain convs, BatchNormalization, concatenation) build and predict only
+END_TO_END = ("mobilenet_v2", "resnet50", "efficientnet_b0", "convnext_tiny")
 
 
 def backbone_config(data_path, backbone: str, model=None, **sections):
@@ -140,7 +144,7 @@ def test_a_weights_file_of_another_backbone_is_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.first  # long: started early, so that it does not end the suite alone
-@pytest.mark.parametrize("backbone", TABLE)
+@pytest.mark.parametrize("backbone", END_TO_END)
 def test_each_backbone_trains_saves_and_reloads_through_eval_and_predict(cli, write_config, tmp_path, backbone):
     run_dir = tmp_path / "r"
     result = cli("run", write_config(folder_config(tmp_path, backbone)), "--run-dir", run_dir)
@@ -167,3 +171,14 @@ def test_each_backbone_trains_saves_and_reloads_through_eval_and_predict(cli, wr
     (record,) = json.loads((tmp_path / "p.json").read_text())
     assert record["name"] in ("cat", "dog", "frog")
     assert sum(entry["probability"] for entry in record["top_k"]) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", [b for b in TABLE if b not in END_TO_END])
+def test_the_other_backbones_build_at_their_smallest_size_and_predict(backbone):
+    """Built as a run builds them (frozen, with their preprocessing), each gives one probability row per image."""
+    config = load_config(None, ["model.type=backbone_head", f"model.backbone={backbone}", "model.weights=none"])
+    model = build_model(config.model, (32, 32, 3), 3)
+    probabilities = model.predict(np.full((2, 32, 32, 3), 120, np.float32), verbose=0)
+    assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert not model.get_layer("features").get_layer(backbone).trainable

@@ -44,6 +44,16 @@ def test_the_case_is_listed_with_both_commands_and_its_limit(tmp_path):
     assert "50,000 training images (--limit 0, the full set)" in cifar10_94.summary(0, 100.0, 80.0)
 
 
+@pytest.mark.parametrize("line, expected", [("  mixed_precision: bfloat16\n", "bfloat16"), ("  mixed_precision: auto\n", "float32"), ("", "float32")])
+def test_the_baseline_computes_in_the_precision_the_config_trains_in(tmp_path, line, expected):
+    """Same numerics both sides: the config's train.mixed_precision: bfloat16 becomes the script's --mixed-precision bfloat16."""
+    config = tmp_path / "c.yaml"
+    config.write_text("name: x\ntrain:\n  epochs: 1\n" + line)
+    assert cifar10_94.config_precision(config) == expected
+    (case,) = bench_run.cases(tmp_path, tmp_path / "scratch", {"cifar10_94"}, limit=2048)
+    assert case.baseline[case.baseline.index("--mixed-precision") + 1] == cifar10_94.config_precision()
+
+
 def test_the_seconds_compared_are_the_epochs_own(tmp_path):
     """The baseline's JSON line and trainer's history.csv, never the wall time of the command."""
     stdout = "Epoch 1/1\n" + json.dumps({"epoch_seconds": [12.5], "test_accuracy": 0.1}) + "\n"

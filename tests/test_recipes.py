@@ -261,13 +261,13 @@ def small_model():
     return keras.Model(inputs, outputs)
 
 
-def one_step(exclude, weight_decay=0.5, learning_rate=0.1):
-    """Weights before and after one SGD step with every gradient 1 (no momentum)."""
+def one_step(exclude, weight_decay=0.5, learning_rate=0.1, name="sgd", **extra):
+    """Weights before and after one step with every gradient 1 (SGD: no momentum)."""
     model = small_model()
-    params = {"learning_rate": learning_rate, "weight_decay": weight_decay}
+    params = {"learning_rate": learning_rate, "weight_decay": weight_decay, **extra}
     if exclude is not None:
         params["exclude_from_weight_decay"] = exclude
-    optimizer = build_optimizer("sgd", params, model=model)
+    optimizer = build_optimizer(name, params, model=model)
     variables = model.trainable_variables
     before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in variables}
     optimizer.apply([keras.ops.ones(v.shape) for v in variables], variables)
@@ -309,9 +309,43 @@ def test_weight_decay_excludes_by_variable_name():
     np.testing.assert_allclose(after["hidden/kernel"], decayed(before["hidden/kernel"]), rtol=1e-6)
 
 
+def test_normalization_biases_learn_at_the_scaled_rate_and_decay_at_the_plain_one():
+    """norm_bias_lr_scale 64 (airbench's bias_scaler): bn/beta moves 64 x lr x gradient, its decay keeps lr; nothing else changes."""
+    before, after = one_step(None, norm_bias_lr_scale=64)
+    beta = before["bn/beta"]
+    np.testing.assert_allclose(after["bn/beta"], beta - 0.1 * 0.5 * beta - 0.1 * 64, rtol=1e-6)
+    for path in ("hidden/kernel", "hidden/bias", "out/kernel", "out/bias"):
+        np.testing.assert_allclose(after[path], decayed(before[path]), rtol=1e-6)
+    np.testing.assert_allclose(after["bn/gamma"], [0.85, 0.85], rtol=1e-6)  # the scale is not a bias
+    _, adam = one_step(None, weight_decay=None, name="adam", norm_bias_lr_scale=8)  # Adam's first step moves by ~lr
+    np.testing.assert_allclose(adam["bn/beta"], [-0.8, -0.8], rtol=1e-4)
+    np.testing.assert_allclose(adam["out/bias"], [-0.1], rtol=1e-4)
+
+
+def test_the_scaled_rate_holds_inside_the_compiled_training_step():
+    """fit, SGD with Nesterov momentum: after one step beta moved exactly 64 x as far as without the scale, every other weight alike."""
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(8, 1)).astype("float32")
+    moved = {}
+    for scale in (1, 64):
+        keras.utils.set_random_seed(0)
+        model = small_model()
+        model.compile(optimizer=build_optimizer("sgd", {"learning_rate": 0.01, "momentum": 0.9, "nesterov": True, "norm_bias_lr_scale": scale}, model=model), loss="mse")
+        before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+        moved[scale] = {v.path: keras.ops.convert_to_numpy(v) - before[v.path] for v in model.trainable_variables}
+    assert np.abs(moved[1]["bn/beta"]).min() > 0
+    np.testing.assert_allclose(moved[64]["bn/beta"], 64 * moved[1]["bn/beta"], rtol=1e-4)
+    for path in ("hidden/kernel", "out/kernel", "bn/gamma"):
+        np.testing.assert_allclose(moved[64][path], moved[1][path], rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "optimizer, expected",
     [
+        ({"name": "sgd", "norm_bias_lr_scale": 0}, "optimizer.norm_bias_lr_scale: must be"),
+        ({"name": "sgd", "norm_bias_lr_scale": "64"}, "optimizer.norm_bias_lr_scale: must be"),
+        ({"name": "sgd", "norm_bias_lr_scale": 1e9}, "optimizer.norm_bias_lr_scale: must be"),
         ({"name": "sgd", "exclude_from_weight_decay": True}, "optimizer.exclude_from_weight_decay: has no effect without optimizer.weight_decay"),
         ({"name": "sgd", "weight_decay": 0.1, "exclude_from_weight_decay": "yes"}, "optimizer.exclude_from_weight_decay: must be true, false or a list"),
         ({"name": "sgd", "weight_decay": 0.1, "exclude_from_weight_decay": [1]}, "optimizer.exclude_from_weight_decay: must be true, false or a list"),

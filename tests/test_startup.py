@@ -159,30 +159,28 @@ raise SystemExit(code)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["run", "eval", "predict"])
-def test_a_jax_run_eval_and_predict_never_start_an_installed_tensorflow(command, tmp_path, mnist_npz, write_config, subprocess_env):
-    """TensorFlow installed (the default install) but JAX chosen: nothing of it loads (4-5 s saved; the run's .h5 save imported it)."""
+def test_a_jax_run_eval_and_predict_never_start_an_installed_tensorflow(tmp_path, mnist_npz, write_config, subprocess_env):
+    """TensorFlow installed (the default install) but JAX chosen: nothing of it loads (4-5 s saved; the run's .h5 save imported it).
+
+    One run, then eval and predict of it, each its own process (one run serves all three).
+    """
     pytest.importorskip("jax")
     import numpy as np
 
     config = write_config(tiny_config(mnist_npz))
     run_dir = tmp_path / "run"
     subprocess_env["KERAS_BACKEND"] = "jax"
-
-    def trainer(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", TF_LOADED_PROBE, *args], capture_output=True, text=True, env=subprocess_env, timeout=300)
-
-    done = trainer("run", str(config), "--run-dir", str(run_dir))
-    if command == "eval":
-        assert done.returncode == 0, done.stderr[-2000:]
-        done = trainer("eval", str(run_dir))
-    elif command == "predict":
-        assert done.returncode == 0, done.stderr[-2000:]
-        np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
-        done = trainer("predict", str(run_dir), str(tmp_path / "x.npy"), "--output", str(tmp_path / "predictions.csv"))
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    assert "TENSORFLOW_LOADED False" in done.stderr
+    np.save(tmp_path / "x.npy", np.zeros((3, 28, 28), np.uint8))
+    commands = {
+        "run": ["run", str(config), "--run-dir", str(run_dir)],
+        "eval": ["eval", str(run_dir)],
+        "predict": ["predict", str(run_dir), str(tmp_path / "x.npy"), "--output", str(tmp_path / "predictions.csv")],
+    }
+    for command, args in commands.items():
+        done = subprocess.run([sys.executable, "-c", TF_LOADED_PROBE, *args], capture_output=True, text=True, env=subprocess_env, timeout=300)
+        assert done.returncode == 0, (command, done.stdout[-2000:] + done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, command
+        assert "TENSORFLOW_LOADED False" in done.stderr, command
 
 
 EXIT_PROBE = """

@@ -348,8 +348,10 @@ def test_two_sweeps_split_a_postgresql_study(write_config, mnist_npz, tmp_path, 
     assert all(by_machine), by_machine  # split between the two processes
     assert sorted(by_machine[0] + by_machine[1]) == sorted(t.number for t in counted)  # none repeated
     assert len({t.user_attrs["pid"] for t in counted}) == 2
-    for folder in machines:  # each machine's summary lists the whole study (as it stood when that machine finished)
-        assert sorted(int(r["number"]) for r in read_trials(folder)) == sorted(t.number for t in trials)
+    for folder in machines:  # each machine's summary lists the whole study as it stood when that machine finished: every
+        # counted trial, and perhaps not a surplus trial the other machine opened (and closed unrun) after that
+        listed = {int(r["number"]) for r in read_trials(folder)}
+        assert {t.number for t in counted} <= listed <= {t.number for t in trials}
 
 
 # --------------------------------------------------------------------------- the shared feature cache

@@ -139,7 +139,7 @@ def _history(run_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("steps_per_execution", [1, 2])
+@pytest.mark.parametrize("steps_per_execution", [2])  # 2: executions read ahead across the epoch's end (1 is the easy case)
 def test_tensorflow_runs_with_steps_per_epoch_agree_when_shorter_and_when_resumed(cli, write_config, mnist_npz, tmp_path, steps_per_execution):
     """256 examples by 32: 8 batches a pass, 5 steps an epoch. A 2-epoch run is the first 2 epochs of a 3-epoch run, and a
     run stopped after epoch 1 and resumed gives the 3-epoch run's history.csv."""

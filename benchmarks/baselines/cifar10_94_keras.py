@@ -14,7 +14,8 @@ would write them without trainer:
 - SGD, Nesterov momentum 0.85, decoupled weight decay 0.009, Keras's own EMA (``use_ema=True,
   ema_momentum=0.99``); the learning rate rises linearly 0.3 -> 1.5 over the first 23% of the steps
   and falls linearly to 0.105; label smoothing 0.2 on one-hot labels; batch 1024;
-- horizontal flips and 2-pixel translations (reflect padding, random 32x32 crop) in a tf.data map.
+- horizontal flips and 2-pixel translations (reflect padding, random 32x32 crop) in a tf.data map;
+- ``--mixed-precision bfloat16``: Keras's ``mixed_bfloat16`` policy, as the config's ``train.mixed_precision``.
 
 ``--limit N`` trains on the first N/10 images of each class (0: all 50,000). The script prints
 one JSON line: the seconds of each epoch (from the epoch's start to its end, training only), the
@@ -37,7 +38,11 @@ parser.add_argument("--limit", type=int, default=0, help="training images, N/10 
 parser.add_argument("--test-limit", type=int, default=0, help="test images, N/10 a class (0: all)")
 parser.add_argument("--batch-size", type=int, default=1024)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--mixed-precision", choices=["float32", "bfloat16"], default="float32",
+                    help="bfloat16: Keras's mixed_bfloat16 policy (what the config's train.mixed_precision: bfloat16 sets)")
 args = parser.parse_args()
+if args.mixed_precision == "bfloat16":
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
 
 def load(split, limit):
@@ -79,7 +84,7 @@ for width in widths:
 x = layers.GlobalMaxPooling2D()(x)
 x = layers.Dense(num_classes, use_bias=False)(x)
 x = layers.Rescaling(1.0 / 9.0)(x)
-outputs = layers.Activation("softmax")(x)
+outputs = layers.Activation("softmax", dtype="float32")(x)  # float32 probabilities under mixed precision
 model = keras.Model(inputs, outputs)
 
 # identity (dirac) initialisation of the 3x3 convs: each passes its first min(in, out) channels through

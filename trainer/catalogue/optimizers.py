@@ -65,6 +65,7 @@ def build_optimizer(name: str, params: dict[str, Any], *, model: Any = None, tot
     cls = getattr(keras.optimizers, OPTIMIZERS.get(name, key="optimizer"))
     params = dict(params)
     exclude = params.pop("exclude_from_weight_decay", False)
+    bias_scale = params.pop("norm_bias_lr_scale", 1.0)
     check_keras_params(cls, params, "optimizer", name)
     if isinstance(params.get("learning_rate"), (dict, str)):
         params["learning_rate"] = build_schedule(params["learning_rate"], total_steps=total_steps)
@@ -74,6 +75,7 @@ def build_optimizer(name: str, params: dict[str, Any], *, model: Any = None, tot
         )
     optimizer = construct(cls, params, "optimizer", name)
     exclude_from_weight_decay(optimizer, OPTIMIZERS.canonical(name), exclude, model)
+    scale_norm_bias_lr(optimizer, OPTIMIZERS.canonical(name), bias_scale, model)
     return optimizer
 
 
@@ -91,15 +93,55 @@ def exclude_from_weight_decay(optimizer: Any, name: str, exclude: Any, model: An
         optimizer.exclude_from_weight_decay(var_names=exclude)
 
 
-def spared_variables(model: Any) -> list[Any]:
-    """The model's biases and the variables of its normalization layers (nested models and layers included)."""
+def scale_norm_bias_lr(optimizer: Any, name: str, scale: Any, model: Any) -> None:
+    """``optimizer.norm_bias_lr_scale``: the biases (beta) of normalization layers learn at ``scale`` x the learning rate.
+
+    airbench's ``bias_scaler`` (64): with BatchNormalization's scale frozen, its biases set where each
+    activation bends, and at the network's rate under weight decay they barely move. The rate
+    itself is scaled (``update_step``'s ``learning_rate``, for every optimizer, inside the compiled
+    step), not the gradient, so Adam-like optimizers scale as SGD does; weight decay
+    (``w <- w - learning_rate x weight_decay x w``) keeps the unscaled rate, as in airbench.
+    Variables are matched by the optimizer's own key, which TensorFlow (its ``tf.Variable``) and
+    JAX (the Keras variable) both pass to ``update_step``.
+    """
+    from trainer.catalogue.params import TRAINER_OPTIMIZER, check_values, raise_problems
+
+    raise_problems(check_values({"norm_bias_lr_scale": scale}, TRAINER_OPTIMIZER, "optimizer", name), "optimizer", name)
+    if scale == 1 or model is None:
+        return
+    keys = {optimizer._var_key(v) for v in normalization_biases(model)}
+    if not keys:
+        return
+    update_step = optimizer.update_step  # the class's, bound
+
+    def scaled_update_step(gradient, variable, learning_rate):
+        if optimizer._var_key(variable) in keys:
+            learning_rate = learning_rate * scale
+        return update_step(gradient, variable, learning_rate)
+
+    optimizer.update_step = scaled_update_step
+
+
+def normalization_kinds() -> tuple[type, ...]:
     import keras
 
-    kinds = tuple(
+    return tuple(
         getattr(keras.layers, kind)
         for kind in ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
         if hasattr(keras.layers, kind)
     )
+
+
+def normalization_biases(model: Any) -> list[Any]:
+    """The trainable biases (``beta``) of the model's normalization layers, nested models included."""
+    kinds = normalization_kinds()
+    found = [getattr(layer, "beta", None) for layer in model._flatten_layers(include_self=True, recursive=True) if isinstance(layer, kinds)]
+    return [v for v in found if v is not None and v.trainable]
+
+
+def spared_variables(model: Any) -> list[Any]:
+    """The model's biases and the variables of its normalization layers (nested models and layers included)."""
+    kinds = normalization_kinds()
     spared = {id(v): v for layer in model._flatten_layers(include_self=True, recursive=True) if isinstance(layer, kinds) for v in layer.weights}
     spared.update({id(v): v for v in model.weights if "bias" in v.name})
     return list(spared.values())

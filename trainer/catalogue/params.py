@@ -291,8 +291,8 @@ def _exclusions(value: Any) -> str | None:
 
 
 # parameters trainer adds to every optimizer (trainer.catalogue.optimizers.build_optimizer applies them)
-TRAINER_OPTIMIZER: dict[str, Check] = {"exclude_from_weight_decay": _exclusions}
-TRAINER_OPTIMIZER_DEFAULTS: dict[str, Any] = {"exclude_from_weight_decay": False}
+TRAINER_OPTIMIZER: dict[str, Check] = {"exclude_from_weight_decay": _exclusions, "norm_bias_lr_scale": _number(0, 10000, low_open=True)}
+TRAINER_OPTIMIZER_DEFAULTS: dict[str, Any] = {"exclude_from_weight_decay": False, "norm_bias_lr_scale": 1.0}
 KERAS_WEIGHT_DECAY = {"adamw": 0.004}  # Keras's default weight_decay where it is not None
 
 

@@ -188,6 +188,7 @@ class ArrayBatches(_keras_py_dataset()):
         self._lock = threading.Lock()
         self._passes = -1  # without an epoch counter: passes counted as they start (exact within one process only)
         self.steps_per_epoch = steps_per_epoch
+        self._stream = EpochStream(int(steps_per_epoch), self.batches) if steps_per_epoch and self.batches else None
         self._epoch_start: tuple[int, int] | None = None  # (epoch, the first index Keras asked for in it)
 
     @property
@@ -225,14 +226,14 @@ class ArrayBatches(_keras_py_dataset()):
             if not 0 <= index < self.batches:
                 raise IndexError(index)
             return self._epoch(index), index
-        if self.epoch_variable is None or not self.steps_per_epoch:
+        if self.epoch_variable is None or self._stream is None:
             return self._epoch(index % self.batches), index % self.batches
         epoch = int(self.epoch_variable.read_value())
         with self._lock:
             if self._epoch_start is None or self._epoch_start[0] != epoch:
                 self._epoch_start = (epoch, index)
             step = index - self._epoch_start[1]
-        return EpochStream(int(self.steps_per_epoch), self.batches).place(epoch, step)
+        return self._stream.place(epoch, step)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         from trainer.data.streaming import StreamedDataError
