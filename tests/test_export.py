@@ -66,12 +66,12 @@ def trained(export_root):
     return get
 
 
-@pytest.mark.slow
 # every format for every model, but the 14.7M-parameter VGG16 head only as a SavedModel: ONNX and LiteRT convert the
 # traced graph, where a nested backbone is no different from the CNN's layers (~35 s of CI saved)
 EXPORT_CASES = [(m, f) for m in MODEL_CONFIGS for f in FORMATS if not (m == "vgg16_head" and f != "savedmodel")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type, export_format", EXPORT_CASES)
 def test_export_matches_keras_and_predicts_the_same_classes(cli, trained, export_root, model_type, export_format, tmp_path):
     run_dir, run_classes = trained(model_type)
