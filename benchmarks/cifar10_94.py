@@ -58,12 +58,21 @@ def trainer_arguments(folder: Path, run_dir: str) -> list[str]:
     ]
 
 
-def config_precision(config: Path = ROOT / "configs" / "cifar10_94.yaml") -> str:
-    """The baseline's ``--mixed-precision``: ``bfloat16`` when the config trains in it, else ``float32`` (same numerics both sides)."""
-    import yaml
+def _this_checkout_importable() -> None:
+    """run.py runs as a script: import this checkout's trainer, as its children do."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
 
-    train = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("train") or {}
-    return "bfloat16" if train.get("mixed_precision") == "bfloat16" else "float32"
+
+def config_precision(config: Path = ROOT / "configs" / "cifar10_94.yaml") -> str:
+    """The baseline's ``--mixed-precision``: ``bfloat16`` when the config trains in it, else ``float32`` (same numerics both sides).
+
+    Read by trainer's own config loader (its defaults and spellings), not a second YAML reading.
+    """
+    _this_checkout_importable()
+    from trainer.config import load_config
+
+    return "bfloat16" if load_config(config, []).train.mixed_precision == "bfloat16" else "float32"
 
 
 def commands(data: Path, run_dir: str, limit: int) -> tuple[list[str], list[str]]:
@@ -84,8 +93,7 @@ def epoch_seconds(side: str, stdout: str, run_dir: Path) -> float:
             if line.startswith("{"):
                 return float(json.loads(line)["epoch_seconds"][0])
         raise SystemExit(f"the cifar10_94 baseline printed no JSON line:\n{stdout[-2000:]}")
-    if str(ROOT) not in sys.path:  # run.py runs as a script: this checkout's trainer, as its children import it
-        sys.path.insert(0, str(ROOT))
+    _this_checkout_importable()
     from trainer.readers.run_files import HISTORY_FILE, read_history_table
 
     rows = read_history_table(run_dir / HISTORY_FILE, folder=run_dir).rows

@@ -13,7 +13,6 @@ of trainer and not imported by it: torch is not one of trainer's dependencies.
 """
 import os
 import sys
-import uuid
 from math import ceil
 
 import torch
@@ -24,7 +23,6 @@ from PIL import Image
 from pathlib import Path
 torch.set_num_threads(2)
 
-DEV='cpu'
 AMP=dict(device_type='cpu', dtype=torch.bfloat16)
 
 # We express the main training hyperparameters (batch size, learning rate, momentum, and weight decay)
@@ -78,7 +76,6 @@ def batch_flip_lr(inputs):
     return torch.where(flip_mask, inputs.flip(-1), inputs)
 
 def batch_crop(images, crop_size):
-    gen=None
     r = (images.size(-1) - crop_size)//2
     shifts = torch.randint(-r, r+1, size=(len(images), 2), device='cpu')
     images_out = torch.empty((len(images), 3, crop_size, crop_size), device='cpu', dtype=images.dtype)
@@ -230,9 +227,6 @@ def make_net():
     )
     net[0].weight.requires_grad = False
     net = net.to(memory_format=torch.channels_last)
-    for mod in net.modules():
-        if isinstance(mod, BatchNorm):
-            pass
     return net
 
 #############################################
@@ -403,7 +397,6 @@ def main(run):
     train_images = train_loader.normalize(train_loader.images[:5000])
     init_whitening_conv(model[0], train_images)
     ender.record()
-    pass
     total_time_seconds += (ender.t - starter.t)
 
     for epoch in range(ceil(epochs)):
@@ -438,7 +431,6 @@ def main(run):
                 break
 
         ender.record()
-        pass
         total_time_seconds += (ender.t - starter.t)
 
         ####################
@@ -459,7 +451,6 @@ def main(run):
     starter.record()
     tta_val_acc = evaluate(model, test_loader, tta_level=hyp['net']['tta_level'])
     ender.record()
-    pass
     total_time_seconds += (ender.t - starter.t)
 
     epoch = 'eval'

@@ -187,7 +187,6 @@ class ArrayBatches(_keras_py_dataset()):
         self._orders: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
         self._passes = -1  # without an epoch counter: passes counted as they start (exact within one process only)
-        self.steps_per_epoch = steps_per_epoch
         self._stream = EpochStream(int(steps_per_epoch), self.batches) if steps_per_epoch and self.batches else None
         self._epoch_start: tuple[int, int] | None = None  # (epoch, the first index Keras asked for in it)
 
