@@ -16,8 +16,6 @@ from trainer.inference.load import LoadedRun
 SPLITS = ("test", "train", "validation")
 
 
-
-
 @dataclass
 class EvalResult:
     split: str
@@ -29,6 +27,7 @@ class EvalResult:
     confusion_matrix: list[list[int]]
     class_names: list[str] = field(default_factory=list)
     tta: dict[str, Any] | None = None  # test-time augmentation: trainer.inference.tta.tta_scores
+    summary: dict[str, float] = field(default_factory=dict)  # summary_scores: macro / weighted P, R, F1, balanced accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,8 +36,10 @@ class EvalResult:
             "loss": self.loss,
             "accuracy": self.accuracy,
             "metrics": self.metrics,
+            "summary": self.summary,
             "per_class": self.per_class,
             "confusion_matrix": self.confusion_matrix,
+            "confusion_matrix_normalized": normalized_rows(np.asarray(self.confusion_matrix)).round(6).tolist(),
             **({"tta": self.tta} if self.tta is not None else {}),
         }
 
@@ -68,6 +69,35 @@ def per_class_scores(matrix: np.ndarray, class_names: list[str]) -> list[dict[st
             "support": int(support[index]),
         })
     return rows
+
+
+def normalized_rows(matrix: np.ndarray) -> np.ndarray:
+    """The confusion matrix with each row (a true class) divided by its count: recall on the diagonal; a class never seen stays 0."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+
+
+def summary_scores(matrix: np.ndarray) -> dict[str, float]:
+    """The figures people report, from a confusion matrix: macro (each class alike) and weighted (by support) precision,
+    recall and F1, and balanced accuracy, as scikit-learn defines them (``zero_division=0``).
+
+    Macro averages run over the classes that occur in the split or among the predictions (scikit-learn's
+    ``labels=None``); weighted ones and balanced accuracy (the mean recall) over the classes that occur in the split.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    correct, predicted, support = np.diag(matrix), matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(correct), where=both > 0)
+    seen, present = (support > 0) | (predicted > 0), support > 0
+    scores: dict[str, float] = {}
+    for name, values in (("precision", precision), ("recall", recall), ("f1", f1)):
+        scores[f"macro_{name}"] = float(values[seen].mean()) if seen.any() else 0.0
+        scores[f"weighted_{name}"] = float((values * support).sum() / support.sum()) if support.sum() else 0.0
+    scores["balanced_accuracy"] = float(recall[present].mean()) if present.any() else 0.0
+    return scores
 
 
 def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
@@ -112,13 +142,15 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
         from trainer.inference.tta import tta_scores
 
         averaged = tta_scores(run.model, x, y, run.model_output, tta, config.train.batch_size)
+    per_class = per_class_scores(matrix, run.class_names)
     return EvalResult(
         split=split,
         examples=int(len(y)),
         loss=scores.get("loss", float("nan")),
         accuracy=float(np.mean(predicted == y)),
         metrics=scores,
-        per_class=per_class_scores(matrix, run.class_names),
+        per_class=per_class,
+        summary=summary_scores(matrix),
         confusion_matrix=matrix.tolist(),
         class_names=list(run.class_names),
         tta=averaged,
