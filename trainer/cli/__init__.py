@@ -56,7 +56,7 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=version_callback, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(False, "--version", metavar="", callback=version_callback, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """Train, evaluate and use Keras image classifiers from one YAML config."""
 

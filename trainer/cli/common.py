@@ -15,6 +15,8 @@ import typer
 
 from trainer.errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
 
+# The metavar of an on/off flag: Typer 0.29 would show "<bool>" as if the flag took a value.
+FLAG = ""
 SET_HELP = "Override a config key with a YAML value, e.g. --set train.epochs=3 or --set model.hidden_units=[128,64]. Repeatable."
 CODE_HELP = (
     "A folder to import the model's custom code (module:attr losses, metrics) from. Repeatable. A run directory "

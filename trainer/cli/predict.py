@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras, short_path
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras, short_path
 
 
 @handles_errors
@@ -23,7 +23,7 @@ def predict(
         help="Test-time augmentation: none, flip (image + mirror) or flip_translate (those and 2-pixel shifts, 6 views); the probabilities are averaged over the views.",
     ),
     trust_export: bool = typer.Option(
-        False, "--trust-export",
+        False, "--trust-export", metavar=FLAG,
         help="Run an exported model that this user's trainer did not write (no valid signed export-<format>.json beside it) or whose graph holds ops beyond pure computation. "
         "An export is a program: its graph runs with your permissions and can read and write files; give this only for exports from someone you trust.",
     ),

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_mlflow, quiet_tensorflow
+from trainer.cli.common import FLAG, SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_mlflow, quiet_tensorflow
 
 RUN_EPILOG = (
     "Exit codes: 0 done, 1 the run failed (NaN loss, out of memory), 2 bad input (config, data, arguments), "
@@ -23,8 +23,8 @@ def run(
     run_dir: Optional[Path] = typer.Option(
         None, "--run-dir", help="Put the run exactly here (default: <output.dir>/<name>-<YYYYmmdd-HHMMSS>). Must be new or empty.", show_default=False
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate, load the data, build and compile the model, print its summary; train and write nothing."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar=FLAG, help="Validate, load the data, build and compile the model, print its summary; train and write nothing."),
+    resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
 ) -> None:
     """Train the model a config describes and write a run directory (config, model.h5, history, metrics)."""
     from trainer.api import prepare_training

@@ -309,6 +309,19 @@ def _model_fields(path: KeyPath, data: dict[str, Any]) -> list[str]:
     return []
 
 
+def _nested_key(path: KeyPath, key: str, valid: list[str], data: dict[str, Any]) -> str | None:
+    """A key one section down that ``key`` names or nearly names (``epochs`` at the top -> ``train.epochs``), or None.
+
+    An exact name wins over a near one; among near ones, the closest across every section.
+    """
+    below = {f"{section}.{name}": name for section in valid for name in _model_fields((*path, section), data)}
+    exact = [dotted for dotted, name in below.items() if name == key]
+    if exact:
+        return exact[0]
+    near = closest(key, set(below.values()))
+    return next((dotted for dotted, name in below.items() if name == near), None) if near else None
+
+
 def _model_class_for(node: Any) -> type[BaseModel]:
     return model_class_for(node.get("type", DEFAULT_MODEL_TYPE) if isinstance(node, dict) else DEFAULT_MODEL_TYPE)
 
@@ -322,7 +335,7 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> tuple[KeyPath, str
     received = error.get("input")
     if kind == "extra_forbidden":
         valid = _model_fields(loc[:-1], data)
-        suggestion = closest(str(loc[-1]), valid)
+        suggestion = closest(str(loc[-1]), valid) or _nested_key(loc[:-1], str(loc[-1]), valid, data)
         message = f"unknown key {loc[-1]!r}"
         if suggestion:
             message += f" (did you mean {suggestion!r}?)"
