@@ -1,0 +1,175 @@
+"""Every connection check to a store trainer did not start is bounded: a few seconds and one line, whatever the scheme.
+
+MLflow's database store retries a failing engine ~100 s, a driver waits for the TCP timeout;
+``trainer.integrations.store_probe`` checks a database directly (TCP, then one driver connection
+with a timeout) and SQLite paths on disk, before MLflow or Optuna get the URL. Closed ports are
+local (127.0.0.1, a port nothing listens on); a "silent server" accepts TCP and never answers.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_config
+from trainer.errors import BadInputError, ConfigError
+
+PASSWORD = "Pa#Secret1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    return free_port()  # nothing listens there
+
+
+@pytest.fixture
+def silent_port():
+    """A TCP server on 127.0.0.1 that accepts connections and never says a word (a hung database)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def one_line(message: str) -> bool:
+    return "\n" not in message.strip()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql", "mssql+pyodbc", "cockroachdb"])
+def test_a_closed_database_port_is_refused_in_seconds(scheme, closed_port):
+    from trainer.integrations.store_probe import probe_database
+
+    url = f"{scheme}://ann:{PASSWORD}@127.0.0.1:{closed_port}/db"
+    started = time.monotonic()
+    with pytest.raises(BadInputError) as caught:
+        probe_database(url, "--storage")
+    assert time.monotonic() - started < 10
+    message = caught.value.message
+    assert message.startswith("--storage: cannot reach the database of") and "refused" in message
+    assert PASSWORD not in message and "Secret1" not in message and one_line(message)
+
+
+def test_a_name_that_does_not_resolve_is_refused_in_seconds():
+    from trainer.integrations.store_probe import probe_database
+
+    started = time.monotonic()
+    with pytest.raises(BadInputError, match="does not resolve"):
+        probe_database(f"postgresql://ann:{PASSWORD}@no-such-host.invalid/db", "--storage")
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.slow  # waits for the driver's connect_timeout
+def test_a_server_that_accepts_and_never_answers_is_refused_in_seconds(silent_port):
+    from trainer.integrations.store_probe import probe_database
+
+    started = time.monotonic()
+    with pytest.raises(BadInputError) as caught:
+        probe_database(f"postgresql://ann:{PASSWORD}@127.0.0.1:{silent_port}/db", "tracking.mlflow.uri", seconds=2)
+    assert time.monotonic() - started < 10
+    assert "cannot connect to the database" in caught.value.message and PASSWORD not in caught.value.message
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "not-a-file"])
+def test_an_unusable_sqlite_path_is_refused_at_once(where, tmp_path):
+    from trainer.integrations.store_probe import probe_database
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder.db").mkdir()
+    path = tmp_path / "file" / "mlflow.db" if where == "under-a-file" else tmp_path / "folder.db"
+    with pytest.raises(ConfigError, match="tracking.mlflow.uri"):
+        probe_database(f"sqlite:///{path}", "tracking.mlflow.uri", ConfigError)
+
+
+def test_other_schemes_pass_the_probe_untouched(tmp_path):
+    from trainer.integrations.store_probe import probe_database
+
+    for url in (f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}", "databricks://profile", "http://127.0.0.1:9", str(tmp_path / "journal.log")):
+        probe_database(url, "key")  # no exception: the caller bounds these otherwise
+    assert not (tmp_path / "new").exists()
+
+
+def test_within_bounds_any_call():
+    from trainer.integrations.store_probe import within
+
+    started = time.monotonic()
+    with pytest.raises(BadInputError, match="gave up"):
+        within(0.5, lambda: time.sleep(30), "gave up")
+    assert time.monotonic() - started < 5
+    assert within(5, lambda: 7, "x") == 7
+    with pytest.raises(ZeroDivisionError):
+        within(5, lambda: 1 / 0, "x")
+
+
+# --------------------------------------------------------------------------- through the commands
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template", ["postgresql://ann:{pw}@127.0.0.1:{port}/db", "mysql+pymysql://ann:{pw}@127.0.0.1:{port}/db"])
+def test_trainer_run_with_an_unreachable_database_tracking_store(template, cli, write_config, tmp_path, closed_port):
+    pytest.importorskip("mlflow")
+    uri = template.format(pw=PASSWORD, port=closed_port)
+    config = tiny_config(tmp_path / "absent.npz", output={"dir": str(tmp_path / "outputs")}, tracking={"mlflow": {"uri": uri}})
+    path = write_config(config)
+    started = time.monotonic()
+    result = cli("run", path)
+    elapsed = time.monotonic() - started
+    assert result.exit_code == 2, result.output
+    assert elapsed < 40, elapsed  # was ~106 s in MLflow's retry loop; the probe itself is timed above (imports are here)
+    assert "tracking.mlflow.uri: cannot reach the database of" in result.text
+    assert PASSWORD not in result.output and "Secret1" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not list((tmp_path / "outputs").glob("tiny-*"))
+
+
+@pytest.mark.slow
+def test_trainer_sweep_with_an_unreachable_storage(cli, write_config, tmp_path, closed_port):
+    pytest.importorskip("optuna")
+    config = tiny_config(tmp_path / "absent.npz", output={"dir": str(tmp_path / "outputs")}, sweep={
+        "trials": 2, "space": {"optimizer.learning_rate": {"float": [1e-4, 1e-2]}}})
+    started = time.monotonic()
+    result = cli("sweep", write_config(config), "--storage", f"postgresql://ann:{PASSWORD}@127.0.0.1:{closed_port}/db")
+    assert result.exit_code == 2, result.output
+    assert time.monotonic() - started < 60  # trainer sweep imports TensorFlow before it opens the storage (seconds on a loaded machine)
+    assert "--storage: cannot reach the database of postgresql://ann:***@127.0.0.1" in result.text
+    assert "Secret1" not in result.output
+
+
+def test_eval_mlflow_with_an_unreachable_database_is_bounded(tmp_path, closed_port):
+    from trainer.integrations.mlflow import open_tracked_run, stored_uri
+    from trainer.readers.tracking_files import tracking_record
+
+    uri = f"postgresql://ann:{PASSWORD}@127.0.0.1:{closed_port}/db"
+    (tmp_path / "tracking.json").write_text(json.dumps(tracking_record("0" * 32, "1", stored_uri(uri), None)))
+    started = time.monotonic()
+    with pytest.raises(BadInputError) as caught:
+        open_tracked_run(tmp_path, uri, "--mlflow")
+    assert time.monotonic() - started < 10
+    assert caught.value.message.startswith("--mlflow: cannot reach the database") and "Secret1" not in caught.value.message
