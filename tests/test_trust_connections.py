@@ -173,3 +173,87 @@ def test_eval_mlflow_with_an_unreachable_database_is_bounded(tmp_path, closed_po
         open_tracked_run(tmp_path, uri, "--mlflow")
     assert time.monotonic() - started < 10
     assert caught.value.message.startswith("--mlflow: cannot reach the database") and "Secret1" not in caught.value.message
+
+
+# --------------------------------------------------------------------------- every MLflow record ends in a final state
+
+
+class FakeClient:
+    """An MLflow client whose chosen calls fail; records what reached it."""
+
+    def __init__(self, failing: set[str]):
+        self.failing, self.calls = failing, []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name in self.failing:
+                raise OSError(f"{name} failed: Permission denied: 'mlartifacts'")
+        return call
+
+
+def ended_logger(tmp_path, failing: set[str], status: str = "completed", disabled: bool = False):
+    from trainer.integrations.mlflow import MlflowLogger
+    from trainer.run.events import RunResult
+
+    (tmp_path / "model.h5").write_bytes(b"x")
+    client = FakeClient(failing)
+    logger = MlflowLogger(client, f"postgresql://ann:{PASSWORD}@db/x", "1")
+    logger.run_id, logger.run_dir, logger.disabled = "0" * 32, tmp_path, disabled
+    result = RunResult(status, tmp_path, metrics={"test": {"accuracy": 0.5}, "epochs_completed": 1})
+    try:
+        logger.on_run_end(result)
+        raised = None
+    except RuntimeError as exc:
+        raised = exc
+    return client, raised
+
+
+def terminated(client) -> list[str]:
+    return [kwargs.get("status") for name, _, kwargs in client.calls if name == "set_terminated"]
+
+
+@pytest.mark.parametrize(
+    "failing, status, expected",
+    [
+        (set(), "completed", "FINISHED"),
+        ({"log_artifact"}, "completed", "FAILED"),
+        ({"log_batch"}, "completed", "FAILED"),
+        ({"set_tag"}, "completed", "FAILED"),
+        ({"log_artifact"}, "interrupted", "KILLED"),
+        ({"log_artifact"}, "failed", "FAILED"),
+    ],
+)
+def test_the_mlflow_run_ends_whatever_fails_at_the_end(failing, status, expected, tmp_path):
+    client, raised = ended_logger(tmp_path, failing, status)
+    assert terminated(client) == [expected]
+    assert (raised is None) == (not failing)  # one failure is reported, once
+    if failing:
+        assert PASSWORD not in str(raised)
+
+
+def test_the_mlflow_run_ends_after_a_failure_mid_run(tmp_path):
+    client, raised = ended_logger(tmp_path, set(), disabled=True)
+    assert terminated(client) == ["FAILED"] and raised is None  # the mid-run failure was reported then
+    assert not [c for c in client.calls if c[0] == "log_artifact"]
+
+
+@pytest.mark.slow
+def test_an_artifact_upload_failure_leaves_no_run_running(tmp_path, write_config, mnist_npz):
+    """A real SQLite store whose artifact folder cannot be created: the run trains, warns once, and MLflow says FAILED."""
+    pytest.importorskip("mlflow")
+    import trainer
+    from mlflow.tracking import MlflowClient
+
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "mlartifacts").write_text("a file where the artifact folder would go")
+    path = write_config(tiny_config(mnist_npz, output={"dir": str(outputs)}, tracking={"mlflow": {"experiment": "t"}}))
+    with pytest.warns(RuntimeWarning, match="MLflow tracking at .* failed"):
+        result = trainer.train(path)
+    assert result.status == "completed" and len(result.event_errors) == 1
+    stored = json.loads((result.run_dir / "tracking.json").read_text())["mlflow"]
+    run = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}").get_run(stored["run_id"])
+    assert run.info.status == "FAILED", run.info.status
+    assert run.data.tags["status"] == "completed" and "tracking_error" in run.data.tags
+    assert run.info.end_time is not None

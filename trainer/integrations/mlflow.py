@@ -301,18 +301,53 @@ class MlflowLogger(RunEvents):
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_run_end(self, result: RunResult) -> None:
-        if self.disabled or self.run_id is None:
+        """Log the end (test metrics, artifacts, tags) and always end the MLflow run in a final state.
+
+        Whatever failed before or here (an artifact upload, the store mid-run), the run is still
+        ended: FINISHED, FAILED or KILLED as the trainer run ended, FAILED with a ``tracking_error``
+        tag when MLflow's record of it is incomplete. Only a store that does not answer at all leaves
+        it RUNNING (each of these calls is given ``CALL_SECONDS``).
+        """
+        if self.run_id is None:
             return
-        with self._guarded():
-            self._log_numbers(result.metrics.get("test") or {}, step=int(result.metrics.get("epochs_completed") or len(result.history)), prefix="test_")
-            for name in ARTIFACTS:
-                path = self.run_dir / name
-                if path.is_file():
-                    self.client.log_artifact(self.run_id, str(path))
-            self.client.set_tag(self.run_id, "status", result.status)
-            if result.reason:
-                self.client.set_tag(self.run_id, "reason", scrub(result.reason, self._secrets)[:5000])
-            terminate(self.client, self._secrets[0], self.run_id, MLFLOW_STATUS.get(result.status, "FINISHED"))
+        status = MLFLOW_STATUS.get(result.status, "FINISHED")
+        failure: BaseException | None = None
+        incomplete = self.disabled  # a failure mid-run was reported then; the record misses what came after
+        if not self.disabled:
+            try:
+                with self._guarded():
+                    self._log_numbers(result.metrics.get("test") or {}, step=int(result.metrics.get("epochs_completed") or len(result.history)), prefix="test_")
+                    for name in ARTIFACTS:
+                        path = self.run_dir / name
+                        if path.is_file():
+                            self.client.log_artifact(self.run_id, str(path))
+                    self.client.set_tag(self.run_id, "status", result.status)
+                    if result.reason:
+                        self.client.set_tag(self.run_id, "reason", scrub(result.reason, self._secrets)[:5000])
+            except RuntimeError as exc:  # the first failure, raised once below for the event bus to report
+                failure, incomplete = exc, True
+        if incomplete:
+            status = "FAILED" if status == "FINISHED" else status
+        self._end(status, failure, result.status)
+        if failure is not None:
+            raise failure
+
+    def _end(self, status: str, failure: BaseException | None, trainer_status: str) -> None:
+        """End the MLflow run (``status``), each call bounded; a store that fails here cannot change the outcome."""
+        uri, run_id = self._secrets[0], self.run_id
+
+        def end() -> None:
+            if failure is not None:
+                with contextlib.suppress(Exception):  # the record is incomplete: say why, where the store still answers
+                    self.client.set_tag(run_id, "tracking_error", scrub(failure.__cause__ or failure, self._secrets)[:5000])
+                    self.client.set_tag(run_id, "status", trainer_status)
+            terminate(self.client, uri, run_id, status)
+
+        try:
+            within(CALL_SECONDS, end, f"MLflow at {self.uri} did not answer within {CALL_SECONDS:g} s while ending run {run_id}")
+        except Exception:  # noqa: BLE001 - reported by the failure raised after this, or by the one raised mid-run
+            if failure is None and not self.disabled:
+                raise
 
 
 @dataclass
@@ -457,9 +492,12 @@ def open_parent_run(config: Any, name: str, run_id: str | None = None, tags: dic
 
 
 def end_parent_run(config: Any, run_id: str, status: str) -> None:
-    """End a sweep's parent run: FINISHED, FAILED or KILLED."""
+    """End a sweep's parent run: FINISHED, FAILED or KILLED (given ``CALL_SECONDS``)."""
     uri = resolve_uri(config)
-    terminate(_client(uri), uri, run_id, status)
+    within(
+        CALL_SECONDS, lambda: terminate(_client(uri), uri, run_id, status),
+        f"MLflow at {mask_url(uri)} did not answer within {CALL_SECONDS:g} s while ending the sweep's run {run_id}",
+    )
 
 
 def terminate(client: Any, uri: str, run_id: str, status: str) -> None:
@@ -482,12 +520,18 @@ def ends_run(config: Any, run_id: str) -> Iterator[str]:
     try:
         yield run_id
     except (KeyboardInterrupt, RunInterrupted):
-        end_parent_run(config, run_id, "KILLED")
+        _end_quietly(config, run_id, "KILLED")
         raise
     except BaseException:
-        end_parent_run(config, run_id, "FAILED")
+        _end_quietly(config, run_id, "FAILED")
         raise
     end_parent_run(config, run_id, "FINISHED")
+
+
+def _end_quietly(config: Any, run_id: str, status: str) -> None:
+    """End the parent run while another exception propagates: a failing store must not replace that exception."""
+    with contextlib.suppress(Exception):
+        end_parent_run(config, run_id, status)
 
 
 def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:
