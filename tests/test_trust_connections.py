@@ -257,3 +257,68 @@ def test_an_artifact_upload_failure_leaves_no_run_running(tmp_path, write_config
     assert run.info.status == "FAILED", run.info.status
     assert run.data.tags["status"] == "completed" and "tracking_error" in run.data.tags
     assert run.info.end_time is not None
+
+
+# --------------------------------------------------------------------------- a real PostgreSQL with an awkward password
+
+AWKWARD = "Pa#S e/c?r'e\"t:1"  # every character a regex-based mask stopped at, unescaped in the URL (SQLAlchemy reads it whole)
+
+
+@pytest.fixture(scope="module")
+def postgres_with_password(tmp_path_factory):
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with password authentication (scram) for the user postgres."""
+    import os
+    import shutil
+    import subprocess
+
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not on PATH (install the postgresql server package)")
+    pytest.importorskip("psycopg")
+    as_postgres: list[str] = []
+    folder = tmp_path_factory.mktemp("pg")
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and runuser is missing")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+        os.chmod(folder, 0o700)
+        for parent in list(folder.parents)[:3]:
+            os.chmod(parent, os.stat(parent).st_mode | 0o011)  # let postgres reach its folder
+    data, sockets, pwfile = folder / "data", folder / "sockets", folder / "pw"
+    sockets.mkdir()
+    pwfile.write_text(AWKWARD + "\n")
+    if as_postgres:
+        for path in (sockets, pwfile):
+            shutil.chown(path, "postgres")
+    port = free_port()
+    try:
+        subprocess.run([*as_postgres, initdb, "-D", str(data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={pwfile}"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_postgres, pg_ctl, "-D", str(data), "-l", str(folder / "server.log"), "-w", "-t", "60",
+             "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+            check=True, capture_output=True, timeout=120,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"PostgreSQL did not start: {getattr(exc, 'stderr', b'')[-300:]!r}")
+    yield port
+    subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_a_real_database_with_an_awkward_password(postgres_with_password):
+    from trainer.integrations.store_probe import probe_database
+    from trainer.secrets import mask_url
+
+    good = f"postgresql://postgres:{AWKWARD}@127.0.0.1:{postgres_with_password}/postgres"
+    assert mask_url(good) == f"postgresql://postgres:***@127.0.0.1:{postgres_with_password}/postgres"
+    probe_database(good, "--storage")  # the probe connects with the password as SQLAlchemy reads it
+    wrong = good.replace("Pa#S", "Px#S")
+    started = time.monotonic()
+    with pytest.raises(BadInputError) as caught:
+        probe_database(wrong, "--storage")
+    assert time.monotonic() - started < 10
+    message = caught.value.message
+    assert "password authentication failed" in message and one_line(message)
+    assert "Px#S" not in message and "e/c?r" not in message
