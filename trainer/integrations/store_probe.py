@@ -77,6 +77,8 @@ def probe_database(url: str, key: str, error: type[BadInputError] = BadInputErro
     if host is None or port is None:  # a Unix socket (?host=/run/postgresql) or a dialect without a known port
         return
     problem = tcp_problem(host, port, seconds)
+    if problem is not None and "@" in host:  # SQLAlchemy ends the password at the first @: the rest became the host
+        problem += "; an @ in a password must be written %40"
     if problem is not None:
         raise error(
             f"{key}: cannot reach the database of {mask_url(url)} ({problem}); start it, fix the host or port, "
