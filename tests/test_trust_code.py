@@ -10,6 +10,7 @@ file is read. The legitimate round trip is ``tests/test_catalogue.py::test_custo
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def scaled_mse(scale=1.0):
 def returns_object(command="true"):
     return OrderedDict(command=command)
 '''
+
+
+@pytest.fixture(autouse=True)
+def forget_user_modules():
+    """The user modules these tests import (my_losses, my_pkg, my_custom) and their folders leave no trace for later tests."""
+    path = list(sys.path)
+    yield
+    sys.path[:] = path
+    for name in [n for n in sys.modules if n.split(".")[0] in ("my_losses", "my_pkg", "my_custom")]:
+        del sys.modules[name]
 
 
 def make_run(path: Path, custom_objects: list) -> Path:
