@@ -86,8 +86,8 @@ def open_storage(storage: str | None, sweep_dir: Path):
     shown = storage_label(storage)
     from trainer.integrations.store_probe import probe_database
 
-    probe_database(storage, "--storage")  # seconds, not the driver's TCP timeout: a store that does not answer is one line
-    storage = _with_installed_driver(storage)
+    given, storage = storage, _with_installed_driver(storage)
+    probe_database(storage, "--storage", shown=given)  # seconds, not the driver's TCP timeout: a store that does not answer is one line
     last: Exception | None = None
     for attempt in range(4):  # processes starting together on a new database race to create its tables
         try:

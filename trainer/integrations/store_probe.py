@@ -59,12 +59,16 @@ def host_and_port(url: str) -> tuple[str | None, int | None]:
     return (host or None), (port or DEFAULT_PORTS.get(scheme_of(url)))
 
 
-def probe_database(url: str, key: str, error: type[BadInputError] = BadInputError, seconds: float = PROBE_SECONDS) -> None:
+def probe_database(
+    url: str, key: str, error: type[BadInputError] = BadInputError, seconds: float = PROBE_SECONDS, *, shown: str | None = None
+) -> None:
     """Refuse (``error`` naming ``key``) a database store that does not answer within ``seconds``; SQLite: a usable path.
 
-    Any other scheme returns at once: the caller bounds the library's own first call.
+    Any other scheme returns at once: the caller bounds the library's own first call. ``shown``:
+    the URL as the user gave it, for messages (default ``url``); always masked.
     """
     scheme = scheme_of(url)
+    label = mask_url(shown if shown is not None else url)
     if scheme == "sqlite":
         _check_sqlite(url, key, error)
         return
@@ -73,7 +77,7 @@ def probe_database(url: str, key: str, error: type[BadInputError] = BadInputErro
     try:
         host, port = host_and_port(url)
     except Exception as exc:  # noqa: BLE001 - ArgumentError, ValueError: a URL no store could read
-        raise error(f"{key}: {mask_url(url)} is not a database URL SQLAlchemy can read ({scrub(exc, [url])}).") from None
+        raise error(f"{key}: {label} is not a database URL SQLAlchemy can read ({scrub(exc, [url])}).") from None
     if host is None or port is None:  # a Unix socket (?host=/run/postgresql) or a dialect without a known port
         return
     problem = tcp_problem(host, port, seconds)
@@ -81,12 +85,12 @@ def probe_database(url: str, key: str, error: type[BadInputError] = BadInputErro
         problem += "; an @ in a password must be written %40"
     if problem is not None:
         raise error(
-            f"{key}: cannot reach the database of {mask_url(url)} ({problem}); start it, fix the host or port, "
+            f"{key}: cannot reach the database of {label} ({problem}); start it, fix the host or port, "
             "or check the network."
         )
     problem = driver_problem(url, seconds)
     if problem is not None:
-        raise error(f"{key}: cannot connect to the database of {mask_url(url)}: {problem}")
+        raise error(f"{key}: cannot connect to the database of {label}: {problem}")
 
 
 # Dialects whose drivers take connect_timeout (seconds): libpq (psycopg, psycopg2), PyMySQL, mysqlclient
