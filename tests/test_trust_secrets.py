@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import string
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote, unquote
