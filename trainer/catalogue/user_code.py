@@ -5,6 +5,13 @@ order. Every import that made it into a model is recorded in ``manifest.json`` (
 with the folder it came from. ``trainer eval`` / ``trainer predict`` import that code again only
 from folders the user names (``--code DIR``; with ``--config``, its folder and the working
 directory): a run directory is data, and opening one never runs code it names.
+
+A reference resolves only to a class or function *defined in* the module it names (its
+``__module__`` is that module, its ``__qualname__`` the attribute): one attribute name, never a
+dotted path, never a name the module imported (``os``, ``keras``, ``subprocess.run``), never a
+module, lambda or other object. Loading a run back, the module must come from a folder the user
+named, and only Keras objects (``keras_objects.KERAS_OBJECT_BASES``) and plain functions reach
+Keras; only a function is ever called with ``factory_params``.
 """
 from __future__ import annotations
 
@@ -18,7 +25,10 @@ from typing import Any, Iterable
 
 from trainer.errors import ConfigError, RunDirError
 
-REF_HELP = "a reference looks like 'my_module:Name' (a module importable from the config's folder or the working directory)"
+REF_HELP = (
+    "a reference looks like 'my_module:Name' (a module importable from the config's folder or the working directory, "
+    "and a class or function defined in it)"
+)
 
 
 def is_ref(name: str) -> bool:
@@ -29,10 +39,9 @@ def is_ref(name: str) -> bool:
 def split_ref(ref: str, key: str) -> tuple[str, str]:
     """``pkg.mod:Attr`` -> (``pkg.mod``, ``Attr``); a malformed reference is a ConfigError naming ``key``."""
     module, _, attr = ref.partition(":")
-    if not module or not attr or ":" in attr or not all(p.isidentifier() for p in module.split(".")) or not all(
-        p.isidentifier() for p in attr.split(".")
-    ):
-        raise ConfigError(f"{key}: {ref!r} is not a valid reference; {REF_HELP}.")
+    if not module or not attr or not all(p.isidentifier() for p in module.split(".")) or not attr.isidentifier():
+        dotted = " (one name after ':', not a path through what the module imports)" if "." in attr else ""
+        raise ConfigError(f"{key}: {ref!r} is not a valid reference{dotted}; {REF_HELP}.")
     return module, attr
 
 
@@ -72,20 +81,49 @@ def _import_module(module_name: str, dirs: Iterable[Path], key: str):
         raise ConfigError(f"{key}: importing module {module_name!r} failed: {type(exc).__name__}: {exc}") from None
 
 
-def import_ref(ref: str, config_dir: str | Path | None = None, *, key: str = "reference", dirs: Iterable[Path] | None = None) -> tuple[Any, Path]:
-    """The object ``ref`` names and the folder its top-level module was imported from."""
+def import_ref(
+    ref: str, config_dir: str | Path | None = None, *, key: str = "reference", dirs: Iterable[Path] | None = None,
+    what: str = "class or function",
+) -> tuple[Any, Path]:
+    """The class or function ``ref`` names and the folder its top-level module was imported from.
+
+    Only an object defined in that module is returned (``defined_in``); anything else is a
+    ConfigError naming ``key`` and saying what was found (``what``: the kind the caller wants).
+    """
     module_name, attr = split_ref(ref, key)
     module = _import_module(module_name, dirs if dirs is not None else search_dirs(config_dir), key)
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            public = sorted(n for n in dir(module) if not n.startswith("_"))
-            raise ConfigError(
-                f"{key}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute {part!r}; "
-                f"it defines: {', '.join(public) or 'nothing public'}."
-            )
-        value = getattr(value, part)
+    if getattr(module, "__name__", None) != module_name:  # a package put another module under this name in sys.modules
+        raise ConfigError(f"{key}: importing {module_name!r} gave the module {getattr(module, '__name__', '?')!r}; {REF_HELP}.")
+    where = f"module {module_name!r} ({getattr(module, '__file__', '?')})"
+    if attr not in vars(module):
+        public = sorted(n for n, v in vars(module).items() if not n.startswith("_") and defined_in(v, module_name, n))
+        raise ConfigError(f"{key}: {where} has no attribute {attr!r}; it defines: {', '.join(public) or 'nothing public'}.")
+    value = vars(module)[attr]
+    if not defined_in(value, module_name, attr):
+        raise ConfigError(f"{key}: {ref} is {_described(value)}, not a {what} defined in {where}; {REF_HELP}.")
     return value, module_root(module, module_name)
+
+
+def defined_in(value: Any, module_name: str, attr: str) -> bool:
+    """Whether ``value`` is a class or function written in ``module_name`` under the name ``attr``.
+
+    Not a module, builtin, lambda, instance, or anything the module imported or aliased: what a
+    reference names is then the code of that file, never a path through what it imports.
+    """
+    if not (inspect.isclass(value) or inspect.isfunction(value)):
+        return False
+    return getattr(value, "__module__", None) == module_name and getattr(value, "__qualname__", None) == attr
+
+
+def _described(value: Any) -> str:
+    """What a refused object is, in words (``the module os``, ``the function system from posix``)."""
+    if inspect.ismodule(value):
+        return f"the module {value.__name__}"
+    if inspect.isclass(value) or inspect.isfunction(value) or inspect.isbuiltin(value):
+        kind = "class" if inspect.isclass(value) else "lambda" if getattr(value, "__name__", "") == "<lambda>" else "function"
+        origin = getattr(value, "__module__", None) or "builtins"
+        return f"the {kind} {getattr(value, '__qualname__', '?')} from {origin}"
+    return f"a {type(value).__name__} object"
 
 
 def module_root(module: Any, module_name: str) -> Path:
@@ -124,7 +162,7 @@ def is_factory(value: Any, params: dict[str, Any]) -> bool:
 def object_names(attr: str, value: Any) -> dict[str, Any]:
     """The names Keras may look ``value`` up by when deserializing (its attribute name and its own name)."""
     target = value if inspect.isclass(value) or inspect.isfunction(value) else type(value)
-    names = {attr.split(".")[-1], getattr(target, "__name__", "")}
+    names = {attr, getattr(target, "__name__", "")}
     return {name: target for name in names if name}
 
 
@@ -151,10 +189,13 @@ def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path
     recorded ``module:attr`` is imported only from ``code_dirs``, the folders the user named
     (``--code DIR``, or the config's folder and the working directory with ``--config``); never
     from the run directory, from the folder the manifest records, or from installed packages.
+    ``attr`` must be a class or function defined in that module (``defined_in``); a class must be a
+    Keras object (``keras_objects.KERAS_OBJECT_BASES``), and only a function is called, with
+    ``factory_params``, and must return a Keras object or a function.
     Besides the user's objects the dict holds trainer's own metrics, losses and schedules, so it is always safe to pass.
-    Raises ``RunDirError`` (exit 2) naming the module and how to allow it when it is not found there.
+    Raises ``RunDirError`` (exit 2) naming the entry, what it named and what is allowed.
     """
-    from trainer.catalogue.keras_objects import trainer_objects  # Keras is needed to load a model anyway
+    from trainer.catalogue.keras_objects import is_keras_object, keras_base, keras_kinds, trainer_objects
 
     dirs = [Path(d).resolve() for d in code_dirs]
     objects: dict[str, Any] = trainer_objects()
@@ -165,6 +206,9 @@ def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path
             module_name, attr = split_ref(ref, key)
         except ConfigError as exc:
             raise RunDirError(f"the run's manifest is malformed: {exc.message}") from None
+        factory_params = entry.get("factory_params")
+        if factory_params is not None and not isinstance(factory_params, dict):
+            raise RunDirError(f"the run's manifest is malformed: {key}: factory_params is {factory_params!r}, expected a mapping.")
         top = module_name.split(".")[0]
         spec = importlib.machinery.PathFinder.find_spec(top, [str(d) for d in dirs]) if dirs else None
         if spec is None:
@@ -175,15 +219,31 @@ def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path
                 "code because a run directory names it; to allow it, pass --code DIR, the folder holding "
                 f"{top}.py (or {top}/), or code_dirs=[DIR] in the Python API."
             )
+        kinds = f"a class subclassing one of {keras_kinds()}, or a plain function"
         try:
-            value, _ = import_ref(ref, key=key, dirs=dirs)
+            value, root = import_ref(ref, key=key, dirs=dirs, what="Keras object or function")
         except ConfigError as exc:
-            raise RunDirError(f"cannot load the model's custom code: {exc.message}") from None
-        factory_params = entry.get("factory_params")
-        if factory_params is not None:
-            if not isinstance(factory_params, dict):
-                raise RunDirError(f"the run's manifest is malformed: {key}: factory_params is {factory_params!r}, expected a mapping.")
-            value = _call(value, factory_params, key, ref)
+            raise RunDirError(f"cannot load the model's custom code: {exc.message} A run's custom objects are {kinds}.") from None
+        if root.resolve() not in dirs:
+            raise RunDirError(
+                f"cannot load the model's custom code: {key}: module {module_name!r} was imported from {root}, "
+                f"not from a folder you named ({', '.join(str(d) for d in dirs)})."
+            )
+        if inspect.isclass(value):
+            if keras_base(value) is None:
+                raise RunDirError(f"cannot load the model's custom code: {key}: {ref} is the class {value.__name__}, not a Keras object; expected {kinds}.")
+            if factory_params is not None:  # trainer records factory_params for factory functions only; a class is rebuilt by Keras
+                raise RunDirError(
+                    f"the run's manifest is malformed: {key}: factory_params given for the class {value.__name__}; "
+                    "only a factory function is called with parameters (Keras rebuilds a class from model.h5)."
+                )
+        elif factory_params is not None:
+            value = _call(value, factory_params, key, ref, error=RunDirError)
+            if not (is_keras_object(value) or inspect.isfunction(value)):
+                raise RunDirError(
+                    f"cannot load the model's custom code: {key}: the factory {ref} returned {type(value).__name__}; "
+                    "expected a Keras object or a function."
+                )
         objects.update(object_names(attr, value))
     return objects
 
@@ -193,8 +253,8 @@ def instantiate(
 ) -> tuple[Any, dict[str, Any]]:
     """Import ``ref`` and make the object to use: a ``base`` subclass called with ``params``, a plain
     function ``(y_true, y_pred)``, or a factory called with ``params``. Returns it and its manifest entry."""
-    value, path = import_ref(ref, config_dir, key=key)
     kinds = f"a {base.__module__.split('.')[0]}.{base.__name__} subclass" + (", a function (y_true, y_pred) or a factory returning one" if allow_function else "")
+    value, path = import_ref(ref, config_dir, key=key, what=what)
     if inspect.isclass(value):
         if not issubclass(value, base):
             raise ConfigError(f"{key}: {ref} is the class {value.__name__}, not a {what}; expected {kinds}.")
@@ -206,15 +266,11 @@ def instantiate(
         return made, record(ref, path, params)
     if allow_function and inspect.isfunction(value):
         return value, record(ref, path)
-    if isinstance(value, base):
-        if params:
-            raise ConfigError(f"{key}: {ref} is a ready-made {what} object, so it takes no parameters; got {', '.join(params)}.")
-        return value, record(ref, path)
-    raise ConfigError(f"{key}: {ref} is a {type(value).__name__}, not a {what}; expected {kinds}.")
+    raise ConfigError(f"{key}: {ref} is the function {value.__name__}, not a {what}; expected {kinds}.")
 
 
-def _call(func: Any, params: dict[str, Any], key: str, ref: str) -> Any:
+def _call(func: Any, params: dict[str, Any], key: str, ref: str, error: type = ConfigError) -> Any:
     try:
         return func(**params)
     except TypeError as exc:
-        raise ConfigError(f"{key}: {ref} refused its parameters {params}: {exc}") from None
+        raise error(f"{key}: {ref} refused its parameters {params}: {exc}") from None

@@ -48,11 +48,13 @@ from trainer.errors import BadInputError, ConfigError, RunDirError
 from trainer.extras import require_modules
 from trainer.readers.tracking_files import TRACKING_FILE, read_tracking, tracking_record
 from trainer.run.events import RunEvents, RunResult, RunStartInfo
-from trainer.secrets import MASK, mask_url, scrub, secret_parts
+from trainer.integrations.store_probe import PROBE_SECONDS, probe_database, within
+from trainer.secrets import MASK, mask_url, scrub, secret_parts, without_credentials
+
 ARTIFACTS = ("model.h5", "config.yaml", "manifest.json", "metrics.json", "history.csv", "curves.png")
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "pruned": "FINISHED", "stopped": "FINISHED"}
 KEY = "tracking.mlflow.uri"
-PROBE_SECONDS = 5.0
+OPEN_SECONDS = 60.0  # the most opening a store that passed its probe may take (a new SQLite store's migrations take seconds)
 CALL_SECONDS = 30.0  # the most trainer eval waits for one MLflow call (MLflow's HTTP client retries for minutes)
 CREDENTIALS_HINT = "or leave them out of the URI and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
 
@@ -122,10 +124,23 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def probe_server(uri: str, key: str = KEY) -> None:
+def probe_store(uri: str, key: str = KEY, error: type[BadInputError] = ConfigError) -> None:
+    """Any tracking store must answer within seconds before MLflow gets it (MLflow retries for minutes).
+
+    A server: its health endpoint (``probe_server``); a database: a TCP connection to its host and
+    port; SQLite: a usable file or folder (``trainer.integrations.store_probe``). Other schemes are
+    bounded by ``OPEN_SECONDS`` around their first call.
+    """
+    if uri.lower().startswith(("http://", "https://")):
+        probe_server(uri, key, error)
+    else:
+        probe_database(uri, key, error)
+
+
+def probe_server(uri: str, key: str = KEY, error: type[BadInputError] = ConfigError) -> None:
     """An HTTP tracking server must answer within seconds (MLflow's own client retries for minutes)."""
     try:  # the probe needs no credentials (a 401 means reachable): user info, query and fragment are left out
-        parts = urlsplit(uri)
+        parts = urlsplit(without_credentials(uri))
         host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
         target = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""), query="", fragment="").geturl()
         with urllib.request.urlopen(target.rstrip("/") + "/health", timeout=PROBE_SECONDS):
@@ -134,7 +149,7 @@ def probe_server(uri: str, key: str = KEY) -> None:
         return  # it answered (authentication or a proxy in front): reachable
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = scrub(getattr(exc, "reason", None) or exc, [uri])
-        raise ConfigError(
+        raise error(
             f"{key}: cannot reach the MLflow server {mask_url(uri)} ({reason}); start it (mlflow server --host 127.0.0.1 --port 5000), "
             "fix the URI, or set tracking.mlflow.uri: null for a local SQLite store in output.dir."
         ) from None
@@ -171,13 +186,19 @@ def connect(config: Any) -> "MlflowLogger":
     uri = resolve_uri(config)
     refuse_masked(uri)
     require_modules(("mlflow",), "mlflow", "tracking.mlflow")
-    if uri.startswith(("http://", "https://")):
-        probe_server(uri)
-    try:
-        client = _client(uri)
-    except Exception as exc:  # noqa: BLE001 - an unknown URI scheme and the like
-        raise ConfigError(f"{KEY}: {mask_url(uri)!r} cannot be used as an MLflow tracking store: {_reason(exc, uri)}") from None
-    experiment_id = open_experiment(client, uri, tracking.experiment or config.name)
+    probe_store(uri)
+
+    def open_store() -> tuple[Any, str]:
+        try:
+            client = _client(uri)
+        except Exception as exc:  # noqa: BLE001 - an unknown URI scheme and the like
+            raise ConfigError(f"{KEY}: {mask_url(uri)!r} cannot be used as an MLflow tracking store: {_reason(exc, uri)}") from None
+        return client, open_experiment(client, uri, tracking.experiment or config.name)
+
+    client, experiment_id = within(
+        OPEN_SECONDS, open_store, f"{KEY}: the MLflow tracking store {mask_url(uri)} did not answer within {OPEN_SECONDS:g} s; "
+        "check it, or set tracking.mlflow.uri: null for a local SQLite store in output.dir.", ConfigError,
+    )
     return MlflowLogger(client, uri, experiment_id, run_name=tracking.run_name, parent_run_id=tracking.parent_run_id)
 
 
@@ -280,18 +301,53 @@ class MlflowLogger(RunEvents):
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_run_end(self, result: RunResult) -> None:
-        if self.disabled or self.run_id is None:
+        """Log the end (test metrics, artifacts, tags) and always end the MLflow run in a final state.
+
+        Whatever failed before or here (an artifact upload, the store mid-run), the run is still
+        ended: FINISHED, FAILED or KILLED as the trainer run ended, FAILED with a ``tracking_error``
+        tag when MLflow's record of it is incomplete. Only a store that does not answer at all leaves
+        it RUNNING (each of these calls is given ``CALL_SECONDS``).
+        """
+        if self.run_id is None:
             return
-        with self._guarded():
-            self._log_numbers(result.metrics.get("test") or {}, step=int(result.metrics.get("epochs_completed") or len(result.history)), prefix="test_")
-            for name in ARTIFACTS:
-                path = self.run_dir / name
-                if path.is_file():
-                    self.client.log_artifact(self.run_id, str(path))
-            self.client.set_tag(self.run_id, "status", result.status)
-            if result.reason:
-                self.client.set_tag(self.run_id, "reason", scrub(result.reason, self._secrets)[:5000])
-            terminate(self.client, self._secrets[0], self.run_id, MLFLOW_STATUS.get(result.status, "FINISHED"))
+        status = MLFLOW_STATUS.get(result.status, "FINISHED")
+        failure: BaseException | None = None
+        incomplete = self.disabled  # a failure mid-run was reported then; the record misses what came after
+        if not self.disabled:
+            try:
+                with self._guarded():
+                    self._log_numbers(result.metrics.get("test") or {}, step=int(result.metrics.get("epochs_completed") or len(result.history)), prefix="test_")
+                    for name in ARTIFACTS:
+                        path = self.run_dir / name
+                        if path.is_file():
+                            self.client.log_artifact(self.run_id, str(path))
+                    self.client.set_tag(self.run_id, "status", result.status)
+                    if result.reason:
+                        self.client.set_tag(self.run_id, "reason", scrub(result.reason, self._secrets)[:5000])
+            except RuntimeError as exc:  # the first failure, raised once below for the event bus to report
+                failure, incomplete = exc, True
+        if incomplete:
+            status = "FAILED" if status == "FINISHED" else status
+        self._end(status, failure, result.status)
+        if failure is not None:
+            raise failure
+
+    def _end(self, status: str, failure: BaseException | None, trainer_status: str) -> None:
+        """End the MLflow run (``status``), each call bounded; a store that fails here cannot change the outcome."""
+        uri, run_id = self._secrets[0], self.run_id
+
+        def end() -> None:
+            if failure is not None:
+                with contextlib.suppress(Exception):  # the record is incomplete: say why, where the store still answers
+                    self.client.set_tag(run_id, "tracking_error", scrub(failure.__cause__ or failure, self._secrets)[:5000])
+                    self.client.set_tag(run_id, "status", trainer_status)
+            terminate(self.client, uri, run_id, status)
+
+        try:
+            within(CALL_SECONDS, end, f"MLflow at {self.uri} did not answer within {CALL_SECONDS:g} s while ending run {run_id}")
+        except Exception:  # noqa: BLE001 - reported by the failure raised after this, or by the one raised mid-run
+            if failure is None and not self.disabled:
+                raise
 
 
 @dataclass
@@ -330,7 +386,7 @@ def open_tracked_run(run_dir: Path, uri: str, key: str) -> TrackedRun:
 
     ``uri`` must name the store ``tracking.json`` names (credentials aside), a SQLite or file store
     must exist (opening a missing one would create it), a server must answer its health check
-    within 5 s, and the store must hold the run; otherwise a ``BadInputError`` naming ``key``.
+    and a database a TCP connection within 5 s (``probe_store``), and the store must hold the run; otherwise a ``BadInputError`` naming ``key``.
     Every MLflow call is bounded by ``CALL_SECONDS``.
     """
     refuse_masked(uri, key)
@@ -348,8 +404,7 @@ def open_tracked_run(run_dir: Path, uri: str, key: str) -> TrackedRun:
         )
     _check_store_exists(uri, key)
     require_modules(("mlflow",), "mlflow", key)
-    if uri.startswith(("http://", "https://")):
-        probe_server(uri, key)
+    probe_store(uri, key, BadInputError)
     tracked = TrackedRun(None, stored.run_id, shown, key, (uri,))
     try:
         tracked.client = _client(uri)
@@ -437,9 +492,12 @@ def open_parent_run(config: Any, name: str, run_id: str | None = None, tags: dic
 
 
 def end_parent_run(config: Any, run_id: str, status: str) -> None:
-    """End a sweep's parent run: FINISHED, FAILED or KILLED."""
+    """End a sweep's parent run: FINISHED, FAILED or KILLED (given ``CALL_SECONDS``)."""
     uri = resolve_uri(config)
-    terminate(_client(uri), uri, run_id, status)
+    within(
+        CALL_SECONDS, lambda: terminate(_client(uri), uri, run_id, status),
+        f"MLflow at {mask_url(uri)} did not answer within {CALL_SECONDS:g} s while ending the sweep's run {run_id}",
+    )
 
 
 def terminate(client: Any, uri: str, run_id: str, status: str) -> None:
@@ -462,12 +520,18 @@ def ends_run(config: Any, run_id: str) -> Iterator[str]:
     try:
         yield run_id
     except (KeyboardInterrupt, RunInterrupted):
-        end_parent_run(config, run_id, "KILLED")
+        _end_quietly(config, run_id, "KILLED")
         raise
     except BaseException:
-        end_parent_run(config, run_id, "FAILED")
+        _end_quietly(config, run_id, "FAILED")
         raise
     end_parent_run(config, run_id, "FINISHED")
+
+
+def _end_quietly(config: Any, run_id: str, status: str) -> None:
+    """End the parent run while another exception propagates: a failing store must not replace that exception."""
+    with contextlib.suppress(Exception):
+        end_parent_run(config, run_id, status)
 
 
 def parent_run(config: Any, name: str, tags: dict[str, str] | None = None) -> contextlib.AbstractContextManager[str]:

@@ -84,7 +84,10 @@ def open_storage(storage: str | None, sweep_dir: Path):
                 "Name another --storage, or another --sweep-dir."
             ) from None
     shown = storage_label(storage)
-    storage = _with_installed_driver(storage)
+    from trainer.integrations.store_probe import probe_database
+
+    given, storage = storage, _with_installed_driver(storage)
+    probe_database(storage, "--storage", shown=given)  # seconds, not the driver's TCP timeout: a store that does not answer is one line
     last: Exception | None = None
     for attempt in range(4):  # processes starting together on a new database race to create its tables
         try:

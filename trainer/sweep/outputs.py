@@ -160,7 +160,7 @@ def best_yaml(plan: Any, best: TrialRecord) -> str | None:
     overrides = bridge.space_overrides(plan.sweep, best.params)
     if overrides is None:
         return None
-    data = load_config(None, overrides, base=plan.trial_config.to_dict()).to_dict()
+    data = load_config(None, overrides, base=plan.trial_config.to_dict()).to_dict(masked=True)  # a password never reaches a file
     mlflow = (data.get("tracking") or {}).get("mlflow")
     if isinstance(mlflow, dict):
         mlflow.pop("parent_run_id", None)
