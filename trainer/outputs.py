@@ -161,6 +161,20 @@ def check_writable_dir(folder: Path | str, what: str, error: type[Exception] = B
         raise error(f"{what}: cannot write in {folder} ({exc.strerror or exc}); nothing was computed.") from None
 
 
+def open_lock(path: Path | str) -> Any:
+    """``path`` open for ``flock`` (append mode): created if missing, a regular file only, never through a link.
+
+    A run directory may come from anyone: a lock file that is a link (to a file elsewhere, or
+    dangling) would otherwise create or open its target. An ``OSError`` when it cannot be used.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags, new_file_mode())
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return os.fdopen(fd, "a+")
+
+
 # --------------------------------------------------------------------------- named output files
 
 
