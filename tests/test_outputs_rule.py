@@ -436,3 +436,72 @@ def test_check_output_file_names_the_flag_only_where_it_helps(tmp_path):
     with pytest.raises(BadInputError) as refused:
         check_output_file(target, "--output", overwrite=True)
     assert "not even with --overwrite" in refused.value.message
+
+
+# --------------------------------------------------------------------------- through the CLI: refused before any work
+
+from tests.test_hostile_rundir import make_run  # noqa: E402 - a run directory written by hand (no training)
+
+
+def _args(command: str, run: Path, tmp_path: Path, output: Path, *extra) -> list:
+    return [command, run, *([tmp_path / "x.npy"] if command == "predict" else []), "--output", output, *extra]
+
+
+COMMAND_OUTPUTS = [("eval", "report.json"), ("predict", "p.json"), ("predict", "p.csv")]
+
+
+@pytest.mark.parametrize("kind", ["foreign", "link", "dangling link", "folder", "fifo"])
+@pytest.mark.parametrize("command, name", COMMAND_OUTPUTS)
+def test_cli_output_targets_are_refused_before_any_work(command, name, kind, cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    output = tmp_path / "out" / name
+    output.parent.mkdir()
+    _make(kind, output)
+    before = _snapshot(output.parent)
+    result = cli(*_args(command, run, tmp_path, output))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and str(output) in result.unwrapped
+    assert TARGETS[kind][2] in result.text
+    assert _snapshot(output.parent) == before
+
+
+@pytest.mark.parametrize("command, name", COMMAND_OUTPUTS)
+def test_cli_overwrite_lets_a_foreign_file_pass_the_rule(command, name, cli, tmp_path):
+    """With --overwrite the output check passes and the command goes on (to this fake run's model.h5, which it refuses)."""
+    run = make_run(tmp_path / "run")
+    output = tmp_path / name
+    _make("foreign", output)
+    refused = cli(*_args(command, run, tmp_path, output))
+    assert refused.exit_code == 2 and "--overwrite" in refused.text and len(refused.output.strip().splitlines()) <= 3
+    went_on = cli(*_args(command, run, tmp_path, output, "--overwrite"))
+    assert went_on.exit_code == 2 and "--overwrite" not in went_on.text and "already exists" not in went_on.text
+    assert output.read_bytes() == b"theirs\n"  # the failure later left it as it was
+
+
+@pytest.mark.parametrize("kind", ["foreign", "link", "fifo", "folder"])
+def test_the_confusion_matrix_beside_the_report_obeys_the_same_rule(kind, cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    _make(kind, reports / "confusion_matrix-test.png")
+    before = _snapshot(reports)
+    result = cli("eval", run, "--output", reports / "x.json")
+    assert result.exit_code == 2, result.output
+    assert "confusion matrix" in result.text and str(reports / "confusion_matrix-test.png") in result.unwrapped
+    assert _snapshot(reports) == before
+
+
+@pytest.mark.parametrize("name", ["eval-test.json", "confusion_matrix-test.png"])
+@pytest.mark.parametrize("kind", ["foreign", "link"])
+def test_eval_into_the_run_directory_obeys_the_rule(name, kind, cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    _make(kind, run / name)
+    result = cli("eval", run)
+    assert result.exit_code == 2, result.output
+    assert str(run / name) in result.unwrapped and ("--overwrite" in result.text) is (kind == "foreign")
+
+
+@pytest.mark.parametrize("flag_help", ["eval", "predict"])
+def test_overwrite_is_explained_in_help(flag_help, cli):
+    result = cli(flag_help, "--help")
+    assert "--overwrite" in result.text and "did not write" in result.text and "permissions are kept" in result.text

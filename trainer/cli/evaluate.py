@@ -113,11 +113,11 @@ def column_names(class_names: List[str], size: int) -> List[str]:
 
 
 def _report_what(output: Optional[Path]) -> str:
-    return "--output" if output is not None else "the report (pass --output FILE to write it elsewhere)"
+    return "--output" if output is not None else "the report"
 
 
 def _picture_what(output: Optional[Path]) -> str:
-    return "the confusion matrix beside --output" if output is not None else "the confusion matrix (pass --output FILE to write it elsewhere)"
+    return "the confusion matrix beside --output" if output is not None else "the confusion matrix"
 
 
 def check_eval_outputs(report: Path, split: str, overwrite: bool, output: Optional[Path]) -> None:
