@@ -498,7 +498,7 @@ def test_eval_into_the_run_directory_obeys_the_rule(name, kind, cli, tmp_path):
     _make(kind, run / name)
     result = cli("eval", run)
     assert result.exit_code == 2, result.output
-    assert str(run / name) in result.unwrapped and ("--overwrite" in result.text) is (kind == "foreign")
+    assert str(run / name) in result.unwrapped and TARGETS[kind][2] in result.text
 
 
 @pytest.mark.parametrize("flag_help", ["eval", "predict"])
