@@ -51,9 +51,12 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def png_bytes(figure) -> bytes:
     """The figure as PNG bytes, marked ``Software: trainer`` (a tEXt chunk before the image data)."""
     import io
+    import warnings
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a class name in a script the font lacks: boxes, not a warning
+        figure.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
     return buffer.getvalue()
 
 
