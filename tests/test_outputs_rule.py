@@ -505,3 +505,67 @@ def test_eval_into_the_run_directory_obeys_the_rule(name, kind, cli, tmp_path):
 def test_overwrite_is_explained_in_help(flag_help, cli):
     result = cli(flag_help, "--help")
     assert "--overwrite" in result.text and "did not write" in result.text and "permissions are kept" in result.text
+
+
+# --------------------------------------------------------------------------- a trained run: what is written
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    import yaml
+
+    from tests.conftest import run_cli, tiny_config
+    from tests.datagen import write_mnist_npz
+
+    root = tmp_path_factory.mktemp("outputs-rule")
+    data = write_mnist_npz(root / "mnist.npz", n_train=256, n_test=64, seed=0)
+    (root / "config.yaml").write_text(yaml.safe_dump(tiny_config(data)))
+    result = run_cli("run", root / "config.yaml", "--run-dir", root / "run")
+    assert result.exit_code == 0, result.unwrapped
+    return root / "run"
+
+
+@pytest.mark.slow
+def test_eval_and_predict_replace_with_overwrite_keeping_the_mode_then_recognise_their_own(trained, cli, tmp_path):
+    import numpy as np
+
+    from trainer.inference.evaluate import is_eval_report
+    from trainer.inference.plots import is_trainer_png
+    from trainer.inference.predict import is_predictions_file
+
+    report, picture, csv_out = tmp_path / "r.json", tmp_path / "confusion_matrix-test.png", tmp_path / "p.csv"
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), dtype=np.uint8))
+    for path in (report, picture, csv_out):
+        _make("foreign", path, mode=0o600)
+
+    assert cli("eval", trained, "--output", report).exit_code == 2  # refused: nothing computed or changed
+    assert report.read_bytes() == picture.read_bytes() == b"theirs\n"
+    evaluated = cli("eval", trained, "--output", report, "--overwrite")
+    assert evaluated.exit_code == 0, evaluated.output
+    predicted = cli("predict", trained, tmp_path / "x.npy", "--output", csv_out, "--overwrite")
+    assert predicted.exit_code == 0, predicted.output
+    for path, own in ((report, is_eval_report), (picture, is_trainer_png), (csv_out, is_predictions_file)):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path  # the mode of the file it replaced
+        assert own(path), path
+
+    # trainer's own files are replaced without --overwrite; nothing else is left beside them
+    assert cli("eval", trained, "--output", report).exit_code == 0
+    assert cli("predict", trained, tmp_path / "x.npy", "--output", csv_out).exit_code == 0
+    assert cli("predict", trained, tmp_path / "x.npy", "--output", tmp_path / "p.json").exit_code == 0
+    assert cli("predict", trained, tmp_path / "x.npy", "--output", tmp_path / "p.json").exit_code == 0
+    assert is_predictions_file(tmp_path / "p.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["r.json", "confusion_matrix-test.png", "p.csv", "p.json", "x.npy"])
+    assert stat.S_IMODE((tmp_path / "p.json").stat().st_mode) == outputs.new_file_mode()
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_takes_the_new_picture_with_it(trained, cli, tmp_path, monkeypatch):
+    import trainer.inference.evaluate as evaluate
+
+    def failing(*args, **kwargs):
+        raise OutputError("--output: cannot be written (No space left on device); nothing was changed and no temporary file was left.")
+
+    monkeypatch.setattr(evaluate, "write_eval_report", failing)
+    result = cli("eval", trained, "--output", tmp_path / "r.json")
+    assert result.exit_code == 1 and "No space left" in result.text
+    assert list(tmp_path.iterdir()) == []
