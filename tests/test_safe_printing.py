@@ -237,3 +237,12 @@ def test_class_names_reach_predict_and_eval_as_text(trained, tmp_path_factory, n
     assert evaluated.output.count("[") >= 2 * brackets  # the per-class table and the confusion matrix's header
     assert json.loads((folder / "e.json").read_text())["per_class"][0]["name"] == names[0]  # the file keeps the real name
     assert (folder / "confusion_matrix-test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_class_name_of_megabytes_is_cut_in_tables_and_pictures():
+    from trainer.console import MAX_CELL
+    from trainer.inference.plots import MAX_LABEL, _label
+
+    output = render(records_table("t", [{"name": "x" * 1_000_000}]))
+    assert len(output) < 3 * MAX_CELL and "(999,000 more characters)" in output
+    assert len(_label("\x1b" * 1_000_000)) == MAX_LABEL

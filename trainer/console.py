@@ -121,11 +121,17 @@ def format_value(value: Any) -> str:
     return visible(value)
 
 
+MAX_CELL = 1_000  # characters of one cell shown; a manifest may hold a class name of megabytes
+
+
 def _cell(value: Any, style: str = "") -> Text:
-    """A table cell, header or title: ``format_value``'s text as plain ``Text`` (never markup)."""
+    """A table cell, header or title: ``format_value``'s text as plain ``Text`` (never markup), at most MAX_CELL characters."""
     if isinstance(value, Text):  # built by the caller, who chose its styles
         return value
-    return Text(format_value(value), style=style)
+    text = format_value(value)
+    if len(text) > MAX_CELL:
+        text = f"{text[:MAX_CELL]}... ({len(text) - MAX_CELL:,} more characters)"
+    return Text(text, style=style)
 
 
 def key_value_table(title: str, rows: Iterable[tuple[str, Any]]) -> Table:

@@ -56,6 +56,7 @@ def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a class name in a script the font lacks: boxes, not a warning
+        warnings.filterwarnings("ignore", message="Tight layout not applied")  # long class names: the picture is cramped, not wrong
         figure.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
     return buffer.getvalue()
 
@@ -89,11 +90,15 @@ def _save(figure, path: Path) -> Path:
     return Path(path)
 
 
-def _label(text: object) -> str:
-    """Text from a run's files as a picture shows it: controls escaped (no font has glyphs for them)."""
+MAX_LABEL = 60  # characters of a class name drawn as a tick label
+
+
+def _label(text: object, limit: int = MAX_LABEL) -> str:
+    """Text from a run's files as a picture shows it: controls escaped (no font has glyphs for them), at most ``limit`` characters."""
     from trainer.console import visible
 
-    return visible(text)
+    shown = visible(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def curve_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -150,7 +155,7 @@ def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], title:
     axis = figure.subplots()
     image = axis.imshow(counts, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=axis, shrink=0.8)
-    axis.set_title(_label(title), parse_math=False)
+    axis.set_title(_label(title, 200), parse_math=False)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     if size <= 30:
