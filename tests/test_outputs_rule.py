@@ -569,3 +569,28 @@ def test_a_report_that_cannot_be_written_takes_the_new_picture_with_it(trained, 
     result = cli("eval", trained, "--output", tmp_path / "r.json")
     assert result.exit_code == 1 and "No space left" in result.text
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling link", "fifo"])
+def test_the_run_lock_is_never_opened_through_a_link_or_on_a_fifo(kind, tmp_path):
+    """A crafted run directory's .trainer.lock cannot make --resume create or open a file elsewhere (or block on a FIFO)."""
+    from trainer.errors import RunDirError
+    from trainer.run.checkpoint import RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = RunLock(run)
+    _make(kind, lock.path)
+    before = _snapshot(run), _snapshot(tmp_path)
+    with pytest.raises(RunDirError, match="cannot write the run directory"):
+        lock.acquire()
+    assert (_snapshot(run), _snapshot(tmp_path)) == before and not (run / "nowhere.txt").exists()
+
+
+def test_the_run_lock_is_created_and_reused(tmp_path):
+    from trainer.run.checkpoint import RunLock
+
+    with RunLock(tmp_path):
+        assert (tmp_path / ".trainer.lock").is_file()
+    with RunLock(tmp_path):
+        pass
