@@ -491,6 +491,13 @@ def test_the_confusion_matrix_beside_the_report_obeys_the_same_rule(kind, cli, t
     assert _snapshot(reports) == before
 
 
+def test_a_report_named_like_its_picture_is_refused(cli, tmp_path):
+    run = make_run(tmp_path / "run")
+    result = cli("eval", run, "--output", tmp_path / "confusion_matrix-test.png", "--overwrite")
+    assert result.exit_code == 2 and "name of the confusion matrix" in result.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 @pytest.mark.parametrize("name", ["eval-test.json", "confusion_matrix-test.png"])
 @pytest.mark.parametrize("kind", ["foreign", "link"])
 def test_eval_into_the_run_directory_obeys_the_rule(name, kind, cli, tmp_path):

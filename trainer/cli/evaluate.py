@@ -126,9 +126,13 @@ def check_eval_outputs(report: Path, split: str, overwrite: bool, output: Option
     from trainer.inference.plots import confusion_matrix_file, is_trainer_png
     from trainer.outputs import check_output_file
 
+    from trainer.errors import ConfigError
+
     expected = f"a file name for the JSON report, such as {report / f'eval-{split}.json'}"
-    check_output_file(report, _report_what(output), overwrite=overwrite, is_own=is_eval_report, expected=expected)
     picture = report.parent / confusion_matrix_file(split)
+    if report.name == picture.name:
+        raise ConfigError(f"--output {report}: is the name of the confusion matrix eval writes beside the report; choose another name, such as {report.with_name(f'eval-{split}.json')}.")
+    check_output_file(report, _report_what(output), overwrite=overwrite, is_own=is_eval_report, expected=expected)
     check_output_file(picture, _picture_what(output), overwrite=overwrite, is_own=is_trainer_png, expected="a .png file name")
 
 
