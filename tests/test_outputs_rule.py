@@ -360,6 +360,12 @@ def test_a_read_only_file_is_refused_even_with_overwrite(tmp_path):
     assert target.read_bytes() == b"theirs\n"
 
 
+@pytest.mark.parametrize("name", ["a" * 250 + ".json", "x" + ".b" * 120 + ".csv"])
+def test_a_name_at_the_length_limit_is_written(name, tmp_path):
+    write_file(tmp_path / name, b"new", "--output")
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
 def test_a_missing_folder_is_refused(tmp_path):
     with pytest.raises(BadInputError, match="does not exist"):
         write_file(tmp_path / "missing" / "x.json", b"new", "--output")

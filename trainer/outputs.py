@@ -71,7 +71,9 @@ def atomic_path(path: Path | str, *, replace: bool = True) -> Iterator[Path]:
     path = Path(path)
     suffixes = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffixes}", dir=path.parent)
+    if len(suffixes) > 48:  # a name near the 255-byte limit still gets a temporary name that fits
+        suffixes = path.suffix[-48:]
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem[:96]}.", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
