@@ -26,13 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from trainer.errors import BadInputError, TrainerError
+from trainer.errors import BadInputError, OutputError  # noqa: F401 - OutputError is raised here (and imported from here)
 
 OVERWRITE_FLAG = "--overwrite"
-
-
-class OutputError(TrainerError):
-    """A file could not be written (full disk, I/O error): exit 1, nothing replaced, no temporary file left."""
 
 
 # --------------------------------------------------------------------------- atomic writes
