@@ -473,14 +473,15 @@ def test_cli_output_targets_are_refused_before_any_work(command, name, kind, cli
 
 @pytest.mark.parametrize("command, name", COMMAND_OUTPUTS)
 def test_cli_overwrite_lets_a_foreign_file_pass_the_rule(command, name, cli, tmp_path):
-    """With --overwrite the output check passes and the command goes on (to this fake run's model.h5, which it refuses)."""
-    run = make_run(tmp_path / "run")
+    """With --overwrite the output check passes and the command goes on (to the run, an empty folder here, which it refuses)."""
+    run = tmp_path / "not-a-run"
+    run.mkdir()
     output = tmp_path / name
     _make("foreign", output)
     refused = cli(*_args(command, run, tmp_path, output))
     assert refused.exit_code == 2 and "--overwrite" in refused.text and len(refused.output.strip().splitlines()) <= 3
     went_on = cli(*_args(command, run, tmp_path, output, "--overwrite"))
-    assert went_on.exit_code == 2 and "--overwrite" not in went_on.text and "already exists" not in went_on.text
+    assert went_on.exit_code == 2 and "config.yaml" in went_on.text and "already exists" not in went_on.text
     assert output.read_bytes() == b"theirs\n"  # the failure later left it as it was
 
 
