@@ -83,6 +83,12 @@ class RunFailedError(TrainerError):
     exit_code = EXIT_FAILED
 
 
+class OutputError(TrainerError):
+    """A file could not be written (full disk, I/O error): exit 1; nothing was replaced and no temporary file is left."""
+
+    exit_code = EXIT_FAILED
+
+
 class RunInterrupted(TrainerError):
     """The user pressed Ctrl-C or the process got SIGTERM: exit 130."""
 

@@ -8,6 +8,11 @@ import typer
 
 from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
 
+OVERWRITE_HELP = (
+    "Replace an existing report or confusion matrix PNG that trainer did not write (its permissions are kept). Without it such a "
+    "file is refused (exit 2) and nothing is computed; trainer's own earlier report and picture are replaced either way. "
+    "A symbolic link, folder or FIFO there is always refused."
+)
 TTA_EVAL_HELP = (
     "Also measure with test-time augmentation: none, flip (image + mirror) or flip_translate (those and 2-pixel shifts, 6 views); "
     "probabilities averaged over the views, reported as 'tta' beside the plain numbers (default: the run's evaluate.tta)."
@@ -22,7 +27,8 @@ def eval_(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the run's config for this evaluation only, e.g. --set data.path=/data/mnist.npz. Repeatable.", show_default=False),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
-    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG goes beside it.", show_default=False),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG (confusion_matrix-<split>.png) goes beside it.", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
     mlflow: Optional[str] = typer.Option(
         None, "--mlflow", metavar="URI", show_default=False,
         help="Add the report to the run's MLflow run in the tracking store at URI, which must be the store the run was logged to "
@@ -32,10 +38,9 @@ def eval_(
     tta: Optional[str] = typer.Option(None, "--tta", help=TTA_EVAL_HELP, show_default=False),
 ) -> None:
     """Measure a finished run on a split: loss, metrics, per-class precision/recall/F1, confusion matrix."""
-    from trainer.console import console, key_value_table, print_table, records_table
+    from trainer.console import info, key_value_table, print_table, records_table
     from trainer.errors import ConfigError
     from trainer.inference.evaluate import SPLITS
-    from trainer.run.rundir import check_output_file
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -44,36 +49,43 @@ def eval_(
 
         check_tta_mode(tta)
     from trainer.inference.load import open_run
-    from trainer.run.rundir import check_writable_dir
+    from trainer.outputs import check_writable_dir
 
     if output is not None:
-        check_output_file(output, f"a file name for the JSON report, such as {output / f'eval-{split}.json'}")
+        check_eval_outputs(output, split, overwrite, output)
     run_dir = open_run(target, config)[2]  # paths, manifest: refused before TensorFlow starts
     if output is None:
         check_writable_dir(run_dir, f"eval writes eval-{split}.json into {run_dir}; pass --output FILE elsewhere, because it")
+        check_eval_outputs(run_dir / f"eval-{split}.json", split, overwrite, None)
     tracked = open_named_tracking(run_dir, mlflow, config, set_ or [])  # a store the user named, checked before evaluating
     prepare_keras()
-    from trainer.inference.evaluate import evaluate_run
+    from trainer.inference.evaluate import evaluate_run, write_eval_report
     from trainer.inference.load import load_run
     from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
-    from trainer.run.rundir import atomic_write_json
+    from trainer.outputs import Made
 
     loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
     result = evaluate_run(loaded, split, tta)
     report = output or loaded.run_dir / f"eval-{split}.json"
     picture = report.parent / confusion_matrix_file(split)
-    write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted")
-    atomic_write_json(report, result.to_dict())
+    made = Made()
+    with made.undone_on_error():  # a report that cannot be written takes the new picture with it
+        new_picture = not (picture.exists() or picture.is_symlink())
+        write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted",
+                               overwrite=overwrite, what=_picture_what(output))
+        if new_picture:
+            made.track_file(picture)
+        write_eval_report(result, report, overwrite=overwrite, what=_report_what(output))
 
     metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
     averaged = [(f"tta ({result.tta['mode']}, {result.tta['views']} views) {name}", result.tta[name]) for name in ("loss", "accuracy")] if result.tta else []
     print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics, *averaged]))
     print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
     if len(result.confusion_matrix) <= 20:
-        names = result.class_names
+        names = column_names(result.class_names, len(result.confusion_matrix))
         rows = [{"true / predicted": names[i], **{names[j]: count for j, count in enumerate(row)}} for i, row in enumerate(result.confusion_matrix)]
-        print_table(records_table("confusion matrix (rows true class, columns predicted)", rows))
-    console.print(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
+        print_table(records_table("confusion matrix (rows true class, columns predicted)", rows, ["true / predicted", *names]))
+    info(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
     if tracked is not None:
         log_report(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
     else:
@@ -83,6 +95,45 @@ def eval_(
         hint = evaluation_hint(loaded.run_dir)  # reads tracking.json, contacts nothing
         if hint:
             notice(hint)
+
+
+def column_names(class_names: List[str], size: int) -> List[str]:
+    """One distinct column name per class: a manifest's names may repeat (or be the first column's), so those get their index."""
+    names = [str(class_names[i]) if i < len(class_names) else str(i) for i in range(size)]
+    taken = {"true / predicted"}
+    unique = []
+    for index, name in enumerate(names):
+        if name in taken or names.count(name) > 1:
+            name = f"{index}: {name}"
+        while name in taken:
+            name = f"{index}: {name}"
+        taken.add(name)
+        unique.append(name)
+    return unique
+
+
+def _report_what(output: Optional[Path]) -> str:
+    return "--output" if output is not None else "the report"
+
+
+def _picture_what(output: Optional[Path]) -> str:
+    return "the confusion matrix beside --output" if output is not None else "the confusion matrix"
+
+
+def check_eval_outputs(report: Path, split: str, overwrite: bool, output: Optional[Path]) -> None:
+    """The report and the confusion matrix beside it, under the output rule (trainer.outputs): checked before any work."""
+    from trainer.inference.evaluate import is_eval_report
+    from trainer.inference.plots import confusion_matrix_file, is_trainer_png
+    from trainer.outputs import check_output_file
+
+    from trainer.errors import ConfigError
+
+    expected = f"a file name for the JSON report, such as {report / f'eval-{split}.json'}"
+    picture = report.parent / confusion_matrix_file(split)
+    if report.name == picture.name:
+        raise ConfigError(f"--output {report}: is the name of the confusion matrix eval writes beside the report; choose another name, such as {report.with_name(f'eval-{split}.json')}.")
+    check_output_file(report, _report_what(output), overwrite=overwrite, is_own=is_eval_report, expected=expected)
+    check_output_file(picture, _picture_what(output), overwrite=overwrite, is_own=is_trainer_png, expected="a .png file name")
 
 
 TRACKING_KEYS = ("tracking", "tracking.mlflow", "tracking.mlflow.uri")
@@ -130,7 +181,7 @@ def open_named_tracking(run_dir: Path, flag: Optional[str], config: Optional[Pat
 
 def log_report(tracked, files: List[Path], metrics: dict, split: str) -> None:
     """Add the report to the MLflow run; a failure exits 2 when tracking was asked for, else it is a notice."""
-    from trainer.console import console, notice
+    from trainer.console import info, notice
     from trainer.errors import BadInputError
     from trainer.integrations.mlflow import log_evaluation
 
@@ -141,4 +192,4 @@ def log_report(tracked, files: List[Path], metrics: dict, split: str) -> None:
             raise
         notice(error.message)
         return
-    console.print(f"logged to MLflow run {run_id} at {tracked.uri}", soft_wrap=True)
+    info(f"logged to MLflow run {run_id} at {tracked.uri}", soft_wrap=True)

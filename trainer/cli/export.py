@@ -26,8 +26,7 @@ def export(
     Exit 1 when the export's top-1 agreement with the Keras model is below 99.9% or a probability
     differs by more than 1e-4 (the file is kept, with the report's warning beside it).
     """
-    from trainer.console import console, key_value_table, print_table
-    from trainer.console import notice
+    from trainer.console import info, key_value_table, notice, print_table
     from trainer.inference.export import check_can_export, export_path, plan_export
 
     from trainer.inference.load import open_run
@@ -52,6 +51,6 @@ def export(
         ("top-1 agreement", f"{parity['top1_agreement']:.2%}"),
         ("max probability difference", f"{parity['max_abs_probability_difference']:.2e}"),
     ]))
-    console.print(f"report: {report.report_path}\nmanifest: {report.manifest_path}", soft_wrap=True)
+    info(f"report: {report.report_path}\nmanifest: {report.manifest_path}", soft_wrap=True)
     if report.signature is None:
         notice(f"the export is not signed ({report.signature_note})")

@@ -34,7 +34,7 @@ def lr_find(
     from trainer.cli.progress import RunProgress
     from trainer.config import load_config
     from trainer.config.checks import plan_run
-    from trainer.console import console, key_value_table, notice, print_table
+    from trainer.console import info, key_value_table, notice, print_table
     from trainer.run.lr_find import check_ramp, ramp_overrides
     from trainer.runtime import prepare_runtime
 
@@ -51,10 +51,10 @@ def lr_find(
         ("rates tried", f"{record.rates[0]:.3g} to {record.rates[-1]:.3g}" if record.rates else "none"),
         ("suggested learning rate", f"{record.suggested_learning_rate:.3g}" if record.suggested_learning_rate is not None else "none"),
     ]))
-    console.print(f"results: {result.output_dir}", soft_wrap=True)
+    info(f"results: {result.output_dir}", soft_wrap=True)
     if result.set is None:
         notice("the smoothed loss never fell, so there is no suggestion; try a lower --start, more --steps, or check the data and loss.")
     else:
         if record.stopped == "completed" and record.suggested_learning_rate == record.rates[-1]:
             notice("the loss was still falling fastest at the last rate tried; a higher --end may find a better rate.")
-        console.print(f"apply it with: --set {result.set}", soft_wrap=True)
+        info(f"apply it with: --set {result.set}", soft_wrap=True)

@@ -16,6 +16,11 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, BMP, GIF), folders of images, or .npy arrays (one image or a batch, raw pixels 0..255).", show_default=False),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
+    overwrite: bool = typer.Option(
+        False, "--overwrite",
+        help="Replace an existing --output file that trainer did not write (its permissions are kept). Without it such a file is refused "
+        "(exit 2) and nothing is computed; trainer's own earlier predictions are replaced either way. A symbolic link, folder or FIFO is always refused.",
+    ),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
     tta: str = typer.Option(
@@ -37,7 +42,7 @@ def predict(
     from trainer.inference.exported import check_predictor
 
     if output is not None:
-        check_output_path(output)
+        check_output_path(output, overwrite=overwrite)
     check_predictor(target, config, trust_export=trust_export)  # paths, manifest, an export's signature: refused before TensorFlow starts
     prepare_keras()
     from trainer.inference.exported import load_predictor
@@ -49,7 +54,7 @@ def predict(
         notice(text)
     records = predict_records(loaded, images, top_k, tta)
     if output is not None:
-        write_predictions(records, output)
+        write_predictions(records, output, overwrite=overwrite)
     rows = [
         {
             "input": short_path(r["input"]) + ("" if r["index"] is None else f"[{r['index']}]"),

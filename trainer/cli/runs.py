@@ -23,9 +23,8 @@ def runs(
     if not found:
         info(f"no runs under {root}.")
         return
-    from rich.markup import escape
-
     headers = {"validation_accuracy": "val acc", "test_accuracy": "test acc", "wall_seconds": "seconds"}
-    # names and statuses come from folders and files anyone may have written: text, never Rich markup
-    rows = [{headers.get(key, key): escape(value) if isinstance(value, str) else value for key, value in row.items()} for row in found]
+    # names and statuses come from folders and files anyone may have written: records_table shows every
+    # cell as plain text (controls escaped, never Rich markup)
+    rows = [{headers.get(key, key): value for key, value in row.items()} for row in found]
     print_table(records_table(f"runs under {root}", rows))

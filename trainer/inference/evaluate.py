@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,6 @@ from trainer.errors import ConfigError, DataError
 from trainer.inference.load import LoadedRun
 
 SPLITS = ("test", "train", "validation")
-
 
 @dataclass
 class EvalResult:
@@ -42,6 +42,23 @@ class EvalResult:
             "confusion_matrix_normalized": normalized_rows(np.asarray(self.confusion_matrix)).round(6).tolist(),
             **({"tta": self.tta} if self.tta is not None else {}),
         }
+
+
+def is_eval_report(path: Path) -> bool:
+    """Whether ``path`` holds a report as ``trainer eval`` writes it (``{"split": ...`` to its closing brace): the output rule's recogniser."""
+    from trainer.outputs import starts_and_ends_with
+
+    return starts_and_ends_with(path, b'{\n  "split": "', b"\n}\n")
+
+
+def write_eval_report(result: EvalResult, path: Path, *, overwrite: bool = False, what: str = "--output") -> Path:
+    """The report as JSON under the output rule (``trainer.outputs.write_file``): a new file or an eval report, else only with ``overwrite``."""
+    import json
+
+    from trainer.outputs import _json_default, write_file
+
+    text = json.dumps(result.to_dict(), indent=2, default=_json_default) + "\n"
+    return write_file(path, text, what, overwrite=overwrite, is_own=is_eval_report, expected="a .json file name")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:

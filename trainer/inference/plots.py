@@ -1,13 +1,18 @@
 """Pictures of a run: training curves and confusion matrices (matplotlib, Agg, imported when drawn).
 
-Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state) and written atomically.
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot global state), rendered into memory
+as PNG bytes, and written by ``trainer.outputs`` (atomically; a named output under its rule). Each
+PNG carries a ``Software: trainer`` text chunk, so trainer recognises its own picture
+(``is_trainer_png``) and replaces it, while any other file of that name is refused. Text drawn in
+a picture (class names from a run's manifest) is drawn as it reads: no mathtext, controls escaped.
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
-from trainer.run.rundir import atomic_path
+from trainer.outputs import atomic_write_bytes, write_file
 
 CURVES_FILE = "curves.png"
 # history.csv columns that describe the epoch rather than a loss or metric
@@ -39,10 +44,61 @@ def preload() -> None:
     figure.savefig(io.BytesIO(), format="png")
 
 
+PNG_SOFTWARE = "trainer"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_bytes(figure) -> bytes:
+    """The figure as PNG bytes, marked ``Software: trainer`` (a tEXt chunk before the image data)."""
+    import io
+    import warnings
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a class name in a script the font lacks: boxes, not a warning
+        warnings.filterwarnings("ignore", message="Tight layout not applied")  # long class names: the picture is cramped, not wrong
+        figure.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})
+    return buffer.getvalue()
+
+
+def is_trainer_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG that trainer drew: its text chunks before the image data say ``Software: trainer``.
+
+    Read through ``trainer.readers`` (a regular file, no link), at most the chunks before ``IDAT``.
+    """
+    from trainer.errors import BadInputError
+    from trainer.readers import open_regular
+
+    with open_regular(path, error=BadInputError, what="a picture") as handle:
+        if handle.read(8) != _PNG_SIGNATURE:
+            return False
+        for _ in range(64):  # IHDR, a few text chunks, pHYs: then IDAT
+            head = handle.read(8)
+            if len(head) != 8:
+                return False
+            length, kind = struct.unpack(">I4s", head)
+            if kind in (b"IDAT", b"IEND") or length > 1 << 16:
+                return False
+            body = handle.read(length + 4)[:length]
+            if kind == b"tEXt" and body == b"Software\x00" + PNG_SOFTWARE.encode():
+                return True
+    return False
+
+
 def _save(figure, path: Path) -> Path:
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, format="png")
+    atomic_write_bytes(Path(path), png_bytes(figure))
     return Path(path)
+
+
+MAX_LABEL = 60  # characters of a class name drawn as a tick label
+
+
+def _label(text: object, limit: int = MAX_LABEL) -> str:
+    """Text from a run's files as a picture shows it: controls escaped (no font has glyphs for them), at most ``limit`` characters."""
+    from trainer.console import visible
+
+    shown = visible(text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def curve_names(rows: list[dict[str, Any]]) -> list[str]:
@@ -68,7 +124,7 @@ def write_curves(rows: list[dict[str, Any]], path: Path) -> Path:
             points = [(e, row.get(key)) for e, row in zip(epochs, rows) if isinstance(row.get(key), (int, float))]
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-        axis.set_title(name)
+        axis.set_title(_label(name), parse_math=False)
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
@@ -81,7 +137,14 @@ def confusion_matrix_file(split: str) -> str:
     return f"confusion_matrix-{split}.png"
 
 
-def write_confusion_matrix(matrix: list[list[int]], class_names: list[str], path: Path, title: str) -> Path:
+def write_confusion_matrix(
+    matrix: list[list[int]], class_names: list[str], path: Path, title: str, *, overwrite: bool = False, what: str = "the confusion matrix"
+) -> Path:
+    """``confusion_matrix_png`` written to ``path`` under the output rule: a new file or trainer's own picture, else only with ``overwrite``."""
+    return write_file(path, confusion_matrix_png(matrix, class_names, title), what, overwrite=overwrite, is_own=is_trainer_png, expected="a .png file name")
+
+
+def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
     """A heat map with rows = true class and columns = predicted class; counts written in when they fit."""
     import numpy as np
 
@@ -92,21 +155,21 @@ def write_confusion_matrix(matrix: list[list[int]], class_names: list[str], path
     axis = figure.subplots()
     image = axis.imshow(counts, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=axis, shrink=0.8)
-    axis.set_title(title)
+    axis.set_title(_label(title, 200), parse_math=False)
     axis.set_xlabel("predicted class")
     axis.set_ylabel("true class")
     if size <= 30:
         ticks = list(range(size))
-        labels = [str(name) for name in class_names[:size]] if len(class_names) >= size else [str(i) for i in ticks]
-        axis.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=0) > 2 else 0)
-        axis.set_yticks(ticks, labels)
+        labels = [_label(name) for name in class_names[:size]] if len(class_names) >= size else [str(i) for i in ticks]
+        axis.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=0) > 2 else 0, parse_math=False)
+        axis.set_yticks(ticks, labels, parse_math=False)
     if size <= 20:
         threshold = counts.max() / 2 if counts.size else 0
         for row in range(size):
             for col in range(size):
                 axis.text(col, row, str(counts[row, col]), ha="center", va="center", fontsize=8,
                           color="white" if counts[row, col] > threshold else "black")
-    return _save(figure, path)
+    return png_bytes(figure)
 
 
 def write_lr_find_plot(rates: list[float], losses: list[float], smoothed: list[float], suggested: float | None, path: Path) -> Path:

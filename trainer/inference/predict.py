@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import ConfigError, DataError
-from trainer.run.rundir import atomic_path, atomic_write_text, check_output_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 NPY_SUFFIX = ".npy"
@@ -202,29 +201,49 @@ def predict_records(run: Any, inputs: Inputs, top_k: int = 3, tta: str = "none")
     return records
 
 
-def check_output_path(path: Path) -> str:
-    """``json`` or ``csv`` from the file's suffix; checked before any work so a typo costs nothing."""
+def is_predictions_file(path: Path) -> bool:
+    """Whether ``path`` holds predictions as ``trainer predict --output`` writes them: the output rule's recogniser.
+
+    JSON: the list of records exactly as ``predictions_text`` begins and ends it; CSV: the exact header line.
+    Only those bytes are read, so a file of any size is recognised at once.
+    """
+    from trainer.outputs import starts_and_ends_with
+
+    if Path(path).suffix.lower() == ".json":
+        return starts_and_ends_with(path, b'[\n  {\n    "input": ', b"\n  }\n]\n")
+    return starts_and_ends_with(path, (",".join(CSV_COLUMNS) + "\n").encode())
+
+
+def check_output_path(path: Path, *, overwrite: bool = False) -> str:
+    """``json`` or ``csv`` from the file's suffix, and the output rule (``trainer.outputs``); checked before any work so a typo costs nothing."""
+    from trainer.outputs import check_output_file
+
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"--output {path}: unsupported file type {suffix or '(none)'!r}; expected a .json or .csv file.")
-    check_output_file(Path(path), "a .json or .csv file name")
+    check_output_file(Path(path), "--output", overwrite=overwrite, is_own=is_predictions_file, expected="a .json or .csv file name")
     return suffix[1:]
 
 
-def write_predictions(records: list[dict[str, Any]], path: Path) -> Path:
-    """Write records as JSON (everything) or CSV (input, index, predicted, name, probability), atomically."""
+def predictions_text(records: list[dict[str, Any]], kind: str) -> str:
+    """Records as JSON (everything) or CSV (input, index, predicted, name, probability; cells spreadsheet-safe)."""
     from trainer.outputs import spreadsheet_safe
 
-    kind = check_output_path(path)
     records = [{**record, "input": display_name(record["input"])} if isinstance(record.get("input"), str) else record for record in records]
     if kind == "json":
-        atomic_write_text(Path(path), json.dumps(records, indent=2) + "\n")
-        return Path(path)
+        return json.dumps(records, indent=2) + "\n"
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for record in records:
         writer.writerow(["" if record[c] is None else (repr(record[c]) if isinstance(record[c], float) else spreadsheet_safe(record[c])) for c in CSV_COLUMNS])
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8", newline="")
-    return Path(path)
+    return buffer.getvalue()
+
+
+def write_predictions(records: list[dict[str, Any]], path: Path, *, overwrite: bool = False) -> Path:
+    """Write records as JSON or CSV (by the suffix) under the output rule: a new file or trainer's own, else only with ``overwrite``."""
+    from trainer.outputs import write_file
+
+    kind = check_output_path(path, overwrite=overwrite)
+    return write_file(Path(path), predictions_text(records, kind), "--output", overwrite=overwrite, is_own=is_predictions_file,
+                      expected="a .json or .csv file name")

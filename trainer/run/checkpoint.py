@@ -55,8 +55,10 @@ class RunLock:
     def acquire(self) -> "RunLock":
         import fcntl
 
+        from trainer.outputs import open_lock
+
         try:
-            self._handle = open(self.path, "a+")
+            self._handle = open_lock(self.path)  # never through a link a crafted run directory holds
         except OSError as exc:
             raise RunDirError(f"cannot write the run directory {self.path.parent}: {exc.strerror or exc}") from None
         try:

@@ -1,17 +1,15 @@
-"""The run directory's life: where it goes, refusing to overwrite, atomic writes (stdlib only)."""
+"""The run directory's life: where it goes, refusing to overwrite (stdlib only); files are written by ``trainer.outputs``."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
-import json
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from trainer.errors import ConfigError, RunDirError
+from trainer.errors import RunDirError
+from trainer.outputs import atomic_file, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir  # noqa: F401 - imported from here too
 
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.h5"
@@ -65,60 +63,10 @@ def create_run_dir(path: Path) -> Path:
     check_new_run_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as exc:
         raise RunDirError(f"cannot write the run directory {path}: {exc.strerror or exc}") from None
+    check_writable_dir(path, "cannot write the run directory", RunDirError)
     return path
-
-
-def check_output_file(path: Path, expected: str) -> None:
-    """An ``--output`` file can be written: its folder exists and takes a new file, and it is not itself a folder."""
-    from trainer.paths import user_path
-
-    path = user_path(path, "--output")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: the folder {path.parent} does not exist.")
-    if path.is_dir():
-        raise ConfigError(f"--output {path}: is a folder; expected {expected}.")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ConfigError(f"--output {path}: the file exists and cannot be written (permission denied); nothing was computed.")
-    check_writable_dir(path.parent, f"--output {path}", ConfigError)
-
-
-def check_writable_dir(folder: Path, what: str, error: type = RunDirError) -> None:
-    """Refuse (before any work) a folder that does not take a new file: read-only, full, no permission."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".trainer-write-test.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise error(f"{what}: cannot write in {folder} ({exc.strerror or exc}); nothing was computed.") from None
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes); rename it into place only on success.
-
-    All suffixes are kept (``x.weights.h5`` -> ``.x.<random>.tmp.weights.h5``): Keras picks the
-    format from them.
-    """
-    path = Path(path)
-    suffixes = "".join(path.suffixes)
-    stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffixes}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def h5_size_estimate(model: Any) -> int:
@@ -165,9 +113,8 @@ def write_h5_atomically(path: Path, write: Callable[[Any], Any], needed: int = 0
     image = buffer.getbuffer()
     try:
         _check_free_space(path, len(image))
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as out:
-                out.write(image)
+        with atomic_file(path) as out:
+            out.write(image)
     finally:
         image.release()
 
@@ -198,15 +145,6 @@ def save_model_h5(model: Any) -> Callable[[Any], None]:
     return write
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
 def read_json(path: Path) -> Any:
     """A run-directory JSON file through ``trainer.readers`` (regular file inside its folder, at most 16 MiB, UTF-8).
 
@@ -216,30 +154,6 @@ def read_json(path: Path) -> Any:
     from trainer.readers import read_json as read_untrusted_json
 
     return read_untrusted_json(Path(path), error=ValueError)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class HistoryWriter:
