@@ -16,6 +16,7 @@ from trainer.inference.load import LoadedRun
 
 SPLITS = ("test", "train", "validation")
 
+
 @dataclass
 class EvalResult:
     split: str
