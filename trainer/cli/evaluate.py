@@ -79,7 +79,8 @@ def eval_(
 
     metrics = [(name, value) for name, value in result.metrics.items() if name not in ("loss", "accuracy")]
     averaged = [(f"tta ({result.tta['mode']}, {result.tta['views']} views) {name}", result.tta[name]) for name in ("loss", "accuracy")] if result.tta else []
-    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *metrics, *averaged]))
+    summary = [(name.replace("_", " "), value) for name, value in result.summary.items()]
+    print_table(key_value_table(f"eval on {split}", [("examples", result.examples), ("loss", result.loss), ("accuracy", result.accuracy), *summary, *metrics, *averaged]))
     print_table(records_table("per class", result.per_class, ["class", "name", "precision", "recall", "f1", "support"]))
     if len(result.confusion_matrix) <= 20:
         names = column_names(result.class_names, len(result.confusion_matrix))
@@ -87,7 +88,7 @@ def eval_(
         print_table(records_table("confusion matrix (rows true class, columns predicted)", rows, ["true / predicted", *names]))
     info(f"report: {report}\nconfusion matrix: {picture}", soft_wrap=True)
     if tracked is not None:
-        log_report(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy}, split)
+        log_report(tracked, [report, picture], {"loss": result.loss, "accuracy": result.accuracy, **result.summary}, split)
     else:
         from trainer.console import notice
         from trainer.integrations.mlflow import evaluation_hint
