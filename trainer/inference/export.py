@@ -202,11 +202,12 @@ TENSORFLOW_BACKEND_FORMATS = ("onnx", "litert")
 def check_export_backend(fmt: ExportFormat) -> None:
     """Refuse, in one line and the same on every other backend, a format that exports only on the TensorFlow backend."""
     from trainer.runtime import loaded_keras_backend
+    from trainer.runtime.distribute import choose_backend
 
     if fmt.name not in TENSORFLOW_BACKEND_FORMATS:
         return
     loaded = loaded_keras_backend()
-    backend = loaded or os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
+    backend, _ = choose_backend("none", os.environ, loaded)  # the one reading of KERAS_BACKEND (an unknown name refused there)
     if backend == "tensorflow":
         return
     where = "in this process" if loaded else f"KERAS_BACKEND={backend}"
