@@ -55,8 +55,9 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
         weights = weights[: config.data.limit]
     expected = train_examples + (validation_examples if isinstance(config.data.validation, float) else 0)
     if weights.ndim != 1 or len(weights) != expected or not np.issubdtype(weights.dtype, np.number):
+        kind = "" if np.issubdtype(weights.dtype, np.number) else f" ({weights.dtype} values are not numbers)"
         raise DataError(
-            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}; "
+            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}{kind}; "
             f"expected one number per training example, shape ({expected},)."
         )
     from trainer.config.checks import check_sample_weights
