@@ -192,3 +192,35 @@ def test_a_validation_fraction_that_leaves_no_training_data_is_refused(cli, writ
         "data.validation: a fraction of 0.9 of 2 training examples", "both need at least one",
     )
     assert not (tmp_path / "never").exists()
+
+
+# --------------------------------------------------------------------------- accepted, but never acting in this run: noticed
+
+
+@pytest.mark.parametrize(
+    "sections, expected",
+    [
+        ({"callbacks": [{"name": "early_stopping", "patience": 3}], "train": {"epochs": 3}}, "early_stopping patience 3"),
+        ({"callbacks": [{"name": "reduce_lr_on_plateau", "patience": 5}], "train": {"epochs": 2}}, "can never lower the learning rate"),
+        ({"callbacks": [{"name": "early_stopping", "start_from_epoch": 4}], "train": {"epochs": 4}}, "start_from_epoch 4"),
+        ({"data": {"augment": {"flip": "none", "mixup": 0.0}}}, "data.augment: nothing is switched on"),
+    ],
+)
+def test_settings_that_cannot_act_in_this_run_are_noticed(cli, write_config, mnist_npz, sections, expected):
+    result = cli("validate", write_config(tiny_config(mnist_npz, **sections)))
+    assert result.exit_code == 0, result.output
+    assert expected in result.text
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {"callbacks": [{"name": "early_stopping", "patience": 2}], "train": {"epochs": 3}},
+        {"callbacks": [{"name": "early_stopping", "start_from_epoch": 2}], "train": {"epochs": 3}},
+        {"data": {"augment": {"flip": "horizontal"}}},
+    ],
+)
+def test_settings_that_can_act_get_no_notice(cli, write_config, mnist_npz, sections):
+    result = cli("validate", write_config(tiny_config(mnist_npz, **sections)))
+    assert result.exit_code == 0, result.output
+    assert "never" not in result.text and "nothing is switched on" not in result.text

@@ -43,6 +43,8 @@ def plan_run(config: Config, *, training: bool = True) -> Plan:
     check_augment(config)
     check_ema(config)
     notices: list[str] = model_input_notices(config)
+    if training:
+        notices += never_applies_notices(config)
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
     name = config.loss.name
@@ -417,3 +419,36 @@ def check_updates(model: Any, config: Config, total_steps: int | None) -> None:
             f"steps in all (train.epochs x steps per epoch), so the weights would never be updated; use at most "
             f"{total_steps}, or train longer."
         )
+
+
+def never_applies_notices(config: Config) -> list[str]:
+    """Settings that are accepted but cannot act within this run's epochs: said once, as notices (the run still trains).
+
+    ``early_stopping`` / ``reduce_lr_on_plateau`` act after ``patience`` epochs without improvement
+    counted from the first epoch, which always improves: with E epochs at most E - 1 can follow it.
+    ``early_stopping`` does nothing before ``start_from_epoch``. A ``data.augment`` section with
+    nothing switched on changes no image.
+    """
+    fine_tune = getattr(config.model, "fine_tune", None)
+    epochs = config.train.epochs + (fine_tune.epochs if fine_tune is not None else 0) - config.train.initial_epoch
+    notices = []
+    for index, spec in enumerate(config.callbacks):
+        params = spec.params
+        if spec.name not in ("early_stopping", "reduce_lr_on_plateau"):
+            continue
+        patience, start = params.get("patience", 0), params.get("start_from_epoch", 0)
+        acts = "stop the run" if spec.name == "early_stopping" else "lower the learning rate"
+        if isinstance(start, int) and not isinstance(start, bool) and start >= epochs + config.train.initial_epoch and spec.name == "early_stopping":
+            notices.append(
+                f"callbacks.{index}: early_stopping start_from_epoch {start} is not before the run's last epoch "
+                f"({epochs + config.train.initial_epoch}), so it never acts in this run."
+            )
+        elif isinstance(patience, int) and not isinstance(patience, bool) and patience >= epochs:
+            notices.append(
+                f"callbacks.{index}: {spec.name} patience {patience} needs {patience} epochs without improvement after the "
+                f"first, but this run trains {epochs}, so it can never {acts}."
+            )
+    augment = config.data.augment
+    if augment is not None and not augment.active:
+        notices.append("data.augment: nothing is switched on (every setting is off or 0), so no image is changed.")
+    return notices
