@@ -307,7 +307,7 @@ def check_trains(config: Config) -> None:
             "remove it or give a number > 0."
         )
     smoothing = config.loss.params.get("label_smoothing")
-    if isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and smoothing >= 1:
+    if isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and smoothing == 1:  # above 1: the range check says so
         problems.append(
             f"loss.label_smoothing: {smoothing!r} replaces every label with the uniform distribution, so the model would "
             "learn nothing from the labels; use a value below 1 (0.1 is common)."
