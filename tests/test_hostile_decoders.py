@@ -196,8 +196,9 @@ def test_an_image_deleted_or_replaced_while_streaming_fails_the_run_by_name_and_
 
 
 def _cut_png(path: Path) -> bytes:
-    """A real PNG with its last 20 bytes (the end of IDAT and IEND) cut off: a sound header, data cut short."""
-    return path.read_bytes()[:-20]
+    """A real PNG cut in the middle of its data: a sound header, the pixels cut short."""
+    data = path.read_bytes()
+    return data[: len(data) // 2]
 
 
 @pytest.mark.slow

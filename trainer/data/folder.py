@@ -263,20 +263,20 @@ def in_memory(x: Any) -> Any:
 
 
 def check_headers(x: Any) -> None:
-    """Every file of ``ImageFiles`` opens as an allowed image within the pixel bound and passes Pillow's ``verify``.
+    """Every file of streamed ``ImageFiles`` (``data.cache: disk``, ``none``) opens as an allowed image within the pixel bound and passes Pillow's ``verify``.
 
-    Run on the chosen files of every split before the run directory exists, whatever ``data.cache``
-    says, so one bad file is the same exit 2 naming it with each cache. Without it the streamed
-    caches (``disk``, ``none``) met an undecodable file only while training (exit 1, a run directory
-    left behind). Each file's header is read and checked (format allow-listed, pixel count bounded:
-    ``open_image``) and ``verify`` runs (a PNG's chunk checksums up to IEND; no pixels are decoded),
-    in the decode threads, the first failure in file order named. Cost: about one open of each file
-    (on CIFAR-10's 32x32 JPEGs ~0.4-0.6 ms a file on this 2-core machine under load, about what
-    decoding costs; for larger images a fraction of it). A file whose header and checksums are sound
-    but whose compressed data is corrupt, or one deleted or replaced later, still fails the run by
-    name when it is read (exit 1, checkpoints kept; ``cache: memory`` decodes it here: exit 2).
+    ``cache: memory`` decodes every chosen image before the run directory exists, so one bad file
+    is exit 2 naming it; the streamed caches decoded theirs only while training (exit 1 and a run
+    directory left behind). This gives them the same exit 2 first: each file's header is read and
+    checked (format allow-listed, pixel count bounded: ``open_image``) and ``verify`` runs (a PNG's
+    chunk checksums up to IEND; no pixels decoded), in the decode threads, the first failure in file
+    order named. Cost: ~0.6 ms a file for CIFAR-10's 32x32 JPEGs on this 2-core machine at load 12
+    (a full decode: ~1.4 ms); for larger images a smaller share of a decode. Not run for ``memory``,
+    where the decode itself is the check. A file whose header and checksums are sound but whose
+    compressed data is corrupt, or one deleted or replaced later, still fails the run by name when
+    it is read (exit 1, checkpoints kept).
     """
-    if not isinstance(x, ImageFiles) or not len(x):
+    if not isinstance(x, ImageFiles) or x.cache == "memory" or not len(x):
         return
     from trainer.readers.decoders import open_image, undecodable_image
 

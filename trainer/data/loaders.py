@@ -200,7 +200,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         decoded: dict[int, Any] = {}  # validation: test is the test split itself: decode it once, keep it one object
         for x in (x_train, x_val, x_test):
             if x is not None and id(x) not in decoded:
-                check_headers(x)  # every cache: a bad file is exit 2 naming it before the run starts, not mid-run
+                check_headers(x)  # disk, none: a bad file is exit 2 naming it before the run starts, as memory's decode gives
                 decoded[id(x)] = in_memory(x)
         x_train, x_val, x_test = (None if x is None else decoded[id(x)] for x in (x_train, x_val, x_test))
     return LoadedData(
