@@ -195,15 +195,29 @@ def test_an_image_deleted_or_replaced_while_streaming_fails_the_run_by_name_and_
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["epoch"] == 1
 
 
+def _cut_png(path: Path) -> bytes:
+    """A real PNG cut in the middle of its data: a sound header, the pixels cut short."""
+    data = path.read_bytes()
+    return data[: len(data) // 2]
+
+
 @pytest.mark.slow
-def test_an_undecodable_image_with_cache_none_is_one_message(cli, tmp_path, write_config):
-    images = write_image_folders(tmp_path / "images", classes=("a", "b"), n_per_class=8, size=(12, 10))
+@pytest.mark.parametrize("cache", ["none", "disk", "memory"])
+@pytest.mark.parametrize("damage", ["garbage", "cut_png", "not_png"])
+def test_an_undecodable_image_is_refused_before_the_run_directory_with_every_cache(cli, tmp_path, write_config, cache, damage):
+    """Every cache gives the same exit 2 naming the file, before anything is written (issue 27, class 7)."""
+    images = write_image_folders(tmp_path / "images", classes=("a", "b"), n_per_class=8, size=(12, 10), formats=("png",))
     bad = images / "train" / "b" / "zz_bad.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    result = cli("run", write_config(folder_config(images, cache="none")), "--run-dir", tmp_path / "run")
+    bad.write_bytes({
+        "garbage": b"\x89PNG\r\n\x1a\n" + b"garbage" * 10,
+        "cut_png": _cut_png(sorted((images / "train" / "a").iterdir())[0]),
+        "not_png": b"%!PS-Adobe-3.0 EPSF-3.0\n",
+    }[damage])
+    result = cli("run", write_config(folder_config(images, cache=cache)), "--run-dir", tmp_path / "run")
     no_traceback(result)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert str(bad) in result.unwrapped and "cannot decode this image" in result.text
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_undecodable_image_while_evaluating_a_streamed_split_is_a_data_error(tmp_path):

@@ -53,3 +53,38 @@ def test_tensorboard_event_scalars_match_history_csv(tensorboard_run, side, tag,
     history, scalars = tensorboard_run
     assert [step for step, _ in scalars[side][tag]] == [0, 1, 2]
     assert [value for _, value in scalars[side][tag]] == pytest.approx([row[column] for row in history], rel=1e-6)
+
+
+# Runs the CLI and reports on stderr whether TensorFlow was imported, *without* hiding it
+# (tests/no_tensorflow.py makes `import tensorflow` fail, which would hide an import that happens).
+REPORTS_TENSORFLOW = (
+    "import sys; from trainer.cli import app\n"
+    "sys.argv[0] = 'trainer'\n"
+    "try:\n    app(); code = 0\nexcept SystemExit as done:\n    code = done.code\n"
+    "print('TENSORFLOW_LOADED', any(m == 'tensorflow' or m.startswith('tensorflow.') for m in sys.modules), file=sys.stderr)\n"
+    "raise SystemExit(code)\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("jax") is None or __import__("importlib").util.find_spec("tensorflow") is None,
+    reason="needs JAX and TensorFlow both installed (the case: TensorFlow present but not to be used)",
+)
+def test_the_tensorboard_callback_on_jax_never_imports_an_installed_tensorflow(tmp_path, mnist_npz, write_config, subprocess_env):
+    """docs/backends.md: on JAX trainer never imports TensorFlow, even where it is installed; the event files still read back."""
+    import subprocess
+    import sys
+
+    path = write_config(tiny_config(mnist_npz, train={"epochs": 2}, callbacks=["tensorboard"]))
+    run_dir = tmp_path / "run"
+    env = {**subprocess_env, "KERAS_BACKEND": "jax", "TRAINER_CONFIG_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-c", REPORTS_TENSORFLOW, "run", str(path), "--run-dir", str(run_dir)],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "TENSORFLOW_LOADED False" in done.stderr
+    history = read_history(run_dir / "history.csv")
+    for side, tag, column in [("train", "epoch_loss", "loss"), ("validation", "epoch_accuracy", "val_accuracy")]:
+        scalars = read_epoch_scalars(run_dir / "tensorboard" / side)
+        assert [step for step, _ in scalars[tag]] == [0, 1]
+        assert [value for _, value in scalars[tag]] == pytest.approx([row[column] for row in history], rel=1e-6)

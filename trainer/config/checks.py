@@ -28,14 +28,23 @@ def _is_custom(name: str) -> bool:
     return ":" in name
 
 
-def plan_run(config: Config) -> Plan:
-    """Resolve ``labels.encoding: auto`` and ``from_logits``; refuse combinations that cannot train."""
+def plan_run(config: Config, *, training: bool = True) -> Plan:
+    """Resolve ``labels.encoding: auto`` and ``from_logits``; refuse combinations that cannot train.
+
+    ``training``: the config is about to train (run, lr-find, sweep, validate), so settings that
+    would make it train nothing are refused too (``check_trains``); eval and predict of a finished
+    run pass False.
+    """
     from trainer.data.catalog import DATASETS
 
     check_catalogue_names(config)
+    if training:
+        check_trains(config)
     check_augment(config)
     check_ema(config)
     notices: list[str] = model_input_notices(config)
+    if training:
+        notices += never_applies_notices(config)
     dataset = DATASETS.get(config.data.dataset)
     num_classes = dataset.num_classes if dataset is not None else None
     name = config.loss.name
@@ -277,3 +286,169 @@ def check_augment(config: Config) -> None:
     shape = expected_image_shape(config.data.dataset, config.data.image_size, config.data.color_mode)
     if shape is not None:
         check_crop(augment.crop, shape)
+
+
+# --------------------------------------------------------------------------- settings that train nothing
+
+
+def check_trains(config: Config) -> None:
+    """Refuse settings under which ``model.fit`` would run every epoch and change no weight (a ``completed`` no-op).
+
+    Each of these is accepted by Keras and trains nothing: a loss multiplied by zero, targets
+    that carry no label, a learning rate that is zero at every step, mixing a batch of one with
+    itself. What needs the data or the model (sample and class weights, trainable weights,
+    gradient accumulation against the run's step count) is checked once those exist
+    (``check_sample_weights``, ``check_class_weights``, ``check_updates``).
+    """
+    problems: list[str] = []
+    if config.compile.loss_weights == 0:
+        problems.append(
+            "compile.loss_weights: 0 multiplies the loss (and so every gradient) by zero, so no weight would change; "
+            "remove it or give a number > 0."
+        )
+    smoothing = config.loss.params.get("label_smoothing")
+    if isinstance(smoothing, (int, float)) and not isinstance(smoothing, bool) and smoothing == 1:  # above 1: the range check says so
+        problems.append(
+            f"loss.label_smoothing: {smoothing!r} replaces every label with the uniform distribution, so the model would "
+            "learn nothing from the labels; use a value below 1 (0.1 is common)."
+        )
+    zero_rate = zero_learning_rate(config.optimizer.params.get("learning_rate"))
+    if zero_rate:
+        problems.append(f"optimizer.learning_rate: {zero_rate}, so no weight would change; give it a rate > 0.")
+    if mixes(config) and config.train.batch_size == 1:
+        problems.append(
+            f"train.batch_size: 1 with data.augment {mixing_keys(config)}: each example is mixed with its batch reversed, "
+            "which for a batch of one is itself, so the mixing never applies; use a batch size of 2 or more, or remove "
+            f"{mixing_keys(config)}."
+        )
+    if problems:
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        raise ConfigError("these settings would train nothing:", problems=problems)
+
+
+def zero_learning_rate(rate: Any) -> str | None:
+    """Why ``optimizer.learning_rate`` (a number or a schedule) is zero at every step, else None.
+
+    A number must be > 0 (the parameter check says so); of the Keras schedules, those that scale
+    ``initial_learning_rate`` stay at zero when it is zero (a cosine warm-up to ``warmup_target``
+    and a polynomial decay to ``end_learning_rate`` excepted), and a piecewise constant schedule
+    whose every value is zero.
+    """
+    if not isinstance(rate, dict):
+        return None
+    name = rate.get("name")
+
+    def zero(key: str, default: Any = None) -> bool:
+        value = rate.get(key, default)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+    if name in ("exponential_decay", "inverse_time_decay", "cosine_decay_restarts") and zero("initial_learning_rate"):
+        return f"{name} with initial_learning_rate 0 is zero at every step"
+    if name == "cosine_decay" and zero("initial_learning_rate") and (zero("warmup_target", 0) or zero("warmup_steps", 0) or rate.get("warmup_target") is None):
+        return "cosine_decay with initial_learning_rate 0 (and no warm-up to a warmup_target > 0) is zero at every step"
+    if name == "polynomial_decay" and zero("initial_learning_rate") and zero("end_learning_rate", 0.0001):
+        return "polynomial_decay from initial_learning_rate 0 to end_learning_rate 0 is zero at every step"
+    values = rate.get("values")
+    if name == "piecewise_constant_decay" and isinstance(values, list) and values and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0 for v in values
+    ):
+        return "piecewise_constant_decay with every value 0 is zero at every step"
+    return None
+
+
+def check_sample_weights(weights: Any, path: str, key: str = "train.sample_weights") -> None:
+    """The training examples' weights (after ``data.limit`` and ``data.validation``): finite, >= 0, and not all zero.
+
+    All-zero weights make every batch's loss 0.0: the run would go through its epochs, change no
+    weight and say ``completed``.
+    """
+    import numpy as np
+
+    from trainer.errors import DataError
+
+    values = np.asarray(weights)
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise DataError(f"{key}: {path} holds {values.dtype} weights; every weight must be a real number >= 0.")
+    bad = []
+    if np.isnan(values).any():
+        bad.append(f"{int(np.isnan(values).sum())} NaN")
+    if np.isinf(values).any():
+        bad.append(f"{int(np.isinf(values).sum())} infinite")
+    negative = values < 0
+    if negative.any():
+        bad.append(f"{int(negative.sum())} negative (the smallest {float(values[negative].min()):g})")
+    if bad:
+        raise DataError(f"{key}: {path} holds {', '.join(bad)} weight(s); every weight must be a finite number >= 0.")
+    if len(values) and not values.any():
+        raise DataError(
+            f"{key}: {path} gives all {len(values):,} training examples weight 0, so the loss is 0 in every batch and "
+            "nothing would train; every weight must be >= 0 and at least one > 0."
+        )
+
+
+def check_class_weights(class_weight: dict[int, float] | None, labels: Any, key: str = "train.class_weight") -> None:
+    """Refuse class weights under which every training example weighs 0 (the classes present all weigh 0)."""
+    import numpy as np
+
+    if not class_weight or len(labels) == 0:
+        return
+    present = sorted(int(c) for c in np.unique(np.asarray(labels)))
+    if all(class_weight.get(c, 1.0) == 0 for c in present):
+        shown = ", ".join(map(str, present[:10])) + (" ..." if len(present) > 10 else "")
+        raise ConfigError(
+            f"{key}: every class of the training data ({shown}) has weight 0, so the loss is 0 in every batch and nothing "
+            "would train; give at least one of them a weight > 0."
+        )
+
+
+def check_updates(model: Any, config: Config, total_steps: int | None) -> None:
+    """The model has weights to train, and ``gradient_accumulation_steps`` reaches an update within the run.
+
+    ``total_steps``: the optimizer steps the run takes (None when unknown: nothing is checked then).
+    """
+    if not list(getattr(model, "trainable_weights", [None])):
+        raise ConfigError(
+            f"model.type {config.model.type}: the built model has no trainable weights (every layer is frozen), so "
+            "nothing would train; unfreeze a layer (e.g. model.trainable_backbone) or train another model."
+        )
+    accumulate = config.optimizer.params.get("gradient_accumulation_steps")
+    if total_steps and isinstance(accumulate, int) and not isinstance(accumulate, bool) and accumulate > total_steps:
+        raise ConfigError(
+            f"optimizer.gradient_accumulation_steps: {accumulate} batches per update, but the run takes {total_steps:,} "
+            f"steps in all (train.epochs x steps per epoch), so the weights would never be updated; use at most "
+            f"{total_steps}, or train longer."
+        )
+
+
+def never_applies_notices(config: Config) -> list[str]:
+    """Settings that are accepted but cannot act within this run's epochs: said once, as notices (the run still trains).
+
+    ``early_stopping`` / ``reduce_lr_on_plateau`` act after ``patience`` epochs without improvement
+    counted from the first epoch, which always improves: with E epochs at most E - 1 can follow it.
+    ``early_stopping`` does nothing before ``start_from_epoch``. A ``data.augment`` section with
+    nothing switched on changes no image.
+    """
+    fine_tune = getattr(config.model, "fine_tune", None)
+    epochs = config.train.epochs + (fine_tune.epochs if fine_tune is not None else 0) - config.train.initial_epoch
+    notices = []
+    for index, spec in enumerate(config.callbacks):
+        params = spec.params
+        if spec.name not in ("early_stopping", "reduce_lr_on_plateau"):
+            continue
+        patience, start = params.get("patience", 0), params.get("start_from_epoch", 0)
+        acts = "stop the run" if spec.name == "early_stopping" else "lower the learning rate"
+        if isinstance(start, int) and not isinstance(start, bool) and start >= epochs + config.train.initial_epoch and spec.name == "early_stopping":
+            notices.append(
+                f"callbacks.{index}: early_stopping start_from_epoch {start} is not before the run's last epoch "
+                f"({epochs + config.train.initial_epoch}), so it never acts in this run."
+            )
+        elif isinstance(patience, int) and not isinstance(patience, bool) and patience >= epochs:
+            notices.append(
+                f"callbacks.{index}: {spec.name} patience {patience} needs {patience} epochs without improvement after the "
+                f"first, but this run trains {epochs}, so it can never {acts}."
+            )
+    augment = config.data.augment
+    if augment is not None and not augment.active:
+        notices.append("data.augment: nothing is switched on (every setting is off or 0), so no image is changed.")
+    return notices

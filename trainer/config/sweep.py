@@ -175,6 +175,28 @@ def decode_choice(values: list[Any], encoded: Any) -> Any:
     return encoded
 
 
+# A study's name is also a folder name (<output.dir>/<study>-sweep): no separators, so it cannot lead out of output.dir.
+STUDY_NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+STUDY_NAME_MAX = 128
+
+
+def check_study_name(value: str, key: str = "--study") -> str:
+    """``value`` when it is a study name ``sweep.study`` would accept; else ``ConfigError`` naming ``key`` and the rule.
+
+    ``trainer sweep --study`` and the Python API's ``study=`` go through here, so a name given on the
+    command line meets the rule of the config's (it names the sweep folder under ``output.dir``).
+    """
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(STUDY_NAME_PATTERN, value) or len(value) > STUDY_NAME_MAX:
+        shown = repr(value) if len(str(value)) <= 80 else repr(str(value)[:80]) + "..."
+        raise ConfigError(
+            f"{key}: {shown} is not a study name; use 1 to {STUDY_NAME_MAX} letters, digits, '.', '_' or '-' (no '/': "
+            f"the name is also the sweep folder <output.dir>/<study>-sweep). Use --sweep-dir to put the folder elsewhere."
+        )
+    return value
+
+
 class SweepConfig(_Strict):
     """``sweep:``: the metric, the budget, Optuna's sampler and pruner, where the study lives, and the search space."""
 
@@ -186,7 +208,7 @@ class SweepConfig(_Strict):
     startup_trials: Annotated[int, Field(ge=0)] = 3  # trials that finish before the median pruner may stop one
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     storage: str | None = None  # None: a journal file in the sweep directory; an RDB URL; or a journal file path
-    study: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9._-]+$")  # None: the config's name
+    study: str | None = Field(default=None, min_length=1, max_length=STUDY_NAME_MAX, pattern=STUDY_NAME_PATTERN)  # None: the config's name
     space: dict[str, ParamSpace] = Field(min_length=1)
 
     @field_validator("space")

@@ -15,7 +15,7 @@ from trainer.config.schema import DataConfig
 from trainer.errors import DataError
 from trainer.data.catalog import DATASETS, FOLDER_DATASET
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
-from trainer.data.folder import in_memory
+from trainer.data.folder import check_headers, in_memory
 from trainer.data.selection import select_stratified, split_stratified
 
 
@@ -200,6 +200,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         decoded: dict[int, Any] = {}  # validation: test is the test split itself: decode it once, keep it one object
         for x in (x_train, x_val, x_test):
             if x is not None and id(x) not in decoded:
+                check_headers(x)  # disk, none: a bad file is exit 2 naming it before the run starts, as memory's decode gives
                 decoded[id(x)] = in_memory(x)
         x_train, x_val, x_test = (None if x is None else decoded[id(x)] for x in (x_train, x_val, x_test))
     return LoadedData(

@@ -58,11 +58,13 @@ class RowFile:
     def __len__(self) -> int:
         return self.shape[0]
 
+    _close = staticmethod(os.close)  # kept on the class: at interpreter shutdown the module's ``os`` may be None already
+
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
         if fd is not None:
             try:
-                os.close(fd)
+                self._close(fd)
             except OSError:
                 pass
 

@@ -187,8 +187,35 @@ def check_can_export(format_name: str) -> ExportFormat:
     """The format, with its packages present (``MissingExtraError``, exit 2, names the install command)."""
     fmt = get_format(format_name)
     require_modules(("tensorflow",), None, f"trainer export --format {fmt.name} (Keras exports through TensorFlow)")
+    check_export_backend(fmt)
     require_modules(fmt.modules, fmt.extra, f"trainer export --format {fmt.name}")
     return fmt
+
+
+# Formats Keras converts from a TensorFlow graph on the TensorFlow backend only (tf2onnx, the TFLite
+# converter): on JAX Keras wants jax2onnx and refuses LiteRT; on PyTorch it goes through torch.onnx
+# and litert-torch, which trainer's parity and graph checks were never run on. SavedModel works from
+# every backend (Keras traces JAX through jax2tf), so it is not listed.
+TENSORFLOW_BACKEND_FORMATS = ("onnx", "litert")
+
+
+def check_export_backend(fmt: ExportFormat) -> None:
+    """Refuse, in one line and the same on every other backend, a format that exports only on the TensorFlow backend."""
+    from trainer.runtime import loaded_keras_backend
+    from trainer.runtime.distribute import choose_backend
+
+    if fmt.name not in TENSORFLOW_BACKEND_FORMATS:
+        return
+    loaded = loaded_keras_backend()
+    backend, _ = choose_backend("none", os.environ, loaded)  # the one reading of KERAS_BACKEND (an unknown name refused there)
+    if backend == "tensorflow":
+        return
+    where = "in this process" if loaded else f"KERAS_BACKEND={backend}"
+    raise BadInputError(
+        f"trainer export --format {fmt.name} needs the TensorFlow backend (Keras converts the model through "
+        f"{'tf2onnx' if fmt.name == 'onnx' else 'the TFLite converter'}), but Keras runs on {backend} ({where}); rerun with "
+        f"KERAS_BACKEND=tensorflow (a model trained on any backend loads there), or use --format savedmodel."
+    )
 
 
 def parity_examples(run: LoadedRun, limit: int = PARITY_EXAMPLES) -> tuple[np.ndarray, np.ndarray, str]:

@@ -128,7 +128,7 @@ def load_run(
 
     config_file, model_file, run_dir, manifest = open_run(target, config_path)
     config = load_config(config_file, list(overrides))
-    plan = plan_run(config)
+    plan = plan_run(config, training=False)  # a finished run: what it trained with is history
     if config_path is not None or overrides:
         check_encoding(config, manifest, plan.encoding, str(config_path or "--set"))
     allowed = code_dirs_for(code_dirs, config.config_dir if config_path is not None else None)
@@ -145,7 +145,7 @@ def load_run(
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
         from trainer.run.compile import compile_model
 
-        compile_model(model, config, plan_run(config))
+        compile_model(model, config, plan_run(config, training=False))
     num_classes = int(model.output_shape[-1])
     if len(class_names) != num_classes:
         class_names = [str(i) for i in range(num_classes)]

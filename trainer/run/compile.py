@@ -48,6 +48,10 @@ def compile_model(model, config: Config, plan: Plan, steps_per_epoch: int | None
     from trainer.catalogue.metrics import build_metrics
     from trainer.catalogue.optimizers import build_optimizer
 
+    if steps_per_epoch:  # about to train (a run, a fine-tune phase, lr-find): something must be able to change
+        from trainer.config.checks import check_updates
+
+        check_updates(model, config, run_steps(config, steps_per_epoch))
     specs = list(config.metrics)
     if not any(s.name in ("accuracy", "acc") for s in specs):
         from trainer.config.schema import NamedSpec

@@ -25,6 +25,9 @@ def fit_kwargs(config: Config, y_train, num_classes: int) -> dict[str, Any]:
         if outside:
             raise ConfigError(f"train.class_weight: class ids {outside} are outside 0..{num_classes - 1} of {config.data.dataset}")
         class_weight = {c: float(class_weight.get(c, 1.0)) for c in range(num_classes)}  # unnamed classes weigh 1
+        from trainer.config.checks import check_class_weights
+
+        check_class_weights(class_weight, y_train)
     return {
         "class_weight": class_weight,
         "initial_epoch": train.initial_epoch,
@@ -52,10 +55,14 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
         weights = weights[: config.data.limit]
     expected = train_examples + (validation_examples if isinstance(config.data.validation, float) else 0)
     if weights.ndim != 1 or len(weights) != expected or not np.issubdtype(weights.dtype, np.number):
+        kind = "" if np.issubdtype(weights.dtype, np.number) else f" ({weights.dtype} values are not numbers)"
         raise DataError(
-            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}; "
+            f"train.sample_weights: {path} holds a {weights.dtype} array of shape {weights.shape}{kind}; "
             f"expected one number per training example, shape ({expected},)."
         )
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-        raise DataError(f"train.sample_weights: {path} has negative, NaN or infinite weights; all must be finite and >= 0.")
-    return np.asarray(weights[:train_examples], dtype="float32")
+    from trainer.config.checks import check_sample_weights
+
+    check_sample_weights(weights, path)  # the whole file: a bad weight is wrong wherever it is
+    kept = np.asarray(weights[:train_examples], dtype="float32")
+    check_sample_weights(kept, path)  # all zero on the examples that train (validation's dropped) trains nothing
+    return kept

@@ -64,6 +64,10 @@ def plan_sweep(
             "sweep:\n  trials: 20\n  space:\n    optimizer.learning_rate: {float: [1.0e-4, 1.0e-2], log: true}\n(see docs/sweep.md)"
         )
     check_sweep(config, config_file)
+    if study is not None:  # model_copy below does not validate: the command line's name meets the config's rule here
+        from trainer.config.sweep import check_study_name
+
+        check_study_name(study)
     sweep = config.sweep.model_copy(update={
         key: value for key, value in (("trials", trials), ("storage", storage), ("study", study)) if value is not None
     })
