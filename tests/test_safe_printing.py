@@ -246,3 +246,16 @@ def test_a_class_name_of_megabytes_is_cut_in_tables_and_pictures():
     output = render(records_table("t", [{"name": "x" * 1_000_000}]))
     assert len(output) < 3 * MAX_CELL and "(999,000 more characters)" in output
     assert len(_label("\x1b" * 1_000_000)) == MAX_LABEL
+
+
+def test_a_study_records_status_and_values_reach_the_trials_table_as_text_not_markup():
+    from rich.console import Console
+
+    from trainer.cli.sweep import trials_table
+    from trainer.sweep.events import TrialRecord
+
+    record = TrialRecord(number=0, status="[link=http://x]\x1b]0;pwned\x07[/]", value=None, params={"a": "[bold]x"})
+    console = Console(record=True, width=200, force_terminal=True)
+    console.print(trials_table([record], None))
+    text = console.export_text()
+    assert "[link=http://x]" in text and "\\x1b" in text and "\x1b]0;" not in text and "[bold]x" in text

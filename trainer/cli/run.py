@@ -31,7 +31,7 @@ def run(
     from trainer.cli.progress import RunProgress
     from trainer.config import load_config
     from trainer.config.checks import plan_run
-    from trainer.console import console, notice
+    from trainer.console import console, notice, untrusted
     from trainer.errors import RunInterrupted
     from trainer.runtime import prepare_runtime
 
@@ -53,7 +53,7 @@ def run(
         console.print("[ok]dry run:[/ok] config, data and model are fine; nothing was trained or written.")
         return
     if not setup.is_chief:
-        console.print(f"process {setup.process_id} of {setup.num_processes} finished; process 0 writes the run directory {planned_dir}", soft_wrap=True)
+        console.print(f"process {setup.process_id} of {setup.num_processes} finished; process 0 writes the run directory {untrusted(planned_dir)}", soft_wrap=True)
         return
     print_summary(result)
 
@@ -79,7 +79,7 @@ def print_summary(result) -> None:
             ],
         )
     )
-    console.print(f"run directory: {result.run_dir}", soft_wrap=True)
+    console.print(f"run directory: {untrusted(result.run_dir)}", soft_wrap=True)
 
 
 def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:

@@ -346,7 +346,7 @@ def trials_table(records: list[TrialRecord], info: SweepStartInfo | None, *, lim
     """The trials as a Rich table: number, state, value, each parameter, epochs, seconds, why it did not complete."""
     from rich.table import Table
 
-    from trainer.console import format_value
+    from trainer.console import format_value, plain
 
     keys = list(info.space) if info else sorted({k for r in records for k in r.params})
     rows = sorted(records, key=lambda r: r.number)
@@ -361,9 +361,9 @@ def trials_table(records: list[TrialRecord], info: SweepStartInfo | None, *, lim
     table.add_column("seconds", justify="right")
     for r in rows[hidden:]:
         is_best = best is not None and r.number == best
-        table.add_row(f"{r.number}{' best' if is_best else ''}", r.status, format_value(r.value), *(_cell(r.params.get(k)) for k in keys),
-                      format_value(r.epochs), "-" if r.wall_seconds is None else f"{r.wall_seconds:.1f}",
-                      style="ok" if is_best else None)
+        cells = (f"{r.number}{' best' if is_best else ''}", r.status, format_value(r.value), *(_cell(r.params.get(k)) for k in keys),
+                 format_value(r.epochs), "-" if r.wall_seconds is None else f"{r.wall_seconds:.1f}")
+        table.add_row(*(plain(cell) for cell in cells), style="ok" if is_best else None)  # a study's records are data: never markup
     return table
 
 
@@ -394,9 +394,9 @@ def print_summary(plan, summary) -> None:
     for text in summary.notices:
         notice(text)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()))
-    console.print(f"{summary.used} of {summary.budget} trials counted ({counts}).", soft_wrap=True)
+    console.print(f"{summary.used} of {summary.budget} trials counted ({_escape(counts)}).", soft_wrap=True)
     for path in summary.files:
-        console.print(f"wrote {path}", soft_wrap=True)
+        console.print(f"wrote {_escape(str(path))}", soft_wrap=True)
     if summary.best is None:
         raise RunFailedError(f"no trial completed ({counts}); see {plan.sweep_dir / 'trials.csv'} for the reasons.")
     console.print(
