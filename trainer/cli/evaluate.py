@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras
 
 OVERWRITE_HELP = (
     "Replace an existing report or confusion matrix PNG that trainer did not write (its permissions are kept). Without it such a "
@@ -28,7 +28,7 @@ def eval_(
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP, show_default=False),
     code: Optional[List[Path]] = typer.Option(None, "--code", help=CODE_HELP, show_default=False),
     output: Optional[Path] = typer.Option(None, "--output", help="Write the JSON report here (default: <run dir>/eval-<split>.json); the confusion matrix PNG (confusion_matrix-<split>.png) goes beside it.", show_default=False),
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar=FLAG, help=OVERWRITE_HELP),
     mlflow: Optional[str] = typer.Option(
         None, "--mlflow", metavar="URI", show_default=False,
         help="Add the report to the run's MLflow run in the tracking store at URI, which must be the store the run was logged to "

@@ -17,7 +17,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many of the most likely classes to list per image."),
     output: Optional[Path] = typer.Option(None, "--output", help="Also write the predictions to FILE.json (everything) or FILE.csv (input, index, predicted, name, probability).", show_default=False),
     overwrite: bool = typer.Option(
-        False, "--overwrite",
+        False, "--overwrite", metavar=FLAG,
         help="Replace an existing --output file that trainer did not write (its permissions are kept). Without it such a file is refused "
         "(exit 2) and nothing is computed; trainer's own earlier predictions are replaced either way. A symbolic link, folder or FIFO is always refused.",
     ),

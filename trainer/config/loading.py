@@ -225,6 +225,18 @@ def _dotted(path: KeyPath) -> str:
     return ".".join(str(part) for part in path) if path else "(top level)"
 
 
+def _drops_a_comment(raw: str) -> bool:
+    """True when YAML reads part of ``raw`` as a comment (``a #b`` is ``a``): text after the last token that is not blank."""
+    if "#" not in raw:
+        return False
+    try:
+        tokens = [token for token in yaml.scan(raw) if not isinstance(token, yaml.StreamEndToken)]
+    except yaml.YAMLError:
+        return False
+    end = max((token.end_mark.index for token in tokens), default=0)
+    return raw[end:].strip().startswith("#")
+
+
 def parse_override(text: str) -> tuple[KeyPath, Any]:
     """``train.epochs=3`` -> (("train", "epochs"), 3); the value is read as YAML."""
     if "=" not in text:
@@ -237,6 +249,11 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
         value = parse_yaml(raw, f"--set {text}")[0] if raw.strip() else None
     except ConfigError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.message.partition(': ')[2]})") from None
+    if _drops_a_comment(raw):
+        raise ConfigError(
+            f"--set {text!r}: ' #' starts a YAML comment, so everything after it would be dropped from the value; "
+            "quote the value (--set 'KEY=\"...\"') to keep a '#' in it (a password, a URL fragment)."
+        )
     path: KeyPath = tuple(int(p) if p.isascii() and p.isdigit() else p for p in parts)  # '¹'.isdigit() is True
     return path, value
 
