@@ -156,5 +156,19 @@ def records_table(title: str, records: list[dict[str, Any]], columns: list[str] 
     return table
 
 
-def print_table(table: Table) -> None:
-    console.print(table)
+def print_table(table: Table, out: Console | None = None) -> None:
+    """A table on stdout (or ``out``). On a terminal Rich fits it to the window; anywhere else (a pipe, a log file, CI)
+    it is drawn at its natural width, so no cell is cut to an ellipsis: what a script or a log keeps is whole."""
+    out = out or console
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    natural = Measurement.get(out, out.options.update_width(1_000_000), table).maximum
+    width = out.width  # print(width=) is capped at the console's own width: widen the console for this table
+    out.width = max(natural, width)
+    try:
+        out.print(table, crop=False)
+    finally:
+        out.width = width

@@ -6,7 +6,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from trainer.console import _escape, console, format_value, key_value_table
+from trainer.console import _escape, console, format_value, key_value_table, print_table
 from trainer.run.events import RunEvents, RunStartInfo
 
 
@@ -20,7 +20,7 @@ class RunProgress(RunEvents):
         self.epochs = 0
 
     def on_run_start(self, info: RunStartInfo) -> None:
-        self.console.print(key_value_table("trainer run", info.header))
+        print_table(key_value_table("trainer run", info.header), self.console)
 
     def on_notice(self, text: str) -> None:
         self.console.print(f"[notice]notice:[/notice] {_escape(text)}")
@@ -43,7 +43,8 @@ class RunProgress(RunEvents):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
         self._stop()
         parts = [f"{k} {format_value(v)}" for k, v in logs.items() if k != "epoch"]
-        self.console.print(f"[ok]epoch {epoch}/{self.epochs}[/ok]  " + "  ".join(parts))
+        # one line per epoch on a pipe or in a log (no wrapping at 80 columns), as on a terminal
+        self.console.print(f"[ok]epoch {epoch}/{self.epochs}[/ok]  " + _escape("  ".join(parts)), soft_wrap=not self.console.is_terminal)
 
     def on_phase_end(self) -> None:
         self._stop()

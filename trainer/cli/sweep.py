@@ -381,13 +381,13 @@ def short_name(key: str, keys: list[str]) -> str:
 
 def print_summary(plan, summary) -> None:
     """The whole study's table, the best trial and the files written; exit 1 when no trial completed."""
-    from trainer.console import _escape, console, notice
+    from trainer.console import _escape, console, notice, print_table
     from trainer.errors import RunFailedError
 
     if summary is None:
         return
     info = plan.start_info(summary.used)
-    console.print(trials_table(summary.records, info, best=summary.best.number if summary.best else None))
+    print_table(trials_table(summary.records, info, best=summary.best.number if summary.best else None))
     for record in summary.records:
         if record.status not in ("completed", "pruned", "running") and record.reason:
             console.print(f"trial {record.number} {record.status}: {_escape(record.reason)}", soft_wrap=True)
