@@ -164,6 +164,7 @@ class RunMetrics:
     run_dir: str | None = None
     reason: str | None = None
     ema: dict[str, Any] | None = None  # train.ema: validation and test measured the average of the weights
+    best: dict[str, Any] | None = None  # trainer.run.best: monitor, mode, the epoch model.h5 holds and its value, last_weights
 
     @classmethod
     def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "RunMetrics":
@@ -179,7 +180,7 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("test_tta", "ema"):
+        for optional in ("test_tta", "ema", "best"):
             if data[optional] is None:
                 del data[optional]
         if data["reason"] is None:
@@ -203,4 +204,8 @@ class RunMetrics:
         from trainer.readers.run_files import read_metrics_record
 
         record = read_metrics_record(run_dir)
-        return None if record is None else cls(**record.model_dump())
+        if record is None:
+            return None
+        values = record.model_dump()
+        values["best"] = record.best.model_dump() if record.best is not None else None
+        return cls(**values)
