@@ -33,10 +33,11 @@ def fit_kwargs(config: Config, y_train, num_classes: int) -> dict[str, Any]:
     }
 
 
-def load_sample_weights(config: Config, train_examples: int, validation_examples: int):
+def load_sample_weights(config: Config, train_examples: int, validation_examples: int, train_rows=None):
     """``train.sample_weights``: a .npy with one weight per training example (as read, after ``data.limit``).
 
-    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped.
+    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped
+    (``train_rows``: the rows that train, ``LoadedData.train_rows``).
     """
     import numpy as np
 
@@ -58,4 +59,5 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
         )
     if not np.all(np.isfinite(weights)) or np.any(weights < 0):
         raise DataError(f"train.sample_weights: {path} has negative, NaN or infinite weights; all must be finite and >= 0.")
-    return np.asarray(weights[:train_examples], dtype="float32")
+    kept = weights[np.asarray(train_rows)] if train_rows is not None else weights[:train_examples]
+    return np.asarray(kept, dtype="float32")

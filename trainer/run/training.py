@@ -125,7 +125,9 @@ class Training:
         for text in self.data.notices:
             self.events.on_notice(text)
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
-        self.sample_weights = load_sample_weights(self.config, len(self.data.x_train), 0 if self.data.x_val is None else len(self.data.x_val))
+        self.sample_weights = load_sample_weights(
+            self.config, len(self.data.x_train), 0 if self.data.x_val is None else len(self.data.x_val), self.data.train_rows,
+        )
         self.fit_settings = fit_kwargs(self.config, self.data.y_train, self.data.num_classes)
 
     def build_and_compile(self) -> None:
@@ -196,6 +198,7 @@ class Training:
             label_encoding=self.plan.encoding, loss={"name": self.plan.loss_name, **self.plan.loss_params},
             model_output=self.config.model.output, custom_objects=self.custom_objects, model_type=self.config.model.type,
             trained_on=self.device.trained_on(), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
+            validation_split=data.validation_split,
         ).write(self.run_dir)
         if self.resume:
             self.rows = truncate_history(self.run_dir / HISTORY_FILE, self.resume.epoch)
