@@ -124,6 +124,10 @@ class Training:
         self.data_fingerprint = resumed if resumed is not None else fingerprint_data(self.config.data)
         for text in self.data.notices:
             self.events.on_notice(text)
+        if self.data.x_val is not None:  # validation at chance while training learns: say so once (trainer.run.chance)
+            from trainer.run.chance import ChanceWatch
+
+            self.events.handlers.append(ChanceWatch(self.data.num_classes, self.events.on_notice))
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
         self.sample_weights = load_sample_weights(
             self.config, len(self.data.x_train), 0 if self.data.x_val is None else len(self.data.x_val), self.data.train_rows,
