@@ -189,6 +189,8 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
     head: HeadConfig = Field(default_factory=lambda: HeadConfig(hidden_units=[256]))
     output: Literal["softmax", "logits"] = "softmax"
     preprocess: Literal["auto", "backbone", "scale"] = "auto"
+    # the backbone's BatchNormalization layers, where they train (weights: none and a trainable backbone); None: the backbone's own
+    batch_norm_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
 
     @field_validator("backbone")
     @classmethod
@@ -206,6 +208,14 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
                 f"fine_tune trains the head first with the backbone frozen, then unfreezes it; "
                 f"trainable_backbone is {self.trainable_backbone!r}, so set trainable_backbone: false (or remove fine_tune)"
             )
+        if self.batch_norm_momentum is not None and (self.weights_kind != "none" or self.trainable_backbone is False):
+            if self.fine_tune is not None:
+                why = "fine-tuning keeps the backbone's BatchNormalization layers frozen (inference mode), so their statistics never change"
+            elif self.trainable_backbone is False:
+                why = "the backbone is frozen (trainable_backbone: false), so its BatchNormalization layers never update"
+            else:
+                why = "with pretrained weights the backbone's BatchNormalization layers stay frozen, so their statistics never change"
+            raise ValueError(f"batch_norm_momentum: {why}; it applies to a backbone trained from scratch (weights: none, trainable_backbone: true); remove it")
         return self
 
     @property
