@@ -26,7 +26,8 @@ def momenta(model) -> set[float]:
         ({"type": "cnn", "blocks": [4], "batch_norm": True, "head": {"hidden_units": [8]}}, (8, 8, 3), {0.9}),  # CNN_BATCH_NORM_MOMENTUM
         ({"type": "cnn", "blocks": [4], "batch_norm": True, "batch_norm_momentum": 0.5, "head": {"hidden_units": [8]}}, (8, 8, 3), {0.5}),
         ({"type": "resnet", "variant": "resnet20", "widths": [4, 4, 4], "batch_norm_momentum": 0.7}, (8, 8, 3), {0.7}),
-        ({"type": "backbone_head", "backbone": "mobilenet_v2", "weights": None, "trainable_backbone": True, "batch_norm_momentum": 0.8}, (32, 32, 3), {0.8}),
+        pytest.param({"type": "backbone_head", "backbone": "mobilenet_v2", "weights": None, "trainable_backbone": True, "batch_norm_momentum": 0.8},
+                     (32, 32, 3), {0.8}, marks=pytest.mark.slow),  # building MobileNetV2 takes seconds
     ],
 )
 def test_every_batch_normalization_layer_gets_the_momentum(model, shape, expected):

@@ -127,23 +127,23 @@ class CheckpointRecord(BaseModel):
 
     version: Annotated[StrictInt, Field(ge=1, le=CHECKPOINT_VERSION)] = 1
     epoch: Annotated[StrictInt, Field(ge=1, le=MAX_EPOCH)]
+    completed: StrictBool = False  # the run completed: weights_file is last.h5 (or model.h5), no .npz is kept (before weights_file: its check reads it)
     weights_file: StrictStr
     callbacks: Annotated[list[CallbackState], Field(max_length=MAX_CALLBACKS)] = []
     random: RandomState = RandomState()
     data: Optional[DataFingerprint] = None
-    completed: StrictBool = False  # the run completed: weights_file is last.h5 (or model.h5), no .npz is kept
 
     @field_validator("weights_file")
     @classmethod
-    def _weights_name(cls, value: str) -> str:
-        if not WEIGHTS_FILE.fullmatch(value) and value not in FINISHED_WEIGHTS:
-            raise ValueError("must be a file name trainer writes: checkpoint-epochNNNN.weights.npz (or .weights.h5, last.h5, model.h5)")
+    def _weights_name(cls, value: str, info: Any) -> str:
+        if info.data.get("completed") and value not in FINISHED_WEIGHTS:
+            raise ValueError("must be last.h5 or model.h5 in a completed run's checkpoint")
+        if not info.data.get("completed") and not WEIGHTS_FILE.fullmatch(value):
+            raise ValueError("must be a file name trainer writes: checkpoint-epochNNNN.weights.npz (or .weights.h5; last.h5 or model.h5 once the run completed)")
         return value
 
     @model_validator(mode="after")
     def _weights_of_this_epoch(self) -> "CheckpointRecord":
-        if (self.weights_file in FINISHED_WEIGHTS) != self.completed:
-            raise ValueError(f"weights_file {self.weights_file!r} and completed {self.completed} disagree (last.h5 or model.h5 only once the run completed)")
         if self.completed:
             if any(s.best_weights_file for s in self.callbacks):
                 raise ValueError("a completed run's checkpoint names no best-weights .npz")
