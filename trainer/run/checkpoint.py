@@ -193,6 +193,14 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
         )
     if run_completed(run_dir, state, (old or {}).get("train", {}).get("epochs"), config.train.epochs):
         raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
+    if state.completed and getattr(config.model, "fine_tune", None) is None:
+        from trainer.run.features import uses_cached_features
+
+        if uses_cached_features(config):
+            raise RunDirError(
+                f"--resume: the run in {run_dir} completed training its head on cached backbone features, and its last.h5 "
+                "holds the whole model without the head's optimizer state; start a new run with more train.epochs."
+            )
     if state.completed and config.train.ema is not None:
         raise RunDirError(
             f"--resume: the run in {run_dir} completed with train.ema, and a completed run keeps only the averaged weights "
