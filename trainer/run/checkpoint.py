@@ -537,7 +537,10 @@ def finish_checkpoints(run_dir: Path, last_file: str) -> None:
         return
     record = {**record, "weights_file": last_file, "completed": True}
     record["callbacks"] = [{k: v for k, v in state.items() if k != BEST_WEIGHTS_KEY} for state in record.get("callbacks") or []]
-    atomic_write_json(run_dir / CHECKPOINT_FILE, record)
+    try:
+        atomic_write_json(run_dir / CHECKPOINT_FILE, record)
+    except OSError:  # the run is complete all the same; the old checkpoint and its files stay, still resumable
+        return
     for entry in os.scandir(run_dir):  # trainer's own names only (checkpoint-*.weights.npz/.h5), never a link's target
         if entry.name.startswith("checkpoint-") and ".weights." in entry.name and not entry.is_dir(follow_symlinks=False):
             with contextlib.suppress(OSError):
