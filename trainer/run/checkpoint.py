@@ -201,11 +201,6 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
                 f"--resume: the run in {run_dir} completed training its head on cached backbone features, and its last.h5 "
                 "holds the whole model without the head's optimizer state; start a new run with more train.epochs."
             )
-    if state.completed and config.train.ema is not None:
-        raise RunDirError(
-            f"--resume: the run in {run_dir} completed with train.ema, and a completed run keeps only the averaged weights "
-            f"({state.weights_file}), not the raw ones training continues from; start a new run with more train.epochs."
-        )
     check_history(run_dir / HISTORY_FILE, state.epoch)
     data_path = config.data.path
     # checkpoints from before data fingerprints cannot be compared; missing data is the loader's to name

@@ -313,7 +313,8 @@ class Training:
                 write_h5_atomically(self.run_dir / MODEL_FILE, save_model_h5(self.model), h5_size_estimate(self.model))
                 metrics = self.write_metrics("completed", test=test, test_tta=test_tta)
                 self.completed = True
-                finish_checkpoints(self.run_dir, last_weights_file(self.best, len(self.rows)))
+                if self.config.train.ema is None:  # with train.ema the checkpoint holds the raw weights, which no .h5 does: it stays
+                    finish_checkpoints(self.run_dir, last_weights_file(self.best, len(self.rows)))
             except OSError as exc:
                 reason = f"cannot write {self.run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left."
                 with contextlib.suppress(Exception):
