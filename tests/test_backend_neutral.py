@@ -263,7 +263,7 @@ def test_an_augmented_jax_run_resumed_equals_the_uninterrupted_one(tmp_path, mni
 @pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna (the sweep extra) is not installed")
 @pytest.mark.slow
 def test_a_sweep_on_jax_runs_without_tensorflow(tmp_path, mnist_npz, write_config):
-    config = tiny_config(mnist_npz, output={"dir": str(tmp_path / "outputs")})
+    config = tiny_config(mnist_npz, output={"dir": str(tmp_path / "outputs")}, data={"validation": 0.25})  # a sweep never selects on test
     config["sweep"] = {"trials": 1, "space": {"optimizer.learning_rate": {"float": [1.0e-3, 1.0e-2], "log": True}}}
     done = _trainer(["sweep", write_config(config)], tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]

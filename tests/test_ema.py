@@ -193,7 +193,9 @@ def test_model_h5_validation_and_test_use_the_average(reference, ema_config):
     from trainer.models import load_model
     from trainer.run.rundir import read_history
 
-    model = load_model(reference / "model.h5")
+    metrics = json.loads((reference / "metrics.json").read_text())
+    assert (reference / "checkpoint.json").is_file() and list(reference.glob("checkpoint-epoch*.weights.npz"))  # kept: the raw weights
+    model = load_model(reference / metrics["best"]["last_weights"])  # the last epoch (model.h5 is the best one)
     saved = [np.asarray(w) for w in model.get_weights()]
     stored = checkpoint_arrays(reference)
     raw, optimizer = stored["model"], stored["optimizer"]
@@ -208,8 +210,11 @@ def test_model_h5_validation_and_test_use_the_average(reference, ema_config):
     assert last["val_loss"] == pytest.approx(evaluated["loss"], rel=1e-4, abs=1e-6)
     model.set_weights(raw)  # the raw weights measure something else: validation did use the average
     assert last["val_loss"] != pytest.approx(model.evaluate(data["x_test"], data["y_test"], verbose=0, return_dict=True)["loss"], rel=1e-2)
-    metrics = json.loads((reference / "metrics.json").read_text())
-    assert metrics["test"]["loss"] == pytest.approx(evaluated["loss"], abs=1e-5)
+    best = load_model(reference / "model.h5")  # the best epoch by val_loss: its average is what the test split measured
+    best_row = read_history(reference / "history.csv")[metrics["best"]["epoch"] - 1]
+    best_loss = best.evaluate(data["x_test"], data["y_test"], verbose=0, return_dict=True, batch_size=16)["loss"]
+    assert best_row["val_loss"] == pytest.approx(best_loss, rel=1e-4, abs=1e-6)
+    assert metrics["test"]["loss"] == pytest.approx(best_loss, abs=1e-5)
     assert metrics["ema"] == {"decay": 0.9, "warmup": True, "every": 1}
     assert json.loads((reference / "manifest.json").read_text())["ema"] == metrics["ema"]
 
@@ -434,7 +439,8 @@ def test_early_stopping_restores_the_best_average(ema_config, tmp_path):
 
     best_first = "callbacks=[{name: early_stopping, monitor: val_loss, mode: max, patience: 5, restore_best_weights: true}]"
     run_dir = tmp_path / "es"
-    assert trainer.train(ema_config, run_dir=run_dir, overrides=[best_first]).status == "completed"
+    # model.h5 is the best by train.monitor: the same value and direction as early stopping's here
+    assert trainer.train(ema_config, run_dir=run_dir, overrides=[best_first, "train.monitor_mode=max"]).status == "completed"
     rows = read_history(run_dir / "history.csv")
     best = max(rows, key=lambda row: row["val_loss"])
     assert best["epoch"] != rows[-1]["epoch"]  # restoring changes something

@@ -64,14 +64,15 @@ def test_folder_limit_is_stratified_and_announced(class_folders):
     assert any("data.limit: 12 of 40" in n and "stratified" in n for n in data.notices)
 
 
-def test_array_files_keep_their_order_but_say_when_classes_are_missing(tmp_path):
+def test_array_files_hold_out_validation_stratified_even_when_sorted_by_class(tmp_path):
     path = tmp_path / "sorted.npz"
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), 20).astype(np.uint8)
     x = rng.integers(0, 255, (200, 28, 28), dtype=np.uint8)
     np.savez(path, x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
     data = load_data(DataConfig(dataset="mnist", path=str(path), validation=0.2))
-    assert any("hold no example of class(es) 0, 1, 2, 3, 4, 5, 6, 7" in n for n in data.notices)
+    assert np.bincount(data.y_val, minlength=10).tolist() == [4] * 10  # not the last 40 examples (class 8 and 9 only)
+    assert any("stratified by class" in n for n in data.notices)
 
 
 # --------------------------------------------------------------------------- wide images

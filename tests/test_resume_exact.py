@@ -120,9 +120,9 @@ def test_sigkill_mid_run_restores_best_weights_and_continues_logs(cli, config_pa
     result = cli("run", config_path, "--run-dir", run_dir, "--resume")
     assert result.exit_code == 0, result.output
     assert_same_run(run_dir, reference)
-    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == [
-        "checkpoint-best0-epoch0001.weights.npz", f"checkpoint-epoch{EPOCHS:04d}.weights.npz"
-    ]
+    # the run completed: its checkpoint .npz files are gone, checkpoint.json names the last epoch's .h5
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == []
+    assert json.loads((run_dir / CHECKPOINT_FILE).read_text())["completed"] is True
 
 
 AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "zoom": 0.1, "translate": 0.1, "contrast": 0.2}

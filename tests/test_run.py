@@ -211,5 +211,6 @@ def test_images_of_another_shape_than_the_dataset_are_named_in_a_notice(cli, mni
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "images are 28x28x1, not 32x32x3 as in cifar10" in text and "data.dataset" in text
-    plain = cli("run", write_config(tiny_config(mnist_npz), "plain.yaml"), "--run-dir", tmp_path / "p")
+    # validation: none, so neither validation notice (the test split, or a fraction held out) is printed either
+    plain = cli("run", write_config(tiny_config(mnist_npz, data={"validation": "none"}), "plain.yaml"), "--run-dir", tmp_path / "p")
     assert "not 28x28x1" not in " ".join(plain.output.split()) and "notice" not in plain.output

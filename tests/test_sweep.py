@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config as plain_tiny_config
+
+
+def tiny_config(data_path, **sections):
+    """``tests.conftest.tiny_config`` with validation held out of the training data: a sweep refuses to optimise on the test split."""
+    data = {"validation": 0.25, **sections.pop("data", {})}
+    return plain_tiny_config(data_path, data=data, **sections)
 from trainer.config.loading import parse_override
 from trainer.config.sweep import format_value, override_text
 from trainer.run.checkpoint import config_differences

@@ -228,6 +228,7 @@ def test_a_sweep_is_a_parent_run_with_each_trial_as_child(cli, data, tmp_path, w
     pytest.importorskip("optuna", reason="the sweep needs the [sweep] extra")
     config = tracked_config(data, tmp_path, None, train={"epochs": 1},
                             sweep={"trials": 2, "sampler": "random", "space": {"optimizer.learning_rate": {"float": [0.001, 0.01]}}})
+    config["data"]["validation"] = 0.25  # a sweep never selects on the test split
     sweep_dir = tmp_path / "sweep"
     result = cli("sweep", write_config(config), "--sweep-dir", sweep_dir)
     assert result.exit_code == 0, result.output

@@ -181,7 +181,11 @@ def check_catalogue_names(config: Config) -> None:
     if optimizer in OPTIMIZER_PARAMS:
         check_optimizer_params(optimizer, config.optimizer.params)
     names = metric_log_names(config)
-    check_callbacks(config.callbacks, None if names is None else logged_names(names, config.data.validation != "none"))
+    logged = None if names is None else logged_names(names, config.data.validation != "none")
+    check_callbacks(config.callbacks, logged)
+    from trainer.config.monitor import resolve_monitor
+
+    resolve_monitor(config, logged)  # train.monitor: the value that picks model.h5's epoch
     scheduled = isinstance(config.optimizer.params.get("learning_rate"), dict)
     uses_callback = any(spec.name in ("learning_rate_scheduler", "reduce_lr_on_plateau") for spec in config.callbacks)
     if scheduled and uses_callback:

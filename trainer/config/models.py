@@ -189,6 +189,8 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
     head: HeadConfig = Field(default_factory=lambda: HeadConfig(hidden_units=[256]))
     output: Literal["softmax", "logits"] = "softmax"
     preprocess: Literal["auto", "backbone", "scale"] = "auto"
+    # the backbone's BatchNormalization layers, where they train (weights: none and a trainable backbone); None: the backbone's own
+    batch_norm_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
 
     @field_validator("backbone")
     @classmethod
@@ -206,6 +208,14 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
                 f"fine_tune trains the head first with the backbone frozen, then unfreezes it; "
                 f"trainable_backbone is {self.trainable_backbone!r}, so set trainable_backbone: false (or remove fine_tune)"
             )
+        if self.batch_norm_momentum is not None and (self.weights_kind != "none" or self.trainable_backbone is False):
+            if self.fine_tune is not None:
+                why = "fine-tuning keeps the backbone's BatchNormalization layers frozen (inference mode), so their statistics never change"
+            elif self.trainable_backbone is False:
+                why = "the backbone is frozen (trainable_backbone: false), so its BatchNormalization layers never update"
+            else:
+                why = "with pretrained weights the backbone's BatchNormalization layers stay frozen, so their statistics never change"
+            raise ValueError(f"batch_norm_momentum: {why}; it applies to a backbone trained from scratch (weights: none, trainable_backbone: true); remove it")
         return self
 
     @property
@@ -246,6 +256,12 @@ class CNNHeadConfig(HeadConfig):
     hidden_units: list[Annotated[int, Field(gt=0, le=MAX_UNITS)]] = Field(default_factory=lambda: [512], max_length=1_000)
 
 
+# Keras's 0.99 keeps the moving statistics near their start (mean 0, variance 1) for the first few hundred
+# steps, so a short run evaluates (validation, test, eval) with statistics that do not match the
+# activations: validation sits at chance while training accuracy climbs. Measured in docs/models.md.
+CNN_BATCH_NORM_MOMENTUM = 0.9
+
+
 @register_model("cnn", builder="trainer.models.cnn:build_cnn")
 class CNNConfig(WeightOptions, ModelSection):
     """Blocks of Conv2D (+BatchNormalization) -> MaxPooling2D -> Dropout, then Flatten, a dense head, the class layer."""
@@ -255,6 +271,8 @@ class CNNConfig(WeightOptions, ModelSection):
     convs_per_block: Annotated[int, Field(gt=0, le=1_000)] = 2
     kernel_size: Annotated[int, Field(gt=0)] = 3
     batch_norm: bool = False
+    # Keras's convention: moving = momentum * moving + (1 - momentum) * batch. None: CNN_BATCH_NORM_MOMENTUM
+    batch_norm_momentum: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     block_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
     head: CNNHeadConfig = Field(default_factory=CNNHeadConfig)
     activation: str = "relu"
@@ -264,6 +282,17 @@ class CNNConfig(WeightOptions, ModelSection):
     @classmethod
     def _known_activation(cls, value: str) -> str:
         return known_activation(value)
+
+    @model_validator(mode="after")
+    def _momentum_needs_batch_norm(self) -> "CNNConfig":
+        if self.batch_norm_momentum is not None and not self.batch_norm:
+            raise ValueError("batch_norm_momentum: applies to BatchNormalization layers, and batch_norm is false; set batch_norm: true or remove batch_norm_momentum")
+        return self
+
+    @property
+    def momentum(self) -> float:
+        """The BatchNormalization momentum in force: the config's, else ``CNN_BATCH_NORM_MOMENTUM``."""
+        return CNN_BATCH_NORM_MOMENTUM if self.batch_norm_momentum is None else self.batch_norm_momentum
 
     def block_list(self) -> list[CNNBlock]:
         """Every block as a mapping with its convs and dropout filled in."""

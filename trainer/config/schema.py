@@ -180,6 +180,9 @@ class TrainConfig(_Strict):
     validation_steps: Count | None = None
     initial_epoch: Annotated[int, Field(ge=0, le=INT32_MAX)] = 0
     cache_features: Union[Literal["auto"], bool] = "auto"
+    # trainer.config.monitor: model.h5 is the best epoch by this logged value (None: val_loss, or loss without validation)
+    monitor: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(default=None, exclude_if=lambda value: value is None)
+    monitor_mode: Literal["auto", "min", "max"] = Field(default="auto", exclude_if=lambda value: value == "auto")  # auto: min for losses and errors, max for accuracy-like scores
     # trainer.config.ema: an average of the weights that validation, test, model.h5 and exports use; absent when off
     ema: EmaConfig | None = Field(default=None, exclude_if=lambda value: value is None)
 

@@ -288,8 +288,10 @@ def check_sweep(config: Any, file: str | Path | None = None) -> None:
         line = marks.get(("sweep", "metric"))
         problems.append(
             f"{f'{file}:{line}: ' if file and line else where('')}sweep.metric: {metric!r} needs a validation split, "
-            "but data.validation is none; use a training metric (accuracy, loss) or test_accuracy"
+            "but data.validation is none; set data.validation: 0.1 (held out of the training data) or use a training metric (accuracy, loss)"
         )
+    if metric.startswith("val_") and validates_on_test(config):
+        raise ConfigError(sweep_on_test_message(config, metric, marks.get(("sweep", "metric")) or marks.get(("data",)), file))
     base = {k: v for k, v in config.to_dict().items() if k != "sweep"}
     for key, space in sweep.space.items():
         for value in space.candidate_values():
@@ -302,6 +304,26 @@ def check_sweep(config: Any, file: str | Path | None = None) -> None:
     if problems:
         count = len(problems)
         raise ConfigError(f"{file or 'config'}: {count} problem{'s' if count > 1 else ''} in sweep.space:", problems=problems)
+
+
+def validates_on_test(config: Any) -> bool:
+    """``data.validation: test`` that does measure the test split (a folder dataset's validation/ or val/ folder takes its place)."""
+    if config.data.validation != "test":
+        return False
+    if config.data.dataset == "folder" and config.data.path is not None:
+        return not any((Path(config.data.path) / name).is_dir() for name in ("validation", "val"))
+    return True
+
+
+def sweep_on_test_message(config: Any, metric: str, line: int | None, file: str | Path | None) -> str:
+    """Why a sweep may not maximise a ``val_`` metric when validation is the test split: it would select on the test set."""
+    where = f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+    folder = " (or a validation/ folder of the dataset)" if config.data.dataset == "folder" else ""
+    return (
+        f"{where}sweep.metric: {metric!r} is measured on the test split (data.validation: test), so the sweep would choose "
+        f"its trials on the test set; set data.validation: 0.1{folder} to hold validation out of the training data "
+        "(--set data.validation=0.1)."
+    )
 
 
 def _without_source(problem: str, text: str) -> str:

@@ -34,6 +34,10 @@ class LoadedData:
     y_test: np.ndarray
     source: str
     notices: list[str] = field(default_factory=list)
+    # data.validation: FRACTION: which rows of the (limited) training examples train (the rest validate), and the
+    # split's record (fraction, seed, sizes, digest) that manifest.json keeps and eval --split validation compares
+    train_rows: np.ndarray | None = None
+    validation_split: dict[str, Any] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -119,6 +123,14 @@ def missing_classes_notice(whole: np.ndarray, taken: np.ndarray, what: str) -> l
     return [f"{what} hold no example of class(es) {shown}; the file is ordered by class? shuffle it first."]
 
 
+def split_record(fraction: float, seed: int, held: Any) -> dict[str, Any]:
+    """What manifest.json records of a ``data.validation: FRACTION`` split: enough to tell a different split later."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(held.chosen, dtype="<i8").tobytes()).hexdigest()
+    return {"fraction": fraction, "seed": seed, "validation": int(len(held.chosen)), "train": int(len(held.rest)), "digest": digest}
+
+
 def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
     """Read the configured dataset and split off validation as ``data.validation`` says."""
     info = DATASETS.get(config.dataset)
@@ -157,31 +169,34 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         )
 
     x_val = y_val = None
+    train_rows = validation_split = None
     if folder is not None and folder.x_val is not None and config.validation != "none":
         x_val, y_val = folder.x_val, folder.y_val
     elif config.validation == "test":
         x_val, y_val = splits.x_test, splits.y_test
     elif isinstance(config.validation, float):
-        count = int(round(len(x_train) * config.validation))
-        if count < 1 or count >= len(x_train):
+        # Stratified by class and seeded (trainer.data.selection), for class folders and array files alike:
+        # every class keeps its share in validation, and the same (labels, fraction, seed) give the same split.
+        held = split_stratified(y_train, config.validation, (seed, VALIDATION_STREAM))
+        if len(held.chosen) < 1 or len(held.rest) < 1:
             raise DataError(
                 f"data.validation: a fraction of {config.validation} of {len(x_train)} training examples "
-                f"leaves {count} for validation and {len(x_train) - count} for training; both need at least one."
+                f"leaves {len(held.chosen)} for validation and {len(held.rest)} for training; both need at least one."
             )
-        if folder is not None:  # stratified by class, seeded, so validation holds every class
-            held = split_stratified(y_train, config.validation, (seed, VALIDATION_STREAM))
-            x_train, x_val = x_train[held.rest], x_train[held.chosen]
-            y_train, y_val = y_train[held.rest], y_train[held.chosen]
-            notices.append(
-                f"data.validation: {config.validation} held out {len(y_val)} of {len(y_val) + len(y_train)} training images "
-                f"for validation, stratified by class (seed {seed}): {held.describe()}."
-            )
-        else:
-            # Like Keras's validation_split: the last examples, taken before any shuffling.
-            whole = y_train
-            x_train, x_val = x_train[:-count], x_train[-count:]
-            y_train, y_val = y_train[:-count], y_train[-count:]
-            notices += missing_classes_notice(whole, y_val, f"data.validation: {config.validation} (the last {count} examples)")
+        x_train, x_val = x_train[held.rest], x_train[held.chosen]
+        y_train, y_val = y_train[held.rest], y_train[held.chosen]
+        train_rows = held.rest
+        validation_split = split_record(config.validation, seed, held)
+        notices.append(
+            f"data.validation: {config.validation} held out {len(y_val)} of {len(y_val) + len(y_train)} training examples "
+            f"for validation, stratified by class (seed {seed}): {held.describe()}."
+        )
+    if x_val is not None and x_val is splits.x_test:
+        notices.append(
+            "data.validation: test: validation is the test split, so the model is selected on the test set "
+            "(model.h5's epoch by train.monitor, early stopping, a sweep's objective) and its test numbers are not a "
+            "held-out estimate; data.validation: 0.1 holds validation out of the training data instead."
+        )
     if len(x_train) == 0:
         raise DataError(f"{source}: the training split is empty.")
     if config.augment is not None and config.augment.crop:
@@ -205,7 +220,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         x_train, x_val, x_test = (None if x is None else decoded[id(x)] for x in (x_train, x_val, x_test))
     return LoadedData(
         config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
-        x_test, splits.y_test, source, notices,
+        x_test, splits.y_test, source, notices, train_rows, validation_split,
     )
 
 

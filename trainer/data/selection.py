@@ -40,8 +40,13 @@ def _shares(sizes: np.ndarray, total: int) -> np.ndarray:
     return np.minimum(shares, sizes)
 
 
-def select_stratified(labels: np.ndarray, count: int, seed: int | tuple[int, ...]) -> Selection:
-    """``count`` indices of ``labels`` with every class in proportion; the same (labels, count, seed) give the same answer."""
+def select_stratified(labels: np.ndarray, count: int, seed: int | tuple[int, ...], leave_one: bool = False) -> Selection:
+    """``count`` indices of ``labels`` with every class in proportion; the same (labels, count, seed) give the same answer.
+
+    ``leave_one``: every class keeps at least one example out of the selection (a class of one
+    example is never chosen), so a validation split never takes a class away from training; the
+    total may then fall short of ``count``.
+    """
     labels = np.asarray(labels)
     if labels.ndim > 1:  # one-hot rows
         labels = labels.argmax(axis=-1)
@@ -49,6 +54,8 @@ def select_stratified(labels: np.ndarray, count: int, seed: int | tuple[int, ...
     classes, inverse = np.unique(labels, return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(classes))
     shares = _shares(sizes, count) if len(labels) else np.zeros(0, np.int64)
+    if leave_one:
+        shares = np.minimum(shares, np.maximum(sizes - 1, 0))
     rng = np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
     chosen = []
     per_class = {}
@@ -63,5 +70,5 @@ def select_stratified(labels: np.ndarray, count: int, seed: int | tuple[int, ...
 
 
 def split_stratified(labels: np.ndarray, fraction: float, seed: int | tuple[int, ...]) -> Selection:
-    """Hold out ``round(len * fraction)`` examples for validation (``chosen``), stratified; ``rest`` trains."""
-    return select_stratified(labels, int(round(len(labels) * fraction)), seed)
+    """Hold out ``round(len * fraction)`` examples for validation (``chosen``), stratified; ``rest`` trains (every class in it)."""
+    return select_stratified(labels, int(round(len(labels) * fraction)), seed, leave_one=True)

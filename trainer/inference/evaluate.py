@@ -118,6 +118,21 @@ def summary_scores(matrix: np.ndarray) -> dict[str, float]:
     return scores
 
 
+def check_same_validation_split(run: LoadedRun, data: Any, split: str) -> None:
+    """``--split validation`` measures the examples the run held out: the split recorded in manifest.json, or a DataError."""
+    recorded = run.manifest.validation_split if run.manifest is not None else None
+    if split != "validation" or recorded is None:
+        return
+    now = data.validation_split
+    if now is None or now.get("digest") != recorded.get("digest"):
+        got = "no fraction split" if now is None else f"data.validation {now['fraction']} with seed {now['seed']} ({now['validation']} examples)"
+        raise DataError(
+            f"--split validation: the run held out data.validation {recorded['fraction']} with seed {recorded['seed']} "
+            f"({recorded['validation']} examples, manifest.json), but this evaluation would take {got}; these are other "
+            "examples (some the model trained on). Drop the --set/--config that changes data.validation, seed or data.path."
+        )
+
+
 def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
 
@@ -135,6 +150,7 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
     tta = check_tta_mode(config.evaluate.tta if tta is None else tta)
     data = load_data(config.data, seed=config.seed)
     x, y = data.split(split)
+    check_same_validation_split(run, data, split)
     if tuple(x.shape[1:]) != run.input_shape:
         raise DataError(
             f"{data.source}: images are {tuple(x.shape[1:])} but the model {run.model_path} takes {run.input_shape}; "

@@ -13,6 +13,7 @@ from trainer.config import Config, load_config
 from trainer.errors import ConfigError, RunDirError
 from trainer.paths import inside, user_path
 from trainer.run.records import Manifest
+from trainer.run.best import LAST_FILE
 from trainer.run.rundir import CONFIG_FILE, MODEL_FILE
 
 
@@ -43,6 +44,8 @@ def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path,
     """(config file, model file, run directory) for a run directory or a model file + --config."""
     target = user_path(target, "run directory")
     config_path = user_path(config_path, "--config") if config_path is not None else None
+    if not target.exists() and target.name == LAST_FILE and (target.parent / CONFIG_FILE).is_file():
+        raise RunDirError(_no_last_file(target))
     if not target.exists():
         raise RunDirError(
             f"{target} does not exist; expected a run directory (with {CONFIG_FILE} and {MODEL_FILE}, "
@@ -62,12 +65,30 @@ def _resolve_target(target: Path, config_path: Path | None) -> tuple[Path, Path,
                 "(did it finish? see its metrics.json)."
             )
         return config_file, model_file, target
+    if config_path is None and is_run_weights(target):  # RUN/last.h5: the run's last epoch, with the run's config and manifest
+        return inside(target.parent, CONFIG_FILE, f"{target.parent}/{CONFIG_FILE}"), inside(target.parent, target.name, str(target)), target.parent
     if config_path is None:
         raise RunDirError(
             f"{target} is a file; a model file needs --config CONFIG (the YAML it was trained with), "
             "or pass the run directory instead."
         )
     return Path(config_path), target, target.parent
+
+
+def is_run_weights(path: Path) -> bool:
+    """``RUN/model.h5`` (the best epoch) or ``RUN/last.h5`` (the last) of a run directory: the run's own config applies."""
+    return path.name in (MODEL_FILE, LAST_FILE) and path.is_file() and (path.parent / CONFIG_FILE).is_file()
+
+
+def _no_last_file(target: Path) -> str:
+    """Why a run has no ``last.h5``: its last epoch was the best (``model.h5``), or it did not complete."""
+    from trainer.run.records import RunMetrics
+
+    metrics = RunMetrics.read(target.parent)
+    best = metrics.best if metrics is not None else None
+    if best is not None and best.get("last_weights") == MODEL_FILE:
+        return f"{target} does not exist: the last epoch ({best.get('last_epoch')}) was the best by {best.get('monitor')}, so {target.parent / MODEL_FILE} holds it."
+    return f"{target} does not exist; a completed run writes it when its last epoch is not the best (see {target.parent / 'metrics.json'})."
 
 
 def load_model_file(path: Path, objects: dict[str, Any] | None = None):
@@ -95,7 +116,7 @@ def open_run(target: Path, config_path: Path | None = None) -> tuple[Path, Path,
     """(config file, model file, run directory, manifest) after every check that needs no TensorFlow:
     paths inside the run directory, a well-formed manifest. ``eval`` and ``predict`` call it first."""
     config_file, model_file, run_dir = _resolve_target(Path(target), config_path)
-    manifest = Manifest.read(run_dir) if Path(target).is_dir() else None
+    manifest = Manifest.read(run_dir) if Path(target).is_dir() or (config_path is None and is_run_weights(Path(target))) else None
     return config_file, model_file, run_dir, manifest
 
 

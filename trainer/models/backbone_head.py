@@ -68,6 +68,17 @@ def set_backbone_trainable(backbone: keras.Model, trainable: bool | int, freeze_
                 layer.trainable = False
 
 
+def set_batch_norm_momentum(backbone: keras.Model, momentum: float, name: str) -> None:
+    """``model.batch_norm_momentum`` on every BatchNormalization layer of a backbone trained from scratch; none is an error."""
+    from trainer.errors import ConfigError
+
+    layers = [layer for layer in backbone._flatten_layers(include_self=False) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        raise ConfigError(f"model.batch_norm_momentum: backbone {name} has no BatchNormalization layers; remove batch_norm_momentum")
+    for layer in layers:
+        layer.momentum = momentum
+
+
 def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
     """Raw 0..255 images -> adaptation -> preprocessing -> the backbone, as one sub-model named ``features``."""
     entry = backbone_entry(config.backbone)
@@ -79,6 +90,8 @@ def build_features(config, input_shape: tuple[int, ...]) -> keras.Model:
     backbone = construct_backbone(entry, config.weights_kind, tuple(int(d) for d in x.shape[1:]))
     if config.weights_kind == "path":
         load_backbone_weights(backbone, Path(config.weights), entry.label)
+    if config.batch_norm_momentum is not None:
+        set_batch_norm_momentum(backbone, config.batch_norm_momentum, config.backbone)
     set_backbone_trainable(backbone, config.trainable_backbone, freeze_batch_norm=config.weights_kind != "none")
     features = keras.Model(inputs, backbone(x), name="features")
     features.trainable = config.trainable_backbone is not False

@@ -41,7 +41,7 @@ def build_cnn(config, input_shape: tuple[int, ...], num_classes: int, **_: objec
             name = f"block{number}_conv{conv}"
             if config.batch_norm:  # the activation after the normalisation, as the BatchNormalization paper does
                 x = keras.layers.Conv2D(block.filters, config.kernel_size, padding="same", use_bias=False, name=name, **options)(x)
-                x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+                x = keras.layers.BatchNormalization(momentum=config.momentum, name=f"{name}_bn")(x)
                 x = keras.layers.Activation(config.activation, name=f"{name}_{config.activation}")(x)
             else:
                 x = keras.layers.Conv2D(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from trainer.errors import RunDirError
 from trainer.readers import KiB, MiB, read_csv, read_json_object, validate
@@ -37,6 +37,7 @@ MAX_SEED_GENERATORS = 100_000
 
 # The only files a checkpoint may name: trainer's own names, no folder part, so never outside the run.
 WEIGHTS_FILE = re.compile(r"checkpoint-epoch(\d{4,10})\.weights\.(npz|h5)")
+FINISHED_WEIGHTS = ("last.h5", "model.h5")  # a completed run's checkpoint.json names the last epoch's .h5 (trainer.run.best)
 BEST_WEIGHTS_FILE = re.compile(r"checkpoint-best(\d{1,4})-epoch(\d{4,10})\.weights\.npz")
 
 UInt32 = Annotated[StrictInt, Field(ge=0, le=2**32 - 1)]
@@ -126,6 +127,7 @@ class CheckpointRecord(BaseModel):
 
     version: Annotated[StrictInt, Field(ge=1, le=CHECKPOINT_VERSION)] = 1
     epoch: Annotated[StrictInt, Field(ge=1, le=MAX_EPOCH)]
+    completed: StrictBool = False  # the run completed: weights_file is last.h5 (or model.h5), no .npz is kept (before weights_file: its check reads it)
     weights_file: StrictStr
     callbacks: Annotated[list[CallbackState], Field(max_length=MAX_CALLBACKS)] = []
     random: RandomState = RandomState()
@@ -133,13 +135,19 @@ class CheckpointRecord(BaseModel):
 
     @field_validator("weights_file")
     @classmethod
-    def _weights_name(cls, value: str) -> str:
-        if not WEIGHTS_FILE.fullmatch(value):
-            raise ValueError("must be a file name trainer writes: checkpoint-epochNNNN.weights.npz (or .weights.h5)")
+    def _weights_name(cls, value: str, info: Any) -> str:
+        if info.data.get("completed") and value not in FINISHED_WEIGHTS:
+            raise ValueError("must be last.h5 or model.h5 in a completed run's checkpoint")
+        if not info.data.get("completed") and not WEIGHTS_FILE.fullmatch(value):
+            raise ValueError("must be a file name trainer writes: checkpoint-epochNNNN.weights.npz (or .weights.h5; last.h5 or model.h5 once the run completed)")
         return value
 
     @model_validator(mode="after")
     def _weights_of_this_epoch(self) -> "CheckpointRecord":
+        if self.completed:
+            if any(s.best_weights_file for s in self.callbacks):
+                raise ValueError("a completed run's checkpoint names no best-weights .npz")
+            return self
         named = int(WEIGHTS_FILE.fullmatch(self.weights_file).group(1))  # type: ignore[union-attr]
         if named != self.epoch:
             raise ValueError(f"weights_file {self.weights_file!r} holds epoch {named} but epoch is {self.epoch}")
@@ -161,6 +169,19 @@ def read_checkpoint_record(run_dir: Path | str) -> CheckpointRecord | None:
 Section = Annotated[dict[Annotated[str, Field(max_length=HISTORY_COLUMN_NAME)], Union[StrictInt, StrictFloat, Annotated[StrictStr, Field(max_length=1024)], None]], Field(max_length=HISTORY_MAX_COLUMNS)]
 
 
+class BestRecord(_Record):
+    """``metrics.json``'s ``best``: which epoch ``model.h5`` holds (``trainer.run.best``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    monitor: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+    mode: Literal["min", "max"]
+    epoch: Optional[Annotated[StrictInt, Field(ge=1, le=MAX_EPOCH)]] = None
+    value: Union[StrictInt, StrictFloat, None] = None
+    last_epoch: Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH)] = 0
+    last_weights: Literal["last.h5", "model.h5"] = "model.h5"
+
+
 class MetricsRecord(BaseModel):
     """``metrics.json``: how a run ended and what it measured."""
 
@@ -180,6 +201,7 @@ class MetricsRecord(BaseModel):
     run_dir: Optional[Annotated[StrictStr, Field(max_length=4096)]] = None
     reason: Optional[Annotated[StrictStr, Field(max_length=64 * KiB)]] = None
     ema: Optional[dict[str, Any]] = None  # train.ema's settings (trainer.config.ema bounds them)
+    best: Optional[BestRecord] = None  # which epoch model.h5 holds; absent in runs from before best/last
 
     @field_validator("ema")
     @classmethod

@@ -30,8 +30,9 @@ from typing import Any
 
 from trainer.errors import ConfigError, RunDirError, RunFailedError
 from trainer.paths import inside, is_inside
-from trainer.readers.run_files import CHECKPOINT_FILE, CHECKPOINT_VERSION
-from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, atomic_path, atomic_write_json, atomic_write_text
+from trainer.readers.run_files import CHECKPOINT_FILE, CHECKPOINT_VERSION, FINISHED_WEIGHTS
+from trainer.run.best import BestEpoch
+from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, MODEL_FILE, atomic_path, atomic_write_json, atomic_write_text
 
 LOCK_FILE = ".trainer.lock"
 
@@ -51,6 +52,7 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
         self._handle: Any = None
+        self.remove = False  # set once the run completed: the lock file goes when released (a finished run keeps none)
 
     def acquire(self) -> "RunLock":
         import fcntl
@@ -74,6 +76,9 @@ class RunLock:
 
     def release(self) -> None:
         if self._handle is not None:
+            if self.remove:  # unlinked while still held: a process that opened it before fails to lock it now
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
             self._handle.close()
             self._handle = None
 
@@ -96,6 +101,7 @@ class ResumeState:
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     random: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] | None = None  # what data.path held when the run started (None: a checkpoint from before 0.x)
+    completed: bool = False  # the run completed: weights_file is last.h5 or model.h5 (trainer.run.best), no .npz kept
 
 
 def read_checkpoint(run_dir: Path) -> ResumeState | None:
@@ -109,6 +115,7 @@ def read_checkpoint(run_dir: Path) -> ResumeState | None:
     return ResumeState(
         record.epoch, record.weights_file, [state.model_dump(exclude_unset=True) for state in record.callbacks],
         record.random.model_dump(exclude_none=True), record.data.model_dump() if record.data is not None else None,
+        record.completed,
     )
 
 
@@ -188,6 +195,14 @@ def check_resume(run_dir: Path, config: Any) -> ResumeState:
         )
     if run_completed(run_dir, state, (old or {}).get("train", {}).get("epochs"), config.train.epochs):
         raise RunDirError(f"--resume: the run in {run_dir} already completed; there is nothing to resume.")
+    if state.completed and getattr(config.model, "fine_tune", None) is None:
+        from trainer.run.features import uses_cached_features
+
+        if uses_cached_features(config):
+            raise RunDirError(
+                f"--resume: the run in {run_dir} completed training its head on cached backbone features, and its last.h5 "
+                "holds the whole model without the head's optimizer state; start a new run with more train.epochs."
+            )
     check_history(run_dir / HISTORY_FILE, state.epoch)
     data_path = config.data.path
     # checkpoints from before data fingerprints cannot be compared; missing data is the loader's to name
@@ -430,7 +445,10 @@ def checkpointer(
             model = self.model
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
+            best_after_completion = _best_weights_of_completed_run(model, run_dir, resume) if resume.completed else None
             load_training_state(model, run_dir / resume.weights_file, check=averager.check_stored if averager is not None else None)
+            if resume.completed and resume.weights_file == MODEL_FILE:  # the last epoch was the best
+                best_after_completion = model.get_weights()
             if averager is not None:
                 averager.forget_raw()  # the model holds the checkpoint's raw weights now
             for callback, state in zip(stateful_callbacks, resume.callbacks):
@@ -440,6 +458,8 @@ def checkpointer(
                         writer.written_best[id(callback)] = (state.get("best_epoch"), value)
                     else:
                         setattr(callback, key, _unplain(value))
+                if resume.completed and isinstance(callback, BestEpoch) and callback.best_epoch is not None:
+                    callback.best_weights = best_after_completion
             for generator, value in zip(_seed_generators(model), resume.random.get("seed_generators", [])):
                 generator.state.assign(np.asarray(value, dtype=generator.state.dtype))
             if "numpy" in resume.random:
@@ -488,6 +508,40 @@ def checkpointer(
 
 
 BEST_WEIGHTS_KEY = "best_weights_file"
+
+
+def _best_weights_of_completed_run(model, run_dir: Path, resume: ResumeState) -> list[Any] | None:
+    """A completed run's best weights (``model.h5``) when the last epoch is in ``last.h5``; read before the last is loaded."""
+    if resume.weights_file == MODEL_FILE:
+        return None
+    from trainer.readers.model_h5 import load_h5_state
+
+    load_h5_state(model, run_dir / MODEL_FILE, run_dir, limit=h5_read_limit(model), optimizer=False)
+    return model.get_weights()
+
+
+def finish_checkpoints(run_dir: Path, last_file: str) -> None:
+    """The run completed: ``checkpoint.json`` names ``last_file`` (the last epoch's ``.h5``), and the ``.npz`` files go.
+
+    ``checkpoint.json`` is replaced first (atomically), the ``.npz`` files deleted after, so a kill
+    at any instant leaves a checkpoint whose files exist. A later ``--resume`` with more
+    ``train.epochs`` continues from ``last_file`` (weights and optimizer state) and the recorded
+    callback and random state.
+    """
+    run_dir = Path(run_dir)
+    record = read_checkpoint_json(run_dir)
+    if record is None:
+        return
+    record = {**record, "weights_file": last_file, "completed": True}
+    record["callbacks"] = [{k: v for k, v in state.items() if k != BEST_WEIGHTS_KEY} for state in record.get("callbacks") or []]
+    try:
+        atomic_write_json(run_dir / CHECKPOINT_FILE, record)
+    except OSError:  # the run is complete all the same; the old checkpoint and its files stay, still resumable
+        return
+    for entry in os.scandir(run_dir):  # trainer's own names only (checkpoint-*.weights.npz/.h5), never a link's target
+        if entry.name.startswith("checkpoint-") and ".weights." in entry.name and not entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 class CheckpointWriter:
@@ -563,7 +617,7 @@ def _named_files(record: dict[str, Any] | None, run_dir: Path | None = None, che
     for state in record.get("callbacks") or []:
         if isinstance(state, dict):
             names.append(state.get(BEST_WEIGHTS_KEY))
-    names = [n for n in names if isinstance(n, str) and n]
+    names = [n for n in names if isinstance(n, str) and n and n not in FINISHED_WEIGHTS]  # model.h5/last.h5 are never a checkpoint's to delete
     return [n for n in names if is_inside(run_dir, n)] if checked else names
 
 
@@ -583,6 +637,11 @@ def load_training_state(model, path: Path, check: Any = None) -> None:
 
     ``check(path, optimizer_arrays)``: refuses what the arrays hold before anything is assigned (``train.ema``'s state).
     """
+    if path.name in FINISHED_WEIGHTS:  # a completed run: the last epoch's model file (weights and optimizer state)
+        from trainer.readers.model_h5 import load_h5_state
+
+        load_h5_state(model, path, path.parent, limit=h5_read_limit(model))
+        return
     if path.name.endswith(".weights.h5"):
         if check is not None:  # version 1 checkpoints predate train.ema
             raise RunDirError(f"{path} is a checkpoint from before train.ema (no average of the weights in it); this run cannot be resumed with train.ema.")
@@ -599,6 +658,13 @@ def load_training_state(model, path: Path, check: Any = None) -> None:
             if tuple(variable.shape) != tuple(value.shape):
                 raise RunDirError(f"{path}: {variable.path} is {tuple(value.shape)} in the checkpoint but {tuple(variable.shape)} in the model.")
             variable.assign(value)
+
+
+def h5_read_limit(model) -> int:
+    """The most bytes a run's own ``.h5`` of ``model`` can take (twice the estimate, plus room for the saved config)."""
+    from trainer.run.rundir import h5_size_estimate
+
+    return 2 * h5_size_estimate(model) + 64 * 2**20
 
 
 def write_arrays(path: Path, groups: dict[str, list[Any]]) -> None:

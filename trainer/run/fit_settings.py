@@ -36,10 +36,11 @@ def fit_kwargs(config: Config, y_train, num_classes: int) -> dict[str, Any]:
     }
 
 
-def load_sample_weights(config: Config, train_examples: int, validation_examples: int):
+def load_sample_weights(config: Config, train_examples: int, validation_examples: int, train_rows=None):
     """``train.sample_weights``: a .npy with one weight per training example (as read, after ``data.limit``).
 
-    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped.
+    When ``data.validation`` is a fraction, the weights of the examples split off for validation are dropped
+    (``train_rows``: the rows that train, ``LoadedData.train_rows``).
     """
     import numpy as np
 
@@ -63,6 +64,7 @@ def load_sample_weights(config: Config, train_examples: int, validation_examples
     from trainer.config.checks import check_sample_weights
 
     check_sample_weights(weights, path)  # the whole file: a bad weight is wrong wherever it is
-    kept = np.asarray(weights[:train_examples], dtype="float32")
-    check_sample_weights(kept, path)  # all zero on the examples that train (validation's dropped) trains nothing
+    kept = weights[np.asarray(train_rows)] if train_rows is not None else weights[:train_examples]
+    kept = np.asarray(kept, dtype="float32")
+    check_sample_weights(kept, path)  # all zero on the examples that train (validation's held out) trains nothing
     return kept

@@ -44,14 +44,17 @@ class Manifest:
     model_type: str | None = None
     trained_on: dict[str, Any] | None = None  # backend, device kind and names, precision (DeviceInfo.trained_on)
     ema: dict[str, Any] | None = None  # train.ema: model.h5 holds the average of the weights ({decay, warmup, every}); absent when off
+    # data.validation: FRACTION: {fraction, seed, validation, train, digest} of the split (trainer.data.loaders.split_record)
+    validation_split: dict[str, Any] | None = None
 
     def write(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / MANIFEST_FILE, self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["ema"] is None:
-            del data["ema"]
+        for optional in ("ema", "validation_split"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -113,7 +116,18 @@ _MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
     "model_type": (lambda v: v is None or isinstance(v, str), "expected a string"),
     "trained_on": (lambda v: v is None or _is_trained_on(v), "expected {backend, kind, devices: [names], precision} as strings"),
     "ema": (lambda v: v is None or _is_ema(v), "expected {decay: a number between 0 and 1, warmup: true or false, every: a whole number}"),
+    "validation_split": (lambda v: v is None or _is_split(v), "expected {fraction: a number between 0 and 1, seed, validation, train: whole numbers, digest: 64 hex digits}"),
 }
+
+
+def _is_split(value: Any) -> bool:
+    """``validation_split``: compared with the split eval computes again (shown, never acted on otherwise)."""
+    return (
+        isinstance(value, dict) and len(value) <= 16
+        and isinstance(value.get("fraction"), float) and 0.0 < value["fraction"] < 1.0
+        and all(_is_int(value.get(key), -(2**63), 2**63 - 1) for key in ("seed", "validation", "train"))
+        and isinstance(value.get("digest"), str) and re.fullmatch(r"[0-9a-f]{64}", value["digest"]) is not None
+    )
 
 
 def _is_ema(value: Any) -> bool:
@@ -164,6 +178,7 @@ class RunMetrics:
     run_dir: str | None = None
     reason: str | None = None
     ema: dict[str, Any] | None = None  # train.ema: validation and test measured the average of the weights
+    best: dict[str, Any] | None = None  # trainer.run.best: monitor, mode, the epoch model.h5 holds and its value, last_weights
 
     @classmethod
     def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "RunMetrics":
@@ -179,7 +194,7 @@ class RunMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("test_tta", "ema"):
+        for optional in ("test_tta", "ema", "best"):
             if data[optional] is None:
                 del data[optional]
         if data["reason"] is None:
@@ -203,4 +218,8 @@ class RunMetrics:
         from trainer.readers.run_files import read_metrics_record
 
         record = read_metrics_record(run_dir)
-        return None if record is None else cls(**record.model_dump())
+        if record is None:
+            return None
+        values = record.model_dump()
+        values["best"] = record.best.model_dump() if record.best is not None else None
+        return cls(**values)

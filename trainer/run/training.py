@@ -22,6 +22,8 @@ from trainer.errors import BadInputError, RunFailedError, RunInterrupted, follow
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
 )
+from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_best, last_weights_file
+from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
 from trainer.run.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
@@ -122,8 +124,14 @@ class Training:
         self.data_fingerprint = resumed if resumed is not None else fingerprint_data(self.config.data)
         for text in self.data.notices:
             self.events.on_notice(text)
+        if self.data.x_val is not None:  # validation at chance while training learns: say so once (trainer.run.chance)
+            from trainer.run.chance import ChanceWatch
+
+            self.events.handlers.append(ChanceWatch(self.data.num_classes, self.events.on_notice))
         self.steps_per_epoch = self.config.train.steps_per_epoch or math.ceil(len(self.data.x_train) / self.config.train.batch_size)
-        self.sample_weights = load_sample_weights(self.config, len(self.data.x_train), 0 if self.data.x_val is None else len(self.data.x_val))
+        self.sample_weights = load_sample_weights(
+            self.config, len(self.data.x_train), 0 if self.data.x_val is None else len(self.data.x_val), self.data.train_rows,
+        )
         self.fit_settings = fit_kwargs(self.config, self.data.y_train, self.data.num_classes)
 
     def build_and_compile(self) -> None:
@@ -158,11 +166,12 @@ class Training:
             made, created = Made(), not existed
             if created:
                 made.track_dir(self.run_dir)
-        with RunLock(self.run_dir):
+        with RunLock(self.run_dir) as lock:
             if self.resume is not None:
                 remove_leftovers(self.run_dir)  # half-written files and caches of the killed process
             try:
                 yield
+                lock.remove = self.completed  # a finished run directory keeps no lock file
             except BadInputError:
                 if made is not None and not self.rows:
                     self.undo_new_run_dir(made, created)
@@ -193,6 +202,7 @@ class Training:
             label_encoding=self.plan.encoding, loss={"name": self.plan.loss_name, **self.plan.loss_params},
             model_output=self.config.model.output, custom_objects=self.custom_objects, model_type=self.config.model.type,
             trained_on=self.device.trained_on(), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
+            validation_split=data.validation_split,
         ).write(self.run_dir)
         if self.resume:
             self.rows = truncate_history(self.run_dir / HISTORY_FILE, self.resume.epoch)
@@ -210,6 +220,7 @@ class Training:
         if self.resume:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
+        self.best = best_epoch_for(config, user_callbacks)  # model.h5's epoch (trainer.run.best), carried across phases
         if config.train.ema is not None:  # here, not at compile: lr-find compiles the same model and must not average
             from trainer.run.ema import WeightAverage
 
@@ -278,6 +289,7 @@ class Training:
         """
         curves = self.draw_curves_in_background()
         try:
+            self.keep_last_then_use_best()
             if self.cached is not None:
                 try:
                     test = self.cached.evaluate_test()
@@ -301,6 +313,8 @@ class Training:
                 write_h5_atomically(self.run_dir / MODEL_FILE, save_model_h5(self.model), h5_size_estimate(self.model))
                 metrics = self.write_metrics("completed", test=test, test_tta=test_tta)
                 self.completed = True
+                if self.config.train.ema is None:  # with train.ema the checkpoint holds the raw weights, which no .h5 does: it stays
+                    finish_checkpoints(self.run_dir, last_weights_file(self.best, len(self.rows)))
             except OSError as exc:
                 reason = f"cannot write {self.run_dir / MODEL_FILE} or {METRICS_FILE}: {exc.strerror or exc}; nothing half-written was left."
                 with contextlib.suppress(Exception):
@@ -315,6 +329,14 @@ class Training:
         self.ended = True
         self.events.on_run_end(result)
         return result
+
+    def keep_last_then_use_best(self) -> None:
+        """``last.h5`` gets the last epoch (when it is not the best), then the model holds the best epoch (``trainer.run.best``)."""
+        try:
+            keep_last_then_use_best(self.model, self.cached.head if self.cached is not None else self.model, self.best, len(self.rows), self.run_dir)
+        except OSError as exc:
+            reason = f"cannot write {self.run_dir / 'last.h5'}: {exc.strerror or exc}; nothing half-written was left."
+            self.fail(reason, reason)
 
     def test_with_tta(self) -> dict[str, Any] | None:
         """``evaluate.tta``: the test split's probabilities averaged over its views (``metrics.json``'s ``test_tta``); else None."""
@@ -406,6 +428,7 @@ class Training:
             status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
             seed=self.config.seed, device=self.device.to_dict(), distribute=self.distribution.to_dict(), versions=versions(),
             run_dir=str(self.run_dir), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
+            best=best_record(getattr(self, "best", None), len(self.rows)) if status == "completed" else None,
         ).write(self.run_dir)
 
     # ------------------------------------------------------------------ helpers
@@ -416,12 +439,13 @@ class Training:
 
         recorder = epoch_recorder(HistoryWriter(self.run_dir / HISTORY_FILE), self.events, self.rows, len(self.data.x_train), phase)
         self.checkpointer = checkpointer(
-            self.run_dir, user_callbacks, self.epoch_variable, resume, getattr(self, "data_fingerprint", None), averager=self.averager,
+            self.run_dir, [*user_callbacks, self.best], self.epoch_variable, resume, getattr(self, "data_fingerprint", None), averager=self.averager,
         )
         preload = after_first_epoch(self.preload_plotting)
         # the average's swap comes first: every other callback sees the averaged weights at the epoch's end
         average = [self.averager.callback()] if self.averager is not None else []
-        return [*average, recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+        # the best epoch's copy is taken before early_stopping may put its restored weights in
+        return [*average, recorder, loss_guard(), self.best, *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
 
     def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
         """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
