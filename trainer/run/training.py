@@ -103,6 +103,11 @@ class Training:
         # collected too, but before the first run there is none, and a full collection costs 0.3 s.
         keras.backend.clear_session(free_memory=_RUNS_STARTED > 0)
         _RUNS_STARTED += 1
+        from trainer.runtime.compile_cache import use_compile_cache
+
+        self.compile_cache = use_compile_cache(keras.backend.backend())  # before the first compile
+        if self.compile_cache.notice:
+            self.events.on_notice(self.compile_cache.notice)
         self.device, self.distribution = start_runtime(self.config, self.setup)  # JAX joins its peers here
         check_catalogue(self.config, self.plan)  # names, parameters and user code, before any data is read
         for text in self.distribution.setup.notices + self.distribution.notices:
@@ -421,7 +426,14 @@ class Training:
         preload = after_first_epoch(self.preload_plotting)
         # the average's swap comes first: every other callback sees the averaged weights at the epoch's end
         average = [self.averager.callback()] if self.averager is not None else []
-        return [*average, recorder, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+        cache = [after_first_epoch(self.report_compile_cache)] if getattr(self, "compile_cache", None) is not None else []
+        return [*average, recorder, *cache, loss_guard(), *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+
+    def report_compile_cache(self) -> None:
+        """Once a run: how many programs of the first epoch came from the compile cache (``trainer.runtime.compile_cache``)."""
+        text, self.compile_cache = self.compile_cache.usage(), None
+        if text:
+            self.events.on_notice(text)
 
     def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
         """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
@@ -482,6 +494,7 @@ class Training:
             ("model", summary),
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
+            *((("compile cache", self.compile_cache.describe()),) if getattr(self, "compile_cache", None) is not None else ()),
             *((("ema", self.config.train.ema.describe()),) if self.config.train.ema is not None else ()),
             *((("distribute", self.distribution.summary()),) if self.distribution.setup.strategy != "none" else ()),
             ("run directory", str(self.run_dir) if not self.dry_run else "(dry run: nothing written)"),
