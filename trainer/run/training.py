@@ -218,10 +218,11 @@ class Training:
         if config.train.ema is not None:  # here, not at compile: lr-find compiles the same model and must not average
             from trainer.run.ema import WeightAverage
 
-            self.averager = WeightAverage(config.train.ema)
-            self.averager.attach(self.model)
             from trainer.run.ema import short_run_notice
             from trainer.run.fine_tune import total_epochs
+
+            self.averager = WeightAverage(config.train.ema, total_steps=self.steps_per_epoch * total_epochs(config))
+            self.averager.attach(self.model)
 
             notice = short_run_notice(config.train.ema, self.steps_per_epoch * (total_epochs(config) - config.train.initial_epoch))
             if notice:
