@@ -215,6 +215,9 @@ class Training:
         if self.resume:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
+        from trainer.models.whitening import schedule_bias_freeze
+
+        schedule_bias_freeze(self.model, self.steps_per_epoch)  # model.whitening.bias_epochs counts this run's epochs
         if config.train.ema is not None:  # here, not at compile: lr-find compiles the same model and must not average
             from trainer.run.ema import WeightAverage
 
