@@ -47,7 +47,7 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
     if given is not None and given.strip().lower() in OFF_VALUES + ("",):
         return None
     if given:
-        return Path(given).expanduser()
+        return Path(given).expanduser().absolute()
     xdg = environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"  # XDG: a relative value is ignored
     return base / "trainer"
@@ -138,7 +138,8 @@ class CompileCache:
         """The header row: ``~/.cache/trainer/compile/jax-0.10.2 (12 programs from earlier runs)``, or why there is none."""
         if self.folder is None:
             return self.reason
-        held = f"{self.entries_at_start:,} programs from earlier runs" if self.entries_at_start else "empty: this run fills it"
+        count = self.entries_at_start
+        held = f"{count:,} program{'s' if count != 1 else ''} from earlier runs" if count else "empty: this run fills it"
         return f"{self.folder} ({held})"
 
     def usage(self) -> str | None:
@@ -152,7 +153,9 @@ class CompileCache:
         verdict = "hit" if hits and not compiled else ("partly hit" if hits else "new")
         return (
             f"compile cache: {verdict}: {hits} of {requests} programs so far read from {self.folder}, "
-            f"{compiled} compiled ({written} stored for the next run)"
+            f"{compiled} compiled (the folder holds {written} more than at the start)"
+            + (" - some could not be stored (JAX's warnings above: a full or unwritable folder); the next run compiles them again"
+               if written < compiled and requests else "")
         )
 
 
