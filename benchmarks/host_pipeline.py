@@ -38,7 +38,7 @@ def overrides(data: Path, limit: int, bf16: bool) -> list[str]:
 def pipeline_rate(data: Path, limit: int, passes: int, bf16: bool) -> tuple[float, float, int]:
     """(images/s of the host pipeline over ``passes`` epochs, seconds to load the split, images a pass)."""
     from trainer.config.loading import load_config
-    from trainer.data.batches import make_batches
+    from trainer.data.batches import epoch_counter, make_batches
     from trainer.data.loaders import load_data
 
     config = load_config(CONFIG, overrides(data, limit, bf16))
@@ -46,13 +46,7 @@ def pipeline_rate(data: Path, limit: int, passes: int, bf16: bool) -> tuple[floa
     loaded = load_data(config.data, seed=config.seed)
     load_seconds = time.perf_counter() - started
 
-    class Epoch:  # the epoch counter the checkpointer sets at each epoch's start in a run
-        value = 0
-
-        def read_value(self):
-            return self.value
-
-    counter = Epoch()
+    counter = epoch_counter()  # what the checkpointer assigns at each epoch's start in a run
     batches = make_batches(
         loaded.x_train, loaded.y_train, batch_size=config.train.batch_size, encoding="sparse", num_classes=loaded.num_classes,
         shuffle=True, seed=config.seed, epoch_variable=counter, augment=config.data.augment,
@@ -60,10 +54,13 @@ def pipeline_rate(data: Path, limit: int, passes: int, bf16: bool) -> tuple[floa
     images = 0
     started = time.perf_counter()
     for epoch in range(passes):
-        counter.value = epoch
-        for index in range(len(batches)):
-            rows = batches[index][0]
-            images += len(rows)
+        counter.assign(epoch)
+        if hasattr(batches, "__getitem__"):  # JAX / PyTorch: the PyDataset fit reads
+            for index in range(len(batches)):
+                images += len(batches[index][0])
+        else:  # TensorFlow: the tf.data pipeline (its own parallel workers)
+            for rows, *_ in batches:
+                images += int(rows.shape[0])
     return images / (time.perf_counter() - started), load_seconds, len(loaded.x_train)
 
 
