@@ -303,11 +303,11 @@ def run_case(name: str, config: dict, backend: str, cpu: bool, scratch: Path, de
     result = Result(name, backend)
     left = deadline - time.monotonic()
     if left < 20:
-        result.status = "skipped: the 8-minute budget is spent"
+        result.status = "skipped: the time budget (--budget) is spent"
         return result
     code, output, run_dir, result.peak_gpu_mib = child_run(name, config, backend, cpu, scratch, left)
     if code is None:
-        result.status = "failed: out of the 8-minute budget"
+        result.status = "failed: out of the time budget (--budget)"
         return result
     if code != 0:
         result.status = why_failed(output)
@@ -363,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None,
                         help="a folder with mnist.npz, cifar-10-batches-py/ and/or cifar10-jpg/ (JPEG class folders); what is absent is synthetic")
     parser.add_argument("--only", default=None, help="comma-separated case names (mnist_mlp, cifar10_cnn, frozen_head, cifar10_94)")
+    parser.add_argument("--budget", type=float, default=BUDGET_SECONDS,
+                        help=f"seconds for all cases (default {BUDGET_SECONDS}: the GPU machine's 8 minutes; slower CPUs need more)")
     parser.add_argument("--download-wheels", default=None, metavar="VERSIONS",
                         help=f"on a machine with network: pip download the wheels for these Pythons (e.g. {','.join(PYTHON_VERSIONS)}) into --wheels, then stop")
     args = parser.parse_args(argv)
@@ -372,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.wheels}: wheels for Python {', '.join(sorted(wheel_pythons(args.wheels)))}")
         return 0
     started = time.monotonic()
-    deadline = started + BUDGET_SECONDS
+    deadline = started + args.budget
     installed = install_missing(args.wheels)
     backends = args.backends.split(",") if args.backends else [b for b, module in BACKEND_MODULES.items() if importlib.util.find_spec(module)]
     if not backends:

@@ -36,8 +36,8 @@ def test_the_cifar10_94_case_trains_on_jpeg_folders_and_times_augmentation(tmp_p
     write_image_folders(tmp_path / "cifar10-jpg", classes=classes, n_per_class=4, size=(32, 32), modes=("RGB",), formats=("jpg",))
     done = subprocess.run(
         [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--tiny", "--backends", "jax", "--only", "cifar10_94",
-         "--data", str(tmp_path)],
-        env=subprocess_env, capture_output=True, text=True, timeout=900,
+         "--data", str(tmp_path), "--budget", "1500"],  # two runs (with and without augmentation) on a shared CPU
+        env=subprocess_env, capture_output=True, text=True, timeout=1600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("| cifar10_94 | jax |")).split(" | ")
