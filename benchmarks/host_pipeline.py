@@ -86,10 +86,14 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3, help="epochs the pipeline is timed over")
     parser.add_argument("--backend", default="jax", help="the Keras backend of both sides (jax or torch: the PyDataset path)")
     parser.add_argument("--bf16", action="store_true", help="train in the config's bfloat16 (emulated, slow, on CPUs without it)")
+    parser.add_argument("--pipeline-only", action="store_true", help="only the pipeline's rate (the training run also tests on the whole test split)")
     args = parser.parse_args()
     os.environ.setdefault("KERAS_BACKEND", args.backend)
     sys.path.insert(0, str(ROOT))
     host, load_seconds, count = pipeline_rate(args.data, args.limit, args.passes, args.bf16)
+    print(f"host pipeline alone: {host:,.0f} images/s ({count:,} images, {args.passes} passes; loading them once: {load_seconds:.1f} s)", flush=True)
+    if args.pipeline_only:
+        return
     step = training_rate(args.data, args.limit, args.bf16, args.backend)
     print(f"| host pipeline alone (images/s) | training step (images/s) | ratio (target >= 20) | images | load once |  ({args.backend}, load {os.getloadavg()[0]:.1f})")
     print("| ---: | ---: | ---: | ---: | ---: |")
