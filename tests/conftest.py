@@ -13,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_HOME", str(Path(__file__).parent / ".keras-home-unused"))
 # trainer export signs exports with a per-user key (trainer.inference.provenance); tests never touch ~/.config
 os.environ.setdefault("TRAINER_CONFIG_HOME", __import__("tempfile").mkdtemp(prefix="trainer-config-"))
+# JAX's compiled programs (trainer.runtime.compile_cache) go to one folder per test session, never ~/.cache
+os.environ.setdefault("TRAINER_CACHE", __import__("tempfile").mkdtemp(prefix="trainer-cache-"))
 
 from tests.datagen import write_mnist_npz  # noqa: E402
 

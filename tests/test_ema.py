@@ -38,6 +38,9 @@ EMA = {"decay": 0.9, "warmup": True}
         ({"every": 0}, "train.ema.every", "greater than 0"),
         ({"every": 1.5}, "train.ema.every", "integer"),
         ({"warmup": "yes"}, "train.ema.warmup", "boolean"),
+        ({"warmup": "cubics"}, "train.ema.warmup", "cubic"),
+        ({"lookahead": "yes"}, "train.ema.lookahead", "boolean"),
+        ({"lookahead": 1}, "train.ema.lookahead", "boolean"),
         ({"decay": 0.99, "momentum": 0.9}, "train.ema.momentum", "unknown key"),
     ],
 )
@@ -97,15 +100,73 @@ def test_an_average_longer_than_the_run_is_told(ema, steps, warned):
 # --------------------------------------------------------------------------- arithmetic by hand
 
 
-def hand_average(settings: EmaConfig, steps: int, rate: float = 0.1) -> tuple[float, float]:
-    """A Dense(1) layer on inputs (1, 1), target 1, SGD on the squared error: every weight follows w -= rate * 2 (3w - 1)."""
+def hand_average(settings: EmaConfig, steps: int, rate: float = 0.1, total_steps: int = 1) -> tuple[float, float]:
+    """A Dense(1) layer on inputs (1, 1), target 1, SGD on the squared error: every weight follows w -= rate * 2 (3w - 1).
+
+    With ``lookahead`` the weight is set to the average at each update (airbench94's ``LookaheadState``)."""
     weight, average, updates = 0.0, 0.0, 0
     for step in range(1, steps + 1):
         weight -= rate * 2 * (3 * weight - 1)
         if step % settings.every == 0:
-            decay = decay_at(settings, updates)
+            decay = decay_at(settings, updates, step=step, total_steps=total_steps)
             average, updates = decay * average + (1 - decay) * weight, updates + 1
+            if settings.lookahead:
+                weight = average
     return weight, average
+
+
+@pytest.mark.parametrize("step, total, expected", [(0, 10, 0.0), (5, 10, 0.9 * 0.125), (10, 10, 0.9), (20, 10, 0.9)])
+def test_cubic_decay_values(step, total, expected):
+    assert decay_at(EmaConfig(decay=0.9, warmup="cubic"), 3, step=step, total_steps=total) == pytest.approx(expected)
+
+
+def test_lookahead_by_hand_small_case():
+    """decay 0.5, every 2 steps, cubic over 4 steps, rate 0.1 (w -= 0.2 (3w - 1)):
+    step 1: w 0.2; step 2: w 0.28, decay 0.5 x (2/4)^3 = 1/16, average 15/16 x 0.28 = 0.2625, w = 0.2625;
+    step 3: w 0.3050; step 4: w 0.3220, decay 0.5, average 0.5 x 0.2625 + 0.5 x 0.3220 = 0.29225, w = 0.29225."""
+    settings_ = EmaConfig(decay=0.5, warmup="cubic", every=2, lookahead=True)
+    weight, average = hand_average(settings_, 4, total_steps=4)
+    assert average == pytest.approx(0.29225) and weight == average
+
+
+def check_lookahead_in_keras(steps_per_execution: int) -> None:
+    """The compiled step's lookahead equals ``hand_average`` (run on the current backend; the JAX case runs it in a subprocess)."""
+    import keras
+
+    from trainer.run.ema import WeightAverage
+
+    settings_ = EmaConfig(decay=0.5, warmup="cubic", every=2, lookahead=True)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")(inputs))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", steps_per_execution=steps_per_execution)
+    average = WeightAverage(settings_, total_steps=6)
+    average.attach(model)
+    x, y = np.ones((5, 2), "float32"), np.ones((5, 1), "float32")  # 5 steps: the last one is not an update
+    model.fit(x, y, batch_size=1, epochs=1, verbose=0, shuffle=False, callbacks=[average.callback()])
+    raw, expected = hand_average(settings_, 5, total_steps=6)
+    assert raw != expected  # step 5 moved the weights away from the average
+    for weights in average.raw_weights(model):
+        np.testing.assert_allclose(weights, raw, rtol=1e-5)
+    for weights in model.get_weights():
+        np.testing.assert_allclose(weights, expected, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_lookahead_equals_the_hand_computed_one(steps_per_execution):
+    check_lookahead_in_keras(steps_per_execution)
+
+
+@needs_jax
+@pytest.mark.slow
+def test_lookahead_equals_the_hand_computed_one_on_jax(subprocess_env):
+    import subprocess
+    import sys
+
+    script = "from tests.test_ema import check_lookahead_in_keras as c; c(1); c(2); print('LOOKAHEAD OK')"
+    done = subprocess.run([sys.executable, "-c", script], env={**subprocess_env, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and "LOOKAHEAD OK" in done.stdout, done.stderr[-3000:]
 
 
 @pytest.mark.slow

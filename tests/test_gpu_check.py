@@ -23,7 +23,48 @@ def test_gpu_check_runs_on_a_cpu_and_prints_the_table(subprocess_env):
     assert done.returncode == 0, done.stdout + done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("| mnist_mlp | jax |"))
     assert "| CPU (JAX, float32) |" in row and row.endswith("| ok |")
-    assert "| case | backend | device | images/s | epoch s | accuracy (synthetic data) |" in done.stdout
+    assert "| case | backend | device | images/s | epoch s | first epoch s (compile) | augmented / plain | accuracy (synthetic data) |" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the check trains on JAX (pip install -e '.[jax]')")
+def test_the_cifar10_94_case_trains_on_jpeg_folders_and_times_augmentation(tmp_path, subprocess_env):
+    """--data DIR with the JPEG class folders (cifar10-jpg/ as ../shared/data holds them, unpacked): the case uses them."""
+    from tests.datagen import write_image_folders
+
+    classes = tuple(f"class{number}" for number in range(10))
+    write_image_folders(tmp_path / "cifar10-jpg", classes=classes, n_per_class=4, size=(32, 32), modes=("RGB",), formats=("jpg",))
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--tiny", "--backends", "jax", "--only", "cifar10_94",
+         "--data", str(tmp_path), "--budget", "1500"],  # two runs (with and without augmentation) on a shared CPU
+        env=subprocess_env, capture_output=True, text=True, timeout=1600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| cifar10_94 | jax |")).split(" | ")
+    assert row[2] == "CPU (JAX, mixed bfloat16)" and row[-1] == "ok |"
+    first_epoch, ratio = float(row[5]), float(row[6])  # both measured
+    assert first_epoch > 0 and ratio > 0
+    assert "accuracy (synthetic data)" not in done.stdout  # real folders, not the synthetic ones
+
+
+def test_data_finds_the_jpeg_folders_and_fills_the_rest(tmp_path):
+    (tmp_path / "cifar10-jpg" / "train").mkdir(parents=True)
+    (tmp_path / "cifar10-jpg" / "test").mkdir()
+    assert gpu_check.jpeg_folders(tmp_path) == tmp_path / "cifar10-jpg"
+    assert gpu_check.jpeg_folders(tmp_path / "cifar10-jpg") == tmp_path / "cifar10-jpg"
+    assert gpu_check.jpeg_folders(tmp_path / "elsewhere") is None
+
+
+def test_wheels_for_another_python_are_named_with_the_remedy(tmp_path, monkeypatch):
+    (tmp_path / "pydantic_core-2.27.1-cp99-cp99-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    (tmp_path / "typer-0.12.0-py3-none-any.whl").write_bytes(b"")
+    assert gpu_check.wheel_pythons(tmp_path) == {"9.9"}
+    monkeypatch.setattr(gpu_check, "missing_modules", lambda names: ["typer>=0.12"])
+    with pytest.raises(SystemExit) as stop:
+        gpu_check.install_missing(tmp_path)
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"holds wheels for Python 9.9, this is Python {here}" in str(stop.value) and f"--download-wheels {here}" in str(stop.value)
+    assert "--python-version" in gpu_check.download_command(tmp_path, "3.12") and "3.12" in gpu_check.download_command(tmp_path, "3.12")
 
 
 @pytest.mark.parametrize(
@@ -47,6 +88,7 @@ def test_table_shows_every_case_even_failed_ones():
     rows = [gpu_check.Result("mnist_mlp", "jax", device="GPU x1: NVIDIA H200 (JAX, mixed bfloat16)", images_per_second=51234.0, epoch_seconds=1.2,
                              accuracy=0.97, peak_gpu_mib=1500.0),
             gpu_check.Result("cifar10_cnn", "torch", status="failed: needs TensorFlow")]
+    rows[0].first_epoch_seconds, rows[0].augment_ratio = 27.5, 1.1
     text = gpu_check.table(rows, cpu=False, synthetic=True)
-    assert "| mnist_mlp | jax | GPU x1: NVIDIA H200 (JAX, mixed bfloat16) | 51,234 | 1.20 | 0.9700 | 1,500 | ok |" in text
-    assert "| cifar10_cnn | torch | - | - | - | - | - | failed: needs TensorFlow |" in text
+    assert "| mnist_mlp | jax | GPU x1: NVIDIA H200 (JAX, mixed bfloat16) | 51,234 | 1.20 | 27.50 | 1.10 | 0.9700 | 1,500 | ok |" in text
+    assert "| cifar10_cnn | torch | - | - | - | - | - | - | - | failed: needs TensorFlow |" in text

@@ -340,6 +340,9 @@ class WhiteningConfig(_Strict):
 
     eps: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-4  # added to each eigenvalue before the inverse square root
     sample: Annotated[int, Field(gt=0, le=MAX_WHITENING_SAMPLE)] = 5000  # training images the covariance is computed from
+    # input: eps as it is on the layer's inputs ([-1, 1] pixels); standardized: eps on unit-variance pixels, as airbench94 states it
+    eps_scale: Literal["input", "standardized"] = "input"
+    bias_epochs: Annotated[int, Field(ge=0, le=100_000)] | None = None  # the bias is frozen after this many epochs (airbench94: 3); null: never
 
 
 @register_model("resnet", builder="trainer.models.resnet:build_resnet")

@@ -51,7 +51,8 @@ class Blocks:
 
 
 def airbench(blocks: Blocks, x, widths: list[int], config):
-    x = PatchWhitening(config.resolved("whitening").eps, name="whiten")(x)
+    whitening = config.resolved("whitening")
+    x = PatchWhitening(whitening.eps, whitening.eps_scale, whitening.bias_epochs, name="whiten")(x)
     x = blocks.act(x, f"whiten_{blocks.activation}")
     for number, width in enumerate(widths, start=1):
         name = f"group{number}"

@@ -28,8 +28,11 @@ from typing import Any
 from trainer.config.ema import WARMUP_START, EmaConfig
 
 
-def decay_at(settings: EmaConfig, updates: int) -> float:
-    """The decay of the update that follows ``updates`` earlier ones: ``decay``, or ``min(decay, (1+t)/(10+t))`` with warm-up."""
+def decay_at(settings: EmaConfig, updates: int, *, step: int = 0, total_steps: int = 1) -> float:
+    """The decay of the update that follows ``updates`` earlier ones, at training step ``step`` (counted from 1) of ``total_steps``:
+    ``decay``; ``min(decay, (1+t)/(10+t))`` with warm-up; ``decay x min(step / total_steps, 1)^3`` with ``warmup: cubic``."""
+    if settings.warmup == "cubic":
+        return settings.decay * min(step / max(total_steps, 1), 1.0) ** 3
     if not settings.warmup:
         return settings.decay
     return min(settings.decay, (1.0 + updates) / (WARMUP_START + updates))
@@ -70,8 +73,9 @@ class WeightAverage:
     model holds (what the checkpoint stores). The average and its step count are optimizer variables.
     """
 
-    def __init__(self, settings: EmaConfig):
+    def __init__(self, settings: EmaConfig, total_steps: int = 1):
         self.settings = settings
+        self.total_steps = max(int(total_steps), 1)  # the run's training steps: ``warmup: cubic`` ramps over them
         self.model: Any = None
         self.sources: list[Any] = []  # the model's averaged variables
         self.averages: list[Any] = []  # their averages (optimizer variables), same order
@@ -120,26 +124,38 @@ class WeightAverage:
             def train_step(state, data):
                 logs, (trainable_values, non_trainable_values, optimizer_values, metrics_values) = original(state, data)
                 weights = [(trainable_values, non_trainable_values)[kind][index] for kind, index in where]
-                new, step = self.updated([optimizer_values[slot] for slot in slots], weights, optimizer_values[step_slot])
+                new, pulled, step = self.updated([optimizer_values[slot] for slot in slots], weights, optimizer_values[step_slot])
                 values = list(optimizer_values)
                 for slot, value in zip(slots, new):
                     values[slot] = value
                 values[step_slot] = step
+                if pulled is not None:  # lookahead: the weights become the average
+                    model_values = [list(trainable_values), list(non_trainable_values)]
+                    for (kind, index), value in zip(where, pulled):
+                        model_values[kind][index] = value
+                    trainable_values, non_trainable_values = type(trainable_values)(model_values[0]), type(non_trainable_values)(model_values[1])
                 return logs, (trainable_values, non_trainable_values, type(optimizer_values)(values), metrics_values)
         else:
             def train_step(data):
                 logs = original(data)
-                new, step = self.updated([a.value for a in self.averages], [s.value for s in self.sources], self.step.value)
+                new, pulled, step = self.updated([a.value for a in self.averages], [s.value for s in self.sources], self.step.value)
                 for average, value in zip(self.averages, new):
                     average.assign(value)
+                for source, value in zip(self.sources, pulled or ()):
+                    source.assign(value)
                 self.step.assign(step)
                 return logs
 
         model.train_step = train_step
         model.train_function = None  # built again, with the update, at the next fit
 
-    def updated(self, averages: list[Any], weights: list[Any], step: Any) -> tuple[list[Any], Any]:
-        """The averages after one more training step (backend tensors in, backend tensors out: traced once)."""
+    def updated(self, averages: list[Any], weights: list[Any], step: Any) -> tuple[list[Any], list[Any] | None, Any]:
+        """The averages after one more training step, the weights with ``lookahead`` (else None) and the step count.
+
+        Backend tensors in, backend tensors out: traced once, inside the compiled step. With
+        ``lookahead`` the weights of an updating step are the new average (airbench94's
+        ``LookaheadState.update``: ``ema.lerp_(w, 1 - decay); w.copy_(ema)``), else they are unchanged.
+        """
         from keras import ops
 
         settings = self.settings
@@ -147,14 +163,25 @@ class WeightAverage:
 
         def update():
             decay = settings.decay
-            if settings.warmup:
+            if settings.warmup == "cubic":
+                done = ops.minimum(ops.cast(step, "float32") / float(self.total_steps), 1.0)
+                decay = decay * done * done * done
+            elif settings.warmup:
                 done = ops.cast(step // settings.every - 1, "float32")  # averaging updates before this one
                 decay = ops.minimum(decay, (1.0 + done) / (WARMUP_START + done))
             return [ops.cast(decay, a.dtype) * a + ops.cast(1.0 - decay, a.dtype) * ops.cast(w, a.dtype) for a, w in zip(averages, weights)]
 
+        def pulled(new):
+            return [ops.cast(a, w.dtype) for a, w in zip(new, weights)]
+
         if settings.every == 1:
-            return update(), step
-        return ops.cond(ops.equal(step % settings.every, 0), update, lambda: list(averages)), step
+            new = update()
+            return new, pulled(new) if settings.lookahead else None, step
+        due = ops.equal(step % settings.every, 0)
+        if not settings.lookahead:
+            return ops.cond(due, update, lambda: list(averages)), None, step
+        both = ops.cond(due, lambda: (lambda new: (new, pulled(new)))(update()), lambda: (list(averages), list(weights)))
+        return list(both[0]), list(both[1]), step
 
     # ------------------------------------------------------------------ which weights the model holds
 

@@ -105,6 +105,11 @@ class Training:
         # collected too, but before the first run there is none, and a full collection costs 0.3 s.
         keras.backend.clear_session(free_memory=_RUNS_STARTED > 0)
         _RUNS_STARTED += 1
+        from trainer.runtime.compile_cache import use_compile_cache
+
+        self.compile_cache = use_compile_cache(keras.backend.backend())  # before the first compile
+        if self.compile_cache.notice:
+            self.events.on_notice(self.compile_cache.notice)
         self.device, self.distribution = start_runtime(self.config, self.setup)  # JAX joins its peers here
         check_catalogue(self.config, self.plan)  # names, parameters and user code, before any data is read
         for text in self.distribution.setup.notices + self.distribution.notices:
@@ -221,13 +226,18 @@ class Training:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
         self.best = best_epoch_for(config, user_callbacks)  # model.h5's epoch (trainer.run.best), carried across phases
+
+        from trainer.models.whitening import schedule_bias_freeze
+
+        schedule_bias_freeze(self.model, self.steps_per_epoch)  # model.whitening.bias_epochs counts this run's epochs
         if config.train.ema is not None:  # here, not at compile: lr-find compiles the same model and must not average
             from trainer.run.ema import WeightAverage
 
-            self.averager = WeightAverage(config.train.ema)
-            self.averager.attach(self.model)
             from trainer.run.ema import short_run_notice
             from trainer.run.fine_tune import total_epochs
+
+            self.averager = WeightAverage(config.train.ema, total_steps=self.steps_per_epoch * total_epochs(config))
+            self.averager.attach(self.model)
 
             notice = short_run_notice(config.train.ema, self.steps_per_epoch * (total_epochs(config) - config.train.initial_epoch))
             if notice:
@@ -445,7 +455,14 @@ class Training:
         # the average's swap comes first: every other callback sees the averaged weights at the epoch's end
         average = [self.averager.callback()] if self.averager is not None else []
         # the best epoch's copy is taken before early_stopping may put its restored weights in
-        return [*average, recorder, loss_guard(), self.best, *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+        cache = [after_first_epoch(self.report_compile_cache)] if getattr(self, "compile_cache", None) is not None else []
+        return [*average, recorder, *cache, loss_guard(), self.best, *user_callbacks, *self.extra_callbacks, preload, self.checkpointer]  # the checkpointer comes last
+
+    def report_compile_cache(self) -> None:
+        """Once a run: how many programs of the first epoch came from the compile cache (``trainer.runtime.compile_cache``)."""
+        text, self.compile_cache = self.compile_cache.usage(), None
+        if text:
+            self.events.on_notice(text)
 
     def fit_phase(self, callbacks: list[Any], *, epochs: int, **settings: Any) -> None:
         """One ``fit`` up to epoch ``epochs``: the head on cached features, or the whole model on (augmented) images."""
@@ -506,6 +523,7 @@ class Training:
             ("model", summary),
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
+            *((("compile cache", self.compile_cache.describe()),) if getattr(self, "compile_cache", None) is not None else ()),
             *((("ema", self.config.train.ema.describe()),) if self.config.train.ema is not None else ()),
             *((("distribute", self.distribution.summary()),) if self.distribution.setup.strategy != "none" else ()),
             ("run directory", str(self.run_dir) if not self.dry_run else "(dry run: nothing written)"),
