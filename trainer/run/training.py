@@ -226,7 +226,6 @@ class Training:
             continue_callback_logs(user_callbacks, self.run_dir, self.resume.epoch)
         settings = {**self.fit_settings, **({"initial_epoch": self.resume.epoch} if self.resume else {})}
         self.best = best_epoch_for(config, user_callbacks)  # model.h5's epoch (trainer.run.best), carried across phases
-
         from trainer.models.whitening import schedule_bias_freeze
 
         schedule_bias_freeze(self.model, self.steps_per_epoch)  # model.whitening.bias_epochs counts this run's epochs
