@@ -28,6 +28,17 @@ def _weights(tmp_path, values) -> str:
 # --------------------------------------------------------------------------- train.sample_weights (the issue's case)
 
 
+def _weight_only_on_held_out(npz, fraction: float, seed: int) -> np.ndarray:
+    """Weights 1 on the examples data.validation: FRACTION holds out (stratified, as the run splits) and 0 on the rest."""
+    from trainer.data.loaders import VALIDATION_STREAM
+    from trainer.data.selection import split_stratified
+
+    labels = np.load(npz)["y_train"]
+    weights = np.zeros(len(labels))
+    weights[split_stratified(labels, fraction, (seed, VALIDATION_STREAM)).chosen] = 1.0
+    return weights
+
+
 @pytest.mark.parametrize(
     "case, expected",
     [
@@ -47,7 +58,7 @@ def test_sample_weights_that_train_nothing_or_are_not_numbers_are_refused(cli, w
         "nan": np.r_[np.ones(255), np.nan],
         "inf": np.r_[np.ones(255), np.inf],
         "complex": np.ones(256, dtype=complex),
-        "zero_where_trained": np.r_[np.zeros(192), np.ones(64)],
+        "zero_where_trained": _weight_only_on_held_out(mnist_npz, 0.25, seed=1),
     }[case]
     data = {"validation": 0.25} if case == "zero_where_trained" else {}
     config = tiny_config(mnist_npz, data=data, train={"sample_weights": _weights(tmp_path, values)})

@@ -34,7 +34,7 @@ def refused(result, *expected: str) -> None:
 @pytest.mark.parametrize("study", ["../../x", "a/b", "/tmp/x", "..\\x", "", "x" * 129, "naïve", "a b", "x\x1b[2J"])
 def test_sweep_study_from_the_command_line_meets_the_config_name_rule(cli, write_config, mnist_npz, tmp_path, study):
     outputs = tmp_path / "outputs"
-    config = tiny_config(mnist_npz, output={"dir": str(outputs)}, sweep={"trials": 1, "space": SPACE})
+    config = tiny_config(mnist_npz, data={"validation": 0.25}, output={"dir": str(outputs)}, sweep={"trials": 1, "space": SPACE})
     path = write_config(config)
     before = sorted(p.name for p in tmp_path.iterdir())
     result = cli("sweep", path, "--study", study)
@@ -49,7 +49,7 @@ def test_a_valid_study_name_is_accepted_and_names_the_folder(mnist_npz, study, t
     from trainer.config.loading import load_config
     from trainer.sweep import plan_sweep
 
-    config = load_config(None, [f"output.dir={tmp_path}", "sweep={space: {optimizer.learning_rate: {float: [0.001, 0.01]}}}"])
+    config = load_config(None, [f"output.dir={tmp_path}", "data.validation=0.1", "sweep={space: {optimizer.learning_rate: {float: [0.001, 0.01]}}}"])
     plan = plan_sweep(config, study=study)
     assert plan.sweep_dir == (tmp_path / f"{study}-sweep").resolve()
     assert plan.sweep_dir.parent == tmp_path.resolve()
@@ -60,7 +60,7 @@ def test_the_python_api_takes_the_same_study_rule():
     from trainer.errors import ConfigError
     from trainer.sweep import plan_sweep
 
-    config = load_config(None, ["sweep={space: {optimizer.learning_rate: {float: [0.001, 0.01]}}}"])
+    config = load_config(None, ["data.validation=0.1", "sweep={space: {optimizer.learning_rate: {float: [0.001, 0.01]}}}"])
     with pytest.raises(ConfigError, match="is not a study name"):
         plan_sweep(config, study="../x")
 

@@ -151,7 +151,7 @@ def test_trainer_run_with_an_unreachable_database_tracking_store(template, cli, 
 @pytest.mark.slow
 def test_trainer_sweep_with_an_unreachable_storage(cli, write_config, tmp_path, closed_port):
     pytest.importorskip("optuna")
-    config = tiny_config(tmp_path / "absent.npz", output={"dir": str(tmp_path / "outputs")}, sweep={
+    config = tiny_config(tmp_path / "absent.npz", data={"validation": 0.2}, output={"dir": str(tmp_path / "outputs")}, sweep={
         "trials": 2, "space": {"optimizer.learning_rate": {"float": [1e-4, 1e-2]}}})
     started = time.monotonic()
     result = cli("sweep", write_config(config), "--storage", f"postgresql://ann:{PASSWORD}@127.0.0.1:{closed_port}/db")

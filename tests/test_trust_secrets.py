@@ -146,7 +146,7 @@ def test_config_yaml_and_best_yaml(password, tmp_path_factory):
 
     def render(pw):
         url = url_for("postgresql", pw)
-        config = load_config(None, [], base=tiny_config(folder / "none.npz", tracking={"mlflow": {"uri": url}}, sweep={
+        config = load_config(None, [], base=tiny_config(folder / "none.npz", data={"validation": 0.2}, tracking={"mlflow": {"uri": url}}, sweep={
             "trials": 2, "storage": url, "space": {"optimizer.learning_rate": {"float": [1e-4, 1e-2]}}}))
         plan = plan_sweep(config, sweep_dir=folder)
         best = TrialRecord(0, "completed", 0.5, {"optimizer.learning_rate": 0.001})

@@ -60,7 +60,7 @@ def run(
 
 def print_summary(result) -> None:
     """The final table: status, epochs, validation and test numbers, throughput, wall time; then the run directory."""
-    from trainer.console import console, key_value_table, print_table
+    from trainer.console import console, key_value_table, print_table, untrusted
 
     test = result.metrics.get("test") or {}
     validation = result.metrics.get("validation") or {}
