@@ -159,8 +159,16 @@ def cnn_config(data_path, augment, **sections):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("augment", [CHANGES["affine + flip + crop + contrast"], CHANGES["everything"]], ids=["affine", "mixing"])
-def test_a_run_augmented_on_the_device_trains_as_the_host_augmented_one(write_config, mnist_npz, tmp_path, monkeypatch, augment):
+@pytest.mark.parametrize(
+    ("augment", "train"),
+    [
+        (CHANGES["affine + flip + crop + contrast"], {}),
+        # with train.ema's step wrapper, two steps per call, and per-example weights beside the mixed targets
+        (CHANGES["everything"], {"ema": {"decay": 0.9}, "class_weight": "balanced"}),
+    ],
+    ids=["affine", "mixing-ema-weights"],
+)
+def test_a_run_augmented_on_the_device_trains_as_the_host_augmented_one(write_config, mnist_npz, tmp_path, monkeypatch, augment, train):
     """The same batches either way: the histories agree to float rounding, and the step did the augmenting."""
     import trainer
     from trainer.data import device_augment
@@ -168,7 +176,10 @@ def test_a_run_augmented_on_the_device_trains_as_the_host_augmented_one(write_co
     calls = []
     original = device_augment.DeviceAugment.__call__
     monkeypatch.setattr(device_augment.DeviceAugment, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
-    config = write_config(cnn_config(mnist_npz, augment, train={"epochs": 2, "batch_size": 64}, optimizer={"name": "sgd", "learning_rate": 0.01}))
+    config = write_config(cnn_config(
+        mnist_npz, augment, train={"epochs": 2, "batch_size": 64, **train}, optimizer={"name": "sgd", "learning_rate": 0.01},
+        compile={"steps_per_execution": 2 if train else 1},
+    ))
     trainer.train(config, run_dir=tmp_path / "device")
     assert calls  # traced into the training step
     monkeypatch.setattr(device_augment, "runs_on_device", lambda *args: False)

@@ -45,18 +45,22 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class EpochOrders:
-    """``epoch_order(count, seed, epoch)`` for any epoch, the latest one kept (thread-safe: parallel batch makers share it)."""
+    """``epoch_order(count, seed, epoch)`` for any epoch, the two latest kept (an endless stream's epoch reads two passes;
+    thread-safe: parallel batch makers share it)."""
 
     def __init__(self, count: int, seed: int):
         self.count, self.seed = int(count), int(seed)
-        self._latest: tuple[int, np.ndarray] | None = None
+        self._kept: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def __call__(self, epoch: int) -> np.ndarray:
+        epoch = int(epoch)
         with self._lock:
-            if self._latest is None or self._latest[0] != int(epoch):
-                self._latest = (int(epoch), epoch_order(self.count, self.seed, int(epoch)))
-            return self._latest[1]
+            order = self._kept.get(epoch)
+            if order is None:
+                order = epoch_order(self.count, self.seed, epoch)
+                self._kept = {**{k: v for k, v in self._kept.items() if abs(k - epoch) == 1}, epoch: order}
+            return order
 
 
 @dataclass(frozen=True)
