@@ -23,6 +23,12 @@ The changes, in the order they apply:
 
 The saved model stays a plain classifier: validation, test, ``trainer eval`` and ``trainer
 predict`` never see augmentation.
+
+A run applies these changes inside its training step (``trainer.data.device_augment``, all but
+``rand_augment``): the host then only computes ``device_params`` (a few numbers per image, from the
+same draws and by the same functions) and hands them over with the uint8 pixels. The NumPy changes
+here stay the reference the device's must equal, and the host path for ``rand_augment`` and
+distributed runs.
 """
 from __future__ import annotations
 
