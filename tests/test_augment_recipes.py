@@ -20,6 +20,8 @@ RECIPE = {
     "flip": "horizontal", "crop": 2, "crop_padding": "reflect", "random_erasing": 0.5,
     "rand_augment": {"magnitude": 9, "layers": 2}, "mixup": 0.2, "cutmix": 1.0,
 }
+# Every change the training step applies (trainer.data.device_augment): RECIPE's rand_augment keeps it on the host.
+DEVICE_RECIPE = {**{k: v for k, v in RECIPE.items() if k != "rand_augment"}, "flip": "alternating", "rotation": 0.05, "contrast": 0.2}
 
 
 def draws(**values):
@@ -272,10 +274,11 @@ def test_a_mixup_cutmix_run_trains_on_sparse_and_one_hot_labels_and_eval_sees_pl
 
 
 @pytest.mark.slow
-def test_a_tensorflow_run_with_the_recipes_resumed_equals_the_uninterrupted_one(cli, write_config, mnist_npz, tmp_path):
+@pytest.mark.parametrize("recipe", [RECIPE, DEVICE_RECIPE], ids=["host", "device"])
+def test_a_tensorflow_run_with_the_recipes_resumed_equals_the_uninterrupted_one(cli, write_config, mnist_npz, tmp_path, recipe):
     # One pass an epoch here; train.steps_per_epoch shorter than a pass: tests/test_tf_stream.py.
     config = tiny_config(mnist_npz, train={"epochs": 3, "batch_size": 32})
-    config["data"]["augment"] = RECIPE
+    config["data"]["augment"] = recipe
     path = write_config(config)
     histories = []
     for run_dir, first_epochs in ((tmp_path / "whole", 3), (tmp_path / "resumed", 2)):
@@ -291,11 +294,12 @@ def test_a_tensorflow_run_with_the_recipes_resumed_equals_the_uninterrupted_one(
 
 @needs_jax
 @pytest.mark.slow
-def test_a_jax_run_with_the_recipes_without_tensorflow_resumed_equals_the_uninterrupted_one(tmp_path, mnist_npz, write_config):
+@pytest.mark.parametrize("recipe", [RECIPE, DEVICE_RECIPE], ids=["host", "device"])
+def test_a_jax_run_with_the_recipes_without_tensorflow_resumed_equals_the_uninterrupted_one(tmp_path, mnist_npz, write_config, recipe):
     from tests.test_backend_neutral import _trainer
 
     config = tiny_config(mnist_npz, train={"epochs": 3, "batch_size": 32, "steps_per_epoch": 10})
-    config["data"]["augment"] = RECIPE
+    config["data"]["augment"] = recipe
     path = write_config(config)
     histories = []
     for run_dir, first_epochs in ((tmp_path / "whole", 3), (tmp_path / "resumed", 2)):

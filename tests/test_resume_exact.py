@@ -126,11 +126,17 @@ def test_sigkill_mid_run_restores_best_weights_and_continues_logs(cli, config_pa
 
 
 AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "zoom": 0.1, "translate": 0.1, "contrast": 0.2}
+# Augmented inside the training step (trainer.data.device_augment): every change but rand_augment, which stays on the host.
+RECIPES = {
+    "affine": AUGMENT,
+    "mixing": {"flip": "alternating", "crop": 2, "crop_padding": "reflect", "random_erasing": 0.5, "mixup": 0.2, "cutmix": 1.0},
+    "rand_augment": {"flip": "horizontal", "crop": 2, "rand_augment": {"magnitude": 9, "layers": 2}},  # on the host
+}
 
 
-@pytest.fixture(scope="module")
-def augmented(tmp_path_factory):
-    """A config with every augmentation on, and its uninterrupted run: the reference a killed and resumed run must equal."""
+@pytest.fixture(scope="module", params=RECIPES.values(), ids=RECIPES.keys())
+def augmented(tmp_path_factory, request):
+    """A config with augmentation on, and its uninterrupted run: the reference a killed and resumed run must equal."""
     from typer.testing import CliRunner
 
     from trainer.cli import app
@@ -138,7 +144,7 @@ def augmented(tmp_path_factory):
     folder = tmp_path_factory.mktemp("augmented")
     data = write_mnist_npz(folder / "data.npz", n_train=800, n_test=64, seed=0)
     config = tiny_config(data, train={"epochs": EPOCHS, "batch_size": 16}, compile={"steps_per_execution": 1}, optimizer={"name": "adam", "learning_rate": 0.001})
-    config["data"]["augment"] = AUGMENT
+    config["data"]["augment"] = request.param
     path = folder / "augmented.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     result = CliRunner().invoke(app, ["run", str(path), "--run-dir", str(folder / "reference")], catch_exceptions=False)

@@ -66,7 +66,8 @@ MAX_MIX_ALPHA = 1000.0
 class AugmentConfig(_Strict):
     """Random changes to training batches (``trainer.data.augment``); validation, test, eval and predict never see them."""
 
-    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    # alternating: left-right, each image by its own bit in even epochs and the other way in odd ones (airbench)
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical", "alternating"] = "none"
     crop: Annotated[int, Field(ge=0, le=MAX_IMAGE_SIDE)] = 0  # pad by N pixels, crop back to the image size at a random place
     crop_padding: Literal["zeros", "reflect"] = "zeros"  # what crop pads with: black, or the image mirrored (airbench's translate)
     rotation: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # fraction of a full turn, either way

@@ -23,6 +23,12 @@ The changes, in the order they apply:
 
 The saved model stays a plain classifier: validation, test, ``trainer eval`` and ``trainer
 predict`` never see augmentation.
+
+A run applies these changes inside its training step (``trainer.data.device_augment``, all but
+``rand_augment``): the host then only computes ``device_params`` (a few numbers per image, from the
+same draws and by the same functions) and hands them over with the uint8 pixels. The NumPy changes
+here stay the reference the device's must equal, and the host path for ``rand_augment`` and
+distributed runs.
 """
 from __future__ import annotations
 
@@ -109,38 +115,67 @@ def random_pad_crop(images: np.ndarray, pad: int, u_rows: np.ndarray, u_cols: np
     return out
 
 
-def _flips(augment: Any, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which images are mirrored left-right and which upside down (each with probability 1/2)."""
+# The epoch under which an example's own draws are keyed by its index in the data (not its place in an epoch's order):
+# the alternating flip's bit, the same every epoch.
+IDENTITY_EPOCH = 2**64 - 1
+
+
+def identity_uniforms(seed: int, indices: np.ndarray) -> np.ndarray:
+    """Each example's own draws, keyed by (seed, its index in the split): the same in every epoch, whatever the order."""
+    return example_uniforms(seed, IDENTITY_EPOCH, np.asarray(indices), slots=1)
+
+
+def _flips(augment: Any, u: np.ndarray, epoch: int = 0, identity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Which images are mirrored left-right and which upside down (each with probability 1/2).
+
+    ``alternating`` (airbench's flip): left-right by the example's own bit (``identity``, its
+    ``identity_uniforms``) in even epochs and by the other value in odd ones, so each image is
+    seen mirrored every other epoch; without ``identity`` the bit is drawn from ``u``.
+    """
     none = np.zeros(len(u), dtype=bool)
+    if augment.flip == "alternating":
+        bits = (identity if identity is not None else u)[:, SLOTS["flip_h"]] < 0.5
+        return bits ^ bool(int(epoch) % 2), none
     flip_h = u[:, SLOTS["flip_h"]] < 0.5 if augment.flip in ("horizontal", "horizontal_and_vertical") else none
     flip_v = u[:, SLOTS["flip_v"]] < 0.5 if augment.flip in ("vertical", "horizontal_and_vertical") else none
     return flip_h, flip_v
 
 
-def flip_only(images: np.ndarray, augment: Any, u: np.ndarray) -> np.ndarray:
+def flip_only(images: np.ndarray, augment: Any, u: np.ndarray, flips: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Flips alone: exact mirrors, no resampling."""
-    flip_h, flip_v = _flips(augment, u)
+    flip_h, flip_v = flips if flips is not None else _flips(augment, u)
     out = images.copy()
     out[flip_h] = out[flip_h][:, :, ::-1]
     out[flip_v] = out[flip_v][:, ::-1]
     return out
 
 
-def affine_resample(images: np.ndarray, augment: Any, u: np.ndarray) -> np.ndarray:
-    """Flip, rotation, zoom and translation as one affine map per image, sampled bilinearly with reflected edges."""
-    batch, height, width = images.shape[:3]
-    channels = images.shape[3]
-    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
-    # Output pixel p samples the source at c + A (p - c - t): t the translation, A = flip . rotation . zoom.
+def uses_affine(augment: Any) -> bool:
+    """Whether rotation, zoom or translate is on (the flips then fold into one resampled affine map)."""
+    return bool(augment.rotation or augment.zoom or augment.translate)
+
+
+def affine_maps(augment: Any, u: np.ndarray, height: int, width: int, flips: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A (batch, 2, 2) on (row, col), ty, tx) per image: output pixel p samples the source at c + A (p - c - t)."""
+    batch = len(u)
     ty = _symmetric(u[:, SLOTS["translate_y"]], augment.translate) * height if augment.translate else np.zeros(batch)
     tx = _symmetric(u[:, SLOTS["translate_x"]], augment.translate) * width if augment.translate else np.zeros(batch)
     scale = 1.0 + _symmetric(u[:, SLOTS["zoom"]], augment.zoom) if augment.zoom else np.ones(batch)  # > 1: zoomed out
     angle = _symmetric(u[:, SLOTS["rotation"]], augment.rotation * 2 * np.pi) if augment.rotation else np.zeros(batch)
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
     a = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (batch, 2, 2) on (row, col)
-    flip_h, flip_v = _flips(augment, u)
+    flip_h, flip_v = flips
     a[:, 0, :] *= np.where(flip_v, -1.0, 1.0)[:, None]
     a[:, 1, :] *= np.where(flip_h, -1.0, 1.0)[:, None]
+    return a, ty, tx
+
+
+def affine_resample(images: np.ndarray, augment: Any, u: np.ndarray, flips: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Flip, rotation, zoom and translation as one affine map per image, sampled bilinearly with reflected edges."""
+    batch, height, width = images.shape[:3]
+    channels = images.shape[3]
+    cy, cx = (height - 1) / 2.0, (width - 1) / 2.0
+    a, ty, tx = affine_maps(augment, u, height, width, flips if flips is not None else _flips(augment, u))
     ry = np.arange(height, dtype=np.float64)[None, :, None] - cy - ty[:, None, None]  # (batch, height, 1)
     rx = np.arange(width, dtype=np.float64)[None, None, :] - cx - tx[:, None, None]  # (batch, 1, width)
     sy = cy + a[:, 0, 0, None, None] * ry + a[:, 0, 1, None, None] * rx  # (batch, height, width)
@@ -162,10 +197,15 @@ def affine_resample(images: np.ndarray, augment: Any, u: np.ndarray) -> np.ndarr
     return (top * (1 - wy) + bottom * wy).astype(np.float32)
 
 
+def contrast_factors(contrast: float, u: np.ndarray) -> np.ndarray:
+    """Each image's contrast factor, in [1 - c, 1 + c] (float32)."""
+    return (1.0 + _symmetric(u, contrast)).astype(np.float32)
+
+
 def random_contrast(images: np.ndarray, contrast: float, u: np.ndarray) -> np.ndarray:
     """(pixel - mean) * f + mean per image and channel, f in [1 - c, 1 + c]; clipped to 0..255 (Keras's RandomContrast)."""
     batch, channels = images.shape[0], images.shape[-1]
-    factor = (1.0 + _symmetric(u, contrast)).astype(np.float32)[:, None, None, None]
+    factor = contrast_factors(contrast, u)[:, None, None, None]
     mean = images.reshape(batch, -1, channels).mean(axis=1, dtype=np.float32)[:, None, None, :]
     out = (images - mean) * factor
     out += mean
@@ -196,8 +236,23 @@ def random_erasing(images: np.ndarray, probability: float, u: np.ndarray) -> np.
     return np.where(inside[..., None], mean, images).astype(np.float32, copy=False)
 
 
-def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
-    """A batch of images (values 0..255, (batch, h, w[, c])) augmented: float32, same shape; a pure function of its arguments."""
+def _draws(augment: Any, seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """The batch's uniforms: the later slots only when a change that reads them is on."""
+    later = getattr(augment, "rand_augment", None) is not None or getattr(augment, "random_erasing", 0.0) or getattr(augment, "mixes", False)
+    return example_uniforms(seed, epoch, positions, len(SLOTS) if later else len(_FIRST_SLOTS))
+
+
+def _batch_flips(augment: Any, u: np.ndarray, seed: int, epoch: int, indices: np.ndarray | None, positions: np.ndarray):
+    identity = identity_uniforms(seed, positions if indices is None else indices) if augment.flip == "alternating" else None
+    return _flips(augment, u, epoch, identity)
+
+
+def augment_batch(
+    images: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray, indices: np.ndarray | None = None
+) -> np.ndarray:
+    """A batch of images (values 0..255, (batch, h, w[, c])) augmented: float32, same shape; a pure function of its arguments.
+
+    ``indices``: the examples' indices in the split (what the alternating flip keys on; the positions when None)."""
     images = np.asarray(images)
     if not len(images):
         return images.astype(np.float32)
@@ -205,15 +260,15 @@ def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, posit
     if greyscale:
         images = images[..., None]
     rand = getattr(augment, "rand_augment", None)
-    later = rand is not None or getattr(augment, "random_erasing", 0.0)
-    u = example_uniforms(seed, epoch, positions, len(SLOTS) if later else len(_FIRST_SLOTS))  # the later slots only when used
+    u = _draws(augment, seed, epoch, positions)
+    flips = _batch_flips(augment, u, seed, epoch, indices, positions)
     if augment.crop:
         padding = getattr(augment, "crop_padding", "zeros")
         images = random_pad_crop(images, int(augment.crop), u[:, SLOTS["crop_y"]], u[:, SLOTS["crop_x"]], padding)
-    if augment.rotation or augment.zoom or augment.translate:
-        images = affine_resample(images.astype(np.float32), augment, u)
+    if uses_affine(augment):
+        images = affine_resample(images.astype(np.float32), augment, u, flips)
     elif augment.flip != "none":
-        images = flip_only(images, augment, u)
+        images = flip_only(images, augment, u, flips)
     if rand is not None and rand.layers and rand.magnitude:
         from trainer.data.rand_augment import rand_augment
 
@@ -230,11 +285,12 @@ def augment_batch(images: np.ndarray, augment: Any, seed: int, epoch: int, posit
 
 
 def augment_examples(
-    images: np.ndarray, targets: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray
+    images: np.ndarray, targets: np.ndarray, augment: Any, seed: int, epoch: int, positions: np.ndarray,
+    indices: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A batch's images augmented (``augment_batch``) and, with ``mixup`` / ``cutmix``, mixed with their one-hot targets
     (``trainer.data.mixing``); the targets as they are otherwise."""
-    out = augment_batch(images, augment, seed, epoch, positions)
+    out = augment_batch(images, augment, seed, epoch, positions, indices)
     if not (getattr(augment, "mixes", False) and len(out)):
         return out, targets
     from trainer.data.mixing import mix_batch
@@ -245,26 +301,100 @@ def augment_examples(
     return (mixed[..., 0] if greyscale else mixed), targets
 
 
-def augment_tagged(dataset: Any, augment: Any, seed: int) -> Any:
+# --------------------------------------------------------------------------- on the device: the host's share
+
+# What the host hands the device per example (``trainer.data.device_augment`` applies them inside the compiled
+# training step): every number a change needs, computed here from the draws by the very functions the NumPy
+# changes above use, so both make the same integer choices (crop places, boxes) and the same maps.
+PARAMS = {name: index for index, name in enumerate((
+    "crop_y", "crop_x",  # crop offsets into the padded image, 0..2*crop
+    "flip_h", "flip_v",  # 1: mirrored
+    "a00", "a01", "a10", "a11", "shift_y", "shift_x",  # the affine map (affine_maps): A on (row, col), t
+    "contrast",  # the contrast factor
+    "erase", "erase_top", "erase_left", "erase_height", "erase_width",  # random erasing: 1 when erased, the box
+    "mix_cutmix", "mix_lambda", "cut_top", "cut_bottom", "cut_left", "cut_right", "mix_target_lambda",  # the batch's mix (same in every row)
+))}
+
+
+def device_params(
+    augment: Any, seed: int, epoch: int, positions: np.ndarray, height: int, width: int, indices: np.ndarray | None = None
+) -> np.ndarray:
+    """The per-example numbers (``PARAMS``) the device's changes apply: float32 (len(positions), len(PARAMS)).
+
+    A pure function of (seed, epoch, positions[, indices]) like the draws themselves, and cheap (a few
+    numbers per image: the host's whole share of the augmentation besides handing over the uint8 pixels).
+    """
+    positions = np.asarray(positions)
+    out = np.zeros((len(positions), len(PARAMS)), dtype=np.float64)
+    if not len(positions):
+        return out.astype(np.float32)
+    u = _draws(augment, seed, epoch, positions)
+    flips = _batch_flips(augment, u, seed, epoch, indices, positions)
+    if augment.crop:
+        out[:, PARAMS["crop_y"]] = _offsets(u[:, SLOTS["crop_y"]], int(augment.crop))
+        out[:, PARAMS["crop_x"]] = _offsets(u[:, SLOTS["crop_x"]], int(augment.crop))
+    out[:, PARAMS["flip_h"]], out[:, PARAMS["flip_v"]] = flips
+    a, ty, tx = affine_maps(augment, u, height, width, flips)
+    out[:, PARAMS["a00"] : PARAMS["a11"] + 1] = a.reshape(-1, 4)
+    out[:, PARAMS["shift_y"]], out[:, PARAMS["shift_x"]] = ty, tx
+    out[:, PARAMS["contrast"]] = contrast_factors(augment.contrast, u[:, SLOTS["contrast"]]) if augment.contrast else 1.0
+    if getattr(augment, "random_erasing", 0.0):
+        top, left, box_h, box_w = erase_boxes(height, width, u)
+        out[:, PARAMS["erase"]] = u[:, SLOTS["erase"]] < augment.random_erasing
+        out[:, PARAMS["erase_top"] : PARAMS["erase_width"] + 1] = np.stack([top, left, box_h, box_w], -1)
+    if getattr(augment, "mixes", False):
+        from trainer.data.mixing import mix_plan
+
+        plan = mix_plan(augment, u[0], SLOTS, height, width)
+        out[:, PARAMS["mix_cutmix"] : PARAMS["mix_target_lambda"] + 1] = [
+            float(plan.cutmix), plan.lam, *plan.box, plan.target_lambda,
+        ]
+    return out.astype(np.float32)
+
+
+def augment_tagged(dataset: Any, augment: Any, seed: int, on_device: bool = False, order_of: Any = None) -> Any:
     """Tagged ``tf.data`` batches (pass, start, images 0..255[, labels, weights]) as (images augmented[, labels, weights]).
 
     The draws come from (seed, the batch's pass, its positions start, start + 1, ...), carried by the
     batch itself (``trainer.data.pipeline``): batches are augmented in parallel, kept in order, and
     however far the pipeline reads ahead, a batch is the same. As is (less the tags) when nothing is on.
+    ``on_device``: the images stay as stored (uint8) and go with their ``device_params`` as
+    ((images, params)[, labels, weights]), for the training step to augment (``trainer.data.device_augment``).
+    ``order_of(pass)``: the pass's order of the examples (their indices, which the alternating flip keys on);
+    None: the stored order.
     """
     import tensorflow as tf
 
     if augment is None or not augment.active:
         return dataset.map(lambda number, start, *batch: batch)
 
+    def indices(epoch: int, positions: np.ndarray) -> np.ndarray | None:
+        if augment.flip != "alternating" or order_of is None:
+            return None
+        return order_of(epoch)[positions]
+
+    def positions_of(start, count) -> np.ndarray:
+        return np.arange(int(start), int(start) + int(count))
+
     def augment_numpy(images, epoch, start):
-        return augment_batch(images, augment, seed, int(epoch), np.arange(int(start), int(start) + len(images)))
+        positions = positions_of(start, len(images))
+        return augment_batch(images, augment, seed, int(epoch), positions, indices(int(epoch), positions))
 
     def mix_numpy(images, targets, epoch, start):
-        return augment_examples(images, targets, augment, seed, int(epoch), np.arange(int(start), int(start) + len(images)))
+        positions = positions_of(start, len(images))
+        return augment_examples(images, targets, augment, seed, int(epoch), positions, indices(int(epoch), positions))
+
+    def params_numpy(epoch, start, count, height, width):
+        positions = positions_of(start, count)
+        return device_params(augment, seed, int(epoch), positions, int(height), int(width), indices(int(epoch), positions))
 
     @tf.autograph.experimental.do_not_convert
     def augment_images(epoch, start, images, *rest):
+        if on_device:
+            shape = tf.shape(images)
+            params = tf.numpy_function(params_numpy, [epoch, start, shape[0], shape[1], shape[2]], tf.float32, stateful=False)
+            params.set_shape([images.shape[0], len(PARAMS)])
+            return ((images, params), *rest)
         if augment.mixes:  # the targets change too: one-hot rows (the run's plan one-hot-encodes them when mixing is on)
             targets, *weights = rest
             out, mixed = tf.numpy_function(mix_numpy, [images, tf.cast(targets, tf.float32), epoch, start], [tf.float32, tf.float32], stateful=False)

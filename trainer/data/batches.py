@@ -44,6 +44,25 @@ def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
     return np.argsort(keys, kind="stable").astype(np.int32)
 
 
+class EpochOrders:
+    """``epoch_order(count, seed, epoch)`` for any epoch, the two latest kept (an endless stream's epoch reads two passes;
+    thread-safe: parallel batch makers share it)."""
+
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed = int(count), int(seed)
+        self._kept: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, epoch: int) -> np.ndarray:
+        epoch = int(epoch)
+        with self._lock:
+            order = self._kept.get(epoch)
+            if order is None:
+                order = epoch_order(self.count, self.seed, epoch)
+                self._kept = {**{k: v for k, v in self._kept.items() if abs(k - epoch) == 1}, epoch: order}
+            return order
+
+
 @dataclass(frozen=True)
 class EpochStream:
     """Where each training step's batch comes from when the input is endless (``train.steps_per_epoch``).
@@ -122,11 +141,13 @@ def make_batches(
     x: Any, y: np.ndarray, *, batch_size: int, encoding: str, num_classes: int, shuffle: bool = False, seed: int | None = None,
     weights: np.ndarray | None = None, epoch_variable: Any = None, drop_remainder: bool = False, cache_dir: Any = None,
     augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None, initial_epoch: int = 0,
-    steps_per_execution: int = 1,
+    steps_per_execution: int = 1, augment_on_device: bool = False,
 ) -> Any:
     """Batches of (pixels 0..255 [augmented], labels as ``encoding`` says[, weights]) for ``fit``/``evaluate``/``predict``.
 
-    ``augment`` (``data.augment``) applies to these batches (training only); ``repeat`` makes the
+    ``augment`` (``data.augment``) applies to these batches (training only); with ``augment_on_device``
+    the batches are ((uint8 images, per-example params), labels[, weights]) and the training step
+    augments them (``trainer.data.device_augment``); ``repeat`` makes the
     input endless (``train.steps_per_epoch``: ``steps_per_epoch``; ``EpochStream``), read from
     ``initial_epoch`` on by a model compiled with ``steps_per_execution``. See
     ``trainer.data.pipeline.make_dataset`` for the rest.
@@ -134,6 +155,7 @@ def make_batches(
     settings = dict(
         batch_size=batch_size, encoding=encoding, num_classes=num_classes, shuffle=shuffle, seed=seed, weights=weights,
         epoch_variable=epoch_variable, drop_remainder=drop_remainder, cache_dir=cache_dir, augment=augment,
+        augment_on_device=augment_on_device,
     )
     if needs_tf_data():
         from trainer.data.pipeline import make_dataset
@@ -161,6 +183,7 @@ class ArrayBatches(_keras_py_dataset()):
         self, x: Any, y: np.ndarray, *, batch_size: int, encoding: str, num_classes: int, shuffle: bool = False,
         seed: int | None = None, weights: np.ndarray | None = None, epoch_variable: Any = None, drop_remainder: bool = False,
         cache_dir: Any = None, augment: Any = None, repeat: bool = False, steps_per_epoch: int | None = None,
+        augment_on_device: bool = False,
     ):
         from trainer.data.folder import ImageFiles
 
@@ -170,6 +193,7 @@ class ArrayBatches(_keras_py_dataset()):
         self.count, self.batch_size = len(x), int(batch_size)
         self.shuffle, self.seed, self.epoch_variable, self.repeat = shuffle, int(seed or 0), epoch_variable, repeat
         self.augment = augment if augment is not None and augment.active else None
+        self.on_device = augment_on_device and self.augment is not None
         self.streamed = isinstance(x, ImageFiles)
         if self.streamed:
             from trainer.data.streaming import pixel_file
@@ -184,7 +208,7 @@ class ArrayBatches(_keras_py_dataset()):
             self.read = array.__getitem__  # one gather of the batch's rows
         full = self.count // self.batch_size
         self.batches = full + (1 if self.count % self.batch_size and not drop_remainder else 0)
-        self._orders: dict[int, np.ndarray] = {}
+        self._orders = EpochOrders(self.count, self.seed)
         self._lock = threading.Lock()
         self._passes = -1  # without an epoch counter: passes counted as they start (exact within one process only)
         self._stream = EpochStream(int(steps_per_epoch), self.batches) if steps_per_epoch and self.batches else None
@@ -205,14 +229,7 @@ class ArrayBatches(_keras_py_dataset()):
         return max(self._passes, 0)
 
     def _order(self, epoch: int) -> np.ndarray | None:
-        if not self.shuffle:
-            return None
-        with self._lock:
-            order = self._orders.get(epoch)
-            if order is None:
-                self._orders = {epoch: epoch_order(self.count, self.seed, epoch)}  # only the current epoch's is kept
-                order = self._orders[epoch]
-        return order
+        return self._orders(epoch) if self.shuffle else None
 
     def _place(self, index: int) -> tuple[int, int]:
         """(the pass over the data whose order and augmentation apply, the batch within it) for Keras's ``index``.
@@ -250,8 +267,13 @@ class ArrayBatches(_keras_py_dataset()):
                 raise StreamedDataError(exc.message) from None
             raise
         columns = [column[indices] for column in self.columns]
+        if self.on_device:  # the pixels as stored (uint8) and the numbers the training step augments them with
+            from trainer.data.augment import device_params
+
+            params = device_params(self.augment, self.seed, epoch, np.arange(start, stop), rows.shape[1], rows.shape[2], indices)
+            return ((rows, params), *columns)
         if self.augment is not None:
             from trainer.data.augment import augment_examples
 
-            rows, columns[0] = augment_examples(rows, columns[0], self.augment, self.seed, epoch, np.arange(start, stop))
+            rows, columns[0] = augment_examples(rows, columns[0], self.augment, self.seed, epoch, np.arange(start, stop), indices)
         return (rows, *columns)

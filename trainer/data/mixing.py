@@ -15,6 +15,7 @@ ran before it (batches are the same on every backend and after a resume).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,27 @@ def cutmix_box(height: int, width: int, lam: float, u_y: float, u_x: float) -> t
     return int(top), int(bottom), int(left), int(right)
 
 
+@dataclass(frozen=True)
+class MixPlan:
+    """One batch's mix: cutmix or mixup, lambda, the pasted box (top, bottom, left, right) and the targets' weight."""
+
+    cutmix: bool
+    lam: float  # mixup's image weight (cutmix: the Beta draw the box was sized from)
+    box: tuple[int, int, int, int]  # cutmix's box; (0, 0, 0, 0) for mixup
+    target_lambda: float  # the own targets' weight: lam for mixup, the area kept for cutmix
+
+
+def mix_plan(augment: Any, u_first: np.ndarray, slots: dict[str, int], height: int, width: int) -> MixPlan:
+    """The batch's mix from its first example's draws (what ``mix_batch`` applies on the host and the device applies in the step)."""
+    use_cutmix = bool(augment.cutmix) and (not augment.mixup or u_first[slots["mix_choice"]] < 0.5)
+    alpha = float(augment.cutmix if use_cutmix else augment.mixup)
+    lam = beta_draw(alpha, u_first[slots["mix_lambda"]])
+    if not use_cutmix:
+        return MixPlan(False, lam, (0, 0, 0, 0), lam)
+    top, bottom, left, right = cutmix_box(height, width, lam, u_first[slots["cutmix_y"]], u_first[slots["cutmix_x"]])
+    return MixPlan(True, lam, (top, bottom, left, right), 1.0 - (bottom - top) * (right - left) / float(height * width))
+
+
 def mix_batch(images: np.ndarray, targets: np.ndarray, augment: Any, u_first: np.ndarray, slots: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """(images, targets) of one batch mixed as ``augment.mixup`` / ``augment.cutmix`` say; ``u_first``: the first example's draws.
 
@@ -45,18 +67,15 @@ def mix_batch(images: np.ndarray, targets: np.ndarray, augment: Any, u_first: np
     targets = np.asarray(targets, dtype=np.float32)
     if targets.ndim != 2:
         raise ValueError(f"mixup and cutmix mix one-hot targets (batch, classes); got targets of shape {targets.shape}")
-    use_cutmix = bool(augment.cutmix) and (not augment.mixup or u_first[slots["mix_choice"]] < 0.5)
-    alpha = float(augment.cutmix if use_cutmix else augment.mixup)
-    lam = beta_draw(alpha, u_first[slots["mix_lambda"]])
+    plan = mix_plan(augment, u_first, slots, *images.shape[1:3])
     partner = slice(None, None, -1)
-    if use_cutmix:
-        height, width = images.shape[1:3]
-        top, bottom, left, right = cutmix_box(height, width, lam, u_first[slots["cutmix_y"]], u_first[slots["cutmix_x"]])
+    if plan.cutmix:
+        top, bottom, left, right = plan.box
         out = images.copy()
         out[:, top:bottom, left:right] = images[partner][:, top:bottom, left:right]
-        lam = 1.0 - (bottom - top) * (right - left) / float(height * width)
     else:
-        out = np.float32(lam) * images + np.float32(1.0 - lam) * images[partner]
+        out = np.float32(plan.lam) * images + np.float32(1.0 - plan.lam) * images[partner]
         np.clip(out, 0.0, 255.0, out=out)  # float32 rounding: 255 mixed with 255 can come out as 255.00002
+    lam = plan.target_lambda
     mixed = np.float32(lam) * targets + np.float32(1.0 - lam) * targets[partner]
     return out.astype(np.float32, copy=False), mixed

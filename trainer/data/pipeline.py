@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from trainer.data.batches import STREAM_MEMMAP_OVER, EpochStream, epoch_order
+from trainer.data.batches import STREAM_MEMMAP_OVER, EpochOrders, EpochStream, epoch_order
 from trainer.data.folder import ImageFiles
 
 # The epoch variable each dataset made here reads (``augment_dataset`` defaults to it).
@@ -53,6 +53,7 @@ def make_dataset(
     steps_per_epoch: int | None = None,
     initial_epoch: int | None = None,
     steps_per_execution: int = 1,
+    augment_on_device: bool = False,
 ) -> tf.data.Dataset:
     """Batches of (pixels 0..255 as stored [augmented], labels as ``encoding`` says[, per-example weights]).
 
@@ -65,7 +66,9 @@ def make_dataset(
     partial batch (JAX splits batches evenly over devices). ``x`` may be a folder split's
     ``ImageFiles``: its images are then streamed from disk (``trainer.data.streaming``), in the
     same order; ``cache_dir`` is where ``data.cache: disk`` keeps their decoded pixels. A large
-    ``np.memmap`` is streamed by rows the same way.
+    ``np.memmap`` is streamed by rows the same way. ``augment_on_device``: the batches are
+    ((uint8 images, per-example params), labels[, weights]) for the training step to augment
+    (``trainer.data.device_augment``) instead of augmented images.
     """
     labels = y.astype(np.int32)
     if encoding == "onehot":
@@ -86,7 +89,8 @@ def make_dataset(
         tagged = tagged_batches(pass_slices(columns, batch_size, shuffle, seed or 0, drop_remainder), batches, epoch_variable, stream)
     from trainer.data.augment import augment_tagged
 
-    dataset = augment_tagged(tagged, augment, seed or 0).prefetch(tf.data.AUTOTUNE)
+    order_of = EpochOrders(count, seed or 0) if shuffle else None
+    dataset = augment_tagged(tagged, augment, seed or 0, on_device=augment_on_device, order_of=order_of).prefetch(tf.data.AUTOTUNE)
     if epoch_variable is not None:
         _EPOCH_VARIABLES[dataset] = epoch_variable
     return dataset

@@ -472,12 +472,21 @@ class Training:
                 weights=self.sample_weights, xla=config.compile.jit_compile is not False, **settings,
             )
             return
+        from trainer.data import device_augment
+
+        # data.augment inside the compiled step: the host hands over uint8 images and a few numbers per image
+        on_device = device_augment.runs_on_device(config.data.augment, self.distribution.setup.strategy)
         train_ds = self.train_dataset(
             repeat=config.train.steps_per_epoch is not None,  # epochs of steps_per_epoch batches may run past the end of the data
             steps_per_epoch=config.train.steps_per_epoch,
             # where the endless stream starts, and how many batches Keras reads an epoch (whole executions)
             initial_epoch=settings.get("initial_epoch", 0), steps_per_execution=getattr(self.model, "steps_per_execution", 1) or 1,
+            augment_on_device=on_device,
         )
+        if on_device:  # after train.ema's attach and any recompile: it wraps the step they left
+            device_augment.install(self.model, config.data.augment)
+        else:
+            device_augment.uninstall(self.model)
         val_ds = self.dataset(data.x_val, data.y_val) if data.x_val is not None else None
         self.model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **settings)
 
