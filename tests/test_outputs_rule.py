@@ -43,6 +43,12 @@ ALLOWED = {
     # history.csv grows by one fsynced row per epoch inside the run directory trainer created; an
     # atomic rewrite per epoch would copy the whole file each time.
     ("run/rundir.py", "HistoryWriter.append", "open"): "appends a row to history.csv in trainer's own run directory",
+    # The tensorboard callback on JAX / PyTorch: a new event file (O_EXCL, a name with host, pid and object id) in the
+    # log_dir the trusted config names, appended to as the run goes, as TensorFlow's own writer does.
+    ("catalogue/event_scalars.py", "EventFile.__init__", "open"): "creates a new TensorBoard event file exclusively in the config's log_dir",
+    # The compile cache's probe: an exclusive file in trainer's own cache folder (0700, this user's, checked first), so a
+    # full or read-only disk turns the cache off before the run rather than failing inside it; removed at once.
+    ("runtime/compile_cache.py", "own_folder", "open"): "an exclusive probe file in trainer's own 0700 cache folder, removed at once",
     # The json_log callback appends one line per epoch to the file the user's config names.
     # (the config is trusted: it may name any file, as Keras's CSVLogger and ModelCheckpoint do)
     ("catalogue/callbacks.py", "_json_log_class.JsonLinesLog.on_train_begin", "write_text"): "empties the json_log file the user's config names",
