@@ -66,8 +66,13 @@ class PatchWhitening(keras.layers.Layer):
         self.initialised = self.add_weight(name="initialised", shape=(), initializer="zeros", trainable=False, aggregation="mean")
 
     def initialise(self, images: Any) -> None:
-        """Filters from the 2x2 patches of ``images`` (N, H, W, C), already scaled as the layer's inputs are."""
-        images = np.asarray(images)
+        """Filters from the 2x2 patches of ``images`` (N, H, W, C), already scaled as the layer's inputs are.
+
+        ``images`` may be a backend tensor: on PyTorch one on the GPU, or bfloat16 under mixed precision,
+        which ``np.asarray`` refuses ("unsupported ScalarType BFloat16"); each backend converts its own,
+        after a cast to float32 (exact for bfloat16 values).
+        """
+        images = keras.ops.convert_to_numpy(keras.ops.cast(images, "float32"))
         moment, count = 0.0, 0
         for start in range(0, len(images), CHUNK):
             part, number = patch_moment(images[start : start + CHUNK])

@@ -472,7 +472,9 @@ class Training:
         compile_model(head, self.config, self.plan, self.steps_per_epoch)
 
     def start_info(self) -> RunStartInfo:
-        from trainer.run.compile import summarize
+        import keras
+
+        from trainer.run.compile import describe_steps_per_execution, summarize
 
         sizes = self.data.sizes()
         summary = summarize(self.model)
@@ -482,6 +484,7 @@ class Training:
             ("model", summary),
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
+            ("steps per call", describe_steps_per_execution(self.config, self.model.steps_per_execution, keras.backend.backend())),
             *((("ema", self.config.train.ema.describe()),) if self.config.train.ema is not None else ()),
             *((("distribute", self.distribution.summary()),) if self.distribution.setup.strategy != "none" else ()),
             ("run directory", str(self.run_dir) if not self.dry_run else "(dry run: nothing written)"),
