@@ -387,7 +387,7 @@ def _cifar_config(tmp_path, model, **sections):
         "train": {"epochs": 1, "batch_size": 32},
     }
     for key, value in sections.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+        config[key] = {**config[key], **value} if isinstance(value, dict) and isinstance(config.get(key), dict) else value
     return config
 
 
@@ -476,7 +476,7 @@ def test_a_model_trained_on_jax_evaluates_and_predicts_on_torch_and_back(cli, tm
     [
         {"type": "cnn", "blocks": [8, 8], "batch_norm": True, "head": {"hidden_units": [16], "dropout": 0.3}},
         {"type": "resnet", "variant": "resnet9", "widths": [8, 8, 8, 8]},
-        {"type": "resnet", "variant": "resnet20", "widths": [4, 8, 8]},
+        {"type": "resnet", "variant": "resnet20"},  # widths [4, 8, 8]: a segmentation fault in torch 2.13 (CPU) backward
         {"type": "vgg16_head", "weights": "none", "head": {"hidden_units": [16]}},
         {"type": "backbone_head", "backbone": "vgg16", "weights": "none", "head": {"hidden_units": [16]}},
     ],
