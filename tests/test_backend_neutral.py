@@ -426,7 +426,8 @@ def test_the_airbench_recipe_trains_on_torch_in_bfloat16_and_evaluates_on_jax(cl
     run_dir = tmp_path / "run"
     result = cli("run", write_config(config), "--run-dir", run_dir)
     assert result.exit_code == 0, result.output
-    assert "CPU (PyTorch, mixed bfloat16)" in result.text and "steps per call 1 (auto: the PyTorch backend" in result.text
+    header = " ".join(result.text.replace("│", " ").split())  # the header is drawn in a box
+    assert "device CPU (PyTorch, mixed bfloat16)" in header and "steps per call 1 (auto: the PyTorch backend" in header
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["device"]["backend"] == "torch" and metrics["test_tta"]["views"] > 1 and metrics["ema"]["decay"] == 0.99
     from trainer.models import load_model
