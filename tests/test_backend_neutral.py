@@ -501,3 +501,15 @@ def test_the_other_backbones_build_and_predict_on_torch(backbone):
     config = load_config(None, ["model.type=backbone_head", f"model.backbone={backbone}", "model.weights=none"])
     probabilities = build_model(config.model, (32, 32, 3), 3).predict(np.full((2, 32, 32, 3), 120, np.float32), verbose=0)
     assert probabilities.shape == (2, 3) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@needs_tensorflow
+def test_export_on_torch_is_refused_naming_the_backend_that_exports():
+    """Keras exports a PyTorch model through torch.export, which fails on these models with a traceback (torch 2.13)."""
+    from trainer.errors import BadInputError
+    from trainer.inference.export import check_can_export
+
+    with pytest.raises(BadInputError) as raised:
+        check_can_export("savedmodel", backend="torch")
+    assert raised.value.exit_code == 2 and "run it with KERAS_BACKEND=tensorflow" in str(raised.value)
+    assert check_can_export("savedmodel", backend="tensorflow").name == "savedmodel"
