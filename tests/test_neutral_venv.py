@@ -1,8 +1,10 @@
-"""CI's second environment: trainer without TensorFlow, the backend-neutral tests under KERAS_BACKEND=jax.
+"""CI's second and third environments: trainer without TensorFlow, the backend-neutral tests under
+KERAS_BACKEND=jax (``.ci/neutral-venv``) and under KERAS_BACKEND=torch (``.ci/torch-venv``).
 
 ``.ci/neutral-venv`` makes a virtual environment with trainer installed without its TensorFlow
 dependency plus an explicit list of packages, checks TensorFlow is absent, and runs
-tests/test_backend_neutral.py there. Marked ``first``: most of it is installing, which overlaps
+tests/test_backend_neutral.py there; ``.ci/torch-venv`` does the same with PyTorch's CPU wheel, and runs
+``benchmarks/gpu_check.py --cpu --tiny --backends jax,torch``. Marked ``first``: most of it is installing, which overlaps
 the rest of the suite under ``-n 2``.
 """
 from __future__ import annotations
@@ -28,6 +30,23 @@ def test_the_backend_neutral_tests_pass_in_an_environment_without_tensorflow():
     summary = re.search(r"(\d+) passed", done.stdout)
     assert summary and int(summary.group(1)) >= 9 and " failed" not in done.stdout, tail
     assert "TensorFlow is installed" not in done.stderr
+
+
+@pytest.mark.first(order=0)
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason=".ci/torch-venv is a bash script for Linux CI")
+def test_the_backend_neutral_tests_and_the_gpu_check_pass_on_pytorch_without_tensorflow():
+    """CI's third environment (.ci/torch-venv): PyTorch's CPU wheel, no TensorFlow; the backend-neutral tests, the
+    hand-computed optimizer, EMA and exact-resume tests on torch, then ``gpu_check.py --cpu --tiny --backends jax,torch``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "KERAS_BACKEND", "PYTHONPATH", "TRAINER_NEUTRAL_HERE"))}
+    done = subprocess.run(["bash", str(REPO_ROOT / ".ci" / "torch-venv")], env=env, capture_output=True, text=True, timeout=1500)
+    tail = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, tail
+    summary = re.search(r"(\d+) passed", done.stdout)
+    assert summary and int(summary.group(1)) >= 30 and " failed" not in done.stdout, tail
+    assert "TensorFlow is installed" not in done.stderr
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ") and " | ok |" in line]
+    assert {line.split(" | ")[1] for line in table} == {"jax", "torch"} and len(table) == 6, tail
 
 
 def test_the_no_tensorflow_requirements_are_pyprojects_dependencies_less_tensorflow():

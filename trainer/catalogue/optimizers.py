@@ -102,7 +102,10 @@ def scale_norm_bias_lr(optimizer: Any, name: str, scale: Any, model: Any) -> Non
     step), not the gradient, so Adam-like optimizers scale as SGD does; weight decay
     (``w <- w - learning_rate x weight_decay x w``) keeps the unscaled rate, as in airbench.
     Variables are matched by the optimizer's own key, which TensorFlow (its ``tf.Variable``) and
-    JAX (the Keras variable) both pass to ``update_step``.
+    JAX (the Keras variable) both pass to ``update_step``. Keras's PyTorch optimizers never call
+    ``update_step``: they update every variable at once (``_parallel_update_step``, ``torch._foreach_*``),
+    so there the update is split in two calls, the biases' one at the scaled rate; the optimizer's step
+    count advances once per step all the same (``apply`` increments it after both).
     """
     from trainer.catalogue.params import TRAINER_OPTIMIZER, check_values, raise_problems
 
@@ -111,6 +114,18 @@ def scale_norm_bias_lr(optimizer: Any, name: str, scale: Any, model: Any) -> Non
         return
     keys = {optimizer._var_key(v) for v in normalization_biases(model)}
     if not keys:
+        return
+    if hasattr(optimizer, "_parallel_update_step"):  # PyTorch
+        parallel_update = optimizer._backend_update_step  # the class's, bound
+
+        def scaled_parallel_update(gradients, variables, learning_rate):
+            pairs = list(zip(gradients, variables))
+            for scaled in (False, True):
+                group = [(g, v) for g, v in pairs if (optimizer._var_key(v) in keys) == scaled]
+                if group:
+                    parallel_update([g for g, _ in group], [v for _, v in group], learning_rate * scale if scaled else learning_rate)
+
+        optimizer._backend_update_step = scaled_parallel_update
         return
     update_step = optimizer.update_step  # the class's, bound
 

@@ -183,10 +183,20 @@ def _check_writable(folder: Path, what: str, path: Path) -> None:
         raise BadInputError(f"{what} {path}: cannot be written: {existing} is not writable; nothing was changed.")
 
 
-def check_can_export(format_name: str) -> ExportFormat:
-    """The format, with its packages present (``MissingExtraError``, exit 2, names the install command)."""
+def check_can_export(format_name: str, backend: str | None = None) -> ExportFormat:
+    """The format, with its packages present (``MissingExtraError``, exit 2, names the install command), on a
+    backend that exports: ``backend`` (default: Keras's where it is loaded, else ``KERAS_BACKEND``) is not PyTorch,
+    where Keras exports through ``torch.export``, which fails on trainer's models (a traceback, measured with torch 2.13)."""
+    from trainer.runtime import loaded_keras_backend
+
     fmt = get_format(format_name)
     require_modules(("tensorflow",), None, f"trainer export --format {fmt.name} (Keras exports through TensorFlow)")
+    backend = backend or loaded_keras_backend() or os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
+    if backend == "torch":
+        raise BadInputError(
+            f"trainer export --format {fmt.name} does not run on the PyTorch backend (Keras exports through torch.export there, "
+            "which fails on these models); run it with KERAS_BACKEND=tensorflow: model.h5 is the same on every backend."
+        )
     check_export_backend(fmt)
     require_modules(fmt.modules, fmt.extra, f"trainer export --format {fmt.name}")
     return fmt

@@ -92,8 +92,13 @@ class PatchWhitening(keras.layers.Layer):
             self.frozen_bias = self.add_weight(name="frozen_bias", shape=(2 * size,), **options)
 
     def initialise(self, images: Any) -> None:
-        """Filters from the 2x2 patches of ``images`` (N, H, W, C), already scaled as the layer's inputs are."""
-        images = np.asarray(images)
+        """Filters from the 2x2 patches of ``images`` (N, H, W, C), already scaled as the layer's inputs are.
+
+        ``images`` may be a backend tensor: on PyTorch one on the GPU, or bfloat16 under mixed precision,
+        which ``np.asarray`` refuses ("unsupported ScalarType BFloat16"); each backend converts its own,
+        after a cast to float32 (exact for bfloat16 values).
+        """
+        images = keras.ops.convert_to_numpy(keras.ops.cast(images, "float32"))
         eps = self.scaled_eps(float(images.reshape(-1, images.shape[-1]).astype(np.float64).var(axis=0).mean()))
         moment, count = 0.0, 0
         for start in range(0, len(images), CHUNK):

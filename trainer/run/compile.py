@@ -83,23 +83,46 @@ UPDATES_PER_EPOCH = 20
 MAX_STEPS_PER_EXECUTION = 200
 
 
-def resolve_steps_per_execution(config: Config, steps_per_epoch: int | None) -> int:
+def resolve_steps_per_execution(config: Config, steps_per_epoch: int | None, backend: str | None = None) -> int:
     """``compile.steps_per_execution: auto``: several training steps per call of the compiled step function.
 
     On small models most of a step's time is Python and dispatch overhead, paid once per call;
     running ~1/20 of an epoch per call removes it without changing the math. Per-batch
     callbacks of the user's own, eager runs and unknown epoch lengths keep one step per call.
+    Never more than ``backend`` (default: Keras's) runs per call: 1 on PyTorch. An explicit value
+    above that is refused before a run starts (``trainer.runtime.distribute.check_backend_settings``);
+    here it is only met when a run trained on another backend is evaluated, which it does not change.
     """
+    from trainer.runtime.distribute import steps_per_execution_limit
+
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    limit = steps_per_execution_limit(backend) or MAX_STEPS_PER_EXECUTION
     setting = config.compile.steps_per_execution
     if setting != "auto":
-        return int(setting)
+        return int(setting) if steps_per_execution_limit(backend) is None else min(int(setting), limit)
     custom_callbacks = any(":" in spec.name for spec in config.callbacks)
     if config.compile.run_eagerly or custom_callbacks or not steps_per_epoch:
         return 1
-    chosen = max(1, min(MAX_STEPS_PER_EXECUTION, steps_per_epoch // UPDATES_PER_EPOCH))
+    chosen = max(1, min(limit, steps_per_epoch // UPDATES_PER_EPOCH))
     if config.train.steps_per_epoch:  # an endless stream: Keras reads whole calls, so a divisor keeps each epoch to its own batches
         chosen = max(d for d in range(1, chosen + 1) if steps_per_epoch % d == 0)
     return chosen
+
+
+def describe_steps_per_execution(config: Config, chosen: int, backend: str) -> str:
+    """The header's ``steps per call``: ``7 (auto)``, ``1 (auto: the PyTorch backend runs one step per call)``, ``4``."""
+    from trainer.runtime.devices import BACKEND_NAMES
+    from trainer.runtime.distribute import steps_per_execution_limit
+
+    if config.compile.steps_per_execution != "auto":
+        return str(chosen)
+    limit = steps_per_execution_limit(backend)
+    if limit is not None:
+        return f"{chosen} (auto: the {BACKEND_NAMES[backend]} backend runs at most {limit} per call)"
+    return f"{chosen} (auto)"
 
 
 def compile_kwargs(config: Config, plan: Plan, records: list[dict[str, Any]], steps_per_epoch: int | None = None) -> dict[str, Any]:

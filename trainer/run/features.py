@@ -238,7 +238,12 @@ class CachedFeatureTraining:
         compile_head(self.head)
         # XLA fuses the head's dense layers and Adam update (Keras turns it off on CPU by default): ~20% faster
         # epochs. It draws other dropout masks than the plain path; compile.jit_compile: false switches it off.
-        self.head.jit_compile = xla
+        # On PyTorch jit_compile is torch.compile, minutes of C++ compiling on a CPU (a 1-epoch run took 270 s
+        # instead of 5): there the head keeps what its compile chose (auto: eager; jit_compile: true compiles).
+        import keras
+
+        if keras.backend.backend() != "torch":
+            self.head.jit_compile = xla
         return self.head.fit(
             self.make_dataset(train, self.data.y_train, shuffle=shuffle, weights=weights), validation_data=validation,
             epochs=epochs, callbacks=callbacks, verbose=0, shuffle=False, **fit_settings,

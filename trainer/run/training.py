@@ -521,7 +521,9 @@ class Training:
         compile_model(head, self.config, self.plan, self.steps_per_epoch)
 
     def start_info(self) -> RunStartInfo:
-        from trainer.run.compile import summarize
+        import keras
+
+        from trainer.run.compile import describe_steps_per_execution, summarize
 
         sizes = self.data.sizes()
         summary = summarize(self.model)
@@ -532,6 +534,7 @@ class Training:
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
             *((("compile cache", self.compile_cache.describe()),) if getattr(self, "compile_cache", None) is not None else ()),
+            ("steps per call", describe_steps_per_execution(self.config, self.model.steps_per_execution, keras.backend.backend())),
             *((("ema", self.config.train.ema.describe()),) if self.config.train.ema is not None else ()),
             *((("distribute", self.distribution.summary()),) if self.distribution.setup.strategy != "none" else ()),
             ("run directory", str(self.run_dir) if not self.dry_run else "(dry run: nothing written)"),

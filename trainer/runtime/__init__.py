@@ -63,9 +63,10 @@ def prepare_runtime(config: Any, *, resume: bool = False, set_environment: bool 
     Returns a ``DistributeSetup``. The wait is bounded (``distribute.timeout_seconds``) and
     happens before TensorFlow or JAX start, so an unreachable coordinator is a clear exit 2.
     """
-    from trainer.runtime.distribute import rendezvous, resolve_distribute
+    from trainer.runtime.distribute import check_backend_settings, rendezvous, resolve_distribute
 
     backend, picked = choose_keras_backend(config.distribute.strategy, configured=config.backend, set_environment=set_environment)
+    check_backend_settings(config, backend)
     setup = resolve_distribute(config.distribute, os.environ, backend)
     if picked:
         setup.notices.insert(0, picked)

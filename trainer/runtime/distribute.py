@@ -44,6 +44,9 @@ SUPPORTED = {
     ("multi_worker", "jax"),
     ("none", "torch"),
 }
+# The most training steps one call of the compiled step may run, where a backend sets a limit: Keras's
+# PyTorch trainer refuses compile(steps_per_execution > 1) ("must be 1 with the PyTorch backend").
+STEPS_PER_EXECUTION_LIMIT = {"torch": 1}
 
 
 @dataclass
@@ -222,11 +225,31 @@ def check_backend_installed(backend: str, find_spec: Callable[[str], Any] = impo
         )
 
 
+def steps_per_execution_limit(backend: str) -> int | None:
+    """How many training steps one compiled call may run on ``backend`` (None: no limit of the backend's own)."""
+    return STEPS_PER_EXECUTION_LIMIT.get(backend)
+
+
+def check_backend_settings(config: Any, backend: str) -> None:
+    """Refuse (exit 2), before anything is computed, the config settings ``backend`` cannot run: an explicit
+    ``compile.steps_per_execution`` above its limit (``auto`` resolves within it)."""
+    from trainer.runtime.devices import BACKEND_NAMES  # light: the standard library only
+
+    setting = config.compile.steps_per_execution
+    limit = steps_per_execution_limit(backend)
+    if limit is not None and setting != "auto" and int(setting) > limit:
+        raise ConfigError(
+            f"compile.steps_per_execution: {setting} is more than the {BACKEND_NAMES[backend]} backend runs per call "
+            f"(at most {limit}: Keras's {BACKEND_NAMES[backend]} trainer runs one step per call); set it to {limit} or auto."
+        )
+
+
 def check_backend(config: Any, environ: Mapping[str, str] | None = None, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> tuple[str, str | None]:
     """``trainer validate``'s check: the backend this config would run on (and its notice), its packages installed; nothing imported."""
     environ = os.environ if environ is None else environ
     backend, notice = choose_backend(config.distribute.strategy, environ, None, config.backend)
     check_backend_installed(backend, find_spec)
+    check_backend_settings(config, backend)
     return backend, notice
 
 
