@@ -191,13 +191,13 @@ def check_can_export(format_name: str, backend: str | None = None) -> ExportForm
 
     fmt = get_format(format_name)
     require_modules(("tensorflow",), None, f"trainer export --format {fmt.name} (Keras exports through TensorFlow)")
+    check_export_backend(fmt)
     backend = backend or loaded_keras_backend() or os.environ.get("KERAS_BACKEND", "").strip() or "tensorflow"
     if backend == "torch":
         raise BadInputError(
             f"trainer export --format {fmt.name} does not run on the PyTorch backend (Keras exports through torch.export there, "
             "which fails on these models); run it with KERAS_BACKEND=tensorflow: model.h5 is the same on every backend."
         )
-    check_export_backend(fmt)
     require_modules(fmt.modules, fmt.extra, f"trainer export --format {fmt.name}")
     return fmt
 
