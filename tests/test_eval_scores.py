@@ -62,3 +62,29 @@ def test_rows_are_normalised_by_the_true_class_and_an_empty_row_stays_zero():
 def test_an_empty_matrix_gives_zeros_not_nan():
     scores = summary_scores(np.zeros((3, 3), dtype=int))
     assert all(value == 0.0 for value in scores.values())
+
+
+def test_the_confusion_matrix_picture_has_counts_and_normalised_rows_side_by_side_titled_with_the_accuracy(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from trainer.inference.plots import confusion_matrix_png, is_trainer_png
+
+    matrix = confusion_matrix(Y_TRUE, Y_PRED, 3).tolist()
+    data = confusion_matrix_png(matrix, ["a", "b", "c"], "test")
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "PNG" and image.width > 1.8 * image.height  # two square panels side by side
+    path = tmp_path / "confusion_matrix-test.png"
+    path.write_bytes(data)
+    assert is_trainer_png(path)
+
+
+def test_the_title_states_the_accuracy_of_the_matrix(monkeypatch):
+    from trainer.inference import plots
+
+    titles = []
+    real = plots.png_bytes
+    monkeypatch.setattr(plots, "png_bytes", lambda figure: titles.append(figure._suptitle.get_text()) or real(figure))
+    plots.confusion_matrix_png(confusion_matrix(Y_TRUE, Y_PRED, 3).tolist(), ["a", "b", "c"], "test")
+    assert titles == ["test; accuracy 0.3333 of 6"]

@@ -145,30 +145,37 @@ def write_confusion_matrix(
 
 
 def confusion_matrix_png(matrix: list[list[int]], class_names: list[str], title: str) -> bytes:
-    """A heat map with rows = true class and columns = predicted class; counts written in when they fit."""
+    """Two heat maps, rows = true class and columns = predicted class: the counts, and each row divided by its count
+    (recall on the diagonal, so a rare class's errors show as plainly as a common one's); numbers written in when they fit.
+    The title says the accuracy the matrix holds."""
     import numpy as np
 
     counts = np.asarray(matrix)
     size = len(counts)
+    totals = counts.sum(axis=1, keepdims=True)
+    rows = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    accuracy = float(np.trace(counts) / counts.sum()) if counts.sum() else 0.0
     side = min(max(4.0, 0.45 * size + 2.0), 30.0)
-    figure = _figure(side + 1.0, side)
-    axis = figure.subplots()
-    image = axis.imshow(counts, cmap="Blues", interpolation="nearest")
-    figure.colorbar(image, ax=axis, shrink=0.8)
-    axis.set_title(_label(title, 200), parse_math=False)
-    axis.set_xlabel("predicted class")
-    axis.set_ylabel("true class")
-    if size <= 30:
-        ticks = list(range(size))
-        labels = [_label(name) for name in class_names[:size]] if len(class_names) >= size else [str(i) for i in ticks]
-        axis.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=0) > 2 else 0, parse_math=False)
-        axis.set_yticks(ticks, labels, parse_math=False)
-    if size <= 20:
-        threshold = counts.max() / 2 if counts.size else 0
-        for row in range(size):
-            for col in range(size):
-                axis.text(col, row, str(counts[row, col]), ha="center", va="center", fontsize=8,
-                          color="white" if counts[row, col] > threshold else "black")
+    figure = _figure(2 * side + 2.0, side + 1.0)
+    left, right = figure.subplots(1, 2)
+    figure.suptitle(f"{_label(title, 200)}; accuracy {accuracy:.4f} of {int(counts.sum()):,}", parse_math=False)
+    labels = [_label(name) for name in class_names[:size]] if len(class_names) >= size else [str(i) for i in range(size)]
+    for axis, values, name, text in ((left, counts, "counts", lambda v: str(v)), (right, rows, "each row / its count", lambda v: f"{v:.2f}")):
+        image = axis.imshow(values, cmap="Blues", interpolation="nearest", vmin=0, vmax=None if values is counts else 1)
+        figure.colorbar(image, ax=axis, shrink=0.8)
+        axis.set_title(name)
+        axis.set_xlabel("predicted class")
+        axis.set_ylabel("true class")
+        if size <= 30:
+            ticks = list(range(size))
+            axis.set_xticks(ticks, labels, rotation=90 if max(map(len, labels), default=0) > 2 else 0, parse_math=False)
+            axis.set_yticks(ticks, labels, parse_math=False)
+        if size <= 20:
+            threshold = values.max() / 2 if values.size else 0
+            for row in range(size):
+                for col in range(size):
+                    axis.text(col, row, text(values[row, col]), ha="center", va="center", fontsize=8,
+                              color="white" if values[row, col] > threshold else "black")
     return png_bytes(figure)
 
 
