@@ -48,3 +48,20 @@ def test_the_run_display_prints_one_unwrapped_line_per_epoch_off_a_terminal():
     progress.on_epoch_end(1, logs)
     lines = [line for line in out.file.getvalue().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("epoch 1/2") and "metric_with_a_long_name_7 0.1235" in lines[0]
+
+
+def test_trainer_runs_writes_every_wall_time_with_one_decimal(cli, tmp_path):
+    import json
+
+    import yaml
+
+    from tests.conftest import tiny_config
+
+    for name, seconds in (("long", 148.84), ("short", 12.4250)):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump(tiny_config(None)))
+        (run / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": 1, "wall_seconds": seconds}))
+    result = cli("runs", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "148.8" in result.text and "12.4 " in result.text + " " and "12.4250" not in result.text
