@@ -136,10 +136,12 @@ def image_files(class_dir: Path) -> list[Path]:
     return files
 
 
-def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np.ndarray:
+def decode_image(path: Path, image_size: tuple[int, int], color_mode: str, changes: list[str] | None = None) -> np.ndarray:
     """One image as uint8 (height, width, channels), converted and resized; undecodable files are named.
 
     Training (folder datasets) and ``trainer predict`` both read images here, so both see the same pixels.
+    ``changes`` (when given) gets what was done to fit: ``"colour to greyscale"``, ``"greyscale to colour"``,
+    ``"resized"``.
     """
     from PIL import Image
 
@@ -150,6 +152,14 @@ def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np
         try:
             image.seek(0)  # the first frame of an animated GIF
             image = to_8bit(image, path)
+            if changes is not None:
+                colour = _has_colour(image)
+                if colour and color_mode == "grayscale":
+                    changes.append("colour to greyscale")
+                elif not colour and color_mode == "rgb":
+                    changes.append("greyscale to colour")
+                if image.size != (width, height):
+                    changes.append("resized")
             image = image.convert(PIL_MODES[color_mode])
             if image.size != (width, height):
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
@@ -159,6 +169,15 @@ def decode_image(path: Path, image_size: tuple[int, int], color_mode: str) -> np
         except Exception as exc:  # noqa: BLE001 - Pillow's decoders raise many types on hostile bytes
             raise undecodable_image(path, exc) from None
     return pixels.reshape(height, width, -1)
+
+
+def _has_colour(image) -> bool:
+    """Whether an image's pixels hold colour: a colour mode whose red, green and blue differ somewhere (a grey photo
+    stored as RGB does not count)."""
+    if image.mode in ("1", "L", "LA") or image.mode in WIDE_MODES:
+        return False
+    pixels = np.asarray(image.convert("RGB"))
+    return bool((pixels[..., 0] != pixels[..., 1]).any() or (pixels[..., 1] != pixels[..., 2]).any())
 
 
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit integer and float grayscale

@@ -11,7 +11,7 @@ import math
 import pickle
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -33,6 +33,7 @@ class Splits:
     x_test: np.ndarray  # uint8, (M, H, W, C)
     y_test: np.ndarray  # int64, (M,)
     class_names: list[str] | None = None  # from the file's metadata when the format has it
+    notices: list[str] = field(default_factory=list)  # conversions made on the way (one-hot labels read as integers)
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -78,12 +79,17 @@ def _float_pixels_to_0_255(x: np.ndarray, source: str) -> np.ndarray:
     return np.rint(x)
 
 
-def normalize_labels(y: np.ndarray, source: str) -> np.ndarray:
-    """Labels as int64 (N,); accepts (N,), (N, 1), integral floats and one-hot (N, C) rows."""
+def normalize_labels(y: np.ndarray, source: str, notices: list[str] | None = None) -> np.ndarray:
+    """Labels as int64 (N,); accepts (N,), (N, 1), integral floats and one-hot (N, C) rows (said in ``notices``)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     elif y.ndim == 2 and y.shape[1] > 1 and _is_one_hot(y):
+        if notices is not None:
+            notices.append(
+                f"{source}: the labels are one-hot rows ({y.shape[0]:,} x {y.shape[1]}); read as class indices 0..{y.shape[1] - 1} "
+                "(labels.encoding decides what the loss gets)."
+            )
         return np.argmax(y, axis=1).astype(np.int64)
     if y.ndim != 1:
         raise DataError(
@@ -126,10 +132,11 @@ def _assemble(
     class_names: list[str] | None = None,
 ) -> Splits:
     """Normalise raw arrays into ``Splits``; ``sources`` names the file behind each key."""
+    notices: list[str] = []
     x_train = normalize_images(train[0], sources["x_train"])
-    y_train = normalize_labels(train[1], sources["y_train"])
+    y_train = normalize_labels(train[1], sources["y_train"], notices)
     x_test = normalize_images(test[0], sources["x_test"])
-    y_test = normalize_labels(test[1], sources["y_test"])
+    y_test = normalize_labels(test[1], sources["y_test"], notices)
     check_lengths(x_train, y_train, "train", sources["y_train"])
     check_lengths(x_test, y_test, "test", sources["y_test"])
     if x_train.shape[1:] != x_test.shape[1:]:
@@ -137,7 +144,7 @@ def _assemble(
             f"{sources['x_test']}: test images have shape {x_test.shape[1:]} but training "
             f"images have {x_train.shape[1:]}; expected the same image shape in both splits."
         )
-    return Splits(x_train, y_train, x_test, y_test, class_names)
+    return Splits(x_train, y_train, x_test, y_test, class_names, notices)
 
 
 # --------------------------------------------------------------------------- Keras .npz

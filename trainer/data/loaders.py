@@ -147,7 +147,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         source = config.path
     num_classes = info.num_classes if info is not None else len(splits.class_names or [])
     x_train, y_train = splits.x_train, splits.y_train
-    notices = []
+    notices = list(splits.notices)
     check_not_empty(splits.x_train, splits.x_test, source)
     if config.limit is not None and config.limit < len(x_train):
         if folder is not None:  # class folders are listed class by class: take every class's share

@@ -71,12 +71,27 @@ def collect_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def load_image(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    """One image file as uint8 (H, W, C) of the model's shape, decoded exactly as folder datasets are."""
+def load_image(path: Path, input_shape: tuple[int, ...], changes: list[str] | None = None) -> np.ndarray:
+    """One image file as uint8 (H, W, C) of the model's shape, decoded exactly as folder datasets are (``changes``: what
+    was converted, as ``decode_image`` lists it)."""
     from trainer.data.folder import decode_image
 
     height, width, channels = input_shape
-    return decode_image(path, (height, width), "grayscale" if channels == 1 else "rgb")
+    return decode_image(path, (height, width), "grayscale" if channels == 1 else "rgb", changes)
+
+
+def conversion_notice(changes: list[str], images: int, input_shape: tuple[int, ...]) -> list[str]:
+    """One notice for a command's image conversions (``"2 of 5 images: colour to greyscale, resized to 28x28"``), or none."""
+    if not changes:
+        return []
+    height, width, channels = input_shape
+    counted = {change: changes.count(change) for change in dict.fromkeys(changes)}
+    parts = [f"{count} of {images} {'image' if images == 1 else 'images'} {change}" + (f" to {width}x{height}" if change == "resized" else "")
+             for change, count in counted.items()]
+    return [
+        f"converted to what the model takes ({height}x{width}, {'greyscale' if channels == 1 else 'colour'}): {'; '.join(parts)}. "
+        "The model still answers with one of its own classes, whatever the picture shows."
+    ]
 
 
 def load_npy(path: Path, input_shape: tuple[int, ...]) -> tuple[np.ndarray, bool, list[str]]:
@@ -139,6 +154,8 @@ def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:
     arrays: list[np.ndarray] = []
     sources: list[tuple[str, int | None]] = []
     notices: list[str] = []
+    changes: list[str] = []
+    files = 0
     for path in collect_files(paths):
         if path.suffix.lower() == NPY_SUFFIX:
             images, is_batch, found = load_npy(path, input_shape)
@@ -146,14 +163,16 @@ def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:
             arrays.append(images)
             sources += [(display_name(path), i if is_batch else None) for i in range(len(images))]
         else:
-            arrays.append(load_image(path, input_shape)[np.newaxis])
+            arrays.append(load_image(path, input_shape, changes)[np.newaxis])
             sources.append((display_name(path), None))
+            files += 1
     if not arrays or sum(len(a) for a in arrays) == 0:
         raise DataError("no images to predict: the inputs hold no images.")
     from trainer.readers.decoders import check_decoded_size
 
     count = sum(len(a) for a in arrays)
     check_decoded_size(count * int(np.prod(input_shape)) * 4, "the inputs", f"{count} images as float32")
+    notices += conversion_notice(changes, files, input_shape)
     return Inputs(np.concatenate(arrays).astype(np.float32), sources, notices)
 
 
