@@ -1,6 +1,6 @@
 """What compiling costs a run, and what the persistent compilation cache gives back (issue 25 item 3).
 
-    python benchmarks/compile_time.py --mnist /tmp/trainer-data/mnist.npz --cifar /tmp/data/cifar10-small [--backend jax]
+    python benchmarks/compile_time.py --mnist /tmp/trainer-data/mnist.npz --cifar /tmp/trainer-data/cifar10-small [--backend jax]
 
 Each case is a real ``trainer run`` subprocess; the table gives the seconds from the command's start
 to the end of its first epoch (the line ``epoch 1/...`` on its output), the first epoch's own seconds

@@ -1,6 +1,6 @@
 """The host's share of cifar10_94's input: batches per second from the input pipeline alone, against the training step.
 
-    python benchmarks/host_pipeline.py --data /tmp/data/cifar10-jpg [--limit 5000] [--backend jax]
+    python benchmarks/host_pipeline.py --data /tmp/trainer-data/cifar10-jpg [--limit 5000] [--backend jax]
 
 The pipeline alone is what the host does for every training step, as trainer does it on this
 branch: the epoch's order, reading (a folder split decoded once, as the run loads it), slicing the

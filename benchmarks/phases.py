@@ -1,7 +1,7 @@
 """Where the time of one ``trainer`` command goes: each step of the run, the backbone's features,
 each checkpoint write, with seconds since the interpreter started.
 
-    python benchmarks/phases.py run benchmarks/configs/cifar10_vgg16.yaml --set data.path=/tmp/data/cifar10-bench --run-dir /tmp/p1
+    python benchmarks/phases.py run benchmarks/configs/cifar10_vgg16.yaml --set data.path=/tmp/trainer-data/cifar10-bench --run-dir /tmp/p1
 
 Takes the arguments of ``trainer``; the timings go to stderr as ``[  2.13] load_data 0.55 s``,
 in the order things end. Only a measuring aid: it wraps functions, it changes nothing they do.

@@ -3,7 +3,7 @@ copyright (c) 2024 Keller Jordan), ported to a CPU and to the JPEG class folders
 that configs/cifar10_94.yaml's accuracy is compared with on the same data.
 
     python -m venv /tmp/torchvenv && /tmp/torchvenv/bin/pip install TORCH_CPU_WHEEL numpy pillow   # here /opt/wheels/torch-2.13.0+cpu-*.whl
-    /tmp/torchvenv/bin/python benchmarks/reference/airbench94_torch_cpu.py /tmp/data/cifar10-jpg 0   # folder, seed
+    /tmp/torchvenv/bin/python benchmarks/reference/airbench94_torch_cpu.py /tmp/trainer-data/cifar10-jpg 0   # folder, seed
 
 What changed from the original, and nothing else: the images come from ROOT/{train,test}/<class>/*.jpg (PIL) instead
 of torchvision's download; the network runs on the CPU in float32 under ``torch.autocast(bfloat16)`` (the original:
