@@ -28,6 +28,34 @@ def test_config_backend_is_used_when_the_environment_is_silent(configured, envir
     assert choose_backend(strategy, environ, None, configured) == expected
 
 
+@pytest.mark.parametrize(
+    "installed, expected",
+    [({"tensorflow", "jax", "jaxlib", "torch"}, "tensorflow"), ({"jax", "jaxlib", "torch"}, "jax"), ({"jax", "torch"}, "torch"), ({"torch"}, "torch")],
+)
+def test_auto_takes_the_first_installed_backend(installed, expected):
+    """Each backend is an extra: auto runs on TensorFlow when it is there, else JAX (both its packages), else PyTorch."""
+    assert choose_backend("none", {}, None, "auto", find_spec=lambda name: name if name in installed else None) == (expected, None)
+
+
+def test_no_backend_at_all_is_one_line_naming_the_extras(cli, write_config, mnist_npz, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("tensorflow", "jax", "jaxlib", "torch") else real(name, *a))
+    result = cli("validate", write_config(tiny_config(mnist_npz)))
+    assert result.exit_code == 2
+    assert "no Keras backend is installed" in result.text and "pip install -e '.[tensorflow]' (or '.[jax]', or '.[torch]')" in result.text
+
+
+def test_pyproject_installs_no_backend_but_offers_each_as_an_extra():
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert not any(d.startswith(("tensorflow", "jax", "torch")) for d in project["dependencies"])
+    assert {"tensorflow", "jax", "torch"} <= set(project["optional-dependencies"])
+
+
 def test_environment_wins_with_a_notice():
     backend, notice = choose_backend("none", {"KERAS_BACKEND": "tensorflow"}, None, "jax")
     assert backend == "tensorflow"
@@ -50,7 +78,7 @@ def test_unsupported_pairs_are_refused(configured, strategy, needle):
 
 @pytest.mark.parametrize(
     "backend, missing, command",
-    [("torch", "torch", "pip install torch"), ("jax", "jax and jaxlib", "pip install -e '.[jax]'"), ("tensorflow", "tensorflow", "pip install 'tensorflow")],
+    [("torch", "torch", "pip install -e '.[torch]'"), ("jax", "jax and jaxlib", "pip install -e '.[jax]'"), ("tensorflow", "tensorflow", "pip install -e '.[tensorflow]'")],
 )
 def test_missing_packages_are_named_with_the_install_command(backend, missing, command):
     from trainer.config.schema import Config
@@ -83,7 +111,7 @@ def test_validate_refuses_a_backend_that_is_not_installed(cli, mnist_npz, write_
     path = write_config({**tiny_config(mnist_npz), "backend": "torch"})
     result = cli("validate", path)
     assert result.exit_code == 2, result.output
-    assert "torch is not installed; run pip install torch" in result.text and "Traceback" not in result.output
+    assert "torch is not installed; run pip install -e '.[torch]'" in result.text and "Traceback" not in result.output
 
 
 def test_validate_names_the_backend_and_the_override(cli, mnist_npz, write_config, monkeypatch):

@@ -276,7 +276,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     compile: CompileConfig = Field(default_factory=CompileConfig)
     callbacks: list[NamedSpec] = Field(default_factory=list)
-    # The Keras backend: auto = TensorFlow (JAX for distribute.strategy multi_worker); KERAS_BACKEND wins when set.
+    # The Keras backend: auto = the first installed of TensorFlow, JAX, PyTorch (JAX for multi_worker); KERAS_BACKEND wins when set.
     backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(default="auto", exclude_if=lambda value: value == "auto")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, exclude_if=lambda value: value.tta == "none")  # trainer.config.evaluate
     device: Literal["auto", "cpu", "gpu"] = "auto"

@@ -32,10 +32,23 @@ JAX_INSTALL = "pip install -e '.[jax]'  (or: pip install jax==0.10.2 jaxlib==0.1
 # what each backend needs importable (importlib.util.find_spec: checked without importing), and how to get it
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 BACKEND_INSTALL = {
-    "tensorflow": "pip install 'tensorflow>=2.21,<2.22'",
+    "tensorflow": "pip install -e '.[tensorflow]'  (or: pip install 'tensorflow>=2.21,<2.22')",
     "jax": JAX_INSTALL,
-    "torch": "pip install torch  (a CUDA build for GPUs: https://pytorch.org/get-started/locally/)",
+    "torch": "pip install -e '.[torch]'  (or: pip install torch; a CUDA build for GPUs: https://pytorch.org/get-started/locally/)",
 }
+
+
+def installed_backend(find_spec: Callable[[str], Any] | None = None) -> str:
+    """What ``backend: auto`` runs on: TensorFlow when installed, else JAX, else PyTorch (each is an extra of trainer's);
+    with none of them, one sentence naming the three install commands. Nothing is imported."""
+    find_spec = find_spec or importlib.util.find_spec  # looked up at call time (tests replace it)
+    for backend in BACKENDS:
+        if all(find_spec(name) is not None for name in BACKEND_PACKAGES[backend]):
+            return backend
+    raise BadInputError(
+        "no Keras backend is installed: trainer runs on TensorFlow, JAX or PyTorch, each an extra; install one, e.g. "
+        "pip install -e '.[tensorflow]' (or '.[jax]', or '.[torch]')."
+    )
 
 # what each strategy runs on: the honest table of docs/distributed.md
 SUPPORTED = {
@@ -182,13 +195,17 @@ def resolve_distribute(section: Any, environ: Mapping[str, str], backend: str = 
     return setup
 
 
-def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: str | None = None, configured: str = "auto") -> tuple[str, str | None]:
+def choose_backend(
+    strategy: str, environ: Mapping[str, str], loaded_backend: str | None = None, configured: str = "auto",
+    find_spec: Callable[[str], Any] | None = None,
+) -> tuple[str, str | None]:
     """The Keras backend for this run and a notice when trainer picked it or the environment overrode the config.
 
     ``KERAS_BACKEND`` decides when set (with a notice when the config's ``backend`` says
     otherwise); then the config's ``backend``; with ``auto``, ``multi_worker`` needs JAX
     (TensorFlow's MultiWorkerMirroredStrategy fails with Keras 3's fit, keras-team/keras#20585),
-    so it picks JAX, and anything else keeps TensorFlow. ``loaded_backend`` is Keras's backend
+    so it picks JAX, and anything else takes the first installed of TensorFlow, JAX and PyTorch
+    (``installed_backend``). ``loaded_backend`` is Keras's backend
     when Keras is already imported in this process (it cannot change any more).
     """
     requested = environ.get("KERAS_BACKEND", "").strip() or None
@@ -200,7 +217,7 @@ def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: st
     if backend is None and configured != "auto":
         backend = configured
     if backend is None:
-        backend = "jax" if strategy == "multi_worker" else (loaded_backend or "tensorflow")
+        backend = "jax" if strategy == "multi_worker" else (loaded_backend or installed_backend(find_spec))
         if strategy == "multi_worker" and loaded_backend is None:
             notice = "distribute.strategy multi_worker runs on the JAX backend: KERAS_BACKEND=jax for this run."
     if loaded_backend is not None and loaded_backend != backend:
@@ -215,8 +232,9 @@ def choose_backend(strategy: str, environ: Mapping[str, str], loaded_backend: st
     return backend, notice
 
 
-def check_backend_installed(backend: str, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> None:
+def check_backend_installed(backend: str, find_spec: Callable[[str], Any] | None = None) -> None:
     """Refuse (exit 2) with the install command when the backend's packages are missing; nothing is imported."""
+    find_spec = find_spec or importlib.util.find_spec  # looked up at call time (tests replace it)
     missing = [name for name in BACKEND_PACKAGES[backend] if find_spec(name) is None]
     if missing:
         raise BadInputError(
@@ -244,10 +262,11 @@ def check_backend_settings(config: Any, backend: str) -> None:
         )
 
 
-def check_backend(config: Any, environ: Mapping[str, str] | None = None, find_spec: Callable[[str], Any] = importlib.util.find_spec) -> tuple[str, str | None]:
+def check_backend(config: Any, environ: Mapping[str, str] | None = None, find_spec: Callable[[str], Any] | None = None) -> tuple[str, str | None]:
     """``trainer validate``'s check: the backend this config would run on (and its notice), its packages installed; nothing imported."""
+    find_spec = find_spec or importlib.util.find_spec  # looked up at call time (tests replace it)
     environ = os.environ if environ is None else environ
-    backend, notice = choose_backend(config.distribute.strategy, environ, None, config.backend)
+    backend, notice = choose_backend(config.distribute.strategy, environ, None, config.backend, find_spec)
     check_backend_installed(backend, find_spec)
     check_backend_settings(config, backend)
     return backend, notice
