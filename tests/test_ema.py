@@ -276,7 +276,7 @@ def test_model_h5_validation_and_test_use_the_average(reference, ema_config):
     best_loss = best.evaluate(data["x_test"], data["y_test"], verbose=0, return_dict=True, batch_size=16)["loss"]
     assert best_row["val_loss"] == pytest.approx(best_loss, rel=1e-4, abs=1e-6)
     assert metrics["test"]["loss"] == pytest.approx(best_loss, abs=1e-5)
-    assert metrics["ema"] == {"decay": 0.9, "warmup": True, "every": 1}
+    assert metrics["ema"] == {"decay": 0.9, "warmup": True, "every": 1, "lookahead": False}
     assert json.loads((reference / "manifest.json").read_text())["ema"] == metrics["ema"]
 
 

@@ -84,7 +84,7 @@ def test_eval_numbers_match_the_models_own_predictions(runs_root, data_path, kin
     assert result.exit_code == 0, result.unwrapped
     assert "per class" in result.unwrapped and "confusion matrix" in result.unwrapped
     report = json.loads((run_dir / "eval-test.json").read_text())
-    assert set(report) == {"split", "examples", "loss", "accuracy", "metrics", "per_class", "confusion_matrix"}
+    assert set(report) == {"split", "examples", "loss", "accuracy", "metrics", "summary", "per_class", "confusion_matrix", "confusion_matrix_normalized"}
 
     x, y = raw_test_images(data_path)
     predicted = model_probabilities(run_dir, x).argmax(1)
@@ -158,7 +158,10 @@ def test_eval_refuses_bad_targets_and_writes_nothing(runs_root, tmp_path):
     gone = run_cli("predict", broken, tmp_path)
     assert gone.exit_code == 2 and "model.h5" in gone.unwrapped
 
-    no_config = run_cli("eval", runs_root / "softmax" / "model.h5")
+    loose = tmp_path / "loose"  # a model file away from its run directory: nothing says how it was trained
+    loose.mkdir()
+    (loose / "model.h5").write_bytes((runs_root / "softmax" / "model.h5").read_bytes())
+    no_config = run_cli("eval", loose / "model.h5")
     assert no_config.exit_code == 2 and "--config" in no_config.unwrapped
 
     bad_split = run_cli("eval", runs_root / "softmax", "--split", "dev")

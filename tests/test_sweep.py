@@ -397,10 +397,11 @@ def test_runs_with_the_same_frozen_backbone_share_one_feature_pass(tmp_path):
         assert result.status == "completed"
         runs[name] = recorder
     backbone_passes = {name: [p for p in r.phases if p.startswith("backbone features")] for name, r in runs.items()}
-    assert backbone_passes["first"] == ["backbone features (train)", "backbone features (validation)"]
+    # validation is held out of train (a sweep never selects on test), so the test split is a pass of its own
+    assert backbone_passes["first"] == ["backbone features (train)", "backbone features (validation)", "backbone features (test)"]
     assert backbone_passes["other-head"] == []  # only the head changed: the features were read back
     assert any("reused from" in text for text in runs["other-head"].notices)
-    assert len(list(cache.glob("*.npy"))) == 2 and not list(cache.glob(".*"))
+    assert len(list(cache.glob("*.npy"))) == 3 and not list(cache.glob(".*"))
     assert not (tmp_path / "first" / "features").exists()  # the run directory holds no copy
 
 
@@ -480,7 +481,7 @@ def test_a_storage_from_the_environment_stays_there_in_the_continue_hint(tmp_pat
 def test_an_unreachable_storage_is_named_without_its_password(cli, write_config, url, tmp_path):
     result = cli("sweep", write_config(sweep_config(None)), "--storage", url, "--sweep-dir", tmp_path / "s")
     assert result.exit_code == 2, result.output
-    assert "cannot open the study storage" in result.text and "127.0.0.1:1/sweeps" in result.text
+    assert "--storage: cannot reach the database of" in result.text and "127.0.0.1:1/sweeps" in result.text  # the bounded probe (store_probe)
     assert PASSWORD not in result.output and "Traceback" not in result.output
 
 
