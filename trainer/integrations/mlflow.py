@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shlex
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -429,37 +428,29 @@ def _check_store_exists(uri: str, key: str) -> None:
         raise BadInputError(f"{key}: no MLflow store at {mask_url(uri)}: {path} is not a {kind}, and opening it would create an empty one.")
 
 
+class _NoAnswer(BadInputError):
+    """``_bounded``'s own timeout, told apart from an error the call itself raised."""
+
+
 def _bounded(tracked: TrackedRun, what: str, call: Callable[[], Any]) -> Any:
-    """``call()`` given at most ``CALL_SECONDS``; a failure or a wait past it is a ``BadInputError`` naming the store.
+    """``call()`` given at most ``CALL_SECONDS`` (``within``); a failure or a wait past it is a ``BadInputError`` naming the store.
 
     MLflow's HTTP client retries a failing request for minutes and is configured only through
-    environment variables, which library code leaves to its caller: the call runs in a daemon
-    thread that is abandoned when it does not answer in time.
+    environment variables, which library code leaves to its caller.
     """
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, name="trainer-mlflow", daemon=True)
-    worker.start()
-    worker.join(CALL_SECONDS)
-    if worker.is_alive():
-        raise BadInputError(
+    try:
+        return within(
+            CALL_SECONDS, call,
             f"{tracked.key}: the MLflow tracking store at {tracked.uri} did not answer within {CALL_SECONDS:g} s ({what}); "
-            "check the server, or try again."
+            "check the server, or try again.",
+            _NoAnswer,
         )
-    error = outcome.get("error")
-    if error is None:
-        return outcome.get("value")
-    if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-        raise BadInputError(f"{tracked.key}: the MLflow store at {tracked.uri} has no run {tracked.run_id} (named by {TRACKING_FILE}).") from None
-    if isinstance(error, (KeyboardInterrupt, SystemExit)):
-        raise error
-    raise BadInputError(f"{tracked.key}: MLflow at {tracked.uri} failed while {what}: {_reason(error, tracked.secrets[0])}") from None
+    except (_NoAnswer, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 - whatever MLflow raised, named as the store's failure
+        if getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            raise BadInputError(f"{tracked.key}: the MLflow store at {tracked.uri} has no run {tracked.run_id} (named by {TRACKING_FILE}).") from None
+        raise BadInputError(f"{tracked.key}: MLflow at {tracked.uri} failed while {what}: {_reason(error, tracked.secrets[0])}") from None
 
 
 def log_evaluation(tracked: TrackedRun, files: list[Path], metrics: dict[str, Any], split: str) -> str:
