@@ -26,6 +26,13 @@ def test_run_writes_complete_run_directory(cli, mnist_npz, write_config, tmp_pat
     assert metrics["epochs_completed"] == 2
     assert set(metrics["test"]) >= {"loss", "accuracy"}
     assert metrics["validation"]["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # the figures people report are in metrics.json too, equal to what trainer eval computes from model.h5
+    result = cli("eval", run_dir, "--output", tmp_path / "eval.json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "eval.json").read_text())["summary"]
+    assert set(summary) == {"macro_precision", "weighted_precision", "macro_recall", "weighted_recall", "macro_f1", "weighted_f1", "balanced_accuracy"}
+    for key, value in summary.items():
+        assert metrics["test"][key] == pytest.approx(value, abs=1e-6), key
     assert metrics["versions"]["keras"] == keras.__version__
     assert metrics["seed"] == 1 and metrics["device"]["kind"] == "cpu"
 

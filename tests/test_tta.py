@@ -175,6 +175,10 @@ def test_the_run_records_plain_and_tta_test_metrics(flip_run):
     probs = averaged_by_hand(run_dir, x)
     assert tta["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y)), abs=1e-12)
     assert tta["loss"] == pytest.approx(float(-np.mean(np.log(np.clip(probs[np.arange(64), y], 1e-7, 1)))), rel=1e-4)
+    predicted = probs.argmax(1)
+    recalls = [float(np.mean(predicted[y == c] == c)) for c in np.unique(y)]
+    assert tta["balanced_accuracy"] == pytest.approx(float(np.mean(recalls)), abs=1e-9)  # the averaged views' figures too
+    assert {"macro_f1", "weighted_f1", "macro_precision", "macro_recall"} <= set(tta)
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["evaluate"] == {"tta": "flip"}
 
 

@@ -58,6 +58,10 @@ def run(
     print_summary(result)
 
 
+# metrics.json holds every figure of inference.scores; the table keeps the two people quote most (macro F1, balanced accuracy)
+SUMMARY_ONLY_IN_FILE = ("macro_precision", "weighted_precision", "macro_recall", "weighted_recall", "weighted_f1")
+
+
 def print_summary(result) -> None:
     """The final table: status, epochs, validation and test numbers, throughput, wall time; then the run directory."""
     from trainer.console import console, key_value_table, print_table, untrusted
@@ -71,9 +75,9 @@ def print_summary(result) -> None:
                 ("status", result.status),
                 *((("reason", result.reason),) if result.reason else ()),
                 ("epochs", result.metrics.get("epochs_completed")),
-                *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy")),
-                *((f"test {k}", v) for k, v in test.items()),
-                *((f"test tta ({(result.metrics.get('test_tta') or {}).get('mode')}) {k}", v) for k, v in (result.metrics.get("test_tta") or {}).items() if k in ("loss", "accuracy")),
+                *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy", "macro_f1")),
+                *((f"test {k}", v) for k, v in test.items() if k not in SUMMARY_ONLY_IN_FILE),
+                *((f"test tta ({(result.metrics.get('test_tta') or {}).get('mode')}) {k}", v) for k, v in (result.metrics.get("test_tta") or {}).items() if k in ("loss", "accuracy", "macro_f1")),
                 ("examples per second", (result.history[-1] if result.history else {}).get("examples_per_second")),
                 ("wall seconds", result.metrics.get("wall_seconds")),
             ],

@@ -20,6 +20,7 @@ import numpy as np
 
 from trainer.config.evaluate import TTA_MODES, check_tta_mode
 from trainer.errors import DataError
+from trainer.inference.scores import test_figures
 
 __all__ = ["TTA_MODES", "TRANSLATE_PIXELS", "views", "view_count", "tta_probabilities", "tta_scores"]
 
@@ -77,7 +78,8 @@ def tta_probabilities(model: Any, images: Any, model_output: str, mode: str, bat
 
 
 def tta_scores(model: Any, images: Any, labels: np.ndarray, model_output: str, mode: str, batch_size: int = 256) -> dict[str, Any]:
-    """``{mode, views, examples, accuracy, loss}`` of the averaged probabilities against integer ``labels``.
+    """``{mode, views, examples, accuracy, loss}`` of the averaged probabilities against integer ``labels``, and
+    ``inference.scores.test_figures`` of them (macro / weighted precision, recall, F1, balanced accuracy).
 
     ``loss`` is the cross-entropy of the averaged probabilities (clipped at 1e-7), whatever loss
     the model was trained with; ``accuracy`` is top-1.
@@ -91,4 +93,5 @@ def tta_scores(model: Any, images: Any, labels: np.ndarray, model_output: str, m
         "examples": int(len(labels)),
         "accuracy": float(np.mean(probs.argmax(axis=1) == labels)),
         "loss": float(-np.mean(np.log(np.clip(chosen, PROBABILITY_FLOOR, 1.0)))),
+        **test_figures(probs, labels),
     }

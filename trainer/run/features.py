@@ -254,6 +254,10 @@ class CachedFeatureTraining:
         result = self.head.evaluate(self.make_dataset(self.features("test"), self.data.y_test), verbose=0, return_dict=True)
         return {k: float(v) for k, v in result.items()}
 
+    def test_probabilities(self) -> np.ndarray:
+        """The head's outputs on the cached test features (the full model's on the test images)."""
+        return np.asarray(self.head.predict(self.make_dataset(self.features("test"), self.data.y_test), verbose=0))
+
     def cleanup(self) -> None:
         """Drop the feature files: they are a cache, not part of the run directory's contract."""
         self._features.clear()

@@ -302,6 +302,7 @@ class Training:
             if self.cached is not None:
                 try:
                     test = self.cached.evaluate_test()
+                    test.update(self.test_figures(self.cached.test_probabilities()))
                 except RunFailedError as exc:  # the test split's features could not be written (a full disk)
                     with contextlib.suppress(Exception):
                         curves.join()
@@ -314,6 +315,7 @@ class Training:
                 try:
                     with surfacing_data_errors():
                         test = {k: float(v) for k, v in self.model.evaluate(test_ds, verbose=0, return_dict=True).items()}
+                        test.update(self.test_figures())
                 except StreamedDataError as exc:
                     reason = f"a data file went bad while the test split was measured: {exc.message}"
                     self.fail(reason, f"{reason} Every epoch's checkpoint is kept; fix or remove the file, then run trainer eval.")
@@ -346,6 +348,20 @@ class Training:
         except OSError as exc:
             reason = f"cannot write {self.run_dir / 'last.h5'}: {exc.strerror or exc}; nothing half-written was left."
             self.fail(reason, reason)
+
+    def test_figures(self, probs: Any = None) -> dict[str, float]:
+        """``metrics.json``'s test figures beyond the compiled metrics: macro / weighted precision, recall, F1 and
+        balanced accuracy of the model's top-1 predictions (``inference.scores``); ``probs`` when already computed."""
+        import numpy as np
+
+        from trainer.inference.scores import test_figures
+        from trainer.inference.tta import tta_probabilities
+
+        labels = np.asarray(self.data.y_test)
+        labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
+        if probs is None:
+            probs = tta_probabilities(self.model, self.data.x_test, self.config.model.output, "none", self.config.train.batch_size)
+        return test_figures(np.asarray(probs), labels)
 
     def test_with_tta(self) -> dict[str, Any] | None:
         """``evaluate.tta``: the test split's probabilities averaged over its views (``metrics.json``'s ``test_tta``); else None."""
