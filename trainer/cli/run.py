@@ -73,6 +73,7 @@ def print_summary(result) -> None:
                 ("epochs", result.metrics.get("epochs_completed")),
                 *((f"validation {k}", v) for k, v in validation.items() if k in ("loss", "accuracy")),
                 *((f"test {k}", v) for k, v in test.items()),
+                *((("test", "none (the data has no test split)"),) if result.status == "completed" and not test else ()),
                 *((f"test tta ({(result.metrics.get('test_tta') or {}).get('mode')}) {k}", v) for k, v in (result.metrics.get("test_tta") or {}).items() if k in ("loss", "accuracy")),
                 ("examples per second", (result.history[-1] if result.history else {}).get("examples_per_second")),
                 ("wall seconds", result.metrics.get("wall_seconds")),
