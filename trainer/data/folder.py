@@ -68,6 +68,26 @@ class FolderLayout:
         return f"split folders {' + '.join(found)}, each with one subfolder per class{absent}"
 
 
+def describe_layout(data_config: Any) -> str | None:
+    """What ``trainer validate`` says of an image-file dataset's ``data.path``: its layout, or why it cannot be read.
+
+    None for other datasets and for a path that does not exist (yet); a CSV is read and every row
+    checked (its images are not decoded).
+    """
+    from trainer.data.catalog import CSV_DATASET, IMAGE_FILE_DATASETS
+
+    if data_config.dataset not in IMAGE_FILE_DATASETS or data_config.path is None or not os.path.lexists(data_config.path):
+        return None
+    try:
+        if data_config.dataset == CSV_DATASET:
+            from trainer.readers.csv_files import read_image_table
+
+            return f"CSV table: {read_image_table(Path(data_config.path), allow_outside=data_config.allow_outside).describe()}"
+        return detect_layout(Path(data_config.path)).describe()
+    except DataError as error:
+        return f"cannot be read: {error.message}"
+
+
 def _subfolders(path: Path) -> list[Path]:
     try:
         return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
