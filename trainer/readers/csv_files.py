@@ -88,7 +88,7 @@ def read_image_table(path: Path | str, *, allow_outside: bool = False) -> ImageT
             image = Path(values["path"]) if Path(values["path"]).is_absolute() else root / values["path"]
             key = os.path.normcase(os.path.abspath(image))
             if key in seen:
-                problem = f"{values['path']!r} is already listed on line {seen[key]}; each image belongs to one row (and one split)."
+                problem = f"{_shown(values['path'])} is already listed on line {seen[key]}; each image belongs to one row (and one split)."
             else:
                 seen[key] = line
         if problem is not None:
@@ -176,37 +176,44 @@ def _columns(source: Path, header: list[str]) -> dict[str, int]:
     return columns
 
 
+def _shown(text: str, limit: int = 120) -> str:
+    """A value from the file as it appears in a message: quoted, at most ``limit`` characters."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
 def _check_row(values: dict[str, str], root: Path, resolved_root: Path, allow_outside: bool) -> str | None:
     """What is wrong with one row (its path, label, split), or None."""
-    text, label = values["path"], values["label"]
+    label = values["label"]
+    text = values["path"]
+    shown = _shown(text)
     if not text:
         return "the path is empty; each row names an image file relative to the CSV's folder."
     if not label:
-        return f"the label of {text!r} is empty; each row needs a class name or a class number 0..K-1."
+        return f"the label of {shown} is empty; each row needs a class name or a class number 0..K-1."
     if "split" in values and values["split"].lower() not in SPLIT_NAMES:
-        shown = values["split"][:40]
-        return f"split is {shown!r}; allowed: train, val, validation, test."
+        return f"split is {_shown(values['split'], 40)}; allowed: train, val, validation, test."
     if "\x00" in text or len(text) > FIELD_LIMIT:
         return "the path is not a file name."
     candidate = Path(text)
     outside = "set data.allow_outside: true to read images outside the CSV's folder"
     if (candidate.is_absolute() or re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("\\")) and not allow_outside:
-        return f"the path {text!r} is absolute; paths are relative to the CSV's folder {root} ({outside})."
+        return f"the path {shown} is absolute; paths are relative to the CSV's folder {root} ({outside})."
     if ".." in re.split(r"[\\/]", text) and not allow_outside:
-        return f"the path {text!r} goes up with '..'; paths stay inside the CSV's folder {root} ({outside})."
+        return f"the path {shown} goes up with '..'; paths stay inside the CSV's folder {root} ({outside})."
     if candidate.suffix.lower() not in IMAGE_EXTENSIONS:
-        return f"{text!r} is not an image file name; allowed extensions: {', '.join(IMAGE_EXTENSIONS)}."
+        return f"{shown} is not an image file name; allowed extensions: {', '.join(IMAGE_EXTENSIONS)}."
     image = candidate if candidate.is_absolute() else root / candidate
     try:
         info = os.stat(image)  # follows links: what the decoder will read
     except FileNotFoundError:
-        return f"the image {text!r} is missing ({image} does not exist)."
+        return f"the image {shown} is missing (no such file in {image.parent if len(str(image.parent)) < 200 else root})."
     except OSError as exc:
-        return f"the image {text!r} cannot be read ({exc.strerror or exc})."
+        return f"the image {shown} cannot be read ({exc.strerror or exc})."
     if not stat.S_ISREG(info.st_mode):
-        return f"{text!r} is not a regular file (a folder, FIFO, device or socket); each row names an image file."
+        return f"{shown} is not a regular file (a folder, FIFO, device or socket); each row names an image file."
     if not allow_outside and resolved_root not in image.resolve().parents:
-        return f"{text!r} is a link to {image.resolve()}, outside the CSV's folder {root} ({outside})."
+        return f"{shown} is a link to {image.resolve()}, outside the CSV's folder {root} ({outside})."
     return None
 
 
