@@ -106,6 +106,15 @@ def test_allow_outside_reads_absolute_and_parent_paths(images, tmp_path):
     assert [path.name for path in table.paths] == ["cat_000.png", "dog_000.png"]
 
 
+def test_a_linked_data_path_reads_rows_from_the_folder_of_the_file_it_names(images, tmp_path):
+    """data.path is the user's own choice: its link is followed (a link *in* a row is still checked)."""
+    write_csv(images, rows())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "table.csv").symlink_to(images / "labels.csv")
+    table = read_image_table(tmp_path / "elsewhere" / "table.csv")
+    assert table.root == images and len(table.paths) == 18
+
+
 # --------------------------------------------------------------------------- hostile tables
 
 

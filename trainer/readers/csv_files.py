@@ -2,7 +2,8 @@
 
 The CSV is an untrusted data file like any other: a regular file (no FIFO, folder or device) of
 at most ``TABLE_LIMIT`` bytes and ``MAX_ROWS`` rows, strict UTF-8 (a leading byte-order mark, as
-Excel writes, is dropped; ``\\r\\n`` line ends are CSV's own), parsed with Python's ``csv`` module
+Excel writes, is dropped; ``\\r\\n`` line ends are CSV's own; ``data.path`` may be a link, and
+rows are then relative to the folder of the file it names), parsed with Python's ``csv`` module
 with every field at most ``FIELD_LIMIT`` characters. Each row names an image by a path relative to
 the CSV's folder; an absolute path, a ``..`` part or a link that leads out of that folder is
 refused unless ``data.allow_outside: true`` says the table may point anywhere. Every bad row is
@@ -63,9 +64,11 @@ def read_image_table(path: Path | str, *, allow_outside: bool = False) -> ImageT
     source = Path(path)
     if source.is_dir():  # read_bytes says so too; this names what a csv dataset expects
         raise DataError(f"{source}: is a folder; dataset: csv expects {WHAT} (dataset: folder reads class folders).")
-    data = read_bytes(source, limit=TABLE_LIMIT, folder=source.parent, error=DataError, what=WHAT)
+    # data.path is the user's own choice: a link there is followed, and rows are relative to the folder of the file it names
+    real = source.resolve() if source.is_symlink() else source
+    data = read_bytes(real, limit=TABLE_LIMIT, folder=real.parent, error=DataError, what=WHAT)
     text = _decode(source, data)
-    root = source.parent
+    root = real.parent
     header, rows = _parse(source, text)
     columns = _columns(source, header)
     problems: list[str] = []
