@@ -225,6 +225,9 @@ def test_a_run_without_a_test_split_skips_tta_and_eval_names_the_missing_folder(
     assert "there is no test split" in result.text and f"{root} has no test/ folder" in result.text
     assert len(" ".join(lines)) == len(result.text)  # one message (Rich may wrap it)
     assert cli("eval", tmp_path / "r", "--split", "validation").exit_code == 0
+    # a fraction set only for eval would measure images the model trained on
+    result = cli("eval", tmp_path / "r", "--split", "test", "--set", "data.test=0.2")
+    assert result.exit_code == 2 and "takes images the model trained on" in result.text
 
 
 @pytest.mark.slow

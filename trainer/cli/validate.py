@@ -35,7 +35,7 @@ def validate(
 
     layout = describe_layout(loaded.data)
     if layout is not None:
-        info(f"data.path {loaded.data.path}: {layout}")
+        (notice if layout.startswith("cannot be read") else info)(f"data.path {loaded.data.path}: {layout}")
     if loaded.sweep is not None:
         sweep = loaded.sweep
         metric = sweep.metric_for(loaded)

@@ -52,7 +52,10 @@ class LoadedData:
             return self.x_train, self.y_train
         if name == "test":
             if self.x_test is None:
-                raise DataError(f"there is no test split: {self.no_test_reason}")
+                raise DataError(
+                    f"there is no test split: {self.no_test_reason or 'the dataset has none'}; the run measured no test "
+                    "numbers (--split validation or train can be measured)."
+                )
             return self.x_test, self.y_test
         if name == "validation":
             if self.x_val is None:
@@ -165,11 +168,11 @@ def _hold_out_test(config: DataConfig, seed: int, folder: Any, notices: list[str
             )
         return folder, None, ""
     if config.test is None:
-        reason = (
-            f"{config.path} has {_own_test(config, absent=True)} and data.test is not set, so the run reports no test "
-            "numbers; data.test: 0.1 holds a test split out of the training images."
+        reason = f"{config.path} has {_own_test(config, absent=True)} and data.test is not set"
+        notices.append(
+            f"no test split: {reason}, so the run reports no test numbers; data.test: 0.1 holds a test split out of "
+            "the training images."
         )
-        notices.append(f"no test split: {reason}")
         return folder, None, reason
     held = split_stratified(folder.y_train, config.test, (seed, TEST_STREAM))
     if len(held.chosen) < 1 or len(held.rest) < 1:

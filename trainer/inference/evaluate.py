@@ -136,9 +136,16 @@ def check_same_validation_split(run: LoadedRun, data: Any, split: str) -> None:
 def check_same_test_split(run: LoadedRun, data: Any, split: str) -> None:
     """``--split test`` of a run whose test split was ``data.test: FRACTION`` measures the same files, or a DataError."""
     recorded = run.manifest.test_split if run.manifest is not None else None
-    if split != "test" or recorded is None:
-        return
     now = data.test_split
+    if split != "test":
+        return
+    if recorded is None:
+        if now is not None and run.manifest is not None:  # the run trained on every image: a fraction now would be trained ones
+            raise DataError(
+                f"--split test: the run held no data.test fraction out (manifest.json), so data.test {now['fraction']} "
+                "now takes images the model trained on; drop the --set/--config that sets data.test."
+            )
+        return
     if now is None or now.get("digest") != recorded.get("digest"):
         got = "no fraction split" if now is None else f"{now['test']} images of data.test {now['fraction']} with seed {now['seed']}"
         raise DataError(
