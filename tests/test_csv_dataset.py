@@ -214,7 +214,7 @@ def test_a_field_at_the_limit_is_read_and_one_past_it_refused(images):
         read_image_table(write_csv(images, [f"a{name},cat"]))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_mutated_tables_either_read_or_are_refused_by_name(images, data):
     """Property: any mutation of a valid table reads, or is one DataError naming the file; nothing else escapes."""
