@@ -240,3 +240,25 @@ def test_eval_split_test_rederives_the_fraction_and_refuses_changed_files(cli, w
     shutil.copy(root / "dog" / "dog_000.png", root / "dog" / "dog_100.png")
     result = cli("eval", tmp_path / "r", "--split", "test")
     assert result.exit_code == 2 and "--split test: the run held out data.test 0.2 with seed 1" in result.text
+
+
+@pytest.mark.parametrize(
+    "test_split, ok",
+    [
+        ({"fraction": 0.2, "seed": 1, "test": 6, "train": 24, "digest": "a" * 64}, True),
+        ({"fraction": 1.5, "seed": 1, "test": 6, "train": 24, "digest": "a" * 64}, False),
+        ({"fraction": 0.2, "seed": 1, "validation": 6, "train": 24, "digest": "a" * 64}, False),
+        ({"fraction": 0.2, "seed": 1, "test": 6, "train": 24, "digest": "not hex"}, False),
+        ("0.2", False),
+    ],
+)
+def test_manifest_test_split_is_typed(test_split, ok):
+    from trainer.errors import RunDirError
+    from trainer.run.records import Manifest
+
+    data = {"dataset": "folder", "num_classes": 3, "class_names": list(CLASSES), "input_shape": [8, 8, 3], "test_split": test_split}
+    if ok:
+        assert Manifest.from_dict(data).to_dict()["test_split"] == test_split
+    else:
+        with pytest.raises(RunDirError, match="test_split is .*expected \\{fraction"):
+            Manifest.from_dict(data)
