@@ -31,6 +31,11 @@ def validate(
         f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
         f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}, on the {backend} backend."
     )
+    from trainer.data.folder import describe_layout
+
+    layout = describe_layout(loaded.data)
+    if layout is not None:
+        (notice if layout.startswith("cannot be read") else info)(f"data.path {loaded.data.path}: {layout}")
     if loaded.sweep is not None:
         sweep = loaded.sweep
         metric = sweep.metric_for(loaded)

@@ -280,12 +280,12 @@ def check_crop(crop: int, image_shape: tuple[int, ...], source: str = "") -> Non
 
 def check_augment(config: Config) -> None:
     """``data.augment`` against the image size known before any file is read (folder datasets, or a download)."""
-    from trainer.data.catalog import FOLDER_DATASET, expected_image_shape
+    from trainer.data.catalog import IMAGE_FILE_DATASETS, expected_image_shape
 
     augment = config.data.augment
     if augment is None or not augment.crop:
         return
-    if config.data.dataset != FOLDER_DATASET and config.data.path is not None:
+    if config.data.dataset not in IMAGE_FILE_DATASETS and config.data.path is not None:
         return  # the file decides the image size: checked once it is read (trainer.data.loaders)
     shape = expected_image_shape(config.data.dataset, config.data.image_size, config.data.color_mode)
     if shape is not None:

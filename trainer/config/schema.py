@@ -92,14 +92,25 @@ class AugmentConfig(_Strict):
         )
 
 
+def _fraction(value: Any, allowed: str) -> float:
+    """A number strictly between 0 and 1 (``true`` is no number), else ``ValueError("must be ...")``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and 0.0 < float(value) < 1.0):
+        raise ValueError(f"must be {allowed}")
+    return float(value)
+
+
 class DataConfig(_Strict):
     dataset: str = "mnist"
     path: PathText | None = None
     validation: str | float = "test"
+    # folder and csv datasets without a test split of their own: a stratified, seeded fraction of the images held out for test
+    test: float | None = Field(default=None, exclude_if=lambda value: value is None)
+    # csv only: rows may name images outside the CSV's folder (absolute paths, '..', links out)
+    allow_outside: bool = Field(default=False, exclude_if=lambda value: value is False)
     limit: Count | None = None
     image_size: list[Annotated[int, Field(gt=0, le=MAX_IMAGE_SIDE)]] | None = Field(default=None, min_length=2, max_length=2)
     color_mode: Literal["rgb", "grayscale"] | None = None
-    cache: Literal["auto", "memory", "disk", "none"] | None = None  # folder datasets: where decoded pixels live
+    cache: Literal["auto", "memory", "disk", "none"] | None = None  # folder and csv datasets: where decoded pixels live
     augment: AugmentConfig | None = None
 
     @field_validator("image_size")
@@ -128,30 +139,42 @@ class DataConfig(_Strict):
         allowed = "'test', 'none' or a fraction strictly between 0 and 1"
         if value is None:
             return "none"
-        if isinstance(value, bool):
-            raise ValueError(f"must be {allowed}")
         if isinstance(value, str):
             if value not in ("test", "none"):
                 raise ValueError(f"must be {allowed}")
             return value
-        if isinstance(value, (int, float)) and not (0.0 < float(value) < 1.0 and math.isfinite(value)):
-            raise ValueError(f"must be {allowed}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise ValueError(f"must be {allowed}")
+        return _fraction(value, allowed)
+
+    @field_validator("test", mode="before")
+    @classmethod
+    def _test_fraction(cls, value: Any) -> Any:
+        return None if value is None else _fraction(value, "a fraction strictly between 0 and 1 (e.g. 0.1), or null")
 
     @model_validator(mode="after")
-    def _folder_only_keys(self) -> "DataConfig":
-        """``image_size`` and ``color_mode`` describe how folder images are decoded; elsewhere the files decide."""
-        if self.dataset != "folder":
+    def _image_file_only_keys(self) -> "DataConfig":
+        """``image_size``, ``color_mode``, ``cache`` and ``test`` describe image files (folder, csv); elsewhere the files decide."""
+        from trainer.data.catalog import CSV_DATASET, IMAGE_FILE_DATASETS
+
+        if self.dataset not in IMAGE_FILE_DATASETS:
             given = [key for key in ("image_size", "color_mode", "cache") if getattr(self, key) is not None]
             if given:
                 raise ValueError(
-                    f"{' and '.join(given)} only apply to dataset: folder (images of any size decoded from class folders); "
+                    f"{' and '.join(given)} only apply to dataset: folder or csv (images of any size decoded from files); "
                     f"{self.dataset} images keep the shape of the files, so remove {' and '.join(given)}"
                 )
+            if self.test is not None:
+                raise ValueError(
+                    f"test: {self.test} holds a test split out of folder or csv datasets; {self.dataset} has its own test "
+                    "split, so remove data.test"
+                )
+        if self.allow_outside and self.dataset != CSV_DATASET:
+            raise ValueError("allow_outside only applies to dataset: csv (rows naming images outside the CSV's folder); remove it")
         if self.dataset == "folder" and self.path is None:
-            raise ValueError("dataset: folder needs data.path, a folder holding train/ and test/ with one subfolder per class")
+            raise ValueError(
+                "dataset: folder needs data.path, a folder holding train/ (+ val/ or validation/, test/) or one subfolder per class"
+            )
+        if self.dataset == CSV_DATASET and self.path is None:
+            raise ValueError("dataset: csv needs data.path, a .csv file of path,label[,split] rows (paths relative to its folder)")
         return self
 
 

@@ -101,18 +101,21 @@ DATASETS: dict[str, DatasetInfo] = {
 
 # Not a published dataset: class folders of images under data.path (see trainer.data.folder).
 FOLDER_DATASET = "folder"
+# Not a published dataset either: a CSV of ``path,label[,split]`` rows naming image files (trainer.readers.csv_files).
+CSV_DATASET = "csv"
+IMAGE_FILE_DATASETS = (FOLDER_DATASET, CSV_DATASET)  # image files decoded to data.image_size / data.color_mode
 FOLDER_DEFAULT_IMAGE_SIZE = (32, 32)  # (height, width) when data.image_size is not given
 FOLDER_DEFAULT_COLOR_MODE = "rgb"
 
 
 def dataset_names() -> list[str]:
-    """Every valid ``data.dataset``: the published datasets plus ``folder``."""
-    return [*DATASETS, FOLDER_DATASET]
+    """Every valid ``data.dataset``: the published datasets plus ``folder`` and ``csv``."""
+    return [*DATASETS, *IMAGE_FILE_DATASETS]
 
 
 def expected_image_shape(dataset: str, image_size=None, color_mode=None) -> tuple[int, int, int] | None:
     """(height, width, channels) the images of ``dataset`` will have, known before reading any file."""
-    if dataset == FOLDER_DATASET:
+    if dataset in IMAGE_FILE_DATASETS:
         height, width = image_size or FOLDER_DEFAULT_IMAGE_SIZE
         return (int(height), int(width), 1 if (color_mode or FOLDER_DEFAULT_COLOR_MODE) == "grayscale" else 3)
     info = DATASETS.get(dataset)

@@ -1,4 +1,11 @@
-"""Class folders of images: ``DIR/{train,test[,validation]}/<class>/<image>``, decoded with Pillow.
+"""Image files as datasets: class folders in one of two layouts, or a CSV table of files, decoded with Pillow.
+
+Folder layouts (``detect_layout``): ``DIR/train/<class>/`` with ``val/`` or ``validation/`` and
+``test/`` beside it, each optional (Ultralytics' train/val/test, and trainer's train/test); or
+``DIR/<class>/<image>`` (Keras's ``image_dataset_from_directory``), whose validation and test
+splits are fractions (``data.validation``, ``data.test``). A CSV (``data.dataset: csv``,
+``trainer.readers.csv_files``) names its files and labels row by row. Either way the files
+become ``ImageFiles`` below.
 
 Every image is decoded, converted to ``color_mode`` and resized to ``image_size``. A split is
 either held in memory as one uint8 array (N, H, W, C) like the other readers return
@@ -25,15 +32,120 @@ PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
 
 @dataclass
 class FolderSplits:
-    """The decoded splits of a class-folder dataset; ``x_val`` is None without a validation/ folder."""
+    """The splits of an image-file dataset; ``x_val`` is None without a val/ or validation/ folder (or split rows),
+    ``x_test`` None without a test/ folder (or split rows)."""
 
     class_names: list[str]
     x_train: "np.ndarray | ImageFiles"
     y_train: np.ndarray
-    x_test: "np.ndarray | ImageFiles"
-    y_test: np.ndarray
+    x_test: "np.ndarray | ImageFiles | None"
+    y_test: np.ndarray | None
     x_val: "np.ndarray | ImageFiles | None" = None
     y_val: np.ndarray | None = None
+    layout: "FolderLayout | None" = None
+    root: Path | None = None  # file names are recorded relative to this folder (test_split's digest)
+    description: str = ""  # the layout in words, for the run's notices and trainer validate
+
+
+SPLIT_FOLDERS = ("train", "val", "validation", "test")
+VALIDATION_FOLDERS = ("validation", "val")
+
+
+@dataclass(frozen=True)
+class FolderLayout:
+    """How a dataset folder is laid out: ``splits`` (train/ with optional val|validation/ and test/) or ``classes``."""
+
+    kind: str  # "splits" or "classes"
+    train: Path  # splits: DIR/train; classes: DIR itself
+    validation: Path | None = None
+    test: Path | None = None
+
+    def describe(self) -> str:
+        if self.kind == "classes":
+            return "class folders (DIR/<class>/<image>); validation and test are fractions of them (data.validation, data.test)"
+        found = ["train/", *([f"{self.validation.name}/"] if self.validation else []), *(["test/"] if self.test else [])]
+        absent = "" if self.test else "; no test/ folder"
+        return f"split folders {' + '.join(found)}, each with one subfolder per class{absent}"
+
+
+def describe_layout(data_config: Any) -> str | None:
+    """What ``trainer validate`` says of an image-file dataset's ``data.path``: its layout, or why it cannot be read.
+
+    None for other datasets and for a path that does not exist (yet); a CSV is read and every row
+    checked (its images are not decoded).
+    """
+    from trainer.data.catalog import CSV_DATASET, IMAGE_FILE_DATASETS
+
+    if data_config.dataset not in IMAGE_FILE_DATASETS or data_config.path is None or not os.path.lexists(data_config.path):
+        return None
+    try:
+        if data_config.dataset == CSV_DATASET:
+            from trainer.readers.csv_files import read_image_table
+
+            return f"CSV table: {read_image_table(Path(data_config.path), allow_outside=data_config.allow_outside).describe()}"
+        return detect_layout(Path(data_config.path)).describe()
+    except DataError as error:
+        return f"cannot be read: {error.message}"
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be listed ({exc.strerror or exc}).") from None
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` directly holds an image file (stops at the first)."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(
+                entry.name.lower().endswith(IMAGE_EXTENSIONS) and not entry.name.startswith(".") and entry.is_file()
+                for entry in entries
+            )
+    except OSError:
+        return False
+
+
+def detect_layout(path: Path) -> FolderLayout:
+    """The layout of a folder dataset, or a DataError naming what was found and the two layouts allowed.
+
+    ``train/`` (optionally with ``val/`` or ``validation/`` and ``test/``) is the split layout;
+    a folder whose subfolders are all class folders, none named train, val, validation or test,
+    is the class layout. ``train/`` beside folders of images is both at once and refused.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(
+            f"{path}: not a folder; dataset: folder expects a folder holding train/ (+ val/ or validation/, test/) "
+            "or one subfolder of images per class."
+        )
+    subfolders = _subfolders(path)
+    named = {p.name: p for p in subfolders if p.name in SPLIT_FOLDERS}
+    others = [p for p in subfolders if p.name not in SPLIT_FOLDERS]
+    if "train" in named:
+        classes = [p.name for p in others if _holds_images(p)]
+        if classes:
+            shown = ", ".join(f"{name}/" for name in classes[:5]) + (" ..." if len(classes) > 5 else "")
+            raise DataError(
+                f"{path}: is ambiguous: it holds train/ (the split layout: train/<class>/) and class folders of images "
+                f"({shown}; the class layout: <class>/<image>); move those into train/ or train/ out of the folder."
+            )
+        if "val" in named and "validation" in named:
+            raise DataError(f"{path}: holds both val/ and validation/; keep one validation folder.")
+        validation = named.get("validation") or named.get("val")
+        return FolderLayout("splits", named["train"], validation, named.get("test"))
+    if named:
+        raise DataError(
+            f"{path}: holds {', '.join(f'{name}/' for name in named)} but no train/; the split layout needs train/<class>/ "
+            "(+ val/ or validation/, test/), the class layout only <class>/ folders of images."
+        )
+    if not others:
+        raise DataError(
+            f"{path}: holds no subfolders; dataset: folder expects train/ (+ val/ or validation/, test/) with one "
+            f"subfolder per class, or one subfolder of images per class, e.g. {path}/cat/."
+        )
+    return FolderLayout("classes", path)
 
 
 # data.cache: auto keeps the decoded pixels in memory up to this size (all splits), else caches them on disk
@@ -116,7 +228,7 @@ def _decode_pool():
 def list_classes(split_dir: Path) -> list[str]:
     """The sorted class folder names of one split; a split with none is an error."""
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: missing; a folder dataset needs train/ and test/ folders with one subfolder per class.")
+        raise DataError(f"{split_dir}: missing; a folder dataset needs train/ (+ val/ or validation/, test/) with one subfolder per class.")
     names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not names:
         raise DataError(f"{split_dir}: has no class folders; put each class's images in its own subfolder, e.g. {split_dir}/cat/.")
@@ -251,21 +363,48 @@ def load_folder(
     path: Path, image_size: tuple[int, int] | None = None, color_mode: str | None = None, cache: str | None = "memory",
     *, lazy: bool = False,
 ) -> FolderSplits:
-    """List ``path/train``, ``path/test`` and (when present) ``path/validation``; classes are the sorted train folders.
+    """The splits of the folder ``path`` in either layout (``detect_layout``); classes are the sorted train folders.
 
-    Each split is an ``ImageFiles`` (nothing decoded yet) whose ``cache`` is ``data.cache``
-    resolved (``auto``/None: ``memory`` or ``disk`` by the decoded size). A ``memory`` split is
-    decoded into one array here, or, ``lazy``, later by ``in_memory`` (after ``data.limit`` and
-    ``data.validation`` have chosen its files).
+    The class layout is all training images here (``trainer.data.loaders`` holds out the
+    validation and test fractions). Each split is an ``ImageFiles`` (nothing decoded yet) whose
+    ``cache`` is ``data.cache`` resolved (``auto``/None: ``memory`` or ``disk`` by the decoded
+    size). A ``memory`` split is decoded into one array here, or, ``lazy``, later by
+    ``in_memory`` (after ``data.limit`` and the fractions have chosen its files).
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"{path}: not a folder; dataset: folder expects a folder holding train/ and test/, each with one subfolder per class.")
+    layout = detect_layout(Path(path))
+    class_names = list_classes(layout.train)
+    folders = {"train": layout.train, "validation": layout.validation, "test": layout.test}
+    listed = {name: list_split(folder, class_names) for name, folder in folders.items() if folder is not None}
+    return _image_splits(class_names, listed, image_size, color_mode, cache, lazy, layout, Path(path), layout.describe())
+
+
+def load_image_table(
+    path: Path, image_size: tuple[int, int] | None = None, color_mode: str | None = None, cache: str | None = "memory",
+    *, lazy: bool = False, allow_outside: bool = False,
+) -> FolderSplits:
+    """The splits of a CSV of ``path,label[,split]`` rows (``trainer.readers.csv_files``): its split column, else all train."""
+    from trainer.readers.csv_files import read_image_table
+
+    table = read_image_table(Path(path), allow_outside=allow_outside)
+    labels = np.asarray(table.labels, dtype=np.int64)
+    rows = table.splits or ["train"] * len(table.paths)
+    listed: dict[str, tuple[list[Path], np.ndarray]] = {}
+    for name in ("train", "validation", "test"):
+        chosen = [index for index, split in enumerate(rows) if split == name]
+        if chosen or name == "train":
+            listed[name] = ([table.paths[index] for index in chosen], labels[chosen])
+    if not len(listed["train"][0]):
+        raise DataError(f"{path}: no row has split train; the split column needs train rows (and may add val and test rows).")
+    return _image_splits(table.class_names, listed, image_size, color_mode, cache, lazy, None, table.root, f"CSV table: {table.describe()}")
+
+
+def _image_splits(
+    class_names: list[str], listed: dict[str, tuple[list[Path], np.ndarray]], image_size: Any, color_mode: Any,
+    cache: Any, lazy: bool, layout: FolderLayout | None, root: Path, description: str,
+) -> FolderSplits:
+    """Listed files as ``ImageFiles`` splits with ``data.cache`` resolved over all of them (decoded now unless ``lazy``)."""
     size = tuple(image_size or DEFAULT_IMAGE_SIZE)
     mode = color_mode or DEFAULT_COLOR_MODE
-    class_names = list_classes(path / "train")
-    names = ["train", "test"] + (["validation"] if (path / "validation").is_dir() else [])
-    listed = {name: list_split(path / name, class_names) for name in names}
     channels = 3 if mode == "rgb" else 1
     cache = choose_cache(cache, sum(len(files) for files, _ in listed.values()), size[0] * size[1] * channels)
     splits: dict[str, tuple[Any, np.ndarray]] = {}
@@ -273,7 +412,8 @@ def load_folder(
         images = ImageFiles(files, size, mode, cache)
         splits[name] = (images if lazy else in_memory(images), labels)
     x_val, y_val = splits.get("validation", (None, None))
-    return FolderSplits(class_names, *splits["train"], *splits["test"], x_val, y_val)
+    x_test, y_test = splits.get("test", (None, None))
+    return FolderSplits(class_names, *splits["train"], x_test, y_test, x_val, y_val, layout, root, description)
 
 
 def in_memory(x: Any) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 
 from trainer.config.schema import DataConfig
 from trainer.errors import DataError
-from trainer.data.catalog import DATASETS, FOLDER_DATASET
+from trainer.data.catalog import CSV_DATASET, DATASETS, IMAGE_FILE_DATASETS
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
 from trainer.data.folder import check_headers, in_memory
 from trainer.data.selection import select_stratified, split_stratified
@@ -30,14 +30,17 @@ class LoadedData:
     y_train: np.ndarray
     x_val: np.ndarray | None
     y_val: np.ndarray | None
-    x_test: np.ndarray
-    y_test: np.ndarray
+    x_test: np.ndarray | None  # None: the dataset has no test split (a folder without test/, data.test not set)
+    y_test: np.ndarray | None
     source: str
     notices: list[str] = field(default_factory=list)
     # data.validation: FRACTION: which rows of the (limited) training examples train (the rest validate), and the
     # split's record (fraction, seed, sizes, digest) that manifest.json keeps and eval --split validation compares
     train_rows: np.ndarray | None = None
     validation_split: dict[str, Any] | None = None
+    # data.test: FRACTION: the record of the held-out test split (fraction, seed, sizes, digest of its file names)
+    test_split: dict[str, Any] | None = None
+    no_test_reason: str = ""  # why there is no test split (x_test None), for messages
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -48,6 +51,11 @@ class LoadedData:
         if name == "train":
             return self.x_train, self.y_train
         if name == "test":
+            if self.x_test is None:
+                raise DataError(
+                    f"there is no test split: {self.no_test_reason or 'the dataset has none'}; the run measured no test "
+                    "numbers (--split validation or train can be measured)."
+                )
             return self.x_test, self.y_test
         if name == "validation":
             if self.x_val is None:
@@ -59,7 +67,7 @@ class LoadedData:
         return {
             "train": len(self.x_train),
             "validation": 0 if self.x_val is None else len(self.x_val),
-            "test": len(self.x_test),
+            "test": 0 if self.x_test is None else len(self.x_test),
         }
 
 
@@ -98,12 +106,12 @@ def check_label_range(y: np.ndarray, num_classes: int, what: str) -> None:
         )
 
 
-LIMIT_STREAM, VALIDATION_STREAM = 0, 1  # independent seeded choices for data.limit and data.validation
+LIMIT_STREAM, VALIDATION_STREAM, TEST_STREAM = 0, 1, 2  # independent seeded choices for data.limit, data.validation, data.test
 
 
-def check_not_empty(x_train: np.ndarray, x_test: np.ndarray, source: str) -> None:
+def check_not_empty(x_train: np.ndarray, x_test: np.ndarray | None, source: str) -> None:
     """Refuse empty splits and images with a zero-sized dimension (TensorFlow's native code crashes on them)."""
-    for name, x in (("train", x_train), ("test", x_test)):
+    for name, x in (("train", x_train), *((("test", x_test),) if x_test is not None else ())):
         if len(x) == 0:
             raise DataError(
                 f"{source}: the {name} split is empty (shape {tuple(x.shape)}); "
@@ -131,12 +139,78 @@ def split_record(fraction: float, seed: int, held: Any) -> dict[str, Any]:
     return {"fraction": fraction, "seed": seed, "validation": int(len(held.chosen)), "train": int(len(held.rest)), "digest": digest}
 
 
+def test_split_record(fraction: float, seed: int, held: Any, x: Any, y: np.ndarray, root: Any) -> dict[str, Any]:
+    """What manifest.json records of a ``data.test: FRACTION`` split; its digest covers the test files' names and labels,
+    so ``trainer eval --split test`` refuses when the files (and so the split) changed."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    paths = getattr(x, "paths", None)
+    for index in held.chosen:
+        name = os.path.relpath(str(paths[index]), str(root)) if paths is not None and root is not None else str(int(index))
+        digest.update(f"{name}\0{int(y[index])}\n".encode("utf-8", "surrogateescape"))
+    return {"fraction": fraction, "seed": seed, "test": int(len(held.chosen)), "train": int(len(held.rest)), "digest": digest.hexdigest()}
+
+
+def _hold_out_test(config: DataConfig, seed: int, folder: Any, notices: list[str]) -> tuple[Any, dict[str, Any] | None, str]:
+    """An image-file dataset's test split: its own (test/ folder, split rows), ``data.test``'s fraction, or none.
+
+    Returns (the splits to use, the test_split record, why there is no test split). The fraction
+    is taken first, from all training images, stratified by class with the run's seed, so
+    ``data.limit`` and ``data.validation`` choose among the images that are left.
+    """
+    if folder.x_test is not None:
+        if config.test is not None:
+            raise DataError(
+                f"data.test: {config.path} has its own test split ({_own_test(config)}), so data.test: {config.test} "
+                "(a fraction of train) is ambiguous; remove data.test, or the test split from the data."
+            )
+        return folder, None, ""
+    if config.test is None:
+        reason = f"{config.path} has {_own_test(config, absent=True)} and data.test is not set"
+        notices.append(
+            f"no test split: {reason}, so the run reports no test numbers; data.test: 0.1 holds a test split out of "
+            "the training images."
+        )
+        return folder, None, reason
+    held = split_stratified(folder.y_train, config.test, (seed, TEST_STREAM))
+    if len(held.chosen) < 1 or len(held.rest) < 1:
+        raise DataError(
+            f"data.test: a fraction of {config.test} of {len(folder.y_train)} images leaves {len(held.chosen)} for test "
+            f"and {len(held.rest)} for training; both need at least one."
+        )
+    record = test_split_record(config.test, seed, held, folder.x_train, folder.y_train, folder.root)
+    notices.append(
+        f"data.test: {config.test} held out {len(held.chosen)} of {len(folder.y_train)} images for test, stratified by "
+        f"class (seed {seed}): {held.describe()}."
+    )
+    from dataclasses import replace
+
+    folder = replace(
+        folder, x_train=folder.x_train[held.rest], y_train=folder.y_train[held.rest],
+        x_test=folder.x_train[held.chosen], y_test=folder.y_train[held.chosen],
+    )
+    return folder, record, ""
+
+
+def _own_test(config: DataConfig, absent: bool = False) -> str:
+    if config.dataset == CSV_DATASET:
+        return "no row with split test" if absent else "rows with split test"
+    return "no test/ folder" if absent else "a test/ folder"
+
+
 def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
-    """Read the configured dataset and split off validation as ``data.validation`` says."""
+    """Read the configured dataset and split off validation (and, for image files, test) as ``data`` says."""
     info = DATASETS.get(config.dataset)
     folder = None
-    if config.dataset == FOLDER_DATASET:
+    test_split = None
+    no_test_reason = ""
+    notices: list[str] = []
+    if config.dataset in IMAGE_FILE_DATASETS:
         folder = _load_folder(config)
+        notices.append(f"{config.path}: {folder.description}.")
+        folder, test_split, no_test_reason = _hold_out_test(config, seed, folder, notices)
         splits = Splits(folder.x_train, folder.y_train, folder.x_test, folder.y_test, folder.class_names)
         source = str(config.path)
     elif config.path is None:
@@ -147,7 +221,7 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         source = config.path
     num_classes = info.num_classes if info is not None else len(splits.class_names or [])
     x_train, y_train = splits.x_train, splits.y_train
-    notices = list(splits.notices)
+    notices += list(splits.notices)
     check_not_empty(splits.x_train, splits.x_test, source)
     if config.limit is not None and config.limit < len(x_train):
         if folder is not None:  # class folders are listed class by class: take every class's share
@@ -161,8 +235,9 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
             x_train, y_train = x_train[: config.limit], y_train[: config.limit]
             notices += missing_classes_notice(splits.y_train, y_train, f"data.limit: the first {config.limit} examples")
     check_label_range(y_train, num_classes, f"{source} (train)")
-    check_label_range(splits.y_test, num_classes, f"{source} (test)")
-    if splits.x_test.shape[1:] != x_train.shape[1:]:
+    if splits.y_test is not None:
+        check_label_range(splits.y_test, num_classes, f"{source} (test)")
+    if splits.x_test is not None and splits.x_test.shape[1:] != x_train.shape[1:]:
         raise DataError(
             f"{source}: train images are {tuple(x_train.shape[1:])} but test images are {tuple(splits.x_test.shape[1:])}; "
             "both splits must have the same image shape."
@@ -172,6 +247,11 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
     train_rows = validation_split = None
     if folder is not None and folder.x_val is not None and config.validation != "none":
         x_val, y_val = folder.x_val, folder.y_val
+    elif config.validation == "test" and splits.x_test is None:
+        notices.append(
+            "data.validation: test, but there is no test split, so nothing is validated while training; "
+            "data.validation: 0.1 holds validation out of the training images."
+        )
     elif config.validation == "test":
         x_val, y_val = splits.x_test, splits.y_test
     elif isinstance(config.validation, float):
@@ -220,19 +300,25 @@ def load_data(config: DataConfig, seed: int = 0) -> LoadedData:
         x_train, x_val, x_test = (None if x is None else decoded[id(x)] for x in (x_train, x_val, x_test))
     return LoadedData(
         config.dataset, num_classes, class_names, x_train, y_train, x_val, y_val,
-        x_test, splits.y_test, source, notices, train_rows, validation_split,
+        x_test, splits.y_test, source, notices, train_rows, validation_split, test_split, no_test_reason,
     )
 
 
 def _load_folder(config: DataConfig):
-    """Class folders under ``data.path``; a validation/ folder there and a fraction in data.validation conflict."""
-    from trainer.data.folder import load_folder
+    """Class folders or a CSV table under ``data.path``; its own validation split and a fraction in data.validation conflict."""
+    from trainer.data.folder import load_folder, load_image_table
 
-    folder = load_folder(Path(config.path), config.image_size, config.color_mode, config.cache, lazy=True)
+    if config.dataset == CSV_DATASET:
+        folder = load_image_table(
+            Path(config.path), config.image_size, config.color_mode, config.cache, lazy=True, allow_outside=config.allow_outside,
+        )
+        own = "rows with split val or validation"
+    else:
+        folder = load_folder(Path(config.path), config.image_size, config.color_mode, config.cache, lazy=True)
+        own = f"a {folder.layout.validation.name if folder.layout and folder.layout.validation else 'validation'}/ folder"
     if folder.x_val is not None and isinstance(config.validation, float):
         raise DataError(
-            f"data.validation: {config.path} has a validation/ folder, so data.validation: {config.validation} "
-            "(a fraction of train) is ambiguous; set data.validation: test to use the validation/ folder, "
-            "or remove that folder."
+            f"data.validation: {config.path} has {own}, so data.validation: {config.validation} "
+            f"(a fraction of train) is ambiguous; set data.validation: test to validate on those, or remove them."
         )
     return folder

@@ -78,6 +78,28 @@ def check_same_validation_split(run: LoadedRun, data: Any, split: str) -> None:
         )
 
 
+def check_same_test_split(run: LoadedRun, data: Any, split: str) -> None:
+    """``--split test`` of a run whose test split was ``data.test: FRACTION`` measures the same files, or a DataError."""
+    recorded = run.manifest.test_split if run.manifest is not None else None
+    now = data.test_split
+    if split != "test":
+        return
+    if recorded is None:
+        if now is not None and run.manifest is not None:  # the run trained on every image: a fraction now would be trained ones
+            raise DataError(
+                f"--split test: the run held no data.test fraction out (manifest.json), so data.test {now['fraction']} "
+                "now takes images the model trained on; drop the --set/--config that sets data.test."
+            )
+        return
+    if now is None or now.get("digest") != recorded.get("digest"):
+        got = "no fraction split" if now is None else f"{now['test']} images of data.test {now['fraction']} with seed {now['seed']}"
+        raise DataError(
+            f"--split test: the run held out data.test {recorded['fraction']} with seed {recorded['seed']} "
+            f"({recorded['test']} images, manifest.json), but the files of {data.source} now give {got}; these are other "
+            "images (some the model may have trained on). Restore the data the run used, or train again."
+        )
+
+
 def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
 
@@ -96,6 +118,7 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
     data = load_data(config.data, seed=config.seed)
     x, y = data.split(split)
     check_same_validation_split(run, data, split)
+    check_same_test_split(run, data, split)
     if tuple(x.shape[1:]) != run.input_shape:
         raise DataError(
             f"{data.source}: images are {tuple(x.shape[1:])} but the model {run.model_path} takes {run.input_shape}; "

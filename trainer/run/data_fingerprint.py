@@ -24,6 +24,8 @@ def fingerprint_data(data_config: Any) -> dict[str, Any] | None:
     """The fingerprint of ``data.path`` (None when the dataset comes from Keras's download cache)."""
     if getattr(data_config, "path", None) is None:
         return None
+    if getattr(data_config, "dataset", None) == "csv":  # the table and the images beside it (allow_outside's others are not covered)
+        return fingerprint_path(Path(data_config.path).resolve().parent)
     return fingerprint_path(Path(data_config.path))
 
 

@@ -46,13 +46,15 @@ class Manifest:
     ema: dict[str, Any] | None = None  # train.ema: model.h5 holds the average of the weights ({decay, warmup, every}); absent when off
     # data.validation: FRACTION: {fraction, seed, validation, train, digest} of the split (trainer.data.loaders.split_record)
     validation_split: dict[str, Any] | None = None
+    # data.test: FRACTION: {fraction, seed, test, train, digest} of the split (trainer.data.loaders.test_split_record)
+    test_split: dict[str, Any] | None = None
 
     def write(self, run_dir: Path) -> None:
         atomic_write_json(Path(run_dir) / MANIFEST_FILE, self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for optional in ("ema", "validation_split"):
+        for optional in ("ema", "validation_split", "test_split"):
             if data[optional] is None:
                 del data[optional]
         return data
@@ -117,15 +119,16 @@ _MANIFEST_FIELDS: dict[str, tuple[Any, str]] = {
     "trained_on": (lambda v: v is None or _is_trained_on(v), "expected {backend, kind, devices: [names], precision} as strings"),
     "ema": (lambda v: v is None or _is_ema(v), "expected {decay: a number between 0 and 1, warmup: true or false, every: a whole number}"),
     "validation_split": (lambda v: v is None or _is_split(v), "expected {fraction: a number between 0 and 1, seed, validation, train: whole numbers, digest: 64 hex digits}"),
+    "test_split": (lambda v: v is None or _is_split(v, "test"), "expected {fraction: a number between 0 and 1, seed, test, train: whole numbers, digest: 64 hex digits}"),
 }
 
 
-def _is_split(value: Any) -> bool:
-    """``validation_split``: compared with the split eval computes again (shown, never acted on otherwise)."""
+def _is_split(value: Any, held: str = "validation") -> bool:
+    """``validation_split``, ``test_split``: compared with the split eval computes again (shown, never acted on otherwise)."""
     return (
         isinstance(value, dict) and len(value) <= 16
         and isinstance(value.get("fraction"), float) and 0.0 < value["fraction"] < 1.0
-        and all(_is_int(value.get(key), -(2**63), 2**63 - 1) for key in ("seed", "validation", "train"))
+        and all(_is_int(value.get(key), -(2**63), 2**63 - 1) for key in ("seed", held, "train"))
         and isinstance(value.get("digest"), str) and re.fullmatch(r"[0-9a-f]{64}", value["digest"]) is not None
     )
 

@@ -207,7 +207,7 @@ class Training:
             label_encoding=self.plan.encoding, loss={"name": self.plan.loss_name, **self.plan.loss_params},
             model_output=self.config.model.output, custom_objects=self.custom_objects, model_type=self.config.model.type,
             trained_on=self.device.trained_on(), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
-            validation_split=data.validation_split,
+            validation_split=data.validation_split, test_split=data.test_split,
         ).write(self.run_dir)
         if self.resume:
             self.rows = truncate_history(self.run_dir / HISTORY_FILE, self.resume.epoch)
@@ -299,7 +299,11 @@ class Training:
         curves = self.draw_curves_in_background()
         try:
             self.keep_last_then_use_best()
-            if self.cached is not None:
+            test = None
+            if self.data.x_test is None:  # no test split (a folder without test/, data.test not set): no test numbers
+                if self.cached is not None:
+                    self.cached.cleanup()
+            elif self.cached is not None:
                 try:
                     test = self.cached.evaluate_test()
                     test.update(self.test_figures(self.cached.test_probabilities()))
@@ -366,7 +370,7 @@ class Training:
     def test_with_tta(self) -> dict[str, Any] | None:
         """``evaluate.tta``: the test split's probabilities averaged over its views (``metrics.json``'s ``test_tta``); else None."""
         mode = self.config.evaluate.tta
-        if mode == "none":
+        if mode == "none" or self.data.x_test is None:
             return None
         from trainer.inference.tta import tta_scores
 
@@ -545,7 +549,8 @@ class Training:
         summary = summarize(self.model)
         header = [
             ("dataset", f"{self.data.dataset} from {self.data.source}"),
-            ("examples", f"train {sizes['train']:,}  validation {sizes['validation']:,}  test {sizes['test']:,}"),
+            ("examples", f"train {sizes['train']:,}  validation {sizes['validation']:,}  "
+                         + (f"test {sizes['test']:,}" if self.data.x_test is not None else "test none (no test split)")),
             ("model", summary),
             ("labels", f"{self.plan.encoding}, {self.data.num_classes} classes"),
             ("device", self.device.description),
