@@ -30,6 +30,7 @@ import serve_load  # noqa: E402 - the benchmark's stdlib helpers: one way to sta
 
 DIGITS = sorted((REPO_ROOT / "examples" / "digits").glob("*.png"))
 SCREENSHOT_ENV = "TRAINER_DOC_SCREENSHOTS"  # =1: the upload page test also writes docs/images/serve.png
+SCREENSHOT_RUN_ENV = "TRAINER_DOC_SCREENSHOT_RUN"  # ... of a server on this run (a real MNIST run) instead of the tiny one
 
 
 def png_bytes(image) -> bytes:
@@ -441,6 +442,10 @@ def test_the_upload_page_shows_the_prediction_in_chromium(server, chromium, tmp_
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (the [dev] extra) is not installed")
     from PIL import Image
 
+    documented = os.environ.get(SCREENSHOT_RUN_ENV)
+    if documented:
+        (tmp_path / "documented").mkdir()
+        server = start(Path(documented), tmp_path / "documented")
     status, expected = post(server, DIGITS[3])
     problems, requests = [], []
     with sync_api.sync_playwright() as driver:
@@ -469,3 +474,5 @@ def test_the_upload_page_shows_the_prediction_in_chromium(server, chromium, tmp_
         target = REPO_ROOT / "docs" / "images" / "serve.png"
         target.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, target)
+    if documented:
+        serve_load.stop_server(server.process)

@@ -16,7 +16,7 @@ h1{font-size:1.4rem;margin:0 0 .2rem}
 #model{color:#666;margin:0 0 1.2rem}
 #drop{border:2px dashed #999;border-radius:8px;padding:1.2rem;text-align:center}
 #drop.over{border-color:#2a6;background:#f3fbf6}
-#preview{max-width:12rem;max-height:12rem;image-rendering:pixelated;margin-top:1rem;display:none}
+#preview{width:8rem;height:auto;max-height:16rem;object-fit:contain;image-rendering:pixelated;margin:1rem auto 0;display:none}
 #result{font-size:1.3rem;margin:1rem 0 .4rem;min-height:1.6rem}
 #result.error{color:#b00;font-size:1rem}
 #notice{color:#8a6d00;font-size:.9rem}
