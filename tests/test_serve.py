@@ -476,3 +476,83 @@ def test_the_upload_page_shows_the_prediction_in_chromium(server, chromium, tmp_
         shutil.copyfile(shot, target)
     if documented:
         serve_load.stop_server(server.process)
+
+
+# --------------------------------------------------------------------------- the app around a stand-in model (no TensorFlow)
+
+
+class StandIn:
+    """A model that sleeps, or raises a bug, instead of classifying."""
+
+    def __init__(self, sleep: float = 0.0, bug: bool = False):
+        self.sleep, self.bug, self.calls, self.finished = sleep, bug, 0, 0
+
+    def predict(self, images, batch_size=256, verbose=0):
+        self.calls += 1
+        if self.bug:
+            raise RuntimeError("a bug in the model call")
+        time.sleep(self.sleep)
+        self.finished += 1
+        return np.full((len(images), 3), 1 / 3)
+
+
+@pytest.fixture
+def stand_in_server():
+    """``build_app`` around a stand-in model, served by uvicorn on a thread; yields (url, model, errors seen by on_error)."""
+    pytest.importorskip("python_multipart", reason="the [serve] extra (python-multipart) is not installed")
+    import threading
+
+    import uvicorn
+
+    from trainer.serve.app import build_app
+    from trainer.serve.classifier import Classifier
+    from trainer.serve.server import bind
+    from trainer.serve.settings import ServeSettings
+
+    started = []
+
+    def start_app(model: StandIn, **limits):
+        settings = ServeSettings(port=0, **limits)
+        errors: list[BaseException] = []
+        classifier = Classifier(model, "softmax", ["a", "b", "c"], (28, 28, 1), Path("stand-in"), "stand-in")
+        app = build_app(classifier, settings, on_error=errors.append)
+        listening = bind(settings)
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="critical", access_log=False, lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listening.sock]}, daemon=True)
+        thread.start()
+        started.append((server, thread, listening))
+        while not server.started:
+            time.sleep(0.02)
+        return listening.url, errors
+
+    yield start_app
+    for server, thread, listening in started:
+        server.should_exit = True
+        thread.join(10)
+        listening.sock.close()
+
+
+@pytest.mark.slow
+def test_a_slow_model_call_is_504_and_keeps_its_slot_until_it_returns(stand_in_server):
+    model = StandIn(sleep=1.5)
+    url, _ = stand_in_server(model, max_concurrent=1, timeout=0.5)
+    body, content_type = serve_load.multipart(DIGITS[0].read_bytes(), "slow.png")
+    began = time.monotonic()
+    status, answer = serve_load.request(f"{url}predict", body, content_type)
+    assert status == 504 and "--timeout" in answer["error"] and time.monotonic() - began < 1.2
+    status, answer = serve_load.request(f"{url}predict", body, content_type)
+    assert status == 503  # the abandoned call still runs: its slot is not free yet
+    deadline = time.monotonic() + 10
+    while serve_load.request(f"{url}health")[1]["busy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert serve_load.request(f"{url}health")[1]["busy"] == 0 and model.finished == 1
+
+
+@pytest.mark.slow
+def test_a_bug_is_a_500_in_one_line_and_its_traceback_goes_to_the_console(stand_in_server):
+    url, errors = stand_in_server(StandIn(bug=True))
+    body, content_type = serve_load.multipart(DIGITS[0].read_bytes(), "x.png")
+    status, answer = serve_load.request(f"{url}predict", body, content_type)
+    assert status == 500 and set(answer) == {"error"} and "RuntimeError" in answer["error"] and "a bug" not in answer["error"]
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert serve_load.request(f"{url}health")[1]["busy"] == 0

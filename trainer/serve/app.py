@@ -99,8 +99,13 @@ def build_app(classifier: Classifier, settings: ServeSettings, *, on_notice: Cal
 
     def finished(future: "asyncio.Future[Any]") -> None:
         slots.give_back()
+        if not future.cancelled():
+            future.exception()  # retrieved here, so asyncio does not log it again
+
+    def report_bug(future: "asyncio.Future[Any]") -> None:
+        """A bug in a request the client stopped waiting for: still on the server's console."""
         if not future.cancelled() and future.exception() is not None and not isinstance(future.exception(), TrainerError) and on_error:
-            on_error(future.exception())  # a bug in a request the client stopped waiting for: still on the console
+            on_error(future.exception())
 
     @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
@@ -120,11 +125,17 @@ def build_app(classifier: Classifier, settings: ServeSettings, *, on_notice: Cal
         except ClientDisconnect:
             return error(400, "the client closed the connection before its body arrived.")
         except asyncio.TimeoutError:
+            if handed_over:
+                work.add_done_callback(report_bug)
             return error(504, f"the request took longer than {settings.timeout:g} s (--timeout) to arrive and be classified; it was abandoned.")
         except UploadError as refused:
             return error(refused.status, str(refused))
         except BadInputError as refused:  # the decoders' refusals: format, pixel count, unreadable bytes
             return error(400, str(refused))
+        except Exception as exc:  # noqa: BLE001 - a bug: one line to the client, the traceback to the console (once)
+            if on_error is not None:
+                on_error(exc)
+            return error(500, f"internal error ({type(exc).__name__}) in trainer serve; the server's console has the traceback.")
         finally:
             if not handed_over:
                 slots.give_back()
