@@ -353,12 +353,13 @@ def build_server(
 def serve(
     run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (),
     trust_export: bool = False, max_bytes: int | None = None, max_concurrent: int | None = None, timeout: float | None = None,
-    on_ready: Any = None, on_notice: Any = None, on_error: Any = None,
+    before_load: Any = None, on_ready: Any = None, on_notice: Any = None, on_error: Any = None,
 ) -> None:
     """Serve a run's model over HTTP until interrupted (``trainer serve``); uvicorn handles SIGINT/SIGTERM while it runs.
 
-    The socket is bound before the model loads (a port in use costs nothing); ``on_ready(url,
-    loopback, classifier)`` is called once the model is loaded and the server is about to answer.
+    The socket is bound before the model loads (a port in use or a host that does not resolve costs
+    nothing); ``before_load()`` is called then (the CLI starts TensorFlow there), and ``on_ready(url,
+    loopback, classifier)`` once the model is loaded and the server is about to answer.
     """
     from trainer.serve import require_serve_extra
     from trainer.serve.server import bind, run
@@ -368,6 +369,8 @@ def serve(
     require_serve_extra()
     listening = bind(settings)
     try:
+        if before_load is not None:
+            before_load()
         classifier = _serve_classifier(run_dir, config, code_dirs, trust_export)
         from trainer.serve.app import build_app
 

@@ -41,7 +41,6 @@ def serve(
     settings = settings_from(host, port, max_bytes, max_concurrent, timeout)  # bounds refused before anything loads
     require_serve_extra()
     check_predictor(target, config, trust_export=trust_export)  # paths, manifest, an export's signature: before TensorFlow starts
-    prepare_keras()
     import trainer.api
 
     def ready(url: str, loopback: bool, classifier) -> None:
@@ -68,5 +67,5 @@ def serve(
 
     trainer.api.serve(
         target, host=host, port=port, config=config, code_dirs=code or [], trust_export=trust_export, max_bytes=max_bytes,
-        max_concurrent=max_concurrent, timeout=timeout, on_ready=ready, on_notice=notice, on_error=bug,
+        max_concurrent=max_concurrent, timeout=timeout, before_load=prepare_keras, on_ready=ready, on_notice=notice, on_error=bug,
     )
