@@ -143,6 +143,7 @@ def test_the_upload_name_is_only_echoed_never_a_path():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished tiny MLP run on 28x28 greyscale digits."""
+    pytest.importorskip("python_multipart", reason="the [serve] extra (python-multipart) is not installed")
     root = tmp_path_factory.mktemp("serve-run")
     data = write_mnist_npz(root / "mnist.npz", n_train=256, n_test=64, seed=0)
     config = root / "config.yaml"
