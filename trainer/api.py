@@ -323,3 +323,72 @@ def lr_find(
         loaded, ramp_config, start=start, end=end, steps=steps, output=Path(output) if output is not None else None, events=bus, setup=setup,
         config_file=str(config) if isinstance(config, (str, Path)) else None,
     )
+
+
+# --------------------------------------------------------------------------- serve (trainer.serve; the [serve] extra)
+
+
+def build_server(
+    run_dir: str | Path, *, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (), trust_export: bool = False,
+    max_bytes: int | None = None, max_concurrent: int | None = None, timeout: float | None = None, host: str = "127.0.0.1",
+    on_notice: Any = None, on_error: Any = None,
+):
+    """The ASGI app of ``trainer serve`` for a run (or an export ``predict`` reads), its model loaded once and warmed up.
+
+    Serve it with any ASGI server (``uvicorn.run(app)``) or call ``serve`` below. ``host``: where it
+    will listen; on loopback the app answers only ``Host: localhost``/``127.0.0.1``/``[::1]``.
+    ``on_notice(text)`` gets each distinct conversion notice once; ``on_error(exc)`` each bug.
+    """
+    from trainer.serve import require_serve_extra
+    from trainer.serve.settings import settings_from
+
+    settings = settings_from(host, 0, max_bytes, max_concurrent, timeout)
+    require_serve_extra()
+    classifier = _serve_classifier(run_dir, config, code_dirs, trust_export)
+    from trainer.serve.app import build_app
+
+    return build_app(classifier, settings, on_notice=on_notice, on_error=on_error)
+
+
+def serve(
+    run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, config: str | Path | None = None, code_dirs: Sequence[str | Path] = (),
+    trust_export: bool = False, max_bytes: int | None = None, max_concurrent: int | None = None, timeout: float | None = None,
+    before_load: Any = None, on_ready: Any = None, on_notice: Any = None, on_error: Any = None,
+) -> None:
+    """Serve a run's model over HTTP until interrupted (``trainer serve``); uvicorn handles SIGINT/SIGTERM while it runs.
+
+    The socket is bound before the model loads (a port in use or a host that does not resolve costs
+    nothing); ``before_load()`` is called then (the CLI starts TensorFlow there), and ``on_ready(url,
+    loopback, classifier)`` once the model is loaded and the server is about to answer.
+    """
+    from trainer.serve import require_serve_extra
+    from trainer.serve.server import bind, run
+    from trainer.serve.settings import settings_from
+
+    settings = settings_from(host, port, max_bytes, max_concurrent, timeout)
+    require_serve_extra()
+    listening = bind(settings)
+    try:
+        if before_load is not None:
+            before_load()
+        classifier = _serve_classifier(run_dir, config, code_dirs, trust_export)
+        from trainer.serve.app import build_app
+
+        app = build_app(classifier, settings, on_notice=on_notice, on_error=on_error)
+    except BaseException:
+        listening.sock.close()
+        raise
+    if on_ready is not None:
+        on_ready(listening.url, listening.loopback, classifier)
+    run(app, listening, settings)
+
+
+def _serve_classifier(run_dir: Any, config: Any, code_dirs: Any, trust_export: Any):
+    from trainer.runtime import choose_keras_backend
+    from trainer.serve.classifier import load_classifier
+
+    run_path, config_path, folders = _path(run_dir, "run_dir"), _optional_path(config, "config"), _paths(code_dirs, "code_dirs")
+    if not isinstance(trust_export, bool):
+        raise _refuse("trust_export", "True or False", trust_export)
+    choose_keras_backend()
+    return load_classifier(run_path, config_path=config_path, code_dirs=folders, trust_export=trust_export)

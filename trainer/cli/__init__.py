@@ -20,6 +20,7 @@ from trainer.cli.lr_find import LR_FIND_EPILOG, lr_find
 from trainer.cli.predict import predict
 from trainer.cli.run import RUN_EPILOG, run
 from trainer.cli.runs import runs
+from trainer.cli.serve import SERVE_EPILOG, serve
 from trainer.cli.sweep import SWEEP_EPILOG, sweep
 from trainer.cli.validate import validate
 
@@ -41,6 +42,7 @@ COMMANDS: list[tuple[str, Any, dict[str, Any]]] = [
     ("export", export, {}),
     ("sweep", sweep, {"epilog": SWEEP_EPILOG}),
     ("lr-find", lr_find, {"epilog": LR_FIND_EPILOG}),
+    ("serve", serve, {"epilog": SERVE_EPILOG}),
     ("runs", runs, {}),
     ("list", list_catalogue, {}),
 ]
