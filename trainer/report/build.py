@@ -87,3 +87,34 @@ def compare(run_dirs: Sequence[Path], output: Path | None = None, *, overwrite: 
     html = compare_html(views)
     path = write_page(Path(output), html, "--output", overwrite) if output is not None else None
     return Report(path, views, None, html)
+
+
+def report_at_end(training: Any) -> str | None:
+    """``report.html`` at the end of a run (``trainer.run.training.Training``, process 0): with the test split's
+    predictions from the model in memory when the run completed. Returns a notice when the page cannot be written.
+
+    The page is a convenience: a failure to write it never changes how the run ended.
+    """
+    run_dir = training.run_dir
+    distribution = getattr(training, "distribution", None)
+    if run_dir is None or training.scratch is not None or distribution is None or not distribution.is_chief:
+        return None
+    if not (Path(run_dir) / "config.yaml").is_file():  # a run refused before it started: its folder is gone
+        return None
+    try:
+        predictions = None
+        if training.completed:
+            from trainer.data.batches import make_batches
+            from trainer.data.streaming import surfacing_data_errors
+            from trainer.report.predictions import from_outputs
+
+            data = training.data
+            batches = make_batches(data.x_test, data.y_test, batch_size=training.config.train.batch_size, encoding=training.plan.encoding, num_classes=data.num_classes)
+            with surfacing_data_errors():
+                outputs = training.model.predict(batches, verbose=0)
+            predictions = from_outputs(data.x_test, data.y_test, outputs, training.config.model.output, list(data.class_names or []))
+        report(Path(run_dir), predictions=predictions, predict=False)
+    except Exception as exc:  # noqa: BLE001 - the run's own files are written; the page must not turn its ending into another
+        message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        return f"could not write {Path(run_dir) / REPORT_FILE}: {message}"
+    return None

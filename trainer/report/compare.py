@@ -55,7 +55,9 @@ def comparison(views: list[RunView]) -> Comparison:
         values = [(i, r.get(column)) for i, r in enumerate(rows) if isinstance(r.get(column), (int, float)) and r.get(column) == r.get(column)]
         if values:
             target = (min if lower_is_better(column) else max)(v for _, v in values)
-            best[column] = {i for i, v in values if v == target}
+            holders = {i for i, v in values if v == target}
+            if len(holders) < len(rows):  # every run alike: nothing is best
+                best[column] = holders
     return Comparison(columns, rows, best, config_differences(views), notes(views))
 
 

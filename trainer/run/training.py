@@ -81,6 +81,10 @@ class Training:
                         self.end_unexpectedly(exc)
                     raise
         finally:
+            from trainer.report.build import report_at_end  # report.html at every ending (trainer.report)
+
+            if (problem := report_at_end(self)) is not None:
+                self.events.on_notice(problem)
             if self.plotting is not None:  # never left importing while the interpreter shuts down
                 with contextlib.suppress(Exception):
                     self.plotting.join()
