@@ -373,7 +373,7 @@ class Training:
 
         if not self.distribution.is_chief:
             return BackgroundTask(lambda: None)
-        return BackgroundTask(write_curves, list(self.rows), self.run_dir / CURVES_FILE)
+        return BackgroundTask(write_curves, list(self.rows), self.run_dir / CURVES_FILE, best_epoch=getattr(self.best, "best_epoch", None))
 
     # ------------------------------------------------------------------ endings
 
