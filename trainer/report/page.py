@@ -38,11 +38,7 @@ pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px}details{margin:6
 """
 
 
-def text(value: Any) -> str:
-    """``value`` as page text: controls made visible (``trainer.console.visible``), then HTML-escaped."""
-    from trainer.console import visible
-
-    return html.escape(visible(value), quote=True)
+text = svg.escape  # every string from a run directory goes into a page through it
 
 
 def number(value: Any) -> str:

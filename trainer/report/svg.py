@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from html import escape
-from typing import Sequence
+from typing import Any, Sequence
 
 MAX_POINTS = 2_000  # a line with more is thinned evenly (a history.csv may hold a million rows)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -40,6 +39,15 @@ class Chart:
     marks: list[Mark] = field(default_factory=list)
     log_y: bool = False
     integer_x: bool = True
+
+
+def escape(value: Any) -> str:
+    """Text from a run's files as a page shows it: controls made visible (``trainer.console.visible``), then HTML-escaped."""
+    import html
+
+    from trainer.console import visible
+
+    return html.escape(visible(value), quote=True)
 
 
 def finite_points(xs: Sequence[object], ys: Sequence[object]) -> list[tuple[float, float]]:
