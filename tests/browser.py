@@ -103,3 +103,48 @@ def page_requests(visit_: PageVisit) -> list[str]:
         return any(host == domain or host.endswith("." + domain) for domain in BROWSER_OWN_DOMAINS)
 
     return [request for request in visit_.requests if not own(host_of(request))]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Chromium binary for the page tests (installed when missing; the test skips with the reason when it cannot be)."""
+    return chromium_binary()
+
+
+def colour_pixels(png: Path, colour: tuple[int, int, int], tolerance: int = 12) -> int:
+    """Pixels of the screenshot within ``tolerance`` of ``colour`` (a chart line's colour, say)."""
+    from PIL import Image
+    import numpy as np
+
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB")).astype(int)
+    return int((np.abs(rgb - np.array(colour)).max(axis=2) <= tolerance).sum())
+
+
+def write_docs_image(screenshot: Path, name: str, width: int = 900, height: int | None = None) -> None:
+    """With TRAINER_DOCS_IMAGES=1, the screenshot (its top ``height`` pixels, scaled to ``width``) becomes docs/images/NAME."""
+    if os.environ.get("TRAINER_DOCS_IMAGES") != "1":
+        return
+    from PIL import Image
+
+    target = Path(__file__).resolve().parents[1] / "docs" / "images" / name
+    target.parent.mkdir(exist_ok=True)
+    with Image.open(screenshot) as image:
+        if height is not None:
+            image = image.crop((0, 0, image.width, min(height, image.height)))
+        scaled = image.convert("RGB").resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+        scaled.quantize(colors=128).save(target, optimize=True)
+
+
+def region_colours(png: Path, box: tuple[float, float, float, float]) -> tuple[int, float]:
+    """(distinct colours, share of non-white pixels) in a box given as fractions (left, top, right, bottom) of the screenshot."""
+    from PIL import Image
+    import numpy as np
+
+    with Image.open(png) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    h, w = rgb.shape[:2]
+    part = rgb[int(box[1] * h): int(box[3] * h), int(box[0] * w): int(box[2] * w)].reshape(-1, 3)
+    if not len(part):
+        return 0, 0.0
+    return len(np.unique(part, axis=0)), float((part.min(axis=1) < 245).mean())

@@ -259,3 +259,115 @@ def test_sweep_plots_have_whole_trial_ticks_and_a_caveat_when_few(tmp_path, monk
     ticks = history.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
     assert "from only 3 finished trials" in importance.axes[0].get_title()
+
+
+# --------------------------------------------------------------------------- trained runs, in Chromium (slow)
+
+from tests.browser import chromium, colour_pixels, page_requests, region_colours, visit, write_docs_image  # noqa: E402,F401
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny MLP run of 2 epochs at a rate too low to learn: test mistakes to show."""
+    import yaml
+
+    from tests.conftest import run_cli, tiny_config
+    from tests.datagen import write_mnist_npz
+
+    folder = tmp_path_factory.mktemp("report-run")
+    data = write_mnist_npz(folder / "mnist.npz", n_train=256, n_test=64, seed=0)
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data, name="report_demo", optimizer={"name": "adam", "learning_rate": 1e-5}, train={"epochs": 2, "batch_size": 32})))
+    run = folder / "report_demo"
+    result = run_cli("run", config, "--run-dir", run)
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def section(page: str, title: str) -> str:
+    start = page.index(f"<h2>{title}")
+    end = page.find("<h2>", start + 4)
+    return page[start:end]
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_report_with_the_test_split(trained_run):
+    page = page_of(trained_run)
+    assert ">completed<" in page
+    for title in ("Metrics", "Curves", "Confusion matrix (test split)", "Per-class scores (test split)", "Worst-misclassified test images", "Config"):
+        assert f"<h2>{title}" in page, title
+    matrix = section(page, "Confusion matrix")
+    rows = re.findall(r"<tr>(.*?)</tr>", matrix.split("each row divided")[0])[1:]  # below the header row
+    counts = [[int(n.replace(",", "")) for n in re.findall(r"<td[^>]*>([^<]*)</td>", row)[1:]] for row in rows]  # after the class name
+    assert len(counts) == 10 and all(len(row) == 10 for row in counts)
+    assert sum(map(sum, counts)) == 64  # every test example once
+    images = re.findall(r'<img src="data:image/png;base64,', section(page, "Worst-misclassified"))
+    assert 1 <= len(images) <= 12
+    assert "macro f1" in page
+    assert_inert(page)
+
+
+@pytest.mark.slow
+def test_trainer_report_predicts_from_model_h5_as_the_run_did(trained_run, tmp_path, cli):
+    output = tmp_path / "again.html"
+    result = cli("report", trained_run, "--output", output)
+    assert result.exit_code == 0, result.output
+    again, first = output.read_text(), page_of(trained_run)
+    for title in ("Confusion matrix", "Per-class scores", "Worst-misclassified"):
+        assert section(again, title) == section(first, title), title
+
+
+@pytest.mark.slow
+def test_a_report_without_its_data_says_why(trained_run, tmp_path, cli):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained_run, copy, ignore=shutil.ignore_patterns("report.html"))
+    data = Path(__import__("yaml").safe_load((copy / "config.yaml").read_text())["data"]["path"])
+    moved = data.with_suffix(".moved")
+    data.rename(moved)
+    try:
+        result = cli("report", copy)
+    finally:
+        moved.rename(data)
+    assert result.exit_code == 0, result.output
+    assert "the test split could not be measured" in page_of(copy) and "<h2>Curves</h2>" in page_of(copy)
+
+
+@pytest.mark.slow
+def test_a_stopped_run_writes_a_report_of_what_it_has(mnist_npz, tmp_path):
+    import yaml
+
+    import trainer
+    from tests.conftest import StopAfter, tiny_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(mnist_npz, train={"epochs": 3, "batch_size": 32})))
+    result = trainer.train(path, run_dir=tmp_path / "run", events=[StopAfter(2)])
+    assert result.status == "stopped"
+    page = page_of(tmp_path / "run")
+    assert ">stopped<" in page and "the run did not complete (status stopped)" in page and "<svg" in page
+
+
+@pytest.mark.slow
+def test_the_report_in_chromium(trained_run, chromium, tmp_path):
+    shot = tmp_path / "report.png"
+    seen = visit(chromium, trained_run / "report.html", shot, tmp_path / "profile")
+    assert seen.console == [], seen.console
+    assert page_requests(seen) == []
+    distinct, ink = region_colours(shot, (0, 0, 1, 1))
+    assert distinct > 100 and ink > 0.03, (distinct, ink)
+    assert colour_pixels(shot, (31, 119, 180)) > 300  # the training curves and the matrix's shading
+    assert colour_pixels(shot, (255, 127, 14)) > 100  # the validation curves
+    assert colour_pixels(shot, (214, 39, 40)) > 20  # the best epoch's mark
+    write_docs_image(shot, "report.png", height=2000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hostile", HOSTILE[:2])
+def test_a_hostile_run_directory_stays_inert_in_chromium(chromium, tmp_path, hostile, cli):
+    names = [hostile] + [str(i) for i in range(1, 10)]
+    run = write_run_dir(tmp_path / "run", class_names=names, reason=hostile, status="failed")
+    assert cli("report", run).exit_code == 0
+    seen = visit(chromium, run / "report.html", tmp_path / "shot.png", tmp_path / "profile", 900, 900)
+    assert seen.console == [] and page_requests(seen) == []

@@ -113,7 +113,7 @@ def report_at_end(training: Any) -> str | None:
             with surfacing_data_errors():
                 outputs = training.model.predict(batches, verbose=0)
             predictions = from_outputs(data.x_test, data.y_test, outputs, training.config.model.output, list(data.class_names or []))
-        report(Path(run_dir), predictions=predictions, predict=False)
+        report(Path(run_dir), predictions=predictions, predict=not training.completed)  # not completed: the page says why there are none
     except Exception as exc:  # noqa: BLE001 - the run's own files are written; the page must not turn its ending into another
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         return f"could not write {Path(run_dir) / REPORT_FILE}: {message}"

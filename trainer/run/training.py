@@ -373,7 +373,9 @@ class Training:
 
         if not self.distribution.is_chief:
             return BackgroundTask(lambda: None)
-        return BackgroundTask(write_curves, list(self.rows), self.run_dir / CURVES_FILE, best_epoch=getattr(self.best, "best_epoch", None))
+        import functools
+
+        return BackgroundTask(functools.partial(write_curves, best_epoch=getattr(self.best, "best_epoch", None)), list(self.rows), self.run_dir / CURVES_FILE)
 
     # ------------------------------------------------------------------ endings
 
