@@ -128,7 +128,8 @@ def curve_charts(views: list[RunView], *, overlay: bool = False) -> list[str]:
         if points:
             rate_lines.append(svg.Line(view.name if overlay else "learning rate", points, svg.COLOURS[index % len(svg.COLOURS)] if overlay else "#555"))
     if rate_lines:
-        positive = all(p[1] > 0 for line in rate_lines for p in line.points)
+        values = [p[1] for line in rate_lines for p in line.points]
+        positive = min(values) > 0 and max(values) > 1.5 * min(values)  # a log scale where the rate changes
         marks = [] if overlay or views[0].best_epoch is None else [svg.Mark(views[0].best_epoch, f"best {views[0].best_epoch}")]
         charts.append(svg.render(svg.Chart("learning rate" + (" (log scale)" if positive else ""), rate_lines, y_label="learning rate", marks=marks, log_y=positive)))
     return charts

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+MAX_LEGEND = 24  # lines named below a chart
 MAX_POINTS = 2_000  # a line with more is thinned evenly (a history.csv may hold a million rows)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -93,11 +94,13 @@ def render(chart: Chart, width: int = 440, height: int = 280) -> str:
     """The chart as an ``<svg>`` element; a chart with no finite point says so in its middle."""
     left, right, top, bottom = 58, 12, 28, 44
     plot_w, plot_h = width - left - right, height - top - bottom
+    legend_rows = (min(len(chart.lines), MAX_LEGEND) + 1) // 2
+    full_height = height + 14 * legend_rows + (10 if legend_rows else 0)
     lines = [Line(l.label, thin([p for p in l.points if not chart.log_y or p[1] > 0]), l.colour, l.dashed) for l in chart.lines]
     points = [p for line in lines for p in line.points]
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(chart.title)}">',
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{full_height}" viewBox="0 0 {width} {full_height}" role="img" aria-label="{escape(chart.title)}">',
+        f'<rect x="0" y="0" width="{width}" height="{full_height}" fill="#fff"/>',
         f'<text x="{width / 2:.1f}" y="17" text-anchor="middle" class="title">{escape(chart.title)}</text>',
     ]
     if not points:
@@ -149,12 +152,12 @@ def render(chart: Chart, width: int = 440, height: int = 280) -> str:
         parts.append(f'<polyline points="{path}" fill="none" stroke="{line.colour}" stroke-width="2"{dash}><title>{escape(line.label)}</title></polyline>')
         if len(line.points) <= 60:
             parts.extend(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{line.colour}"/>' for x, y in line.points)
-    legend_y = top + 6
-    for line in lines[:12]:
-        legend_y += 14
+    for index, line in enumerate(lines[:MAX_LEGEND]):  # below the plot, two to a row: never over a line or a mark
+        x = left + (index % 2) * (plot_w / 2)
+        y = height + 14 * (index // 2) + 10
         dash = ' stroke-dasharray="6 3"' if line.dashed else ""
-        parts.append(f'<line x1="{left + plot_w - 120}" y1="{legend_y - 4}" x2="{left + plot_w - 104}" y2="{legend_y - 4}" stroke="{line.colour}" stroke-width="2"{dash}/>')
-        parts.append(f'<text x="{left + plot_w - 100}" y="{legend_y}" class="legend">{escape(_short(line.label, 18))}</text>')
+        parts.append(f'<line x1="{x:.1f}" y1="{y - 4}" x2="{x + 16:.1f}" y2="{y - 4}" stroke="{line.colour}" stroke-width="2"{dash}/>')
+        parts.append(f'<text x="{x + 20:.1f}" y="{y}" class="legend">{escape(_short(line.label, 34))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
