@@ -36,7 +36,7 @@ def report(
 
             prepare_keras()
     written = write_report(run, output, overwrite=overwrite, predict=predict)
-    if written.absent:
+    if written.absent and predict:
         notice(f"the page has no test-split sections: {written.absent}")
     for problem in written.views[0].problems:
         notice(problem)

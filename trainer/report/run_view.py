@@ -74,7 +74,10 @@ def read_run_view(path: Path | str) -> RunView:
     if not path.is_dir():
         what = "does not exist" if not (path.exists() or path.is_symlink()) else "is not a folder"
         raise RunDirError(f"{path} {what}; expected a run directory (a folder with {CONFIG_FILE}, as trainer run writes it).")
-    if not (path / CONFIG_FILE).is_file() or (path / CONFIG_FILE).is_symlink():
+    config = path / CONFIG_FILE
+    if config.is_symlink() or ((config.exists()) and not config.is_file()):
+        raise RunDirError(f"{config}: is a link or not a regular file; a run directory's {CONFIG_FILE} is a file trainer run wrote, so {path} is not read as a run.")
+    if not config.is_file():
         raise RunDirError(f"{path}: has no {CONFIG_FILE}, so it is not a run directory (trainer run writes {CONFIG_FILE}, metrics.json and history.csv into one).")
     view = RunView(path=path, name=path.resolve().name)
     _read_config(view)
