@@ -47,7 +47,9 @@ def why_no_predictions(view: RunView) -> str | None:
     return None
 
 
-def report(run_dir: Path, output: Path | None = None, *, overwrite: bool = False, predict: bool = True, predictions: Any = None) -> Report:
+def report(
+    run_dir: Path, output: Path | None = None, *, overwrite: bool = False, predict: bool = True, predictions: Any = None, absent: str | None = None,
+) -> Report:
     """Write ``report.html`` of ``run_dir`` (into the run directory, or ``output``); returns the ``Report``.
 
     ``predictions`` (``TestPredictions``) given: used as they are (the end of a run). Else, with
@@ -61,8 +63,7 @@ def report(run_dir: Path, output: Path | None = None, *, overwrite: bool = False
     target = Path(output) if output is not None else view.path / REPORT_FILE
     what = "--output" if output is not None else "the report"
     check_page_output(target, what, overwrite)  # before any work
-    absent = None
-    if predictions is None:
+    if predictions is None and absent is None:  # ``absent`` given: the caller knows why there are none
         absent = why_no_predictions(view) if predict else "not computed (predictions were not asked for)."
         if absent is None:
             from trainer.report.predictions import predict_test_split
@@ -102,8 +103,11 @@ def report_at_end(training: Any) -> str | None:
     if not (Path(run_dir) / "config.yaml").is_file():  # a run refused before it started: its folder is gone
         return None
     try:
-        predictions = None
-        if training.completed:
+        predictions, absent = None, None
+        processes = distribution.setup.num_processes
+        if training.completed and processes > 1:  # a predict on process 0 alone could wait for the others' collectives forever
+            absent = f"the run trained across {processes} processes; trainer report {run_dir} computes them from model.h5 in one."
+        elif training.completed:
             from trainer.data.batches import make_batches
             from trainer.data.streaming import surfacing_data_errors
             from trainer.report.predictions import from_outputs
@@ -113,7 +117,7 @@ def report_at_end(training: Any) -> str | None:
             with surfacing_data_errors():
                 outputs = training.model.predict(batches, verbose=0)
             predictions = from_outputs(data.x_test, data.y_test, outputs, training.config.model.output, list(data.class_names or []))
-        report(Path(run_dir), predictions=predictions, predict=not training.completed)  # not completed: the page says why there are none
+        report(Path(run_dir), predictions=predictions, predict=not training.completed, absent=absent)  # not completed: the page says why
     except Exception as exc:  # noqa: BLE001 - the run's own files are written; the page must not turn its ending into another
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         return f"could not write {Path(run_dir) / REPORT_FILE}: {message}"
