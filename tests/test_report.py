@@ -374,3 +374,19 @@ def test_a_hostile_run_directory_stays_inert_in_chromium(chromium, tmp_path, hos
     assert cli("report", run).exit_code == 0
     seen = visit(chromium, run / "report.html", tmp_path / "shot.png", tmp_path / "profile", 900, 900)
     assert seen.console == [] and page_requests(seen) == []
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_report_without_predictions_imports_no_keras(tmp_path, subprocess_env):
+    import subprocess
+    import sys
+
+    run = write_run_dir(tmp_path / "run", status="failed", reason="boom")
+    code = (
+        "import sys; from trainer.cli import app\n"
+        f"try:\n    app(['report', {str(run)!r}])\nexcept SystemExit as done:\n    assert done.code in (0, None), done.code\n"
+        "assert not {'tensorflow', 'keras', 'jax', 'matplotlib'} & set(sys.modules), 'a heavy import'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (run / "report.html").is_file()
