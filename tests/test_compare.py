@@ -158,6 +158,6 @@ def test_the_compare_page_of_trained_runs_in_chromium(trained_pair, chromium, tm
     assert seen.console == [], seen.console
     assert page_requests(seen) == []
     assert colour_pixels(shot, (31, 119, 180)) > 200 and colour_pixels(shot, (255, 127, 14)) > 200  # a colour per run
-    write_docs_image(shot, "compare.png", height=1400)
+    write_docs_image(shot, "compare.png", height=1120)
     listed = cli("runs", trained_pair[0].parent, "--compare")
     assert listed.exit_code == 0 and "mlp_lr3e-3" in listed.output and "mlp_lr3e-4" in listed.output
