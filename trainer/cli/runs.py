@@ -18,7 +18,7 @@ def runs(
     ),
     compare: bool = typer.Option(False, "--compare", metavar=FLAG, help="Compare the runs (those of FOLDER, or the RUNs named): metrics with the best per column marked, and the config keys that differ."),
 ) -> None:
-    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
+    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first; or compare them (--compare)."""
     from trainer.config import OutputConfig
     from trainer.console import info, print_table, records_table
     from trainer.errors import BadInputError
