@@ -107,6 +107,8 @@ def report_at_end(training: Any) -> str | None:
         processes = distribution.setup.num_processes
         if training.completed and processes > 1:  # a predict on process 0 alone could wait for the others' collectives forever
             absent = f"the run trained across {processes} processes; trainer report {run_dir} computes them from model.h5 in one."
+        elif training.completed and getattr(training, "cached", None) is not None:  # the test features are gone: a full backbone pass
+            absent = f"the backbone was frozen (cached features), so its pass over the test split was not repeated here; trainer report {run_dir} computes them from model.h5."
         elif training.completed:
             from trainer.data.batches import make_batches
             from trainer.data.streaming import surfacing_data_errors
