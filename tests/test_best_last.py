@@ -153,7 +153,7 @@ def test_model_h5_is_the_best_epoch_and_last_h5_the_last(best_first_run, cli, tm
     history = [json.loads(json.dumps(row)) for row in __import__("trainer.run.rundir", fromlist=["x"]).read_history(run_dir / "history.csv")]
     assert metrics["best"] == {"monitor": "loss", "mode": "max", "epoch": 1, "value": pytest.approx(history[0]["loss"]), "last_epoch": 4, "last_weights": "last.h5"}
     # a finished run directory: no lock, no checkpoint .npz; checkpoint.json names last.h5
-    assert run_files(run_dir) == {"config.yaml", "manifest.json", "history.csv", "metrics.json", "checkpoint.json", "curves.png", "model.h5", "last.h5"}
+    assert run_files(run_dir) == {"config.yaml", "manifest.json", "history.csv", "metrics.json", "checkpoint.json", "curves.png", "model.h5", "last.h5", "report.html"}
     assert json.loads((run_dir / "checkpoint.json").read_text())["weights_file"] == "last.h5"
     # eval reads model.h5 (the best epoch: its test numbers are metrics.json's); RUN/last.h5 is the last epoch
     best = cli("eval", run_dir, "--output", tmp_path / "best.json")

@@ -31,7 +31,7 @@ from trainer.runtime.distribute import (
 )
 from trainer.errors import BadInputError, ConfigError
 
-RUN_FILES = {"config.yaml", "manifest.json", "model.h5", "last.h5", "history.csv", "metrics.json", "checkpoint.json", "curves.png"}
+RUN_FILES = {"config.yaml", "manifest.json", "model.h5", "last.h5", "history.csv", "metrics.json", "checkpoint.json", "curves.png", "report.html"}
 
 
 def section(strategy="multi_worker", coordinator=None, num_processes=None, process_id=None, timeout_seconds=5.0):

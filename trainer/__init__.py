@@ -25,6 +25,8 @@ _API = {
     "predict": "trainer.api",
     "export": "trainer.api",
     "load_run": "trainer.api",
+    "report": "trainer.api",
+    "compare": "trainer.api",
     "RunEvents": "trainer.run.events",
     "RunResult": "trainer.run.events",
     "RunStartInfo": "trainer.run.events",

@@ -7,6 +7,8 @@
 - ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
 - ``export(run_dir, format, output=None)`` -> the ``export-<format>.json`` report as a dict (SavedModel, ONNX, LiteRT).
 - ``lr_find(config, start=1e-7, end=10.0, steps=100, output=None)`` -> ``LrFindResult`` (the learning-rate range test).
+- ``report(run_dir, output=None)`` -> ``Report`` (``report.html``: one run on one self-contained page).
+- ``compare(run_dirs, output=None)`` -> ``Report`` (runs side by side; the page only with ``output``).
 
 Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``; an argument of
 the wrong type (``train(42)``, ``overrides="a=b"``, ``events=[object()]``) is a ``BadInputError``
@@ -25,7 +27,7 @@ from trainer.config import load_config as _load_config
 from trainer.errors import BadInputError
 from trainer.run.events import EventBus, RunEvents, RunResult
 
-__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "lr_find", "RunEvents", "RunResult"]
+__all__ = ["load_config", "train", "evaluate", "predict", "export", "load_run", "lr_find", "report", "compare", "RunEvents", "RunResult"]
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -392,3 +394,28 @@ def _serve_classifier(run_dir: Any, config: Any, code_dirs: Any, trust_export: A
         raise _refuse("trust_export", "True or False", trust_export)
     choose_keras_backend()
     return load_classifier(run_path, config_path=config_path, code_dirs=folders, trust_export=trust_export)
+
+
+def report(run_dir: str | Path, output: str | Path | None = None, *, overwrite: bool = False, predict: bool = True):
+    """Write ``report.html`` of a run directory (into it, or to ``output``) and return the ``trainer.report.build.Report``.
+
+    The page shows the run's name, status, setting, config, metrics, curves and, when the run
+    completed and its data can be loaded (``predict``), the test split's confusion matrix,
+    per-class scores and worst-misclassified images, computed from ``model.h5``; otherwise it says
+    why they are absent. ``output`` follows eval's ``--output`` rule (``overwrite`` for a file
+    trainer did not write). The run directory is read through trainer's readers only.
+    """
+    from trainer.report.build import report as _report
+
+    return _report(_path(run_dir, "run_dir"), _optional_path(output, "output"), overwrite=_flag(overwrite, "overwrite"), predict=_flag(predict, "predict"))
+
+
+def compare(run_dirs: Sequence[str | Path], output: str | Path | None = None, *, overwrite: bool = False):
+    """Compare run directories: metrics (the best per column), config differences, curves; the page written to ``output`` when given.
+
+    Returns a ``trainer.report.build.Report`` whose ``views`` are the runs read;
+    ``trainer.report.compare.comparison(report.views)`` is the table ``trainer runs --compare`` prints.
+    """
+    from trainer.report.build import compare as _compare
+
+    return _compare(_paths(run_dirs, "run_dirs"), _optional_path(output, "output"), overwrite=_flag(overwrite, "overwrite"))

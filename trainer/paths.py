@@ -57,7 +57,7 @@ def is_inside(base: Path, name: str | os.PathLike) -> bool:
 # features.py, plots.py own them; a test keeps this list in step): a callback may not write there.
 TRAINER_RUN_FILES = (
     "config.yaml", "model.h5", "last.h5", "history.csv", "metrics.json", "manifest.json", "checkpoint.json",
-    ".trainer.lock", "curves.png", "features", "data-cache",
+    ".trainer.lock", "curves.png", "report.html", "features", "data-cache",
 )
 TRAINER_RUN_PATTERNS = ("checkpoint-*.weights.*", "eval-*.json", "confusion_matrix-*.png", ".*.tmp*")
 

@@ -14,10 +14,12 @@ import typer
 
 from trainer import __version__
 from trainer.cli.catalogue import list_catalogue
+from trainer.cli.compare import compare
 from trainer.cli.evaluate import eval_
 from trainer.cli.export import export
 from trainer.cli.lr_find import LR_FIND_EPILOG, lr_find
 from trainer.cli.predict import predict
+from trainer.cli.report import REPORT_EPILOG, report
 from trainer.cli.run import RUN_EPILOG, run
 from trainer.cli.runs import runs
 from trainer.cli.serve import SERVE_EPILOG, serve
@@ -43,6 +45,8 @@ COMMANDS: list[tuple[str, Any, dict[str, Any]]] = [
     ("sweep", sweep, {"epilog": SWEEP_EPILOG}),
     ("lr-find", lr_find, {"epilog": LR_FIND_EPILOG}),
     ("serve", serve, {"epilog": SERVE_EPILOG}),
+    ("report", report, {"epilog": REPORT_EPILOG}),
+    ("compare", compare, {}),
     ("runs", runs, {}),
     ("list", list_catalogue, {}),
 ]

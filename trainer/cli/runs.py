@@ -1,24 +1,43 @@
-"""``trainer runs``: list the runs in a folder."""
+"""``trainer runs``: list the runs in a folder, or compare runs (``--compare``)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import handles_errors
+from trainer.cli.common import FLAG, handles_errors
 
 
 @handles_errors
 def runs(
-    folder: Optional[Path] = typer.Argument(None, help="The folder holding run directories (default: output.dir's default, outputs).", show_default=False),
+    paths: Optional[List[Path]] = typer.Argument(
+        None, metavar="[FOLDER | RUN...]",
+        help="The folder holding run directories (default: output.dir's default, outputs); with --compare also two or more run directories.",
+        show_default=False,
+    ),
+    compare: bool = typer.Option(False, "--compare", metavar=FLAG, help="Compare the runs (those of FOLDER, or the RUNs named): metrics with the best per column marked, and the config keys that differ."),
 ) -> None:
-    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
+    """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first; or compare them (--compare)."""
     from trainer.config import OutputConfig
     from trainer.console import info, print_table, records_table
-    from trainer.run.listing import list_runs
+    from trainer.errors import BadInputError
+    from trainer.run.listing import list_run_dirs, list_runs
 
-    root = folder or Path(OutputConfig().dir)
+    paths = list(paths or [])
+    if len(paths) > 1 and not compare:
+        raise BadInputError(f"trainer runs takes one folder, got {len(paths)} paths; to compare runs add --compare (or use trainer compare RUN...).")
+    root = paths[0] if len(paths) == 1 else Path(OutputConfig().dir)
+    if compare:
+        from trainer.api import compare as compare_runs
+        from trainer.cli.compare import print_comparison
+
+        chosen = paths if len(paths) > 1 or (paths and (paths[0] / "config.yaml").is_file()) else list_run_dirs(root)
+        if not chosen:
+            info(f"no runs under {root}.")
+            return
+        print_comparison(compare_runs(chosen).views)
+        return
     found = list_runs(root)
     if not found:
         info(f"no runs under {root}.")

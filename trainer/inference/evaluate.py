@@ -100,21 +100,13 @@ def check_same_test_split(run: LoadedRun, data: Any, split: str) -> None:
         )
 
 
-def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
-    """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
-
-    ``tta``: a test-time augmentation mode (``trainer.inference.tta``) measured besides the plain
-    numbers, as ``EvalResult.tta``; None takes the run's ``evaluate.tta``.
-    """
-    from trainer.config.evaluate import check_tta_mode
+def load_split(run: LoadedRun, split: str = "test") -> tuple[Any, Any]:
+    """(images, integer labels) of ``split`` loaded exactly as training loaded it, checked against the model; a DataError otherwise."""
     from trainer.data.loaders import load_data
-    from trainer.data.batches import make_batches
-    from trainer.data.streaming import surfacing_data_errors
 
     if split not in SPLITS:
         raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
     config = run.config
-    tta = check_tta_mode(config.evaluate.tta if tta is None else tta)
     data = load_data(config.data, seed=config.seed)
     x, y = data.split(split)
     check_same_validation_split(run, data, split)
@@ -131,9 +123,31 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
         )
     if len(x) == 0:
         raise DataError(f"{data.source}: the {split} split is empty.")
-    dataset = make_batches(
-        x, y, batch_size=config.train.batch_size, encoding=run.label_encoding, num_classes=run.num_classes
-    )
+    return x, y
+
+
+def split_batches(run: LoadedRun, x: Any, y: Any) -> Any:
+    """The batches ``evaluate_run`` feeds the model (the run's batch size, label encoding and classes)."""
+    from trainer.data.batches import make_batches
+
+    return make_batches(x, y, batch_size=run.config.train.batch_size, encoding=run.label_encoding, num_classes=run.num_classes)
+
+
+def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
+    """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
+
+    ``tta``: a test-time augmentation mode (``trainer.inference.tta``) measured besides the plain
+    numbers, as ``EvalResult.tta``; None takes the run's ``evaluate.tta``.
+    """
+    from trainer.config.evaluate import check_tta_mode
+    from trainer.data.streaming import surfacing_data_errors
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split: unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    config = run.config
+    tta = check_tta_mode(config.evaluate.tta if tta is None else tta)
+    x, y = load_split(run, split)
+    dataset = split_batches(run, x, y)
     with surfacing_data_errors():  # an image gone or undecodable while streaming: one DataError naming it
         scores = {k: float(v) for k, v in run.model.evaluate(dataset, verbose=0, return_dict=True).items()}
         outputs = run.model.predict(dataset, verbose=0)

@@ -111,25 +111,43 @@ def curve_names(rows: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def write_curves(rows: list[dict[str, Any]], path: Path) -> Path:
-    """``curves.png``: one panel per loss/metric, training against validation, per epoch."""
+def write_curves(rows: list[dict[str, Any]], path: Path, *, name: str | None = None, best_epoch: int | None = None) -> Path:
+    """``curves.png``: one panel per loss/metric (training against validation, per epoch) and one of the learning rate.
+
+    The title names the run (``name``, default: the folder the picture goes into); ``best_epoch``
+    (the epoch ``model.h5`` holds) is a dashed line in every panel.
+    """
+    import math
+
     names = curve_names(rows) or ["loss"]
-    figure = _figure(4.2 * len(names), 3.4)
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+    rates = [(e, row.get("learning_rate")) for e, row in zip(epochs, rows) if isinstance(row.get("learning_rate"), (int, float)) and math.isfinite(row["learning_rate"])]
+    panels = len(names) + (1 if rates else 0)
+    figure = _figure(4.2 * panels, 3.7)
     from matplotlib.ticker import MaxNLocator
 
-    axes = figure.subplots(1, len(names), squeeze=False)[0]
-    epochs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
-    for axis, name in zip(axes, names):
-        for key, label in ((name, "training"), (f"val_{name}", "validation")):
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    for axis, metric in zip(axes, names):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
             points = [(e, row.get(key)) for e, row in zip(epochs, rows) if isinstance(row.get(key), (int, float))]
             if points:
                 axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-        axis.set_title(_label(name), parse_math=False)
+        axis.set_title(_label(metric), parse_math=False)
+    if rates:
+        axis = axes[-1]
+        axis.plot([r[0] for r in rates], [r[1] for r in rates], color="0.3", marker=".", label="learning rate")
+        if all(r[1] > 0 for r in rates) and max(r[1] for r in rates) > 1.5 * min(r[1] for r in rates):
+            axis.set_yscale("log")
+        axis.set_title("learning rate")
+    for axis in axes:
+        if best_epoch is not None:
+            axis.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"best epoch {best_epoch}")
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if axis.lines:
-            axis.legend()
+            axis.legend(fontsize=8)
+    figure.suptitle(_label(name if name is not None else Path(path).resolve().parent.name, 120), parse_math=False)
     return _save(figure, path)
 
 

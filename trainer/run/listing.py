@@ -55,11 +55,21 @@ def describe_run(run_dir: Path) -> dict[str, Any] | None:
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Every run directly under ``root``, oldest first (by when its config.yaml was written)."""
+    found = _described(root)
+    for row in found:
+        del row["_started"], row["_path"]
+    return found
+
+
+def list_run_dirs(root: Path) -> list[Path]:
+    """The run directories directly under ``root``, in ``list_runs``'s order (what ``trainer runs --compare FOLDER`` compares)."""
+    return [row["_path"] for row in _described(root)]
+
+
+def _described(root: Path) -> list[dict[str, Any]]:
     root = Path(root)
     if not root.is_dir():
         raise RunDirError(f"{root} is not a folder of runs; pass the folder that holds your run directories (output.dir).")
-    found = [row for child in root.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
+    found = [{**row, "_path": child} for child in root.iterdir() if child.is_dir() and (row := describe_run(child)) is not None]
     found.sort(key=lambda row: (row["_started"], row["name"]))
-    for row in found:
-        del row["_started"]
     return found

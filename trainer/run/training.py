@@ -81,6 +81,10 @@ class Training:
                         self.end_unexpectedly(exc)
                     raise
         finally:
+            from trainer.report.build import report_at_end  # report.html at every ending (trainer.report)
+
+            if (problem := report_at_end(self)) is not None:
+                self.events.on_notice(problem)
             if self.plotting is not None:  # never left importing while the interpreter shuts down
                 with contextlib.suppress(Exception):
                     self.plotting.join()
@@ -389,7 +393,9 @@ class Training:
 
         if not self.distribution.is_chief:
             return BackgroundTask(lambda: None)
-        return BackgroundTask(write_curves, list(self.rows), self.run_dir / CURVES_FILE)
+        import functools
+
+        return BackgroundTask(functools.partial(write_curves, best_epoch=getattr(self.best, "best_epoch", None)), list(self.rows), self.run_dir / CURVES_FILE)
 
     # ------------------------------------------------------------------ endings
 

@@ -23,6 +23,7 @@ SWEEP_FILE = "sweep.json"
 BEST_FILE = "best.yaml"
 HISTORY_PLOT = "optimization_history.png"
 IMPORTANCE_PLOT = "param_importances.png"
+FEW_TRIALS = 10  # importances drawn from fewer finished trials carry a caveat in their title
 
 
 @dataclass
@@ -194,6 +195,9 @@ def plot_history(records: list[TrialRecord], plan: Any, path: Path) -> Path:
             best_so_far.append(best)
     if xs:
         axes.step(xs, best_so_far, where="post", color="tab:red", label="best so far")
+    from matplotlib.ticker import MaxNLocator
+
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are whole numbers
     axes.set_xlabel("trial")
     axes.set_ylabel(plan.metric)
     axes.set_title(f"optimization history ({plan.direction} {plan.metric})")
@@ -216,9 +220,11 @@ def plot_importances(study: Any, path: Path) -> Path | str | None:
     from trainer.inference.plots import _figure, _save
 
     names = list(importances)[::-1]
-    figure = _figure(7, 1.2 + 0.4 * len(names))
+    figure = _figure(7, 1.6 + 0.4 * len(names))
     axes = figure.add_subplot()
     axes.barh(names, [importances[n] for n in names], color="tab:blue")
     axes.set_xlabel("importance (share of the objective's variation)")
-    axes.set_title("parameter importances")
+    finished = sum(1 for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE)
+    caveat = f"\nfrom only {finished} finished trial{'s' if finished != 1 else ''}: a rough guide (~{FEW_TRIALS}+ make it telling)" if finished < FEW_TRIALS else ""
+    axes.set_title(f"parameter importances{caveat}", color="tab:red" if caveat else None)
     return _save(figure, path)
