@@ -105,7 +105,13 @@ def report_at_end(training: Any) -> str | None:
     try:
         predictions, absent = None, None
         processes = distribution.setup.num_processes
-        if training.completed and processes > 1:  # a predict on process 0 alone could wait for the others' collectives forever
+        computed = getattr(training, "test_probabilities", None)  # the test split's probabilities metrics.json's figures came from
+        if training.completed and computed is not None:
+            from trainer.report.predictions import from_outputs
+
+            data = training.data
+            predictions = from_outputs(data.x_test, data.y_test, computed, "softmax", list(data.class_names or []))
+        elif training.completed and processes > 1:  # a predict on process 0 alone could wait for the others' collectives forever
             absent = f"the run trained across {processes} processes; trainer report {run_dir} computes them from model.h5 in one."
         elif training.completed and getattr(training, "cached", None) is not None:  # the test features are gone: a full backbone pass
             absent = f"the backbone was frozen (cached features), so its pass over the test split was not repeated here; trainer report {run_dir} computes them from model.h5."

@@ -369,7 +369,8 @@ class Training:
         labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
         if probs is None:
             probs = tta_probabilities(self.model, self.data.x_test, self.config.model.output, "none", self.config.train.batch_size)
-        return test_figures(np.asarray(probs), labels)
+        self.test_probabilities = np.asarray(probs)  # report.html's confusion matrix and worst images reuse them (trainer.report)
+        return test_figures(self.test_probabilities, labels)
 
     def test_with_tta(self) -> dict[str, Any] | None:
         """``evaluate.tta``: the test split's probabilities averaged over its views (``metrics.json``'s ``test_tta``); else None."""
