@@ -53,7 +53,7 @@ def imports(root: Path = ROOT) -> tuple[dict[str, Path], list[Edge]]:
             name = name.rsplit(".", 1)[0]
         return name if name in mods else None
 
-    edges = []
+    edges: dict[Edge, None] = {}  # `from x import a, b` is one import of x
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -73,8 +73,8 @@ def imports(root: Path = ROOT) -> tuple[dict[str, Path], list[Edge]]:
                 if target == "trainer" or target.startswith("trainer."):
                     resolved = known(target)
                     if resolved and resolved != name:
-                        edges.append(Edge(name, resolved, str(path.relative_to(root)), node.lineno))
-    return mods, edges
+                        edges[Edge(name, resolved, str(path.relative_to(root)), node.lineno)] = None
+    return mods, list(edges)
 
 
 def package_of(module: str) -> str:

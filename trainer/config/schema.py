@@ -115,7 +115,7 @@ class DataConfig(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from trainer.data.catalog import dataset_names
+        from trainer.catalogue.datasets import dataset_names
 
         names = dataset_names()
         if value not in names:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import DataError
-from trainer.data.catalog import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
-from trainer.data.catalog import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from trainer.catalogue.datasets import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
+from trainer.catalogue.datasets import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}

@@ -13,7 +13,7 @@ import numpy as np
 
 from trainer.config.schema import DataConfig
 from trainer.errors import DataError
-from trainer.data.catalog import DATASETS, FOLDER_DATASET
+from trainer.catalogue.datasets import DATASETS, FOLDER_DATASET
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
 from trainer.data.folder import check_headers, in_memory
 from trainer.data.selection import select_stratified, split_stratified

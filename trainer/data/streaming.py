@@ -124,7 +124,7 @@ def pixel_file(files: ImageFiles, folder: Path) -> RowFile:
     wrote: same device, inode, size and modification time. Anything else there (a file left by
     another process, one changed since) is decoded again and replaced, never read as pixels.
     """
-    from trainer.run.rundir import atomic_path
+    from trainer.outputs import atomic_path
 
     key = hashlib.sha1("\n".join(map(str, files.paths)).encode("utf-8", "surrogateescape"))
     key.update(repr((files.image_size, files.color_mode)).encode())

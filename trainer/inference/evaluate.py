@@ -47,7 +47,7 @@ class EvalResult:
 
 def is_eval_report(path: Path) -> bool:
     """Whether ``path`` holds a report as ``trainer eval`` writes it (``{"split": ...`` to its closing brace): the output rule's recogniser."""
-    from trainer.outputs import starts_and_ends_with
+    from trainer.readers import starts_and_ends_with
 
     return starts_and_ends_with(path, b'{\n  "split": "', b"\n}\n")
 

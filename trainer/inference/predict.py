@@ -226,7 +226,7 @@ def is_predictions_file(path: Path) -> bool:
     JSON: the list of records exactly as ``predictions_text`` begins and ends it; CSV: the exact header line.
     Only those bytes are read, so a file of any size is recognised at once.
     """
-    from trainer.outputs import starts_and_ends_with
+    from trainer.readers import starts_and_ends_with
 
     if Path(path).suffix.lower() == ".json":
         return starts_and_ends_with(path, b'[\n  {\n    "input": ', b"\n  }\n]\n")

@@ -4,7 +4,7 @@ A run directory is untrusted data (it may be copied from anywhere or edited by h
 is read through ``trainer.readers`` (a regular file inside the run directory, at most a stated
 size, strict UTF-8) and parsed into a typed record whose every field is bounded; anything else is
 a ``RunDirError`` (exit 2) naming the file and the field. Nothing else in trainer opens these
-files. ``manifest.json`` keeps its own field checks (``trainer.run.records.Manifest``) and is
+files. ``manifest.json`` keeps its own field checks (``trainer.readers.records.Manifest``) and is
 read through ``read_run_json``.
 """
 from __future__ import annotations
@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+
+# The files of a run directory, by name (``trainer.run.rundir`` writes them; the readers here read them back)
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.h5"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.json"
+LAST_FILE = "last.h5"  # the last epoch's weights when model.h5 holds the best one (``trainer.run.best``)
 
 from trainer.errors import RunDirError
 from trainer.readers import KiB, MiB, read_csv, read_json_object, validate

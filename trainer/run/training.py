@@ -25,7 +25,7 @@ from trainer.run.checkpoint import (
 from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_best, last_weights_file
 from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
-from trainer.run.records import Manifest, RunMetrics
+from trainer.readers.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
 
@@ -59,7 +59,7 @@ class Training:
         self.load_data()
         self.build_and_compile()
         if self.dry_run:
-            from trainer.run.compile import model_summary_text
+            from trainer.models.compile import model_summary_text
 
             self.events.on_run_start(self.start_info())
             return RunResult("dry-run", None, plan=self.plan, model_summary=model_summary_text(self.model))  # ~0.1 s to render
@@ -91,7 +91,7 @@ class Training:
         """Check the plan and the catalogue (no data read yet), start devices and distribution, seed everything."""
         import keras
 
-        from trainer.catalogue.overview import check_catalogue
+        from trainer.config.overview import check_catalogue
         from trainer.config.checks import plan_run
         from trainer.data.batches import needs_tf_data
         from trainer.runtime.hidden_tensorflow import set_random_seed
@@ -142,7 +142,7 @@ class Training:
     def build_and_compile(self) -> None:
         """The model ``config.model`` describes, compiled with the configured loss, optimizer and metrics."""
         from trainer.models import build_model
-        from trainer.run.compile import compile_model
+        from trainer.models.compile import compile_model
 
         with self.distribution.scope():
             self.model = build_model(self.config.model, self.data.input_shape, self.data.num_classes, train_images=self.data.x_train)
@@ -431,7 +431,7 @@ class Training:
     def write_metrics(
         self, status: str, *, test: dict[str, Any] | None = None, test_tta: dict[str, Any] | None = None, reason: str | None = None,
     ) -> dict[str, Any]:
-        from trainer.run.compile import versions
+        from trainer.models.compile import versions
 
         return RunMetrics.from_history(
             status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
@@ -516,14 +516,14 @@ class Training:
         )
 
     def compile_head(self, head) -> None:
-        from trainer.run.compile import compile_model
+        from trainer.models.compile import compile_model
 
         compile_model(head, self.config, self.plan, self.steps_per_epoch)
 
     def start_info(self) -> RunStartInfo:
         import keras
 
-        from trainer.run.compile import describe_steps_per_execution, summarize
+        from trainer.models.compile import describe_steps_per_execution, summarize
 
         sizes = self.data.sizes()
         summary = summarize(self.model)
