@@ -38,7 +38,7 @@ AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "contrast": 0.2}
 
 
 def test_epoch_order_is_a_permutation_of_seed_and_epoch_only():
-    from trainer.data.batches import epoch_order
+    from trainer.data.order import epoch_order
 
     order = epoch_order(1000, 3, 7)
     assert sorted(order.tolist()) == list(range(1000))

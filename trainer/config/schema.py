@@ -56,7 +56,7 @@ class RandAugmentConfig(_Strict):
     """RandAugment (``trainer.data.rand_augment``): ``layers`` ops per image, each at ``magnitude`` on timm's 0..10 scale."""
 
     magnitude: Annotated[float, Field(ge=0.0, le=10.0)] = 9.0  # 0: every op is the identity; 10: the strongest
-    layers: Annotated[int, Field(ge=1, le=8)] = 2  # ops per image (trainer.data.augment.RAND_AUGMENT_MAX_LAYERS)
+    layers: Annotated[int, Field(ge=1, le=8)] = 2  # ops per image (trainer.data.order.RAND_AUGMENT_MAX_LAYERS)
 
 
 # Mixup/CutMix's Beta(alpha, alpha): above ~100 lambda is 0.5 to within a few percent; the bound keeps it a number.

@@ -28,6 +28,9 @@ import numpy as np
 from trainer.data.folder import ImageFiles
 from trainer.errors import DataError, RunDirError
 
+# A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
+# instead of loaded whole, so memory does not grow with the number of images.
+STREAM_MEMMAP_OVER = 256 << 20
 CHUNK = 512  # images decoded per write while the disk cache is filled
 
 
@@ -161,12 +164,12 @@ def streamed_batches(
     ``source``: a folder split's ``ImageFiles`` (``cache_dir``: where ``data.cache: disk`` keeps
     its decoded pixels; without it, or with ``cache: none``, the files are decoded every epoch),
     or a ``RowFile``. The TensorFlow backend's path (``trainer.data.batches.ArrayBatches`` is the others').
-    Passes and their order as ``trainer.data.pipeline.tagged_batches`` says (``stream``: endless);
+    Passes and their order as ``trainer.data.passes.tagged_batches`` says (``stream``: endless);
     ``tagged``: each batch keeps its (pass, start) in front.
     """
     import tensorflow as tf
 
-    from trainer.data.pipeline import batch_tags, epoch_permutation, tagged_batches
+    from trainer.data.passes import batch_tags, epoch_permutation, tagged_batches
 
     count = len(source)
     if isinstance(source, ImageFiles):

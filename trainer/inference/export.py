@@ -355,7 +355,7 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     Returns the report; raises ``ExportParityError`` (report attached, files kept) when top-1
     agreement is below 99.9% or a probability differs by more than 1e-4.
     """
-    from trainer.inference.predict import probabilities
+    from trainer.inference.probabilities import probabilities
 
     fmt = check_can_export(format_name)
     manifest = export_manifest(run)

@@ -352,7 +352,7 @@ class Training:
         mode = self.config.evaluate.tta
         if mode == "none":
             return None
-        from trainer.inference.tta import tta_scores
+        from trainer.inference.probabilities import tta_scores
 
         return tta_scores(self.model, self.data.x_test, self.data.y_test, self.config.model.output, mode, self.config.train.batch_size)
 
