@@ -298,3 +298,24 @@ def _parse_value(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def read_checkpoint_arrays(path: Path, grouped: bool = False) -> Any:
+    """The arrays of a checkpoint's ``.npz`` (``trainer.run.checkpoint.write_arrays``): the ``model`` group in order, or every group.
+
+    Read by the one bounded ``.npz`` reader (``trainer.readers.decoders.read_npz``) with every
+    member stored uncompressed, as trainer writes them: a member whose ``.npy`` header declares
+    more than it holds, a compressed member (a zip bomb) or anything else is a ``RunDirError``
+    before NumPy allocates.
+    """
+    from trainer.errors import DataError
+    from trainer.readers.decoders import read_npz
+
+    try:
+        arrays = read_npz(path, None, stored=True)
+    except DataError as exc:
+        raise RunDirError(f"{path} is not a weights file trainer writes ({exc.message}); this run cannot be resumed.") from None
+    groups: dict[str, list[Any]] = {}
+    for key in sorted(arrays):  # model/000000, model/000001, ..., optimizer/000000, ...
+        groups.setdefault(key.split("/", 1)[0], []).append(arrays[key])
+    return groups if grouped else groups.get("model", [])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config
+from trainer.threads import BackgroundTask
 from trainer.errors import BadInputError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
@@ -558,26 +559,3 @@ def out_of_memory_message(exc: BaseException) -> str | None:
     ):
         return text.splitlines()[0] if text else type(exc).__name__
     return None
-
-
-class BackgroundTask:
-    """``function(*args)`` on a daemon thread; ``join()`` waits and raises what it raised."""
-
-    def __init__(self, function, *args: Any):
-        import threading
-
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(function, args), name="trainer-background", daemon=True)
-        self._thread.start()
-
-    def _run(self, function, args) -> None:
-        try:
-            function(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that joins
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
