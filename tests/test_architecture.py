@@ -11,6 +11,7 @@ upward imports, lines, largest module).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from collections import defaultdict
@@ -44,6 +45,7 @@ def modules(root: Path = ROOT) -> dict[str, Path]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def imports(root: Path = ROOT) -> tuple[dict[str, Path], list[Edge]]:
     """Every import between two trainer modules (module and function level, absolute and relative)."""
     mods = modules(root)
