@@ -18,20 +18,17 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
-# The files of a run directory, by name (``trainer.run.rundir`` writes them; the readers here read them back)
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.h5"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-MANIFEST_FILE = "manifest.json"
-LAST_FILE = "last.h5"  # the last epoch's weights when model.h5 holds the best one (``trainer.run.best``)
-
 from trainer.errors import RunDirError
 from trainer.readers import KiB, MiB, read_csv, read_json_object, validate
 
+# The files of a run directory, by name (``trainer.run.rundir`` writes them; the readers here read them back)
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.h5"
 CHECKPOINT_FILE = "checkpoint.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+MANIFEST_FILE = "manifest.json"
+LAST_FILE = "last.h5"  # the last epoch's weights when model.h5 holds the best one (``trainer.run.best``)
 
 CHECKPOINT_VERSION = 2  # the newest checkpoint.json format (1: .weights.h5 files)
 CHECKPOINT_LIMIT = 4 * MiB  # ~25 KiB for a small model: random state and a few seed generators

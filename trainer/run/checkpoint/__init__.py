@@ -29,10 +29,11 @@ from trainer.run.checkpoint.resume import (
     ResumeState, check_resume, config_differences, read_checkpoint, read_checkpoint_json, read_checkpoint_quiet, resume_command,
 )
 from trainer.run.checkpoint.state import read_arrays, write_arrays
+from trainer.run.checkpoint.writer import CheckpointWriter
 from trainer.run.guards import NonFiniteLoss, loss_guard
 
 __all__ = [
-    "CHECKPOINT_FILE", "LOCK_FILE", "NonFiniteLoss", "ResumeState", "RunLock", "check_resume", "checkpointer", "config_differences",
+    "CHECKPOINT_FILE", "CheckpointWriter", "LOCK_FILE", "NonFiniteLoss", "ResumeState", "RunLock", "check_resume", "checkpointer", "config_differences",
     "continue_callback_logs", "finish_checkpoints", "loss_guard", "read_arrays", "read_checkpoint", "read_checkpoint_json",
     "read_checkpoint_quiet", "remove_leftovers", "resume_command", "truncate_history", "write_arrays",
 ]
