@@ -79,6 +79,55 @@ def imports(root: Path = ROOT) -> tuple[dict[str, Path], list[Edge]]:
     return mods, list(edges)
 
 
+def defined_names(path: Path) -> set[str] | None:
+    """The names a module binds at its top level (defs, classes, assignments, imports); None when it has ``__getattr__``."""
+    names: set[str] = set()
+    body = list(ast.parse(path.read_text(), str(path)).body)
+    while body:
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # names bound in either branch
+            body += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+            body += [statement for handler in getattr(node, "handlers", []) for statement in handler.body]
+    return None if "__getattr__" in names else names
+
+
+def unresolved(root: Path = ROOT) -> list[str]:
+    """Each import of a trainer module that does not exist, or of a name it does not define (in trainer/, tests/, benchmarks/, examples/)."""
+    mods = modules(root)
+    found = []
+    scripts = [("", path) for folder in ("tests", "benchmarks", "examples") for path in sorted((root / folder).rglob("*.py"))]
+    for name, path in [*mods.items(), *scripts]:  # the tests, benchmarks and examples import trainer's modules too
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        where = path.relative_to(root)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [f"{where}:{node.lineno} imports {a.name}, which does not exist"
+                          for a in node.names if a.name.startswith("trainer.") and a.name not in mods]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    module = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    module = node.module or ""
+                if not (module == "trainer" or module.startswith("trainer.")):
+                    continue
+                if module not in mods:
+                    found.append(f"{where}:{node.lineno} imports from {module}, which does not exist")
+                    continue
+                names = defined_names(mods[module])
+                for alias in node.names:
+                    if f"{module}.{alias.name}" not in mods and names is not None and alias.name != "*" and alias.name not in names:
+                        found.append(f"{where}:{node.lineno} imports {alias.name} from {module}, which does not define it")
+    return found
+
+
 def package_of(module: str) -> str:
     """``trainer.run.rundir`` -> ``run``; ``trainer.outputs`` -> ``outputs``; ``trainer`` -> ``trainer``."""
     parts = module.split(".")
@@ -191,6 +240,12 @@ def test_imports_point_down():
     _, edges = imports()
     found = upward(edges, layer_table())
     assert not found, "imports from a lower layer to a higher one (docs/architecture.md):\n  " + "\n  ".join(found)
+
+
+def test_every_import_resolves():
+    """A module or name that moved (or a merge that kept an old path) fails here by file:line, not at run time."""
+    found = unresolved()
+    assert not found, "imports of trainer modules or names that do not exist:\n  " + "\n  ".join(found)
 
 
 def test_the_table_parses(tmp_path):
