@@ -115,7 +115,7 @@ def test_array_batches_hand_over_uint8_images_and_params_on_the_device_path():
 def test_the_tf_data_pipeline_hands_over_uint8_images_and_the_same_params():
     import tensorflow as tf
 
-    from trainer.data.batches import epoch_order
+    from trainer.data.order import epoch_order
     from trainer.data.pipeline import make_dataset
 
     x = np.random.default_rng(0).integers(0, 256, (10, 6, 6), dtype=np.uint8)

@@ -14,7 +14,7 @@ from tests.conftest import tiny_config
 from tests.datagen import write_image_folders, write_mnist_npz
 from trainer.config import load_config
 from trainer.models import build_model
-from trainer.models.backbones import BACKBONES
+from trainer.catalogue.backbones import BACKBONES
 
 TABLE = sorted(BACKBONES)
 THROUGH_THE_CLI = ("mobilenet_v2", "resnet50")  # the others reload in-process (eval and predict do not depend on the backbone)

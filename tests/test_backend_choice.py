@@ -182,7 +182,7 @@ MANIFEST = {"dataset": "mnist", "num_classes": 10, "class_names": [str(i) for i 
 ))
 def test_a_mutated_trained_on_is_read_or_refused_naming_the_file(trained_on):
     from trainer.errors import RunDirError
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     try:
         manifest = Manifest.from_dict({**MANIFEST, "trained_on": trained_on}, "run/manifest.json")
@@ -193,7 +193,7 @@ def test_a_mutated_trained_on_is_read_or_refused_naming_the_file(trained_on):
 
 
 def test_old_manifests_without_trained_on_still_read():
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     assert Manifest.from_dict(dict(MANIFEST)).trained_on is None
     good = {"backend": "jax", "kind": "gpu", "devices": ["NVIDIA H200"], "precision": "mixed_bfloat16"}

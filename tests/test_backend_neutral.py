@@ -38,7 +38,7 @@ AUGMENT = {"flip": "horizontal", "crop": 2, "rotation": 0.05, "contrast": 0.2}
 
 
 def test_epoch_order_is_a_permutation_of_seed_and_epoch_only():
-    from trainer.data.batches import epoch_order
+    from trainer.data.order import epoch_order
 
     order = epoch_order(1000, 3, 7)
     assert sorted(order.tolist()) == list(range(1000))
@@ -332,13 +332,13 @@ def _loaded(write_config, **sections):
     ],
 )
 def test_steps_per_execution_auto_resolves_within_what_each_backend_runs(write_config, backend, steps, setting, expected):
-    from trainer.run.compile import resolve_steps_per_execution
+    from trainer.models.compile import resolve_steps_per_execution
 
     assert resolve_steps_per_execution(_loaded(write_config, compile={"steps_per_execution": setting}), steps, backend) == expected
 
 
 def test_the_header_says_what_auto_chose(write_config):
-    from trainer.run.compile import describe_steps_per_execution
+    from trainer.models.compile import describe_steps_per_execution
 
     auto, seven = _loaded(write_config, compile={"steps_per_execution": "auto"}), _loaded(write_config, compile={"steps_per_execution": 7})
     assert describe_steps_per_execution(auto, 1, "torch") == "1 (auto: the PyTorch backend runs at most 1 per call)"

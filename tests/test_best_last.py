@@ -119,7 +119,7 @@ def test_a_completed_checkpoint_record_names_only_its_h5(values, ok, tmp_path):
     ],
 )
 def test_metrics_best_is_a_bounded_record(best, ok, tmp_path):
-    from trainer.run.records import RunMetrics
+    from trainer.readers.records import RunMetrics
 
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "best": best}))
     if ok:

@@ -181,7 +181,7 @@ def test_custom_loss_metric_callback_round_trip(cli, mnist_npz, tmp_path, subpro
         f"""
         import json, sys
         import keras, numpy as np
-        from trainer.catalogue.user_code import load_custom_objects
+        from trainer.models.keras_objects import load_custom_objects
         run = {str(tmp_path / "r")!r}
         manifest = json.load(open(run + "/manifest.json"))
         model = keras.models.load_model(run + "/model.h5", custom_objects=load_custom_objects(manifest, [{folder!r}]))
@@ -207,7 +207,7 @@ def test_hand_written_cross_entropy_trains_to_builtin_weights(cli, mnist_npz, tm
     custom = write_custom(tmp_path, tiny_config(mnist_npz, loss="my_custom:CrossEntropy", **base))
     result = cli("run", custom, "--run-dir", tmp_path / "custom")
     assert result.exit_code == 0, result.output
-    from trainer.catalogue.user_code import load_custom_objects
+    from trainer.models.keras_objects import load_custom_objects
 
     manifest = json.loads((tmp_path / "custom" / "manifest.json").read_text())
     first = keras.models.load_model(tmp_path / "builtin" / "model.h5")

@@ -254,7 +254,7 @@ def test_eval_split_test_rederives_the_fraction_and_refuses_changed_files(cli, w
 )
 def test_manifest_test_split_is_typed(test_split, ok):
     from trainer.errors import RunDirError
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     data = {"dataset": "folder", "num_classes": 3, "class_names": list(CLASSES), "input_shape": [8, 8, 3], "test_split": test_split}
     if ok:

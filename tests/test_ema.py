@@ -455,7 +455,7 @@ def test_a_mutated_ema_state_is_a_run_dir_error(slot, value, cut):
 @pytest.mark.parametrize("ema", [{"decay": 2}, {"decay": "x"}, "fast", {"every": -1}, {"other": 1}])
 def test_a_malformed_ema_record_in_the_manifest_or_metrics_is_a_run_dir_error(tmp_path, ema):
     from trainer.readers.run_files import read_metrics_record
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     (tmp_path / "manifest.json").write_text(json.dumps({"dataset": "mnist", "num_classes": 2, "ema": ema}))
     with pytest.raises(RunDirError, match="ema"):

@@ -24,7 +24,7 @@ from tests.datagen import (
     write_image_folders,
     write_mnist_npz,
 )
-from trainer.data.catalog import DATASETS, get_dataset_info
+from trainer.catalogue.datasets import DATASETS, get_dataset_info
 from trainer.data.formats import (
     Splits,
     check_lengths,
@@ -69,7 +69,7 @@ def valid_arrays(n_train: int = 12, n_test: int = 4) -> dict[str, np.ndarray]:
 
 def test_importing_formats_and_catalog_does_not_import_tensorflow():
     code = (
-        "import sys, trainer.data.formats, trainer.data.catalog; "
+        "import sys, trainer.data.formats, trainer.catalogue.datasets; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     result = subprocess.run(

@@ -80,7 +80,7 @@ def test_unsmoothed_sparse_loss_stays_keras_own():
 
 
 def test_smoothed_sparse_loss_serializes_and_lists():
-    from trainer.catalogue.keras_objects import trainer_objects
+    from trainer.models.keras_objects import trainer_objects
 
     loss = build_loss("scce", {"label_smoothing": 0.2, "from_logits": True})
     again = keras.losses.deserialize(keras.losses.serialize(loss), custom_objects=trainer_objects())
@@ -106,7 +106,7 @@ def test_label_smoothing_is_validated(cli, write_config, loss, expected):
 
 
 def test_sparse_label_smoothing_is_listed(cli):
-    from trainer.catalogue.overview import catalogue_rows
+    from trainer.config.overview import catalogue_rows
 
     row = next(r for r in catalogue_rows("losses") if r["name"] == "sparse_categorical_crossentropy")
     assert "label_smoothing=0.0" in row["parameters"] and "ignore_class=None" in row["parameters"]
@@ -161,7 +161,7 @@ def test_one_step_runs_and_tiny_runs_never_divide_by_zero():
 
 
 def test_run_length_schedule_serializes():
-    from trainer.catalogue.keras_objects import trainer_objects
+    from trainer.models.keras_objects import trainer_objects
     from trainer.catalogue.optimizers import build_schedule
 
     schedule = build_schedule({"name": "one_cycle", "peak": 0.3, "warmup": 0.25, "final": 0.001, "start": 0.01}, total_steps=400)
@@ -203,7 +203,7 @@ def test_a_valid_run_length_schedule_validates(cli, write_config):
 
 
 def test_run_length_schedules_are_listed(cli):
-    from trainer.catalogue.overview import catalogue_rows
+    from trainer.config.overview import catalogue_rows
 
     result = cli("list", "optimizers")
     assert result.exit_code == 0
@@ -398,7 +398,7 @@ def test_model_h5_loads_with_plain_keras_given_trainer_objects(cli, write_config
     assert cli("run", config, "--run-dir", tmp_path / "run").exit_code == 0
     script = (
         "import sys, keras\n"
-        "from trainer.catalogue.keras_objects import trainer_objects\n"
+        "from trainer.models.keras_objects import trainer_objects\n"
         "model = keras.models.load_model(sys.argv[1], custom_objects=trainer_objects())\n"
         "print(type(model.loss).__name__, model.loss.label_smoothing, model.optimizer.get_config()['learning_rate']['class_name'])\n"
         "from trainer.models import load_model\n"

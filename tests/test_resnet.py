@@ -232,7 +232,7 @@ def test_one_epoch_trains_evals_and_reloads_in_a_fresh_process(cli, write_config
     assert report["accuracy"] == pytest.approx(metrics["test"]["accuracy"], abs=1e-6)
     script = (
         "import sys, keras, numpy as np\n"
-        "from trainer.catalogue.keras_objects import trainer_objects\n"
+        "from trainer.models.keras_objects import trainer_objects\n"
         "from trainer.models import load_model\n"
         "plain = keras.models.load_model(sys.argv[1], custom_objects=trainer_objects())\n"
         "ours = load_model(sys.argv[1])\n"

@@ -182,7 +182,7 @@ def test_console_script_subprocess(subprocess_env, mnist_npz, write_config, tmp_
 
 def test_steps_per_execution_auto_rule(write_config):
     from trainer.config import load_config
-    from trainer.run.compile import resolve_steps_per_execution
+    from trainer.models.compile import resolve_steps_per_execution
 
     def spe(steps, **sections):
         return resolve_steps_per_execution(load_config(write_config(tiny_config(None, **sections))), steps)

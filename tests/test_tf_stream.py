@@ -3,7 +3,7 @@
 Keras keeps one iterator of an endless dataset across epochs, and ``tf.data`` prefetches (and maps
 in parallel) ahead of the step being trained, across the epoch boundary. So nothing a batch is
 made of may be read from the epoch variable while it is produced: step k of epoch N is batch
-N * steps_per_epoch + k of an endless stream of passes (``trainer.data.batches.EpochStream``),
+N * steps_per_epoch + k of an endless stream of passes (``trainer.data.order.EpochStream``),
 on TensorFlow as in ``ArrayBatches``.
 """
 from __future__ import annotations

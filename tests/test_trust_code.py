@@ -148,7 +148,7 @@ def test_hostile_custom_objects_are_refused_and_nothing_runs(case, command, cli,
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_custom_objects_refused_by_the_api(case, tmp_path, code, monkeypatch):
-    from trainer.catalogue.user_code import load_custom_objects
+    from trainer.models.keras_objects import load_custom_objects
     from trainer.errors import BadInputError
 
     ref, with_params, words = HOSTILE[case]
@@ -174,7 +174,7 @@ def test_the_projects_own_my_losses_cannot_reach_os(cli, tmp_path, monkeypatch):
 
 
 def test_a_legit_factory_and_class_resolve(tmp_path, code, monkeypatch):
-    from trainer.catalogue.user_code import load_custom_objects
+    from trainer.models.keras_objects import load_custom_objects
 
     monkeypatch.chdir(tmp_path)
     objects = load_custom_objects({"custom_objects": [

@@ -116,7 +116,7 @@ def test_other_schemes_pass_the_probe_untouched(tmp_path):
 
 
 def test_within_bounds_any_call():
-    from trainer.integrations.store_probe import within
+    from trainer.threads import within
 
     started = time.monotonic()
     with pytest.raises(BadInputError, match="gave up"):

@@ -11,7 +11,7 @@ import yaml
 from tests.conftest import run_cli, tiny_config
 from tests.datagen import write_mnist_npz
 from trainer.errors import ConfigError
-from trainer.inference.tta import TRANSLATE_PIXELS, translate, tta_probabilities, tta_scores, view_count, views
+from trainer.inference.probabilities import TRANSLATE_PIXELS, translate, tta_probabilities, tta_scores, view_count, views
 
 
 # --------------------------------------------------------------------------- the views, by hand
@@ -103,7 +103,7 @@ def test_scores_are_the_accuracy_and_cross_entropy_of_the_averages():
 
 
 def test_large_inputs_are_averaged_chunk_by_chunk(monkeypatch):
-    import trainer.inference.tta as tta
+    import trainer.inference.probabilities as tta
 
     monkeypatch.setattr(tta, "CHUNK", 2)
     model = LeftRightModel([1.0, 0.0], [0.0, 1.0])
@@ -228,7 +228,7 @@ def test_predict_with_tta_averages_over_the_views(flip_run, tmp_path):
 
 
 def test_large_images_are_averaged_in_smaller_chunks(monkeypatch):
-    import trainer.inference.tta as tta
+    import trainer.inference.probabilities as tta
 
     monkeypatch.setattr(tta, "CHUNK_BYTES", 2 * 4 * 2)  # two 1x2x1 float32 images per chunk
     model = LeftRightModel([1.0, 0.0], [0.0, 1.0])

@@ -165,6 +165,7 @@ def prepare_training(
     from trainer.run.checkpoint import check_resume
     from trainer.run.rundir import check_new_run_dir, default_run_dir
     from trainer.run.training import Training
+    from trainer.report.build import report_at_end  # report.html at every ending of a run
     from trainer.runtime import prepare_runtime
 
     bus = EventBus(_handlers(events))
@@ -194,7 +195,7 @@ def prepare_training(
     return Training(
         loaded, target or default_run_dir(loaded.output.dir, loaded.name), events=bus, setup=setup, resume=resume_state,
         callbacks=tuple(callbacks), dry_run=dry_run, unique_name=target is None,
-        feature_cache=Path(feature_cache) if feature_cache is not None else None,
+        feature_cache=Path(feature_cache) if feature_cache is not None else None, at_end=report_at_end,
     )
 
 

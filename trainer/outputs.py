@@ -234,25 +234,6 @@ def check_output_file(
     return info is not None
 
 
-def starts_and_ends_with(path: Path | str, head: bytes, tail: bytes = b"") -> bool:
-    """Whether the regular file ``path`` begins with ``head`` and ends with ``tail``: a cheap, bounded recogniser of trainer's own text files.
-
-    Read through ``trainer.readers`` (no link followed, no FIFO opened); only those bytes are read.
-    """
-    from trainer.readers import open_regular
-
-    with open_regular(path, error=BadInputError) as handle:
-        if handle.read(len(head)) != head:
-            return False
-        if not tail:
-            return True
-        size = os.fstat(handle.fileno()).st_size
-        if size < len(head) + len(tail):
-            return False
-        handle.seek(size - len(tail))
-        return handle.read(len(tail)) == tail
-
-
 def write_file(
     path: Path | str,
     data: bytes | str,

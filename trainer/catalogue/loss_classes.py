@@ -6,7 +6,7 @@ classes makes the target ``(1 - e) * onehot + e / K``, so the cross-entropy is
 ``(1 - e) * -log p[label] + e * mean_k(-log p[k])``: one gathered value and one mean per row,
 from the same log-probabilities Keras's one-hot loss uses (softmax of logits, or probabilities
 normalised to sum to 1 and clipped to ``[epsilon, 1 - epsilon]``). Registered with Keras, so a
-model.h5 holding it loads back (``trainer.catalogue.keras_objects.trainer_objects``).
+model.h5 holding it loads back (``trainer.models.keras_objects.trainer_objects``).
 """
 from __future__ import annotations
 

@@ -76,3 +76,17 @@ def build_metrics(
         name = params.pop("name", default_name)
         metrics.append(construct(cls, {"name": prefix + name, **params}, key, spec.name, shown=spec.params))
     return metrics
+
+
+def check_metric_params(specs: list[Any], encoding: str, key_prefix: str = "metrics") -> list[str]:
+    """Problems with built-in metrics' parameters under the run's label encoding (user code is checked when imported)."""
+    from trainer.catalogue.params import METRIC_PARAMS, SPARSE_ONLY, check_values
+
+    problems = []
+    for index, spec in enumerate(specs):
+        canonical = METRICS.canonical(spec.name) if ":" not in spec.name else None
+        if canonical not in METRIC_PARAMS:
+            continue
+        table = {**METRIC_PARAMS[canonical], **(SPARSE_ONLY.get(canonical, {}) if encoding == "sparse" else {})}
+        problems += check_values(spec.params, table, f"{key_prefix}.{index}", spec.name)
+    return problems

@@ -248,20 +248,6 @@ METRIC_PARAMS: dict[str, dict[str, Check]] = {
 SPARSE_ONLY = {"top_k_accuracy": {"from_sorted_ids": _boolean}}  # the sparse Keras class takes one more
 
 
-def check_metric_params(specs: list[Any], encoding: str, key_prefix: str = "metrics") -> list[str]:
-    """Problems with built-in metrics' parameters under the run's label encoding (user code is checked when imported)."""
-    from trainer.catalogue.metrics import METRICS
-
-    problems = []
-    for index, spec in enumerate(specs):
-        canonical = METRICS.canonical(spec.name) if ":" not in spec.name else None
-        if canonical not in METRIC_PARAMS:
-            continue
-        table = {**METRIC_PARAMS[canonical], **(SPARSE_ONLY.get(canonical, {}) if encoding == "sparse" else {})}
-        problems += check_values(spec.params, table, f"{key_prefix}.{index}", spec.name)
-    return problems
-
-
 def check_values(params: dict[str, Any], table: dict[str, Any], key: str, what: str) -> list[str]:
     """One problem per parameter ``table`` does not know or whose value it refuses."""
     problems = []

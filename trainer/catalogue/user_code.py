@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-from trainer.errors import ConfigError, RunDirError
+from trainer.errors import ConfigError
 
 REF_HELP = (
     "a reference looks like 'my_module:Name' (a module importable from the config's folder or the working directory, "
@@ -180,72 +180,6 @@ def code_dirs_for(code: Iterable[str | Path] = (), config_dir: str | Path | None
     if config_dir is not None:
         dirs += [d for d in search_dirs(config_dir) if d not in dirs]
     return dirs
-
-
-def load_custom_objects(manifest: dict[str, Any], code_dirs: Iterable[str | Path] = ()) -> dict[str, Any]:
-    """The ``custom_objects`` dict for ``keras.models.load_model`` of a run directory's model.
-
-    ``manifest`` is the run's parsed ``manifest.json``. A run directory is data, never code: each
-    recorded ``module:attr`` is imported only from ``code_dirs``, the folders the user named
-    (``--code DIR``, or the config's folder and the working directory with ``--config``); never
-    from the run directory, from the folder the manifest records, or from installed packages.
-    ``attr`` must be a class or function defined in that module (``defined_in``); a class must be a
-    Keras object (``keras_objects.KERAS_OBJECT_BASES``), and only a function is called, with
-    ``factory_params``, and must return a Keras object or a function.
-    Besides the user's objects the dict holds trainer's own metrics, losses and schedules, so it is always safe to pass.
-    Raises ``RunDirError`` (exit 2) naming the entry, what it named and what is allowed.
-    """
-    from trainer.catalogue.keras_objects import is_keras_object, keras_base, keras_kinds, trainer_objects
-
-    dirs = [Path(d).resolve() for d in code_dirs]
-    objects: dict[str, Any] = trainer_objects()
-    for index, entry in enumerate(manifest.get("custom_objects") or []):
-        ref = entry.get("ref", "") if isinstance(entry, dict) else ""
-        key = f"manifest.json custom_objects.{index} ({ref})"
-        try:
-            module_name, attr = split_ref(ref, key)
-        except ConfigError as exc:
-            raise RunDirError(f"the run's manifest is malformed: {exc.message}") from None
-        factory_params = entry.get("factory_params")
-        if factory_params is not None and not isinstance(factory_params, dict):
-            raise RunDirError(f"the run's manifest is malformed: {key}: factory_params is {factory_params!r}, expected a mapping.")
-        top = module_name.split(".")[0]
-        spec = importlib.machinery.PathFinder.find_spec(top, [str(d) for d in dirs]) if dirs else None
-        if spec is None:
-            recorded = f" (it was trained with {top} from {entry['path']})" if isinstance(entry.get("path"), str) else ""
-            looked = f"; looked in {', '.join(str(d) for d in dirs)}" if dirs else ""
-            raise RunDirError(
-                f"the run's model needs custom code: module {module_name!r} ({ref}){recorded}{looked}. trainer never imports "
-                "code because a run directory names it; to allow it, pass --code DIR, the folder holding "
-                f"{top}.py (or {top}/), or code_dirs=[DIR] in the Python API."
-            )
-        kinds = f"a class subclassing one of {keras_kinds()}, or a plain function"
-        try:
-            value, root = import_ref(ref, key=key, dirs=dirs, what="Keras object or function")
-        except ConfigError as exc:
-            raise RunDirError(f"cannot load the model's custom code: {exc.message} A run's custom objects are {kinds}.") from None
-        if root.resolve() not in dirs:
-            raise RunDirError(
-                f"cannot load the model's custom code: {key}: module {module_name!r} was imported from {root}, "
-                f"not from a folder you named ({', '.join(str(d) for d in dirs)})."
-            )
-        if inspect.isclass(value):
-            if keras_base(value) is None:
-                raise RunDirError(f"cannot load the model's custom code: {key}: {ref} is the class {value.__name__}, not a Keras object; expected {kinds}.")
-            if factory_params is not None:  # trainer records factory_params for factory functions only; a class is rebuilt by Keras
-                raise RunDirError(
-                    f"the run's manifest is malformed: {key}: factory_params given for the class {value.__name__}; "
-                    "only a factory function is called with parameters (Keras rebuilds a class from model.h5)."
-                )
-        elif factory_params is not None:
-            value = _call(value, factory_params, key, ref, error=RunDirError)
-            if not (is_keras_object(value) or inspect.isfunction(value)):
-                raise RunDirError(
-                    f"cannot load the model's custom code: {key}: the factory {ref} returned {type(value).__name__}; "
-                    "expected a Keras object or a function."
-                )
-        objects.update(object_names(attr, value))
-    return objects
 
 
 def instantiate(

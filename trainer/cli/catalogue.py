@@ -11,7 +11,7 @@ def list_catalogue(
     catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers, callbacks or models.", show_default=False),
 ) -> None:
     """Show a catalogue (losses, metrics, optimizers, callbacks, models) with each entry's parameters and defaults."""
-    from trainer.catalogue.overview import CATALOGUES, catalogue_rows
+    from trainer.config.overview import CATALOGUES, catalogue_rows
     from trainer.console import print_table, records_table
 
     if catalogue in CATALOGUES and catalogue not in ("losses", "models"):

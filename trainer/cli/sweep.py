@@ -83,19 +83,20 @@ def sweep(
 
 def run_here(plan, *, quiet: bool = False):
     """Trials in this process, shown live; returns the summary (outputs written unless ``quiet``: a worker's parent writes them)."""
+    from trainer.api import train
     from trainer.sweep import run_trials, write_outputs
     from trainer.sweep.driver import open_plan_study
     from trainer.integrations.optuna import budget_used
 
     study = open_plan_study(plan)
     if quiet:
-        run_trials(plan, QuietSweep(), study=study)
+        run_trials(plan, QuietSweep(), train=train, study=study)
         return None
     display = SweepDisplay()
     display.on_sweep_start(plan.start_info(budget_used(study)))
     with tracked_sweep(plan, study):
         try:
-            run_trials(plan, display, trial_events=[display.trial_events], study=study,
+            run_trials(plan, display, train=train, trial_events=[display.trial_events], study=study,
                        after_trial=lambda s: write_outputs(plan, s, final=False))
         finally:
             display.close()

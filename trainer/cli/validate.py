@@ -17,7 +17,7 @@ def validate(
     """Check a config and the loss / label / model agreement, without TensorFlow (fast)."""
     from trainer.config import load_config
     from trainer.config.checks import plan_run
-    from trainer.config.sweep import check_sweep
+    from trainer.config.checks import check_sweep
     from trainer.runtime.distribute import check_backend
     from trainer.console import info, notice
 

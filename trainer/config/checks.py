@@ -6,6 +6,7 @@ user a second, not an epoch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from trainer.config.schema import Config
@@ -35,7 +36,7 @@ def plan_run(config: Config, *, training: bool = True) -> Plan:
     would make it train nothing are refused too (``check_trains``); eval and predict of a finished
     run pass False.
     """
-    from trainer.data.catalog import DATASETS
+    from trainer.catalogue.datasets import DATASETS
 
     check_catalogue_names(config)
     if training:
@@ -197,7 +198,8 @@ def check_catalogue_names(config: Config) -> None:
 
 def check_metrics(config: Config, encoding: str) -> None:
     """Built-in metrics' parameters (names, types, ranges) under the resolved label encoding, all at once."""
-    from trainer.catalogue.params import check_metric_params, raise_problems
+    from trainer.catalogue.metrics import check_metric_params
+    from trainer.catalogue.params import raise_problems
 
     problems = check_metric_params(config.metrics, encoding)
     problems += check_metric_params(config.compile.weighted_metrics, encoding, "compile.weighted_metrics")
@@ -237,8 +239,8 @@ def check_ema(config: Config) -> None:
 
 def model_input_notices(config: Config) -> list[str]:
     """Say how images will be adapted for the model (never silently); refuse a feature cache that cannot be."""
-    from trainer.data.catalog import expected_image_shape
-    from trainer.models.adaptation import adaptation_notice
+    from trainer.catalogue.datasets import expected_image_shape
+    from trainer.catalogue.adaptation import adaptation_notice
 
     cache = config.train.cache_features
     if not config.model.has_backbone:
@@ -280,7 +282,7 @@ def check_crop(crop: int, image_shape: tuple[int, ...], source: str = "") -> Non
 
 def check_augment(config: Config) -> None:
     """``data.augment`` against the image size known before any file is read (folder datasets, or a download)."""
-    from trainer.data.catalog import IMAGE_FILE_DATASETS, expected_image_shape
+    from trainer.catalogue.datasets import IMAGE_FILE_DATASETS, expected_image_shape
 
     augment = config.data.augment
     if augment is None or not augment.crop:
@@ -456,3 +458,52 @@ def never_applies_notices(config: Config) -> list[str]:
     if augment is not None and not augment.active:
         notices.append("data.augment: nothing is switched on (every setting is off or 0), so no image is changed.")
     return notices
+
+
+def check_sweep(config: Any, file: str | Path | None = None) -> None:
+    """Refuse a ``sweep.space`` whose keys or values the schema would refuse in a trial; every problem at once.
+
+    Each bound and each choice is applied to the config as the trial's ``--set`` override would be
+    and validated. ``file``: the YAML file, for line numbers in the messages.
+    """
+    from trainer.config.loading import load_config, read_yaml
+    from trainer.config.sweep import override_text, sweep_on_test_message, validates_on_test
+
+    sweep = config.sweep
+    if sweep is None:
+        return
+    marks: dict[Any, int] = {}
+    if file is not None and Path(file).is_file():
+        marks = read_yaml(Path(file))[1].marks
+
+    def where(key: str) -> str:
+        line = marks.get(("sweep", "space", key)) or marks.get(("sweep", "space")) or marks.get(("sweep",))
+        return f"{file}:{line}: " if file and line else f"{file}: " if file else ""
+
+    problems: list[str] = []
+    metric = sweep.metric_for(config)
+    if metric.startswith("val_") and config.data.validation == "none":
+        line = marks.get(("sweep", "metric"))
+        problems.append(
+            f"{f'{file}:{line}: ' if file and line else where('')}sweep.metric: {metric!r} needs a validation split, "
+            "but data.validation is none; set data.validation: 0.1 (held out of the training data) or use a training metric (accuracy, loss)"
+        )
+    if metric.startswith("val_") and validates_on_test(config):
+        raise ConfigError(sweep_on_test_message(config, metric, marks.get(("sweep", "metric")) or marks.get(("data",)), file))
+    base = {k: v for k, v in config.to_dict().items() if k != "sweep"}
+    for key, space in sweep.space.items():
+        for value in space.candidate_values():
+            text = override_text(key, value)
+            try:
+                load_config(None, [text], base=base)
+            except ConfigError as exc:
+                details = [_without_source(problem, text) for problem in exc.problems] or [exc.message]
+                problems.append(f"{where(key)}sweep.space.{key}: the value {value!r} is refused: {'; '.join(details)}")
+    if problems:
+        count = len(problems)
+        raise ConfigError(f"{file or 'config'}: {count} problem{'s' if count > 1 else ''} in sweep.space:", problems=problems)
+
+
+def _without_source(problem: str, text: str) -> str:
+    prefix = f"--set {text}: "
+    return problem[len(prefix):] if problem.startswith(prefix) else problem

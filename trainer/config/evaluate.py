@@ -6,7 +6,7 @@ from typing import Literal
 from trainer.config.base import _Strict
 from trainer.errors import ConfigError
 
-TTA_MODES = ("none", "flip", "flip_translate")  # trainer.inference.tta builds their views
+TTA_MODES = ("none", "flip", "flip_translate")  # trainer.inference.probabilities builds their views
 
 
 def check_tta_mode(mode: object, key: str = "--tta") -> str:

@@ -155,7 +155,7 @@ class VGG16HeadConfig(PretrainedWeights, ModelSection):
     output: Literal["softmax", "logits"] = "softmax"
     preprocess: Literal["auto", "vgg16", "scale"] = "auto"
 
-    backbone: ClassVar[str] = "vgg16"  # its entry in trainer.models.backbones
+    backbone: ClassVar[str] = "vgg16"  # its entry in trainer.catalogue.backbones
 
     @property
     def frozen_backbone(self) -> bool:
@@ -179,7 +179,7 @@ class FineTuneConfig(_Strict):
 
 @register_model("backbone_head", builder="trainer.models.backbone_head:build_backbone_head")
 class BackboneHeadConfig(PretrainedWeights, ModelSection):
-    """A ``keras.applications`` backbone (``trainer.models.backbones``) under a dense head, optionally fine-tuned."""
+    """A ``keras.applications`` backbone (``trainer.catalogue.backbones``) under a dense head, optionally fine-tuned."""
 
     type: Literal["backbone_head"] = "backbone_head"
     has_backbone: ClassVar[bool] = True
@@ -195,7 +195,7 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, value: str) -> str:
-        from trainer.models.backbones import BACKBONES
+        from trainer.catalogue.backbones import BACKBONES
 
         if value not in BACKBONES:
             raise ValueError(unknown_choice_message("backbone", value, BACKBONES).split(": ", 1)[1])
@@ -228,7 +228,7 @@ class BackboneHeadConfig(PretrainedWeights, ModelSection):
 
         Backbones that rescale pixels themselves (EfficientNet, ConvNeXt) always take 0..255.
         """
-        from trainer.models.backbones import backbone_entry
+        from trainer.catalogue.backbones import backbone_entry
 
         if self.preprocess != "auto":
             return self.preprocess

@@ -56,7 +56,7 @@ class RandAugmentConfig(_Strict):
     """RandAugment (``trainer.data.rand_augment``): ``layers`` ops per image, each at ``magnitude`` on timm's 0..10 scale."""
 
     magnitude: Annotated[float, Field(ge=0.0, le=10.0)] = 9.0  # 0: every op is the identity; 10: the strongest
-    layers: Annotated[int, Field(ge=1, le=8)] = 2  # ops per image (trainer.data.augment.RAND_AUGMENT_MAX_LAYERS)
+    layers: Annotated[int, Field(ge=1, le=8)] = 2  # ops per image (trainer.data.order.RAND_AUGMENT_MAX_LAYERS)
 
 
 # Mixup/CutMix's Beta(alpha, alpha): above ~100 lambda is 0.5 to within a few percent; the bound keeps it a number.
@@ -126,7 +126,7 @@ class DataConfig(_Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from trainer.data.catalog import dataset_names
+        from trainer.catalogue.datasets import dataset_names
 
         names = dataset_names()
         if value not in names:
@@ -153,7 +153,7 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _image_file_only_keys(self) -> "DataConfig":
         """``image_size``, ``color_mode``, ``cache`` and ``test`` describe image files (folder, csv); elsewhere the files decide."""
-        from trainer.data.catalog import CSV_DATASET, IMAGE_FILE_DATASETS
+        from trainer.catalogue.datasets import CSV_DATASET, IMAGE_FILE_DATASETS
 
         if self.dataset not in IMAGE_FILE_DATASETS:
             given = [key for key in ("image_size", "color_mode", "cache") if getattr(self, key) is not None]

@@ -1,7 +1,7 @@
 """The ``sweep:`` section: what a hyperparameter search varies and how it judges trials (no TensorFlow, no Optuna).
 
 ``trainer run`` ignores the section; ``trainer sweep`` reads it; ``trainer validate`` checks it,
-including every bound and choice against the rest of the schema (``check_sweep``): each is
+including every bound and choice against the rest of the schema (``trainer.config.checks.check_sweep``): each is
 applied to the config as the ``--set`` override a trial will receive, so a typo in a key or an
 impossible value is refused before any trial runs.
 """
@@ -263,49 +263,6 @@ def _points(count: int | float) -> str:
     return "too many to count" if count == math.inf else f"{count:,} values"
 
 
-def check_sweep(config: Any, file: str | Path | None = None) -> None:
-    """Refuse a ``sweep.space`` whose keys or values the schema would refuse in a trial; every problem at once.
-
-    Each bound and each choice is applied to the config as the trial's ``--set`` override would be
-    and validated. ``file``: the YAML file, for line numbers in the messages.
-    """
-    from trainer.config.loading import load_config, read_yaml
-
-    sweep = config.sweep
-    if sweep is None:
-        return
-    marks: dict[Any, int] = {}
-    if file is not None and Path(file).is_file():
-        marks = read_yaml(Path(file))[1].marks
-
-    def where(key: str) -> str:
-        line = marks.get(("sweep", "space", key)) or marks.get(("sweep", "space")) or marks.get(("sweep",))
-        return f"{file}:{line}: " if file and line else f"{file}: " if file else ""
-
-    problems: list[str] = []
-    metric = sweep.metric_for(config)
-    if metric.startswith("val_") and config.data.validation == "none":
-        line = marks.get(("sweep", "metric"))
-        problems.append(
-            f"{f'{file}:{line}: ' if file and line else where('')}sweep.metric: {metric!r} needs a validation split, "
-            "but data.validation is none; set data.validation: 0.1 (held out of the training data) or use a training metric (accuracy, loss)"
-        )
-    if metric.startswith("val_") and validates_on_test(config):
-        raise ConfigError(sweep_on_test_message(config, metric, marks.get(("sweep", "metric")) or marks.get(("data",)), file))
-    base = {k: v for k, v in config.to_dict().items() if k != "sweep"}
-    for key, space in sweep.space.items():
-        for value in space.candidate_values():
-            text = override_text(key, value)
-            try:
-                load_config(None, [text], base=base)
-            except ConfigError as exc:
-                details = [_without_source(problem, text) for problem in exc.problems] or [exc.message]
-                problems.append(f"{where(key)}sweep.space.{key}: the value {value!r} is refused: {'; '.join(details)}")
-    if problems:
-        count = len(problems)
-        raise ConfigError(f"{file or 'config'}: {count} problem{'s' if count > 1 else ''} in sweep.space:", problems=problems)
-
-
 def validates_on_test(config: Any) -> bool:
     """``data.validation: test`` that does measure the test split (a folder dataset's validation/ or val/ folder takes its place)."""
     if config.data.validation != "test":
@@ -324,8 +281,3 @@ def sweep_on_test_message(config: Any, metric: str, line: int | None, file: str 
         f"its trials on the test set; set data.validation: 0.1{folder} to hold validation out of the training data "
         "(--set data.validation=0.1)."
     )
-
-
-def _without_source(problem: str, text: str) -> str:
-    prefix = f"--set {text}: "
-    return problem[len(prefix):] if problem.startswith(prefix) else problem

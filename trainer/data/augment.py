@@ -36,51 +36,7 @@ from typing import Any
 
 import numpy as np
 
-# Added to the run's seed so the augmentation draws differ from the model's own (dropout, init).
-SEED_OFFSET = 7919
-
-# One random number per (example, slot): a change keeps its numbers when another is switched on or off.
-# New slots are appended at the end (drawn from a second counter space, see ``example_uniforms``),
-# so the first nine keep the numbers runs trained before them drew.
-RAND_AUGMENT_MAX_LAYERS = 8
-_FIRST_SLOTS = ("flip_h", "flip_v", "rotation", "zoom", "translate_y", "translate_x", "contrast", "crop_y", "crop_x")
-_LATER_SLOTS = (
-    "erase", "erase_area", "erase_aspect", "erase_y", "erase_x",
-    "mix_choice", "mix_lambda", "cutmix_y", "cutmix_x",
-    *(f"rand_augment_op_{k}" for k in range(RAND_AUGMENT_MAX_LAYERS)),
-    *(f"rand_augment_sign_{k}" for k in range(RAND_AUGMENT_MAX_LAYERS)),
-)
-SLOTS = {name: index for index, name in enumerate(_FIRST_SLOTS + _LATER_SLOTS)}
-_FIRST_STRIDE = len(_FIRST_SLOTS) + 1  # counters of the first slots: position * 10 + slot + 1 (as before the later ones)
-_LATER_STRIDE = 64  # counters of the later slots (another key): room to append up to 64 without renumbering
-_LATER_KEY = np.uint64(0xD1B54A32D192ED03)
-assert len(_LATER_SLOTS) <= _LATER_STRIDE
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser: a bijective scramble of 64-bit integers (arrays; wrap-around intended)."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-def example_uniforms(seed: int, epoch: int, positions: np.ndarray, slots: int = len(SLOTS)) -> np.ndarray:
-    """Uniform numbers in [0, 1), shape (len(positions), slots): a pure function of (seed, epoch, position, slot)."""
-    with np.errstate(over="ignore"):
-        key = _mix(np.array([(int(seed) + SEED_OFFSET) % 2**64], dtype=np.uint64) * _GOLDEN + np.uint64(1))
-        key = _mix(key ^ (np.array([int(epoch) % 2**64], dtype=np.uint64) + np.uint64(1)) * _GOLDEN)
-        positions = np.asarray(positions, dtype=np.uint64)[:, None]
-        first = min(slots, len(_FIRST_SLOTS))
-        counters = positions * np.uint64(_FIRST_STRIDE) + np.arange(1, first + 1, dtype=np.uint64)[None, :]
-        bits = _mix(key ^ _mix(counters * _GOLDEN))
-        if slots > first:
-            later = positions * np.uint64(_LATER_STRIDE) + np.arange(1, slots - first + 1, dtype=np.uint64)[None, :]
-            bits = np.concatenate([bits, _mix(_mix(key ^ _LATER_KEY) ^ _mix(later * _GOLDEN))], axis=1)
-    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+from trainer.data.order import _FIRST_SLOTS, SLOTS, example_uniforms  # the draws (imported from here too)
 
 
 def _symmetric(u: np.ndarray, factor: float) -> np.ndarray:
@@ -420,7 +376,7 @@ def augment_dataset(dataset: Any, augment: Any, seed: int, epoch_variable: Any =
         return dataset
     import tensorflow as tf
 
-    from trainer.data.pipeline import epoch_variable_of, tag_passes
+    from trainer.data.passes import epoch_variable_of, tag_passes
 
     epoch_variable = epoch_variable if epoch_variable is not None else epoch_variable_of(dataset)
     return augment_tagged(tag_passes(dataset, epoch_variable), augment, seed).prefetch(tf.data.AUTOTUNE)

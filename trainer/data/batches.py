@@ -20,73 +20,12 @@ N * steps_per_epoch + k of it, whatever ran (or was prefetched) before.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from trainer.data.augment import example_uniforms
-
-# A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
-# instead of loaded whole, so memory does not grow with the number of images.
-STREAM_MEMMAP_OVER = 256 << 20
-
-# Added to the run's seed so the epoch order draws differ from augmentation's.
-ORDER_SEED_OFFSET = 104729
-
-
-def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
-    """The order of the ``count`` examples in epoch ``epoch``: ``argsort`` of a counter-based uniform draw keyed by (seed, epoch).
-
-    Pure NumPy, no generator state: the one definition both the ``tf.data`` and the ``PyDataset`` paths use.
-    """
-    keys = example_uniforms(int(seed) + ORDER_SEED_OFFSET, int(epoch), np.arange(int(count)), slots=1)[:, 0]
-    return np.argsort(keys, kind="stable").astype(np.int32)
-
-
-class EpochOrders:
-    """``epoch_order(count, seed, epoch)`` for any epoch, the two latest kept (an endless stream's epoch reads two passes;
-    thread-safe: parallel batch makers share it)."""
-
-    def __init__(self, count: int, seed: int):
-        self.count, self.seed = int(count), int(seed)
-        self._kept: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, epoch: int) -> np.ndarray:
-        epoch = int(epoch)
-        with self._lock:
-            order = self._kept.get(epoch)
-            if order is None:
-                order = epoch_order(self.count, self.seed, epoch)
-                self._kept = {**{k: v for k, v in self._kept.items() if abs(k - epoch) == 1}, epoch: order}
-            return order
-
-
-@dataclass(frozen=True)
-class EpochStream:
-    """Where each training step's batch comes from when the input is endless (``train.steps_per_epoch``).
-
-    Step k of epoch N is batch N * steps_per_epoch + k of an endless stream of passes over the
-    data, pass p in ``epoch_order(count, seed, p)`` and augmented as pass p: a pure function of
-    (seed, N, k), so a resumed run (``initial_epoch``) continues the very stream an uninterrupted
-    one reads, and read-ahead cannot change a batch. Keras runs whole executions of
-    ``steps_per_execution`` steps, so an epoch reads ``read_per_epoch`` batches (the last
-    execution runs on into the next epoch's first batches, which that epoch then reads again).
-    """
-
-    steps_per_epoch: int
-    batches: int  # in one pass over the data
-    initial_epoch: int = 0
-    steps_per_execution: int = 1
-
-    @property
-    def read_per_epoch(self) -> int:
-        return -(-self.steps_per_epoch // self.steps_per_execution) * self.steps_per_execution
-
-    def place(self, epoch: int, step: int) -> tuple[int, int]:
-        """(the pass, the batch within it) of step ``step`` of epoch ``epoch``."""
-        return divmod(int(epoch) * self.steps_per_epoch + int(step), self.batches)
+from trainer.data.order import EpochOrders, EpochStream
+from trainer.data.streaming import STREAM_MEMMAP_OVER
 
 
 def is_tensorflow_backend() -> bool:

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import DataError
-from trainer.data.catalog import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
-from trainer.data.catalog import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
+from trainer.catalogue.datasets import FOLDER_DEFAULT_COLOR_MODE as DEFAULT_COLOR_MODE
+from trainer.catalogue.datasets import FOLDER_DEFAULT_IMAGE_SIZE as DEFAULT_IMAGE_SIZE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 PIL_MODES = {"rgb": "RGB", "grayscale": "L"}
@@ -74,7 +74,7 @@ def describe_layout(data_config: Any) -> str | None:
     None for other datasets and for a path that does not exist (yet); a CSV is read and every row
     checked (its images are not decoded).
     """
-    from trainer.data.catalog import CSV_DATASET, IMAGE_FILE_DATASETS
+    from trainer.catalogue.datasets import CSV_DATASET, IMAGE_FILE_DATASETS
 
     if data_config.dataset not in IMAGE_FILE_DATASETS or data_config.path is None or not os.path.lexists(data_config.path):
         return None

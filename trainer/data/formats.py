@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable
 import numpy as np
 
 from trainer.errors import DataError
-from trainer.data.catalog import FORMAT_DESCRIPTIONS, get_dataset_info
+from trainer.catalogue.datasets import FORMAT_DESCRIPTIONS, get_dataset_info
 from trainer.readers.decoders import array_limit, size_text
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")

@@ -13,7 +13,7 @@ import numpy as np
 
 from trainer.config.schema import DataConfig
 from trainer.errors import DataError
-from trainer.data.catalog import CSV_DATASET, DATASETS, IMAGE_FILE_DATASETS
+from trainer.catalogue.datasets import CSV_DATASET, DATASETS, IMAGE_FILE_DATASETS
 from trainer.data.formats import Splits, detect_and_load, normalize_images, normalize_labels
 from trainer.data.folder import check_headers, in_memory
 from trainer.data.selection import select_stratified, split_stratified

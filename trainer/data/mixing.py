@@ -10,7 +10,7 @@ itself), and one lambda ~ Beta(alpha, alpha) applies to the whole batch:
   (``1 - box area / image area``), as timm corrects it.
 
 With both on, each batch picks one of them with probability 1/2. Every draw comes from the batch's
-first position (``trainer.data.augment.example_uniforms``), so a batch mixes the same way whatever
+first position (``trainer.data.order.example_uniforms``), so a batch mixes the same way whatever
 ran before it (batches are the same on every backend and after a resume).
 """
 from __future__ import annotations

@@ -28,6 +28,9 @@ import numpy as np
 from trainer.data.folder import ImageFiles
 from trainer.errors import DataError, RunDirError
 
+# A memory-mapped array (the frozen backbone's features) larger than this is read batch by batch
+# instead of loaded whole, so memory does not grow with the number of images.
+STREAM_MEMMAP_OVER = 256 << 20
 CHUNK = 512  # images decoded per write while the disk cache is filled
 
 
@@ -124,7 +127,7 @@ def pixel_file(files: ImageFiles, folder: Path) -> RowFile:
     wrote: same device, inode, size and modification time. Anything else there (a file left by
     another process, one changed since) is decoded again and replaced, never read as pixels.
     """
-    from trainer.run.rundir import atomic_path
+    from trainer.outputs import atomic_path
 
     key = hashlib.sha1("\n".join(map(str, files.paths)).encode("utf-8", "surrogateescape"))
     key.update(repr((files.image_size, files.color_mode)).encode())
@@ -161,12 +164,12 @@ def streamed_batches(
     ``source``: a folder split's ``ImageFiles`` (``cache_dir``: where ``data.cache: disk`` keeps
     its decoded pixels; without it, or with ``cache: none``, the files are decoded every epoch),
     or a ``RowFile``. The TensorFlow backend's path (``trainer.data.batches.ArrayBatches`` is the others').
-    Passes and their order as ``trainer.data.pipeline.tagged_batches`` says (``stream``: endless);
+    Passes and their order as ``trainer.data.passes.tagged_batches`` says (``stream``: endless);
     ``tagged``: each batch keeps its (pass, start) in front.
     """
     import tensorflow as tf
 
-    from trainer.data.pipeline import batch_tags, epoch_permutation, tagged_batches
+    from trainer.data.passes import batch_tags, epoch_permutation, tagged_batches
 
     count = len(source)
     if isinstance(source, ImageFiles):

@@ -28,7 +28,7 @@ class EvalResult:
     per_class: list[dict[str, Any]]
     confusion_matrix: list[list[int]]
     class_names: list[str] = field(default_factory=list)
-    tta: dict[str, Any] | None = None  # test-time augmentation: trainer.inference.tta.tta_scores
+    tta: dict[str, Any] | None = None  # test-time augmentation: trainer.inference.probabilities.tta_scores
     summary: dict[str, float] = field(default_factory=dict)  # summary_scores: macro / weighted P, R, F1, balanced accuracy
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,7 +48,7 @@ class EvalResult:
 
 def is_eval_report(path: Path) -> bool:
     """Whether ``path`` holds a report as ``trainer eval`` writes it (``{"split": ...`` to its closing brace): the output rule's recogniser."""
-    from trainer.outputs import starts_and_ends_with
+    from trainer.readers import starts_and_ends_with
 
     return starts_and_ends_with(path, b'{\n  "split": "', b"\n}\n")
 
@@ -136,7 +136,7 @@ def split_batches(run: LoadedRun, x: Any, y: Any) -> Any:
 def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) -> EvalResult:
     """Evaluate ``run`` on ``split`` loaded exactly as training loaded it (same preprocessing, limits, encoding).
 
-    ``tta``: a test-time augmentation mode (``trainer.inference.tta``) measured besides the plain
+    ``tta``: a test-time augmentation mode (``trainer.inference.probabilities``) measured besides the plain
     numbers, as ``EvalResult.tta``; None takes the run's ``evaluate.tta``.
     """
     from trainer.config.evaluate import check_tta_mode
@@ -155,7 +155,7 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
     matrix = confusion_matrix(y, predicted, run.num_classes)
     averaged = None
     if tta != "none":
-        from trainer.inference.tta import tta_scores
+        from trainer.inference.probabilities import tta_scores
 
         averaged = tta_scores(run.model, x, y, run.model_output, tta, config.train.batch_size)
     per_class = per_class_scores(matrix, run.class_names)

@@ -32,8 +32,9 @@ from trainer.extras import require_modules
 from trainer.inference.exported import open_exported
 from trainer.inference.load import LoadedRun
 from trainer.outputs import Made, check_replaceable
-from trainer.run.records import Manifest
-from trainer.run.rundir import MANIFEST_FILE, atomic_write_json
+from trainer.readers.records import Manifest
+from trainer.outputs import atomic_write_json
+from trainer.readers.run_files import MANIFEST_FILE
 
 PARITY_EXAMPLES = 1000
 MIN_TOP1_AGREEMENT = 0.999
@@ -354,7 +355,7 @@ def export_run(run: LoadedRun, format_name: str, output: Path | None = None, *, 
     Returns the report; raises ``ExportParityError`` (report attached, files kept) when top-1
     agreement is below 99.9% or a probability differs by more than 1e-4.
     """
-    from trainer.inference.predict import probabilities
+    from trainer.inference.probabilities import probabilities
 
     fmt = check_can_export(format_name)
     manifest = export_manifest(run)
@@ -411,7 +412,7 @@ def export_signature(path: Path, fmt: ExportFormat, manifest_path: Path, run: Lo
 
 def _report(run, fmt, path, report_path, manifest_path, runner, x, y, split, got, expected, run_probabilities, mixed) -> "ExportReport":
     """The export report's numbers (parity, signature of the export, versions)."""
-    from trainer.run.compile import versions
+    from trainer.models.compile import versions
 
     difference = float(np.max(np.abs(got - expected))) if got.shape == expected.shape else float("inf")
     agreement = float(np.mean(got.argmax(axis=1) == expected.argmax(axis=1))) if got.shape == expected.shape else 0.0

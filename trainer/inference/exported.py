@@ -25,8 +25,8 @@ from trainer.errors import BadInputError, RunDirError, TrainerError
 from trainer.extras import require_modules
 from trainer.inference.provenance import check_signature
 from trainer.readers.export_files import export_digests, export_files, read_export_file, read_export_report, read_manifest_beside, sha256
-from trainer.run.records import Manifest
-from trainer.run.rundir import MANIFEST_FILE
+from trainer.readers.records import Manifest
+from trainer.readers.run_files import MANIFEST_FILE
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "litert"}

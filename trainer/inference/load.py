@@ -12,9 +12,8 @@ from typing import Any
 from trainer.config import Config, load_config
 from trainer.errors import ConfigError, RunDirError
 from trainer.paths import inside, user_path
-from trainer.run.records import Manifest
-from trainer.run.best import LAST_FILE
-from trainer.run.rundir import CONFIG_FILE, MODEL_FILE
+from trainer.readers.records import Manifest
+from trainer.readers.run_files import CONFIG_FILE, LAST_FILE, MODEL_FILE
 
 
 @dataclass
@@ -82,7 +81,7 @@ def is_run_weights(path: Path) -> bool:
 
 def _no_last_file(target: Path) -> str:
     """Why a run has no ``last.h5``: its last epoch was the best (``model.h5``), or it did not complete."""
-    from trainer.run.records import RunMetrics
+    from trainer.readers.records import RunMetrics
 
     metrics = RunMetrics.read(target.parent)
     best = metrics.best if metrics is not None else None
@@ -143,9 +142,10 @@ def load_run(
     Custom code the model needs is imported only from ``code_dirs`` (``--code``) and, when
     ``config_path`` is given, from that config's folder and the working directory.
     """
-    from trainer.catalogue.user_code import code_dirs_for, load_custom_objects
+    from trainer.catalogue.user_code import code_dirs_for
+    from trainer.models.keras_objects import load_custom_objects
     from trainer.config.checks import plan_run
-    from trainer.data.catalog import DATASETS
+    from trainer.catalogue.datasets import DATASETS
 
     config_file, model_file, run_dir, manifest = open_run(target, config_path)
     config = load_config(config_file, list(overrides))
@@ -159,12 +159,12 @@ def load_run(
     model_output = (manifest.model_output if manifest else None) or config.model.output
     custom_objects = manifest.custom_objects if manifest else []
     if manifest is None and config_path is not None:
-        from trainer.catalogue.overview import check_catalogue  # a bare model file: import what its config names
+        from trainer.config.overview import check_catalogue  # a bare model file: import what its config names
 
         custom_objects = check_catalogue(config)
     model = load_model_file(model_file, load_custom_objects({"custom_objects": custom_objects}, allowed))
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
-        from trainer.run.compile import compile_model
+        from trainer.models.compile import compile_model
 
         compile_model(model, config, plan_run(config, training=False))
     num_classes = int(model.output_shape[-1])

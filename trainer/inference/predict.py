@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from trainer.errors import ConfigError, DataError
+from trainer.inference.probabilities import probabilities
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 NPY_SUFFIX = ".npy"
@@ -176,23 +177,10 @@ def load_inputs(paths: list[Path], input_shape: tuple[int, ...]) -> Inputs:
     return Inputs(np.concatenate(arrays).astype(np.float32), sources, notices)
 
 
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large scores."""
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def probabilities(model: Any, images: np.ndarray, model_output: str, batch_size: int = 256) -> np.ndarray:
-    """True class probabilities (float64 rows that sum to 1) whether the model ends in softmax or logits."""
-    outputs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
-    return softmax(outputs) if model_output == "logits" else outputs
-
-
 def predict_records(run: Any, inputs: Inputs, top_k: int = 3, tta: str = "none") -> list[dict[str, Any]]:
     """One record per image: input, index, predicted class, name, probability and the top K classes.
 
-    ``tta``: average the probabilities over the views of a test-time augmentation mode (``trainer.inference.tta``).
+    ``tta``: average the probabilities over the views of a test-time augmentation mode (``trainer.inference.probabilities``).
     """
     from trainer.config.evaluate import check_tta_mode
 
@@ -201,7 +189,7 @@ def predict_records(run: Any, inputs: Inputs, top_k: int = 3, tta: str = "none")
     if check_tta_mode(tta) == "none":
         probs = probabilities(run.model, inputs.images, run.model_output)
     else:
-        from trainer.inference.tta import tta_probabilities
+        from trainer.inference.probabilities import tta_probabilities
 
         probs = tta_probabilities(run.model, inputs.images, run.model_output, tta)
     k = min(top_k, probs.shape[1])
@@ -226,7 +214,7 @@ def is_predictions_file(path: Path) -> bool:
     JSON: the list of records exactly as ``predictions_text`` begins and ends it; CSV: the exact header line.
     Only those bytes are read, so a file of any size is recognised at once.
     """
-    from trainer.outputs import starts_and_ends_with
+    from trainer.readers import starts_and_ends_with
 
     if Path(path).suffix.lower() == ".json":
         return starts_and_ends_with(path, b'[\n  {\n    "input": ', b"\n  }\n]\n")

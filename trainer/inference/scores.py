@@ -1,7 +1,7 @@
 """The scores people report, from labels and predictions: confusion matrix, per-class and summary figures (NumPy only).
 
 A leaf: ``trainer eval`` (``inference.evaluate``), the run's ``metrics.json`` (``run.training``) and
-test-time augmentation (``inference.tta``) compute them the same way.
+test-time augmentation (``inference.probabilities``) compute them the same way.
 """
 from __future__ import annotations
 

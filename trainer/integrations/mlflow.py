@@ -47,7 +47,8 @@ from trainer.errors import BadInputError, ConfigError, RunDirError
 from trainer.extras import require_modules
 from trainer.readers.tracking_files import TRACKING_FILE, read_tracking, tracking_record
 from trainer.run.events import RunEvents, RunResult, RunStartInfo
-from trainer.integrations.store_probe import PROBE_SECONDS, probe_database, within
+from trainer.integrations.store_probe import PROBE_SECONDS, probe_database
+from trainer.threads import within
 from trainer.secrets import MASK, mask_url, scrub, secret_parts, without_credentials
 
 ARTIFACTS = ("model.h5", "config.yaml", "manifest.json", "metrics.json", "history.csv", "curves.png")

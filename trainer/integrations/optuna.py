@@ -405,6 +405,11 @@ def heartbeat(study: Any, trial: Any):
         yield
 
 
+def last_reported_value(study: Any, trial: Any) -> float | None:
+    """The last value a pruned trial reported (Optuna keeps it in the storage, behind a private API: used here only)."""
+    return study._storage.get_trial(trial._trial_id).value
+
+
 def mark(trial: Any, **attrs: Any) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)

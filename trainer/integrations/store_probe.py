@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 from pathlib import Path
-from typing import Any, Callable
 
 from trainer.errors import BadInputError
 from trainer.secrets import mask_url, scrub, without_credentials
+from trainer.threads import BackgroundTask, within
 
 PROBE_SECONDS = 5.0
 DEFAULT_PORTS = {
@@ -132,23 +131,19 @@ def driver_problem(url: str, seconds: float) -> str | None:
 
 def tcp_problem(host: str, port: int, seconds: float) -> str | None:
     """Why a TCP connection to ``host:port`` fails within ``seconds`` (the name lookup included), or None when it opens."""
-    outcome: dict[str, Any] = {}
-
-    def connect() -> None:
+    def connect() -> OSError | None:
         try:
             with socket.create_connection((host, port), timeout=seconds):
-                outcome["ok"] = True
+                return None
         except OSError as exc:
-            outcome["error"] = exc
+            return exc
 
-    worker = threading.Thread(target=connect, name="trainer-store-probe", daemon=True)
-    worker.start()
-    worker.join(seconds)  # a name lookup is not bounded by the socket timeout; the join is
-    if worker.is_alive():
+    worker = BackgroundTask(connect, name="trainer-store-probe")
+    if not worker.join(seconds):  # a name lookup is not bounded by the socket timeout; the join is
         return f"no answer from port {port} within {seconds:g} s"
-    if "ok" in outcome:
+    exc = worker.value
+    if exc is None:
         return None
-    exc = outcome.get("error")
     if isinstance(exc, socket.gaierror):
         return "the host name does not resolve"
     if isinstance(exc, ConnectionRefusedError):
@@ -180,28 +175,3 @@ def _check_sqlite(url: str, key: str, error: type[BadInputError]) -> None:
         raise error(
             f"{key}: {mask_url(url)}: the database {path} does not exist and cannot be created ({folder} is not a writable folder)."
         )
-
-
-def within(seconds: float, call: Callable[[], Any], timeout_message: str, error: type[BadInputError] = BadInputError) -> Any:
-    """``call()`` given at most ``seconds``: its value, its exception, or ``error(timeout_message)`` when it does not return.
-
-    For libraries that retry for minutes and are configured only through environment variables
-    (which library code leaves to its caller): the call runs in a daemon thread that is abandoned
-    when it does not answer in time. Ctrl-C in the waiting thread interrupts the wait.
-    """
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, name="trainer-store-call", daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        raise error(timeout_message)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")

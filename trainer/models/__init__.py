@@ -25,9 +25,9 @@ def load_model(path: Any, custom_objects: dict[str, Any] | None = None, compile:
     """``keras.models.load_model`` with trainer's custom layers registered (what eval and predict use)."""
     import keras
 
-    from trainer.catalogue.keras_objects import trainer_objects
+    from trainer.models.keras_objects import trainer_objects
     from trainer.models import layers  # noqa: F401 - registers trainer's own layers
-    from trainer.models.backbones import backbone_load_objects
+    from trainer.catalogue.backbones import backbone_load_objects
 
     from trainer.runtime.hidden_tensorflow import keras_without_tensorflow
 

@@ -5,7 +5,7 @@ The model has the same shape as ``vgg16_head``: ``image -> features -> head``, w
 minimum size), the backbone's own preprocessing and the backbone itself, and ``head`` holds
 global average pooling, the dense layers and the class layer. A frozen backbone's features can
 then be computed once (``trainer.run.features``); ``fine_tune`` unfreezes it later
-(``set_backbone_trainable``). What differs per backbone comes from ``trainer.models.backbones``.
+(``set_backbone_trainable``). What differs per backbone comes from ``trainer.catalogue.backbones``.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import keras
 
-from trainer.models.adaptation import input_adaptation
-from trainer.models.backbones import Backbone, backbone_entry
+from trainer.catalogue.adaptation import input_adaptation
+from trainer.catalogue.backbones import Backbone, backbone_entry
 from trainer.models.layers import VGG16Preprocess, adapt_images
 from trainer.models.vgg16_head import build_head, download_imagenet_weights, load_backbone_weights
 

@@ -32,7 +32,7 @@ class PairAdd(keras.layers.Add):
 
     Keras's ConvNeXt calls ``Add`` with two positional tensors; the saved config records that
     call, and the stock ``Add`` refuses it when the model is loaded back. Used only for loading
-    (``trainer.models.backbones``), as the custom object named ``Add``; the arithmetic is Add's.
+    (``trainer.catalogue.backbones``), as the custom object named ``Add``; the arithmetic is Add's.
     """
 
     def __call__(self, *args, **kwargs):
@@ -57,7 +57,7 @@ def gelu_erf(x):
     return 0.5 * x * (1.0 + keras.ops.erf(x / math.sqrt(2.0)))
 
 
-# trainer's own layers and activations, by the names a saved model uses (``trainer.catalogue.keras_objects.trainer_objects``)
+# trainer's own layers and activations, by the names a saved model uses (``trainer.models.keras_objects.trainer_objects``)
 TRAINER_LAYER_CLASSES: dict[str, object] = {
     "PatchWhitening": PatchWhitening, "trainer>PatchWhitening": PatchWhitening, "gelu_erf": gelu_erf, "trainer>gelu_erf": gelu_erf,
 }

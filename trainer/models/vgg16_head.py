@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from trainer.errors import ConfigError
-from trainer.models.adaptation import vgg16_adaptation
+from trainer.catalogue.adaptation import vgg16_adaptation
 from trainer.models.layers import VGG16Preprocess, adapt_images
 from trainer.models.mlp import output_layers
 
@@ -32,7 +32,7 @@ def keras_models_dir() -> Path:
 def download_imagenet_weights(file: str = WEIGHTS_FILE, url: str = WEIGHTS_URL, file_hash: str | None = WEIGHTS_MD5) -> Path:
     """Published no-top weights through Keras's cache (download on first use); failure names model.weights.
 
-    The defaults are VGG16's; ``trainer.models.backbones`` holds every backbone's file, URL and hash.
+    The defaults are VGG16's; ``trainer.catalogue.backbones`` holds every backbone's file, URL and hash.
     """
     try:
         return Path(keras.utils.get_file(file, url, cache_subdir="models", file_hash=file_hash))

@@ -182,13 +182,15 @@ def check_decoded_size(nbytes: int, source: str, what: str) -> None:
 # --------------------------------------------------------------------------- .npz archives
 
 
-def read_npz(path: Path | str, names: tuple[str, ...], *, expected: str = "") -> dict[str, np.ndarray]:
-    """The arrays ``names`` of a ``.npz`` archive, each member's sizes checked before it is inflated.
+def read_npz(path: Path | str, names: tuple[str, ...] | None, *, expected: str = "", stored: bool = False) -> dict[str, np.ndarray]:
+    """The arrays ``names`` (None: every member, by name) of a ``.npz`` archive, each member's sizes checked before it is inflated.
 
     Before a byte is decompressed: the zip directory's declared size of every wanted member (and
-    their sum) is at most ``array_limit()``, no member is encrypted, and each ``.npy`` header inside
-    declares exactly the bytes the member holds. Then each member is inflated straight into its array.
-    A missing member is a ``DataError`` naming what the archive holds.
+    their sum) is at most ``array_limit()``, no member is encrypted (``stored``: none is compressed
+    at all, as in the archives trainer writes itself), and each ``.npy`` header inside declares
+    exactly the bytes the member holds. Then each member is inflated straight into its array.
+    A missing member is a ``DataError`` naming what the archive holds. The one ``.npz`` reader: data
+    files and checkpoint weights (``trainer.readers.run_files.read_checkpoint_arrays``) both come through here.
     """
     path = Path(path)
     also = f"; expected {expected}" if expected else ""
@@ -201,6 +203,7 @@ def read_npz(path: Path | str, names: tuple[str, ...], *, expected: str = "") ->
     try:
         with zipfile.ZipFile(path) as archive:
             members = {info.filename.removesuffix(".npy"): info for info in archive.infolist() if not info.is_dir()}
+            names = tuple(sorted(members)) if names is None else names
             missing = [name for name in names if name not in members]
             if missing:
                 raise DataError(
@@ -213,6 +216,8 @@ def read_npz(path: Path | str, names: tuple[str, ...], *, expected: str = "") ->
                 total += info.file_size
                 if info.flag_bits & 0x1:
                     raise DataError(f"{path} [{name}]: the member is encrypted; trainer reads plain .npz archives{also}.")
+                if stored and info.compress_type != zipfile.ZIP_STORED:
+                    raise DataError(f"{path} [{name}]: the member is compressed; trainer writes these archives uncompressed{also}.")
                 if info.file_size > limit or total > limit:
                     raise DataError(
                         f"{path} [{name}]: the archive declares {size_text(info.file_size)} for this member "

@@ -88,7 +88,7 @@ def read_manifest_beside(path: Path | str) -> tuple[Any, bytes]:
     """``(Manifest, its bytes)`` of the ``manifest.json`` at ``path``: read once, so the digest signed at export is of what is used."""
     import json
 
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     path = Path(path)
     what = "the manifest.json trainer export writes"

@@ -4,7 +4,7 @@ A run directory is untrusted data (it may be copied from anywhere or edited by h
 is read through ``trainer.readers`` (a regular file inside the run directory, at most a stated
 size, strict UTF-8) and parsed into a typed record whose every field is bounded; anything else is
 a ``RunDirError`` (exit 2) naming the file and the field. Nothing else in trainer opens these
-files. ``manifest.json`` keeps its own field checks (``trainer.run.records.Manifest``) and is
+files. ``manifest.json`` keeps its own field checks (``trainer.readers.records.Manifest``) and is
 read through ``read_run_json``.
 """
 from __future__ import annotations
@@ -21,9 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from trainer.errors import RunDirError
 from trainer.readers import KiB, MiB, read_csv, read_json_object, validate
 
+# The files of a run directory, by name (``trainer.run.rundir`` writes them; the readers here read them back)
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.h5"
 CHECKPOINT_FILE = "checkpoint.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+MANIFEST_FILE = "manifest.json"
+LAST_FILE = "last.h5"  # the last epoch's weights when model.h5 holds the best one (``trainer.run.best``)
 
 CHECKPOINT_VERSION = 2  # the newest checkpoint.json format (1: .weights.h5 files)
 CHECKPOINT_LIMIT = 4 * MiB  # ~25 KiB for a small model: random state and a few seed generators
@@ -290,3 +295,24 @@ def _parse_value(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
+
+
+def read_checkpoint_arrays(path: Path, grouped: bool = False) -> Any:
+    """The arrays of a checkpoint's ``.npz`` (``trainer.run.checkpoint.write_arrays``): the ``model`` group in order, or every group.
+
+    Read by the one bounded ``.npz`` reader (``trainer.readers.decoders.read_npz``) with every
+    member stored uncompressed, as trainer writes them: a member whose ``.npy`` header declares
+    more than it holds, a compressed member (a zip bomb) or anything else is a ``RunDirError``
+    before NumPy allocates.
+    """
+    from trainer.errors import DataError
+    from trainer.readers.decoders import read_npz
+
+    try:
+        arrays = read_npz(path, None, stored=True)
+    except DataError as exc:
+        raise RunDirError(f"{path} is not a weights file trainer writes ({exc.message}); this run cannot be resumed.") from None
+    groups: dict[str, list[Any]] = {}
+    for key in sorted(arrays):  # model/000000, model/000001, ..., optimizer/000000, ...
+        groups.setdefault(key.split("/", 1)[0], []).append(arrays[key])
+    return groups if grouped else groups.get("model", [])

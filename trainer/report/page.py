@@ -73,7 +73,7 @@ def page(kind: str, title: str, body: Iterable[str]) -> str:
 
 def is_report_page(path: Path) -> bool:
     """Whether ``path`` holds a page trainer wrote (its first and last bytes): the output rule's recogniser."""
-    from trainer.outputs import starts_and_ends_with
+    from trainer.readers import starts_and_ends_with
 
     return starts_and_ends_with(path, PAGE_HEAD.encode(), PAGE_TAIL.encode())
 

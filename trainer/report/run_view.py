@@ -155,7 +155,7 @@ def _read_history(view: RunView) -> None:
 
 
 def _read_manifest(view: RunView) -> None:
-    from trainer.run.records import Manifest
+    from trainer.readers.records import Manifest
 
     try:
         manifest = Manifest.read(view.path)

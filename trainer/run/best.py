@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-LAST_FILE = "last.h5"
+from trainer.readers.run_files import LAST_FILE  # noqa: F401 - imported from here too
 
 
 class BestEpoch:

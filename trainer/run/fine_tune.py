@@ -48,7 +48,7 @@ def fine_tune_config(config):
 
 def fit_in_phases(training: Any, user_callbacks: list[Any], settings: dict[str, Any]) -> None:
     """Run the head phase, then the fine-tune phase, on ``training`` (a ``trainer.run.training.Training``)."""
-    from trainer.run.compile import compile_model
+    from trainer.models.compile import compile_model
 
     config = training.config
     head_epochs = config.train.epochs

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
-from trainer.run.records import RunMetrics
+from trainer.readers.records import RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
 
 

@@ -11,11 +11,7 @@ from typing import Any, Callable
 from trainer.errors import RunDirError
 from trainer.outputs import atomic_file, atomic_path, atomic_write_json, atomic_write_text, check_writable_dir  # noqa: F401 - imported from here too
 
-CONFIG_FILE = "config.yaml"
-MODEL_FILE = "model.h5"
-HISTORY_FILE = "history.csv"
-METRICS_FILE = "metrics.json"
-MANIFEST_FILE = "manifest.json"
+from trainer.readers.run_files import CONFIG_FILE, HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE  # noqa: F401 - imported from here too
 
 
 def default_run_dir(output_dir: str, name: str, now: datetime | None = None) -> Path:

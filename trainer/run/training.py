@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import Config
+from trainer.threads import BackgroundTask
 from trainer.errors import BadInputError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
@@ -25,7 +26,7 @@ from trainer.run.checkpoint import (
 from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_best, last_weights_file
 from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
-from trainer.run.records import Manifest, RunMetrics
+from trainer.readers.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
 
@@ -39,8 +40,10 @@ class Training:
     def __init__(
         self, config: Config, run_dir: Path | None, *, events: EventBus, setup: Any, resume: ResumeState | None = None,
         callbacks: tuple[Any, ...] = (), dry_run: bool = False, unique_name: bool = False, feature_cache: Path | None = None,
+        at_end: Any = None,
     ):
         self.config, self.run_dir, self.events, self.setup = config, run_dir, events, setup
+        self.at_end = at_end  # called with this Training at every ending (the API's report.html); returns a notice or None
         self.resume, self.extra_callbacks, self.dry_run, self.unique_name = resume, tuple(callbacks), dry_run, unique_name
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
@@ -59,7 +62,7 @@ class Training:
         self.load_data()
         self.build_and_compile()
         if self.dry_run:
-            from trainer.run.compile import model_summary_text
+            from trainer.models.compile import model_summary_text
 
             self.events.on_run_start(self.start_info())
             return RunResult("dry-run", None, plan=self.plan, model_summary=model_summary_text(self.model))  # ~0.1 s to render
@@ -81,9 +84,7 @@ class Training:
                         self.end_unexpectedly(exc)
                     raise
         finally:
-            from trainer.report.build import report_at_end  # report.html at every ending (trainer.report)
-
-            if (problem := report_at_end(self)) is not None:
+            if self.at_end is not None and (problem := self.at_end(self)) is not None:  # report.html (trainer.report, via the API)
                 self.events.on_notice(problem)
             if self.plotting is not None:  # never left importing while the interpreter shuts down
                 with contextlib.suppress(Exception):
@@ -95,7 +96,7 @@ class Training:
         """Check the plan and the catalogue (no data read yet), start devices and distribution, seed everything."""
         import keras
 
-        from trainer.catalogue.overview import check_catalogue
+        from trainer.config.overview import check_catalogue
         from trainer.config.checks import plan_run
         from trainer.data.batches import needs_tf_data
         from trainer.runtime.hidden_tensorflow import set_random_seed
@@ -146,7 +147,7 @@ class Training:
     def build_and_compile(self) -> None:
         """The model ``config.model`` describes, compiled with the configured loss, optimizer and metrics."""
         from trainer.models import build_model
-        from trainer.run.compile import compile_model
+        from trainer.models.compile import compile_model
 
         with self.distribution.scope():
             self.model = build_model(self.config.model, self.data.input_shape, self.data.num_classes, train_images=self.data.x_train)
@@ -363,7 +364,7 @@ class Training:
         import numpy as np
 
         from trainer.inference.scores import test_figures
-        from trainer.inference.tta import tta_probabilities
+        from trainer.inference.probabilities import tta_probabilities
 
         labels = np.asarray(self.data.y_test)
         labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
@@ -377,7 +378,7 @@ class Training:
         mode = self.config.evaluate.tta
         if mode == "none" or self.data.x_test is None:
             return None
-        from trainer.inference.tta import tta_scores
+        from trainer.inference.probabilities import tta_scores
 
         return tta_scores(self.model, self.data.x_test, self.data.y_test, self.config.model.output, mode, self.config.train.batch_size)
 
@@ -458,7 +459,7 @@ class Training:
     def write_metrics(
         self, status: str, *, test: dict[str, Any] | None = None, test_tta: dict[str, Any] | None = None, reason: str | None = None,
     ) -> dict[str, Any]:
-        from trainer.run.compile import versions
+        from trainer.models.compile import versions
 
         return RunMetrics.from_history(
             status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
@@ -543,14 +544,14 @@ class Training:
         )
 
     def compile_head(self, head) -> None:
-        from trainer.run.compile import compile_model
+        from trainer.models.compile import compile_model
 
         compile_model(head, self.config, self.plan, self.steps_per_epoch)
 
     def start_info(self) -> RunStartInfo:
         import keras
 
-        from trainer.run.compile import describe_steps_per_execution, summarize
+        from trainer.models.compile import describe_steps_per_execution, summarize
 
         sizes = self.data.sizes()
         summary = summarize(self.model)
@@ -586,26 +587,3 @@ def out_of_memory_message(exc: BaseException) -> str | None:
     ):
         return text.splitlines()[0] if text else type(exc).__name__
     return None
-
-
-class BackgroundTask:
-    """``function(*args)`` on a daemon thread; ``join()`` waits and raises what it raised."""
-
-    def __init__(self, function, *args: Any):
-        import threading
-
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(function, args), name="trainer-background", daemon=True)
-        self._thread.start()
-
-    def _run(self, function, args) -> None:
-        try:
-            function(*args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the thread that joins
-            self._error = exc
-
-    def join(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error

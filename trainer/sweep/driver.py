@@ -12,10 +12,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from trainer.config import Config
-from trainer.config.sweep import SweepConfig, check_sweep, override_text
+from trainer.config.checks import check_sweep
+from trainer.config.sweep import SweepConfig, override_text
 from trainer.errors import BadInputError, ConfigError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.integrations import optuna as bridge
 from trainer.sweep.events import SweepEvents, SweepStartInfo, TrialRecord
@@ -126,7 +127,7 @@ def preflight(plan: SweepPlan) -> None:
     ``trainer validate`` checks the schema without TensorFlow; names and parameters of catalogue
     entries (``optimizer.beta_1``, ...) need Keras, so they are checked here.
     """
-    from trainer.catalogue.overview import check_catalogue
+    from trainer.config.overview import check_catalogue
     from trainer.config.checks import plan_run
     from trainer.config.loading import load_config
 
@@ -144,11 +145,12 @@ def preflight(plan: SweepPlan) -> None:
         raise ConfigError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in sweep.space:", problems=problems)
 
 
-def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_events: Iterable[Any] = (), study: Any = None,
-               after_trial: Any = None) -> Any:
+def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, train: Callable[..., Any], trial_events: Iterable[Any] = (),
+               study: Any = None, after_trial: Any = None) -> Any:
     """Run trials in this process until the study has ``plan.budget`` counted trials; returns the study.
 
-    ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
+    ``train``: what trains one trial, ``trainer.api.train`` (passed in: the sweep sits below the API
+    that offers it, docs/architecture.md). ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
     called after each trial (the CLI rewrites trials.csv there). Ctrl-C records the running trial
     as interrupted and raises ``RunInterrupted``; a config or data problem that fails the first
     trials raises its ``BadInputError``.
@@ -172,7 +174,7 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
                 bridge.mark(trial, status="surplus", reason="the budget was used up by other processes meanwhile", **bridge.this_process())
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 break
-            run_one_trial(plan, study, trial, events, trial_events)
+            run_one_trial(plan, study, trial, events, trial_events, train)
             if after_trial is not None:
                 after_trial(study)
     return study
@@ -202,10 +204,9 @@ def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
     return run_id
 
 
-def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any]) -> TrialRecord:
-    """Sample, train and record one trial."""
-    from trainer.api import train
-
+def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any],
+                  train: Callable[..., Any]) -> TrialRecord:
+    """Sample, train (with ``train``, ``trainer.api.train``) and record one trial."""
     optuna = bridge.import_optuna()
     bridge.reseed_sampler(study, plan.sweep, trial.number)
     values = bridge.suggest(trial, plan.sweep)
@@ -228,7 +229,7 @@ def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, 
         else:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED if status == "pruned" else optuna.trial.TrialState.FAIL)
             if status == "pruned":
-                record.value = study._storage.get_trial(trial._trial_id).value  # Optuna keeps the last reported value
+                record.value = bridge.last_reported_value(study, trial)
         events.on_trial_end(record)
         return record
 

@@ -1,4 +1,4 @@
-"""Test-time augmentation: class probabilities averaged over a few views of each image (NumPy only).
+"""A model's class probabilities, plain or with test-time augmentation: averaged over a few views of each image (NumPy only).
 
 The views of ``mode`` (``trainer.config.evaluate.TTA_MODES``):
 
@@ -28,6 +28,19 @@ TRANSLATE_PIXELS = 2  # flip_translate: how far each translated view is shifted,
 CHUNK = 1024  # images per chunk at most: the views of one chunk are in memory at a time (ImageFiles are decoded per chunk)
 CHUNK_BYTES = 64 * 2**20  # and at most this much float32 pixels per view of a chunk (6 views of 224x224 RGB: ~110 images)
 PROBABILITY_FLOOR = 1e-7  # the loss of averaged probabilities clips them here, as Keras's cross-entropy does
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large scores."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def probabilities(model: Any, images: np.ndarray, model_output: str, batch_size: int = 256) -> np.ndarray:
+    """True class probabilities (float64 rows that sum to 1) whether the model ends in softmax or logits."""
+    outputs = np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float64)
+    return softmax(outputs) if model_output == "logits" else outputs
 
 
 def translate(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -62,8 +75,6 @@ def view_count(mode: str) -> int:
 
 def tta_probabilities(model: Any, images: Any, model_output: str, mode: str, batch_size: int = 256) -> np.ndarray:
     """Probabilities (float64, rows sum to 1) averaged over the views of ``mode``; ``images`` may be ``ImageFiles``."""
-    from trainer.inference.predict import probabilities
-
     check_tta_mode(mode)
     per_image = 4 * int(np.prod(images.shape[1:])) if len(getattr(images, "shape", ())) > 1 else 4
     size = max(1, min(CHUNK, CHUNK_BYTES // max(1, per_image)))

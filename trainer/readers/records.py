@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
-from trainer.run.rundir import MANIFEST_FILE, METRICS_FILE, atomic_write_json
+from trainer.outputs import atomic_write_json
+from trainer.readers.run_files import MANIFEST_FILE, METRICS_FILE
 
 STATUSES = ("completed", "failed", "interrupted", "pruned", "stopped")
 

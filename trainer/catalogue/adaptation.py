@@ -37,7 +37,7 @@ def vgg16_adaptation(input_shape: tuple[int, ...]) -> InputAdaptation:
 
 def adaptation_notice(input_shape: tuple[int, ...], model_type: str = "vgg16_head", backbone: str = "vgg16") -> str | None:
     """One line saying how the images will be adapted, or None when the backbone takes them as they are."""
-    from trainer.models.backbones import backbone_entry
+    from trainer.catalogue.backbones import backbone_entry
 
     entry = backbone_entry(backbone)
     adaptation = input_adaptation(input_shape, entry.min_size)
