@@ -63,6 +63,7 @@ class Training:
 
             self.events.on_run_start(self.start_info())
             return RunResult("dry-run", None, plan=self.plan, model_summary=model_summary_text(self.model))  # ~0.1 s to render
+        self.check_resume_weights()  # before the run directory is touched: a refused resume leaves it as it was
         try:
             with self.open_run_dir():
                 try:
@@ -115,6 +116,23 @@ class Training:
         for text in self.distribution.setup.notices + self.distribution.notices:
             self.events.on_notice(text)
         set_random_seed(self.config.seed, tf_data=needs_tf_data())  # TensorFlow's seed only where it feeds the batches
+
+    def check_resume_weights(self) -> None:
+        """Read a completed run's ``model.h5`` and last weights file into the model before anything is written.
+
+        A resume of a completed run continues from ``last.h5`` (or ``model.h5``); a damaged or
+        crafted one is refused here, while ``metrics.json`` still says ``completed`` (``write_run_files``
+        deletes it). The checkpointer loads the same files again when ``fit`` starts, so these
+        weights are only a check. Weights only: a fine-tune phase compiles another optimizer.
+        """
+        if self.resume is None or not self.resume.completed or not self.distribution.is_chief:
+            return
+        from trainer.readers.model_h5 import load_h5_state
+        from trainer.run.checkpoint import h5_read_limit
+
+        limit = h5_read_limit(self.model)
+        for name in dict.fromkeys((MODEL_FILE, self.resume.weights_file)):
+            load_h5_state(self.model, Path(self.run_dir) / name, Path(self.run_dir), limit=limit, optimizer=False)
 
     def load_data(self) -> None:
         """The splits as arrays, the sample weights and the fit settings that depend on them."""
