@@ -14,12 +14,10 @@ def runs(
     folder: Optional[Path] = typer.Argument(None, help="The folder holding run directories (default: output.dir's default, outputs).", show_default=False),
 ) -> None:
     """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first."""
-    from trainer.config import OutputConfig
+    from trainer.api import list_runs
     from trainer.console import info, print_table, records_table
-    from trainer.run.listing import list_runs
 
-    root = folder or Path(OutputConfig().dir)
-    found = list_runs(root)
+    root, found = list_runs(folder)
     if not found:
         info(f"no runs under {root}.")
         return

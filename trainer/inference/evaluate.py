@@ -189,3 +189,105 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
         class_names=list(run.class_names),
         tta=averaged,
     )
+
+
+# --------------------------------------------------------------------------- the report on disk and in MLflow
+# What ``trainer eval`` and ``trainer.evaluate(..., write=True)`` write and log (trainer.api.evaluation runs the steps).
+
+
+def _report_what(output: Path | None) -> str:
+    return "--output" if output is not None else "the report"
+
+
+def _picture_what(output: Path | None) -> str:
+    return "the confusion matrix beside --output" if output is not None else "the confusion matrix"
+
+
+def check_eval_outputs(report: Path, split: str, overwrite: bool, output: Path | None) -> None:
+    """The report and the confusion matrix beside it, under the output rule (trainer.outputs): checked before any work."""
+    from trainer.inference.plots import confusion_matrix_file, is_trainer_png
+    from trainer.outputs import check_output_file
+
+    expected = f"a file name for the JSON report, such as {report / f'eval-{split}.json'}"
+    picture = report.parent / confusion_matrix_file(split)
+    if report.name == picture.name:
+        raise ConfigError(f"--output {report}: is the name of the confusion matrix eval writes beside the report; choose another name, such as {report.with_name(f'eval-{split}.json')}.")
+    check_output_file(report, _report_what(output), overwrite=overwrite, is_own=is_eval_report, expected=expected)
+    check_output_file(picture, _picture_what(output), overwrite=overwrite, is_own=is_trainer_png, expected="a .png file name")
+
+
+def write_eval_files(result: EvalResult, report: Path, *, overwrite: bool, output: Path | None) -> Path:
+    """The confusion matrix PNG beside ``report``, then the report; a report that cannot be written takes the new picture with it.
+
+    Returns the picture's path.
+    """
+    from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
+    from trainer.outputs import Made
+
+    split = result.split
+    picture = report.parent / confusion_matrix_file(split)
+    made = Made()
+    with made.undone_on_error():
+        new_picture = not (picture.exists() or picture.is_symlink())
+        write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted",
+                               overwrite=overwrite, what=_picture_what(output))
+        if new_picture:
+            made.track_file(picture)
+        write_eval_report(result, report, overwrite=overwrite, what=_report_what(output))
+    return picture
+
+
+TRACKING_KEYS = ("tracking", "tracking.mlflow", "tracking.mlflow.uri")
+
+
+def open_named_tracking(run_dir: Path, flag: str | None, config: Path | None, overrides: list[str], on_notice: Any):
+    """The run's MLflow run in the store the user named; None when none is named (or, named by --config only, it cannot be used).
+
+    ``--mlflow URI`` and ``--set tracking.mlflow...`` ask for tracking: any refusal exits 2. A
+    ``--config`` whose ``tracking.mlflow`` names a store is the tracking of the user's own config:
+    a refusal is one notice, and eval goes on (the tracker is optional). The run directory's own
+    config.yaml and tracking.json never choose where eval connects.
+    """
+    from trainer.integrations.mlflow import open_tracked_run
+
+    if flag is not None:
+        return open_tracked_run(run_dir, flag, "--mlflow")
+    named = [o for o in overrides if o.split("=", 1)[0].strip() in TRACKING_KEYS]
+    if config is None and not named:
+        return None
+    from trainer.config import load_config
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import resolve_uri
+    from trainer.readers.tracking_files import TRACKING_FILE
+
+    # the user's own inputs only: their --config (or the defaults) and their tracking/output overrides
+    own = load_config(config, named + [o for o in overrides if o.split("=", 1)[0].strip().startswith("output.")])
+    if own.tracking.mlflow is None:
+        return None
+    uri = resolve_uri(own, create=False)
+    if named:
+        return open_tracked_run(run_dir, uri, "tracking.mlflow.uri")
+    if not (run_dir / TRACKING_FILE).exists():
+        on_notice(f"not logged to MLflow: {run_dir / TRACKING_FILE} is missing (the run was trained without tracking).")
+        return None
+    try:
+        tracked = open_tracked_run(run_dir, uri, f"tracking.mlflow.uri (of {config})")
+    except BadInputError as error:
+        on_notice(f"not logged to MLflow: {error.message}")
+        return None
+    tracked.required = False
+    return tracked
+
+
+def log_report(tracked: Any, files: list[Path], metrics: dict[str, Any], split: str, on_notice: Any) -> str | None:
+    """Add the report to the MLflow run; returns its id. A failure raises when tracking was asked for, else it is a notice (None)."""
+    from trainer.errors import BadInputError
+    from trainer.integrations.mlflow import log_evaluation
+
+    try:
+        return log_evaluation(tracked, files, metrics, split)
+    except BadInputError as error:
+        if tracked.required:
+            raise
+        on_notice(error.message)
+        return None

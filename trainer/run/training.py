@@ -25,6 +25,7 @@ from trainer.run.checkpoint import (
 from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_best, last_weights_file
 from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
+from trainer.run.plan import TrainingPlan
 from trainer.run.records import Manifest, RunMetrics
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
@@ -34,17 +35,16 @@ _RUNS_STARTED = 0  # runs this process has started (the first one has no previou
 
 
 class Training:
-    """One run of ``config``. ``run_dir`` None with ``unique_name`` set: a fresh ``<output.dir>/<name>-<time>`` folder."""
+    """One run of ``plan`` (a ``TrainingPlan``: config, labels, runtime set-up, run directory, resume state)."""
 
-    def __init__(
-        self, config: Config, run_dir: Path | None, *, events: EventBus, setup: Any, resume: ResumeState | None = None,
-        callbacks: tuple[Any, ...] = (), dry_run: bool = False, unique_name: bool = False, feature_cache: Path | None = None,
-    ):
-        self.config, self.run_dir, self.events, self.setup = config, run_dir, events, setup
-        self.resume, self.extra_callbacks, self.dry_run, self.unique_name = resume, tuple(callbacks), dry_run, unique_name
+    def __init__(self, plan: TrainingPlan, *, events: EventBus, callbacks: tuple[Any, ...] = ()):
+        self.planned = plan  # decided once, before TensorFlow (trainer.api.plan_training); no step computes it again
+        self.config, self.run_dir, self.events, self.setup = plan.config, plan.run_dir, events, plan.setup
+        self.plan = plan.labels  # label encoding, loss and its parameters (trainer.config.checks.Plan)
+        self.resume, self.extra_callbacks, self.dry_run, self.unique_name = plan.resume, tuple(callbacks), plan.dry_run, plan.unique_name
+        self.feature_cache = plan.feature_cache  # a folder shared with other runs (a sweep's), else the run's own, removed
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
-        self.feature_cache = feature_cache  # a folder shared with other runs (a sweep's), else the run's own, removed
         self.scratch: Path | None = None  # the run directory of a process other than 0 (removed at the end)
         self.completed = False  # metrics.json says completed
         self.ended = False  # on_run_end was called
@@ -55,7 +55,7 @@ class Training:
 
     def run(self) -> RunResult:
         """All the steps; returns the result of a completed, stopped or dry run and raises for the others."""
-        self.prepare_runtime()
+        self.start_devices()
         self.load_data()
         self.build_and_compile()
         if self.dry_run:
@@ -88,17 +88,15 @@ class Training:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def prepare_runtime(self) -> None:
-        """Check the plan and the catalogue (no data read yet), start devices and distribution, seed everything."""
+    def start_devices(self) -> None:
+        """Start devices and distribution as planned, check the catalogue (no data read yet), seed everything."""
         import keras
 
         from trainer.catalogue.overview import check_catalogue
-        from trainer.config.checks import plan_run
         from trainer.data.batches import needs_tf_data
         from trainer.runtime.hidden_tensorflow import set_random_seed
         from trainer.runtime import start_runtime
 
-        self.plan = plan_run(self.config)
         for text in self.plan.notices:
             self.events.on_notice(text)
         global _RUNS_STARTED

@@ -38,6 +38,8 @@ class SweepPlan:
     metric: str
     direction: str
     budget: int
+    config_file: Path | None = None  # the YAML the config came from: worker processes read it again
+    overrides: tuple[str, ...] = ()  # the --set values applied to it, in order
 
     @property
     def storage_label(self) -> str:
@@ -55,7 +57,7 @@ class SweepPlan:
 
 def plan_sweep(
     config: Config, *, trials: int | None = None, storage: str | None = None, study: str | None = None,
-    sweep_dir: str | Path | None = None, config_file: str | Path | None = None,
+    sweep_dir: str | Path | None = None, config_file: str | Path | None = None, overrides: Iterable[str] = (),
 ) -> SweepPlan:
     """Resolve a config's sweep section and the command line's choices; refuses a missing or invalid section."""
     if config.sweep is None:
@@ -78,6 +80,7 @@ def plan_sweep(
     trial_config = config.model_copy(update={"sweep": None})
     return SweepPlan(
         config, trial_config, sweep, folder.resolve(), sweep.storage, study_name, metric, sweep.direction_for(metric), budget,
+        Path(config_file) if config_file is not None else None, tuple(overrides),
     )
 
 
