@@ -166,7 +166,7 @@ def load_run(
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
         from trainer.run.compile import compile_model
 
-        compile_model(model, config, plan_run(config, training=False))
+        compile_model(model, config, plan)  # the plan made above: planned once
     num_classes = int(model.output_shape[-1])
     if len(class_names) != num_classes:
         class_names = [str(i) for i in range(num_classes)]
