@@ -7,12 +7,19 @@
 - ``load_run(run_dir, code_dirs=())`` -> ``LoadedRun`` (``model``, ``config``, ``manifest``, class names).
 - ``export(run_dir, format, output=None)`` -> the ``export-<format>.json`` report as a dict (SavedModel, ONNX, LiteRT).
 - ``lr_find(config, start=1e-7, end=10.0, steps=100, output=None)`` -> ``LrFindResult`` (the learning-rate range test).
+- ``validate(config)``, ``sweep(config, workers=N)``, ``list_runs(folder)``, ``catalogue(name)``: the other commands.
+
+This is the one door: every ``trainer`` command parses its arguments, calls one function here and
+renders what it returns (``evaluation``, ``prediction``, ``exporting`` return what the command
+shows: the result and the files written). Each workflow loads its config once and plans once
+(``plan_training``: a frozen ``TrainingPlan`` every later step receives).
 
 Errors are ``trainer.errors.TrainerError`` subclasses, each with its ``exit_code``; an argument of
 the wrong type (``train(42)``, ``overrides="a=b"``, ``events=[object()]``) is a ``BadInputError``
 naming the argument, what was received and what is allowed, never a ``TypeError``. Nothing here
 prints (run events are the way to watch a run), calls ``sys.exit``, installs signal handlers or
-changes ``os.environ``; the CLI does those. TensorFlow is imported only when a function needs it.
+changes ``os.environ`` unless asked (``set_environment=True``: the variables Keras reads at import,
+as the CLI asks); the CLI does the rest. TensorFlow is imported only when a function needs it.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from trainer.config import Config
 from trainer.config import load_config as _load_config
 from trainer.errors import BadInputError
 from trainer.run.events import EventBus, RunEvents, RunResult
-from trainer.run.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, MAX_RAMP_STEPS
+from trainer.run.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, MAX_RAMP_STEPS  # noqa: F401 - MAX_RAMP_STEPS for trainer lr-find --help
 
 __all__ = [
     "load_config", "train", "evaluate", "predict", "export", "load_run", "lr_find", "validate", "sweep", "plan_sweep", "list_runs", "catalogue",
@@ -309,7 +316,7 @@ def evaluation(
     write = _flag(write, "write") or output_path is not None or mlflow is not None
     if mlflow is not None and not isinstance(mlflow, str):
         raise _refuse("mlflow", "a tracking store URI (str) or None", mlflow)
-    tracked = None
+    tracked = opened = None
     if write:
         from trainer.inference.evaluate import check_eval_outputs, open_named_tracking
         from trainer.inference.load import open_run
@@ -317,7 +324,8 @@ def evaluation(
 
         if output_path is not None:
             check_eval_outputs(output_path, split, overwrite, output_path)
-        target_dir = open_run(run_path, config_path)[2]  # paths, manifest: refused before TensorFlow starts
+        opened = open_run(run_path, config_path)  # paths, manifest: refused before TensorFlow starts
+        target_dir = opened[2]
         if output_path is None:
             check_writable_dir(target_dir, f"eval writes eval-{split}.json into {target_dir}; pass --output FILE elsewhere, because it")
             check_eval_outputs(target_dir / f"eval-{split}.json", split, overwrite, None)
@@ -326,7 +334,7 @@ def evaluation(
     from trainer.inference.evaluate import evaluate_run
     from trainer.inference.load import load_run as _load_run
 
-    loaded = _load_run(run_path, config_path=config_path, overrides=overrides, code_dirs=folders)
+    loaded = _load_run(run_path, config_path=config_path, overrides=overrides, code_dirs=folders, opened=opened)
     result = evaluate_run(loaded, split, tta)
     if not write:
         return Evaluation(result)
@@ -465,12 +473,13 @@ def exporting(
     overrides, folders = _strings(overrides, "overrides"), _paths(code_dirs, "code_dirs")
     fmt = check_can_export(format)
     export_path(None, fmt, output_path)  # a wrong format, output or missing extra costs no TensorFlow start-up
-    _, _, target_dir, manifest = open_run(run_path, config_path)  # paths, manifest: refused before TensorFlow starts
+    opened = open_run(run_path, config_path)  # paths, manifest: refused before TensorFlow starts
+    _, _, target_dir, manifest = opened
     plan_export(target_dir if output_path is None else None, fmt, output_path, manifest)  # what is at the output
     _start_keras(set_environment, before_keras)
     from trainer.inference.load import load_run as _load_run
 
-    run = _load_run(run_path, config_path=config_path, overrides=overrides, code_dirs=folders)
+    run = _load_run(run_path, config_path=config_path, overrides=overrides, code_dirs=folders, opened=opened)
     return export_run(run, format, output_path)
 
 

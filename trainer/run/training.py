@@ -1,7 +1,8 @@
 """A run in named steps: runtime -> data -> model -> run directory -> fit -> finish.
 
-``Training(config, ...).run()`` is what ``trainer.train`` and ``trainer run`` call. Each step is
-one method; what happens is told through run events (``trainer.run.events``), never printed.
+``Training(plan, events=...).run()`` is what ``trainer.train`` and ``trainer run`` call, with the
+``TrainingPlan`` that ``trainer.api.plan_training`` made once (config, labels, runtime set-up, run
+directory, resume state). Each step is one method; what happens is told through run events (``trainer.run.events``), never printed.
 Every ending (completed, failed, interrupted, stopped by an event handler) writes
 ``metrics.json`` when it can and calls ``on_run_end`` before an exception propagates.
 """
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trainer.config import Config
 from trainer.errors import BadInputError, RunFailedError, RunInterrupted, follows_interrupt
 from trainer.run.checkpoint import (
     NonFiniteLoss, ResumeState, RunLock, checkpointer, continue_callback_logs, loss_guard, remove_leftovers, truncate_history,
