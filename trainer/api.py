@@ -94,19 +94,19 @@ def _flag(value: Any, name: str) -> bool:
     return value
 
 
-def _handlers(values: Any) -> list[Any]:
+def _handlers(values: Any, name: str = "events") -> list[Any]:
     """Run-event handlers: ``trainer.RunEvents`` subclasses (or objects with at least one of its ``on_*`` methods)."""
     from trainer.run.events import HOOKS
 
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise _refuse("events", "a list of run-event handlers (trainer.RunEvents subclasses)", values)
+        raise _refuse(name, "a list of run-event handlers (trainer.RunEvents subclasses)", values)
     handlers = list(values)
     for index, handler in enumerate(handlers):
         if handler is None or isinstance(handler, RunEvents):
             continue
         if isinstance(handler, type) or not any(callable(getattr(handler, hook, None)) for hook in HOOKS):
             what = "a trainer.RunEvents instance (an instance, not the class)" if isinstance(handler, type) else "a trainer.RunEvents instance (or an object with on_run_start, on_epoch_end, ... methods)"
-            raise _refuse(f"events[{index}]", what, handler)
+            raise _refuse(f"{name}[{index}]", what, handler)
     return handlers
 
 
@@ -627,6 +627,9 @@ def sweep(
 
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise _refuse("workers", "a whole number of at least 1", workers)
+    trial_handlers = _handlers(trial_events, "trial_events")
+    if events is not None and not isinstance(events, SweepEvents):
+        raise _refuse("events", "a trainer.sweep.SweepEvents instance or None", events)
     if isinstance(config, SweepPlan):
         if overrides or trials is not None or storage is not None or study is not None or sweep_dir is not None:
             raise BadInputError("sweep: a plan from plan_sweep holds overrides, trials, storage, study and sweep_dir already; pass them to plan_sweep.")
@@ -634,7 +637,6 @@ def sweep(
     else:
         plan = plan_sweep(config, overrides=overrides, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, worker=worker)
     events = events if events is not None else SweepEvents()
-    trial_handlers = _handlers(trial_events)
 
     def start_keras() -> None:
         _start_keras(set_environment, before_keras, backend=plan.config.backend)
