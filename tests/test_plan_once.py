@@ -154,5 +154,5 @@ def test_a_sweep_trial_plans_once(counts, tmp_path, monkeypatch):
 
     monkeypatch.setattr(driver, "preflight", lambda plan: None)  # builds every candidate's loss and optimizer with Keras
     monkeypatch.setattr(Training, "run", trained)
-    run_trials(plan, Trials())
+    run_trials(plan, Trials(), train=api.train)
     assert per_trial == [1, 1]

@@ -642,7 +642,7 @@ def sweep(
         _start_keras(set_environment, before_keras, backend=plan.config.backend)
 
     try:
-        return run_sweep(plan, events, workers=workers, trial_events=trial_handlers, worker=_flag(worker, "worker"), before_trials=start_keras)
+        return run_sweep(plan, events, train=train, workers=workers, trial_events=trial_handlers, worker=_flag(worker, "worker"), before_trials=start_keras)
     except (RunInterrupted, KeyboardInterrupt) as error:
         if worker:
             raise

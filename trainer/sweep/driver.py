@@ -1,6 +1,7 @@
 """The trial loop: ask Optuna for values, train them as an ordinary run, tell Optuna how it went.
 
-Each trial is ``trainer.api.train(config, overrides=[KEY=VALUE, ...], run_dir=SWEEP_DIR/trial-NNNN)``
+Each trial is ``trainer.api.train(config, overrides=[KEY=VALUE, ...], run_dir=SWEEP_DIR/trial-NNNN)`` (the API
+passes its ``train`` down)
 with a pruning handler among its run events. Several processes (``--workers``, other machines)
 run this same loop against one study; the storage hands out trial numbers, so none is run twice.
 """
@@ -147,9 +148,12 @@ def preflight(plan: SweepPlan) -> None:
         raise ConfigError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in sweep.space:", problems=problems)
 
 
-def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_events: Iterable[Any] = (), study: Any = None,
+def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, train: Any, trial_events: Iterable[Any] = (), study: Any = None,
                after_trial: Any = None) -> Any:
     """Run trials in this process until the study has ``plan.budget`` counted trials; returns the study.
+
+    ``train``: ``trainer.api.train`` (passed down by ``trainer.api.sweep``: the sweep package never
+    imports the API above it), called as ``train(config, overrides=..., run_dir=..., events=..., feature_cache=...)``.
 
     ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
     called after each trial (the CLI rewrites trials.csv there). Ctrl-C records the running trial
@@ -175,7 +179,7 @@ def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, trial_even
                 bridge.mark(trial, status="surplus", reason="the budget was used up by other processes meanwhile", **bridge.this_process())
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 break
-            run_one_trial(plan, study, trial, events, trial_events)
+            run_one_trial(plan, study, trial, events, trial_events, train)
             if after_trial is not None:
                 after_trial(study)
     return study
@@ -205,10 +209,8 @@ def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
     return run_id
 
 
-def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any]) -> TrialRecord:
-    """Sample, train and record one trial."""
-    from trainer.api import train
-
+def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any], train: Any) -> TrialRecord:
+    """Sample, train (``train``: ``trainer.api.train``) and record one trial."""
     optuna = bridge.import_optuna()
     bridge.reseed_sampler(study, plan.sweep, trial.number)
     values = bridge.suggest(trial, plan.sweep)

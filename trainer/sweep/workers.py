@@ -27,27 +27,28 @@ WORKER_SET_ENV = "TRAINER_SWEEP_WORKER_SET"  # a worker's --set values (JSON lis
 INTERRUPTED_CODES = (130, -2, -15)  # a worker stopped by Ctrl-C or SIGTERM
 
 
-def run_sweep(plan: Any, events: SweepEvents, *, workers: int = 1, trial_events: Iterable[Any] = (), worker: bool = False,
+def run_sweep(plan: Any, events: SweepEvents, *, train: Any, workers: int = 1, trial_events: Iterable[Any] = (), worker: bool = False,
               before_trials: Any = None) -> Any:
     """Run the plan's trials here (``workers`` 1) or in ``workers`` child processes; returns the ``SweepSummary``.
 
     ``worker``: this process is one of a parent's workers: trials only, no outputs (the parent
     writes them); returns None. ``before_trials()``: called before this process trains (Keras's
-    start-up). Ctrl-C (``KeyboardInterrupt``, ``RunInterrupted``) writes what finished, then propagates.
+    start-up). ``train``: ``trainer.api.train``, what each trial calls. Ctrl-C (``KeyboardInterrupt``,
+    ``RunInterrupted``) writes what finished, then propagates.
     """
     try:
         if workers > 1 and not worker:
             return run_with_workers(plan, workers, events)
         if before_trials is not None:
             before_trials()
-        return run_here(plan, events, trial_events=trial_events, quiet=worker)
+        return run_here(plan, events, train=train, trial_events=trial_events, quiet=worker)
     except (KeyboardInterrupt, RunInterrupted):
         if not worker:
             final_outputs_quietly(plan)
         raise
 
 
-def run_here(plan: Any, events: SweepEvents, *, trial_events: Iterable[Any] = (), quiet: bool = False) -> Any:
+def run_here(plan: Any, events: SweepEvents, *, train: Any, trial_events: Iterable[Any] = (), quiet: bool = False) -> Any:
     """Trials in this process; returns the summary (outputs written unless ``quiet``: a worker's parent writes them)."""
     from trainer.integrations.optuna import budget_used
     from trainer.sweep.driver import open_plan_study, run_trials
@@ -55,12 +56,12 @@ def run_here(plan: Any, events: SweepEvents, *, trial_events: Iterable[Any] = ()
 
     study = open_plan_study(plan)
     if quiet:
-        run_trials(plan, events, study=study)
+        run_trials(plan, events, train=train, study=study)
         return None
     events.on_sweep_start(plan.start_info(budget_used(study)))
     with tracked_sweep(plan, study):
         try:
-            run_trials(plan, events, trial_events=list(trial_events), study=study, after_trial=lambda s: write_outputs(plan, s, final=False))
+            run_trials(plan, events, train=train, trial_events=list(trial_events), study=study, after_trial=lambda s: write_outputs(plan, s, final=False))
         finally:
             events.on_sweep_end()
     return write_outputs(plan, study)
