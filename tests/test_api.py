@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import trainer
+import trainer.api
 from tests.conftest import REPO_ROOT, run_cli, tiny_config
 from tests.datagen import write_image_folders
 from trainer.run.events import RunEvents, StopRun
@@ -139,6 +140,21 @@ WRONG_ARGUMENTS = {
     "export-none": (lambda c, r: trainer.export(None, "onnx"), "run_dir", "NoneType None"),
     "export-format": (lambda c, r: trainer.export(r, 3), "format", "int 3"),
     "export-output": (lambda c, r: trainer.export(r, "onnx", output=3), "output", "int 3"),
+    # the door's additions (issue 29): each workflow's new parameters, checked the same way
+    "evaluate-write": (lambda c, r: trainer.evaluate(r, write="yes"), "write", "str 'yes'"),
+    "evaluate-output": (lambda c, r: trainer.evaluate(r, output=3), "output", "int 3"),
+    "evaluate-overwrite": (lambda c, r: trainer.evaluate(r, overwrite=1), "overwrite", "int 1"),
+    "evaluate-mlflow": (lambda c, r: trainer.evaluate(r, mlflow=3), "mlflow", "int 3"),
+    "predict-top-k-zero": (lambda c, r: trainer.predict(r, "a.png", top_k=0), "top_k", "int 0"),
+    "predict-output": (lambda c, r: trainer.predict(r, "a.png", output=[]), "output", "list"),
+    "validate-int": (lambda c, r: trainer.api.validate(7), "config", "int 7"),
+    "list-runs-int": (lambda c, r: trainer.api.list_runs(5), "folder", "int 5"),
+    "sweep-workers-zero": (lambda c, r: trainer.api.sweep(c, workers=0), "workers", "int 0"),
+    "sweep-workers-str": (lambda c, r: trainer.api.sweep(c, workers="2"), "workers", "str '2'"),
+    "sweep-trial-events": (lambda c, r: trainer.api.sweep(c, trial_events=[object()]), "trial_events[0]", "object"),
+    "sweep-events": (lambda c, r: trainer.api.sweep(c, events=[]), "events", "list"),
+    "lr-find-events": (lambda c, r: trainer.api.lr_find(c, events=[object()]), "events[0]", "object"),
+    "lr-find-output": (lambda c, r: trainer.api.lr_find(c, output=2.5), "output", "float 2.5"),
 }
 
 

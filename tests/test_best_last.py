@@ -213,3 +213,22 @@ def test_early_stopping_restoring_its_best_does_not_change_last_h5(cli, mnist_np
     best = cli("eval", run_dir, "--split", "train", "--output", tmp_path / "best.json")
     assert best.exit_code == 0
     assert last["loss"] < json.loads((tmp_path / "best.json").read_text())["loss"]  # the last epoch fits train better than epoch 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, damage", [
+    ("last.h5", lambda data: b"not an hdf5 file" + data[:64]),
+    ("last.h5", lambda data: data[: len(data) // 2]),  # truncated
+    ("model.h5", lambda data: b"\x89HDF\r\n\x1a\n" + b"\0" * 512),
+])
+def test_a_refused_resume_leaves_the_completed_run_as_it_was(best_first_run, cli, name, damage):
+    """A crafted last.h5/model.h5 is refused (exit 2) before anything is written: metrics.json still says completed."""
+    config, run_dir = best_first_run
+    target = run_dir / name
+    target.write_bytes(damage(target.read_bytes()))
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    result = cli("run", config, "--set", "train.epochs=6", "--run-dir", run_dir, "--resume")
+    assert result.exit_code == 2, result.output
+    assert f"{target}" in result.unwrapped and "cannot be resumed" in result.unwrapped
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before  # no lock, history and metrics untouched
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"

@@ -457,7 +457,7 @@ def test_the_storage_password_is_masked_wherever_the_sweep_shows_or_stores_it(ur
 
 @pytest.mark.parametrize("url", SECRET_URLS)
 def test_workers_get_the_storage_through_their_environment_never_argv(url, tmp_path):
-    from trainer.cli.sweep import STORAGE_ENV, continue_command, worker_command
+    from trainer.sweep.workers import STORAGE_ENV, continue_command, worker_command
 
     plan = plan_for(sweep_config(None), storage=url, sweep_dir=tmp_path / "s")
     argv, env = worker_command(plan, tmp_path / "c.yaml", ["train.epochs=2"], base_env={"PATH": "/bin"})
@@ -469,7 +469,7 @@ def test_workers_get_the_storage_through_their_environment_never_argv(url, tmp_p
 
 
 def test_a_storage_from_the_environment_stays_there_in_the_continue_hint(tmp_path):
-    from trainer.cli.sweep import continue_command
+    from trainer.sweep.workers import continue_command
 
     plan = plan_for(sweep_config(None), storage=SECRET_URLS[0], sweep_dir=tmp_path / "s")
     hint = continue_command(tmp_path / "c.yaml", [], plan, None, SECRET_URLS[0], None, 1, storage_from_env=True)
@@ -809,7 +809,7 @@ def test_an_empty_storage_is_refused(cli, write_config, tmp_path):
 
 
 def test_a_set_value_holding_a_password_reaches_workers_through_their_environment(tmp_path, monkeypatch):
-    from trainer.cli.sweep import WORKER_SET_ENV, _worker_overrides, continue_command, worker_command
+    from trainer.sweep.workers import WORKER_SET_ENV, continue_command, worker_command, worker_overrides as _worker_overrides
 
     overrides = ["train.epochs=2", f"sweep.storage=postgresql://u:{PASSWORD}@db/s", "train.epochs=3"]
     plan = plan_for(sweep_config(None), sweep_dir=tmp_path / "s")

@@ -176,7 +176,7 @@ def plan_for(storage: str, folder: Path):
 @settings(max_examples=80, deadline=None)
 @given(password=passwords, scheme=schemes)
 def test_worker_command_line_and_continue_hint(password, scheme, tmp_path_factory):
-    from trainer.cli.sweep import STORAGE_ENV, WORKER_SET_ENV, continue_command, worker_command
+    from trainer.sweep.workers import STORAGE_ENV, WORKER_SET_ENV, continue_command, worker_command
 
     folder = tmp_path_factory.mktemp("sweep")
 

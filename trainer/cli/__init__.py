@@ -1,8 +1,9 @@
-"""The ``trainer`` command line: one module per command, each parsing, calling the library, rendering.
+"""The ``trainer`` command line: one module per command, each parsing, calling ``trainer.api``, rendering.
 
 TensorFlow is imported only inside the bodies of commands that need it, so ``--help`` and
-``trainer validate`` stay fast. A new command is a module here with one function, added to
-``COMMANDS`` below.
+``trainer validate`` stay fast. A new command is a function in ``trainer.api`` and a module here
+with one function, added to ``COMMANDS`` below; below ``trainer.api`` a command imports only the
+console, the errors and the event types it renders (tests/test_cli_door.py).
 """
 from __future__ import annotations
 

@@ -11,12 +11,10 @@ def list_catalogue(
     catalogue: str = typer.Argument(..., help="Which catalogue: losses, metrics, optimizers, callbacks or models.", show_default=False),
 ) -> None:
     """Show a catalogue (losses, metrics, optimizers, callbacks, models) with each entry's parameters and defaults."""
-    from trainer.config.overview import CATALOGUES, catalogue_rows
+    from trainer.api import catalogue as entries
     from trainer.console import print_table, records_table
 
-    if catalogue in CATALOGUES and catalogue not in ("losses", "models"):
-        quiet_tensorflow()  # the parameters are read from the Keras classes themselves
-    rows = catalogue_rows(catalogue)
+    rows = entries(catalogue, before_keras=quiet_tensorflow)  # parameters read from the Keras classes start TensorFlow quietly
     print_table(records_table(catalogue, rows))
     if catalogue not in ("losses", "models"):
         typer.echo("Custom entries: name: 'my_module:Name' (a module beside the config or in the working directory).")

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import typer
 
 from trainer.errors import EXIT_INTERRUPTED, RunInterrupted, TrainerError
+from trainer.run.events import RunEvents
 
 # The metavar of an on/off flag: Typer 0.29 would show "<bool>" as if the flag took a value.
 FLAG = ""
@@ -126,12 +127,13 @@ def without_unused_imports(names: tuple[str, ...] | None = None):
                 del sys.modules[name]
 
 
-def prepare_keras(strategy: str = "none", backend: str = "auto") -> None:
-    """Before Keras is imported: choose its backend (``backend``: the config's; setting KERAS_BACKEND when trainer picks it), then start TensorFlow quietly."""
-    from trainer.runtime import choose_keras_backend
+class Notices(RunEvents):
+    """A workflow's notices (``on_notice``) as ``notice:`` lines on stderr; every other event is ignored."""
 
-    choose_keras_backend(strategy, configured=backend, set_environment=True)
-    quiet_tensorflow()
+    def on_notice(self, text: str) -> None:
+        from trainer.console import notice
+
+        notice(text)
 
 
 @contextlib.contextmanager

@@ -31,8 +31,8 @@ def print_comparison(views) -> None:
     """The metrics table (the best value per column marked with *), the notes and the config differences, on stdout."""
     from rich.text import Text
 
+    from trainer.api import comparison
     from trainer.console import format_value, info, notice, print_table, records_table
-    from trainer.report.compare import comparison
 
     found = comparison(views)
     for note in found.notes:

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, prepare_keras
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, handles_errors, quiet_tensorflow
 
 
 @handles_errors
@@ -26,21 +26,10 @@ def export(
     Exit 1 when the export's top-1 agreement with the Keras model is below 99.9% or a probability
     differs by more than 1e-4 (the file is kept, with the report's warning beside it).
     """
+    from trainer.api import exporting
     from trainer.console import info, key_value_table, notice, print_table
-    from trainer.inference.export import check_can_export, export_path, plan_export
 
-    from trainer.inference.load import open_run
-
-    fmt = check_can_export(format_)
-    export_path(None, fmt, output)  # a wrong format, --output or missing extra costs no TensorFlow start-up
-    _, _, run_dir, manifest = open_run(target, config)  # paths, manifest: refused before TensorFlow starts
-    plan_export(run_dir if output is None else None, fmt, output, manifest)  # what is at the output: refused before TensorFlow starts
-    prepare_keras()
-    from trainer.inference.export import export_run
-    from trainer.inference.load import load_run
-
-    loaded = load_run(target, config_path=config, overrides=set_ or [], code_dirs=code or [])
-    report = export_run(loaded, format_, output)
+    report = exporting(target, format_, output, config=config, overrides=set_ or [], code_dirs=code or [], set_environment=True, before_keras=quiet_tensorflow)
     parity = report.parity
     print_table(key_value_table(f"export ({report.format})", [
         ("file", report.path),

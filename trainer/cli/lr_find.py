@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from trainer.cli.common import SET_HELP, handles_errors, interrupts_as_keyboard_interrupt, quiet_tensorflow
-from trainer.run.lr_find import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, MAX_RAMP_STEPS
+from trainer.api import DEFAULT_END, DEFAULT_START, DEFAULT_STEPS, MAX_RAMP_STEPS
 
 LR_FIND_EPILOG = (
     "The rate rises exponentially from --start to --end, one training batch per step; the test stops early once the "
@@ -30,21 +30,14 @@ def lr_find(
     ),
 ) -> None:
     """Find a learning rate: train briefly while the rate rises, write lr_find.json and lr_find.png, print the --set to use."""
-    from trainer.api import lr_find as find
+    from trainer.api import prepare_lr_find
     from trainer.cli.progress import RunProgress
-    from trainer.config import load_config
-    from trainer.config.checks import plan_run
     from trainer.console import info, key_value_table, notice, print_table
-    from trainer.run.lr_find import check_ramp, ramp_overrides
-    from trainer.runtime import prepare_runtime
 
-    check_ramp(start, end, steps)
-    overrides = set_ or []
-    ramp_config = load_config(config, [*overrides, *ramp_overrides(start)])
-    plan_run(ramp_config)
-    setup = prepare_runtime(ramp_config, set_environment=True, on_notice=notice)  # before Keras is imported
+    # the config loaded and planned once; KERAS_BACKEND is set before Keras is imported
+    planned = prepare_lr_find(config, overrides=set_ or [], start=start, end=end, steps=steps, output=output, events=[RunProgress()], set_environment=True)
     quiet_tensorflow()
-    result = find(config, overrides=overrides, start=start, end=end, steps=steps, output=output, events=[RunProgress()], runtime=setup)
+    result = planned.run()
     record = result.record
     print_table(key_value_table("lr-find", [
         ("steps", f"{record.steps_run} of {record.steps}" + ("" if record.stopped == "completed" else f" (stopped: {record.stopped.replace('_', ' ')})")),

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, interrupts_as_keyboard_interrupt, prepare_keras, short_path
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, interrupts_as_keyboard_interrupt, quiet_tensorflow, short_path
 
 
 @handles_errors
@@ -34,27 +34,16 @@ def predict(
     ),
 ) -> None:
     """Classify images with a finished run; inputs are converted the way the training data was."""
-    from trainer.config.evaluate import check_tta_mode
+    from trainer.api import prediction
     from trainer.console import notice, print_table, records_table
-    from trainer.inference.predict import check_output_path
 
-    check_tta_mode(tta)
-    from trainer.inference.exported import check_predictor
-
-    if output is not None:
-        check_output_path(output, overwrite=overwrite)
-    check_predictor(target, config, trust_export=trust_export)  # paths, manifest, an export's signature: refused before TensorFlow starts
-    prepare_keras()
-    from trainer.inference.exported import load_predictor
-    from trainer.inference.predict import load_inputs, predict_records, write_predictions
-
-    loaded = load_predictor(target, config_path=config, code_dirs=code or [], trust_export=trust_export)
-    images = load_inputs(inputs, loaded.input_shape)
-    for text in images.notices:
+    done = prediction(
+        target, inputs, top_k, config=config, code_dirs=code or [], trust_export=trust_export, tta=tta, output=output, overwrite=overwrite,
+        set_environment=True, before_keras=quiet_tensorflow, cli_names=True,
+    )
+    for text in done.notices:
         notice(text)
-    records = predict_records(loaded, images, top_k, tta)
-    if output is not None:
-        write_predictions(records, output, overwrite=overwrite)
+    records = done.records
     rows = [
         {
             "input": short_path(r["input"]) + ("" if r["index"] is None else f"[{r['index']}]"),

@@ -27,15 +27,10 @@ def report(
     from trainer.api import report as write_report
     from trainer.console import info, notice
 
-    if predict:
-        from trainer.report.build import why_no_predictions
-        from trainer.report.run_view import read_run_view
+    from trainer.cli.common import quiet_tensorflow
 
-        if why_no_predictions(read_run_view(run)) is None:  # TensorFlow only when model.h5 will run
-            from trainer.cli.common import prepare_keras
-
-            prepare_keras()
-    written = write_report(run, output, overwrite=overwrite, predict=predict)
+    # TensorFlow is started (quietly) only when model.h5 will run on the test split
+    written = write_report(run, output, overwrite=overwrite, predict=predict, set_environment=True, before_keras=quiet_tensorflow)
     if written.absent and predict:
         notice(f"the page has no test-split sections: {written.absent}")
     for problem in written.views[0].problems:

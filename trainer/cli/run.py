@@ -27,26 +27,21 @@ def run(
     resume: bool = typer.Option(False, "--resume", metavar=FLAG, help="Continue the run in --run-dir from its last completed epoch (same config; train.epochs may grow)."),
 ) -> None:
     """Train the model a config describes and write a run directory (config, model.h5, history, metrics)."""
-    from trainer.api import prepare_training
+    from trainer.api import prepare_training, resume_hint
     from trainer.cli.progress import RunProgress
-    from trainer.config import load_config
-    from trainer.config.checks import plan_run
-    from trainer.console import console, notice, untrusted
+    from trainer.console import console, untrusted
     from trainer.errors import RunInterrupted
-    from trainer.runtime import prepare_runtime
 
     overrides = set_ or []
-    loaded = load_config(config, overrides)
-    plan_run(loaded)  # a loss/label/model mismatch is refused before TensorFlow is even imported
-    setup = prepare_runtime(loaded, resume=resume, set_environment=True, on_notice=notice)  # before Keras is imported
     quiet_mlflow()
-    training = prepare_training(loaded, run_dir=run_dir, resume=resume, dry_run=dry_run, events=[RunProgress()], runtime=setup)
-    planned_dir = training.run_dir
+    # planned once (config, labels, runtime, run directory); KERAS_BACKEND is set before Keras is imported
+    training = prepare_training(config, overrides=overrides, run_dir=run_dir, resume=resume, dry_run=dry_run, events=[RunProgress()], set_environment=True)
+    setup, planned_dir = training.setup, training.run_dir
     quiet_tensorflow()
     try:
         result = training.run()
     except RunInterrupted as error:
-        error.hint = interrupted_hint(config, training.run_dir, overrides)
+        error.hint = resume_hint(config, training.run_dir, overrides)
         raise
     if dry_run:
         console.print(result.model_summary)
@@ -85,12 +80,3 @@ def print_summary(result) -> None:
         )
     )
     console.print(f"run directory: {untrusted(result.run_dir)}", soft_wrap=True)
-
-
-def interrupted_hint(config: Path, run_dir: Path, overrides: List[str]) -> str:
-    """What to type next after Ctrl-C: the exact resume command, or why there is nothing to resume."""
-    from trainer.run.checkpoint import read_checkpoint_quiet, resume_command
-
-    if read_checkpoint_quiet(run_dir) is None:
-        return "no epoch was completed, so there is nothing to resume; start again with a new --run-dir."
-    return f"resume with: {resume_command(config, run_dir, overrides)}"

@@ -19,26 +19,28 @@ def runs(
     compare: bool = typer.Option(False, "--compare", metavar=FLAG, help="Compare the runs (those of FOLDER, or the RUNs named): metrics with the best per column marked, and the config keys that differ."),
 ) -> None:
     """List the runs in a folder: name, status, epochs, validation and test accuracy, wall time, oldest first; or compare them (--compare)."""
-    from trainer.config import OutputConfig
+    from trainer.api import list_run_dirs, list_runs
     from trainer.console import info, print_table, records_table
     from trainer.errors import BadInputError
-    from trainer.run.listing import list_run_dirs, list_runs
 
     paths = list(paths or [])
     if len(paths) > 1 and not compare:
         raise BadInputError(f"trainer runs takes one folder, got {len(paths)} paths; to compare runs add --compare (or use trainer compare RUN...).")
-    root = paths[0] if len(paths) == 1 else Path(OutputConfig().dir)
+    folder = paths[0] if len(paths) == 1 else None
     if compare:
         from trainer.api import compare as compare_runs
         from trainer.cli.compare import print_comparison
 
-        chosen = paths if len(paths) > 1 or (paths and (paths[0] / "config.yaml").is_file()) else list_run_dirs(root)
+        if len(paths) > 1 or (paths and (paths[0] / "config.yaml").is_file()):
+            root, chosen = paths[0].parent, paths
+        else:
+            root, chosen = list_run_dirs(folder)
         if not chosen:
             info(f"no runs under {root}.")
             return
         print_comparison(compare_runs(chosen).views)
         return
-    found = list_runs(root)
+    root, found = list_runs(folder)
     if not found:
         info(f"no runs under {root}.")
         return

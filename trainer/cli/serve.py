@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, prepare_keras
+from trainer.cli.common import CODE_HELP, CONFIG_HELP, FLAG, handles_errors, quiet_tensorflow
 
 SERVE_EPILOG = (
     "POST /predict takes an image as the multipart form field 'file' or as the raw body (Content-Type image/...) and answers "
@@ -33,19 +33,14 @@ def serve(
     ),
 ) -> None:
     """Serve a run's model over HTTP: POST /predict with an image, an upload page at /, /health."""
-    from trainer.console import info, notice
-    from trainer.inference.exported import check_predictor
-    from trainer.serve import require_serve_extra
-    from trainer.serve.settings import settings_from
-
-    settings = settings_from(host, port, max_bytes, max_concurrent, timeout)  # bounds refused before anything loads
-    require_serve_extra()
-    check_predictor(target, config, trust_export=trust_export)  # paths, manifest, an export's signature: before TensorFlow starts
     import trainer.api
+    from trainer.console import info, notice
+
+    # bounds, the [serve] extra, the run's paths, manifest and an export's signature: refused before TensorFlow starts
+    settings = trainer.api.check_serve(target, host=host, port=port, config=config, trust_export=trust_export,
+                                       max_bytes=max_bytes, max_concurrent=max_concurrent, timeout=timeout)
 
     def ready(url: str, loopback: bool, classifier) -> None:
-        from trainer.readers.decoders import image_pixel_limit
-
         height, width, channels = classifier.input_shape
         info(f"trainer serve: {classifier.source} ({classifier.kind}, {len(classifier.class_names)} classes, "
              f"{height}x{width}x{channels} inputs, loaded once)", soft_wrap=True)
@@ -55,7 +50,7 @@ def serve(
             notice(f"listening on {url}: REACHABLE FROM THE NETWORK. Anyone who can reach this machine on port "
                    f"{url.rstrip('/').rsplit(':', 1)[1]} can send images and read the answers; there is no authentication.")
         info(f"limits: bodies <= {settings.max_bytes:,} bytes (413), {settings.max_concurrent} request(s) at once (503 beyond), "
-             f"{settings.timeout:g} s a request (504), images <= {image_pixel_limit():,} pixels; nothing is written to disk", soft_wrap=True)
+             f"{settings.timeout:g} s a request (504), images <= {settings.max_pixels:,} pixels; nothing is written to disk", soft_wrap=True)
         info(f"upload page {url}; POST {url}predict (form field 'file' or raw image bytes); GET {url}health. Ctrl-C stops.", soft_wrap=True)
 
     def bug(exc: BaseException) -> None:
@@ -67,5 +62,5 @@ def serve(
 
     trainer.api.serve(
         target, host=host, port=port, config=config, code_dirs=code or [], trust_export=trust_export, max_bytes=max_bytes,
-        max_concurrent=max_concurrent, timeout=timeout, before_load=prepare_keras, on_ready=ready, on_notice=notice, on_error=bug,
+        max_concurrent=max_concurrent, timeout=timeout, before_load=quiet_tensorflow, set_environment=True, on_ready=ready, on_notice=notice, on_error=bug,
     )

@@ -1,12 +1,6 @@
 """``trainer sweep``: a hyperparameter search on Optuna; each trial is an ordinary run directory."""
 from __future__ import annotations
 
-import contextlib
-import json
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -21,9 +15,7 @@ SWEEP_EPILOG = (
     "again to continue). Several machines: the same command with the same --storage postgresql://... and --study "
     "on each (docs/sweep.md)."
 )
-POLL_SECONDS = 1.0
-STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # --storage from the environment: how workers get it, and how a password stays off argv
-WORKER_SET_ENV = "TRAINER_SWEEP_WORKER_SET"  # a worker's --set values (JSON list) when one holds a credential
+STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # = trainer.sweep.workers.STORAGE_ENV (tests/test_cli_door.py checks): --storage from the environment
 
 
 @handles_errors
@@ -47,27 +39,21 @@ def sweep(
     worker: bool = typer.Option(False, "--worker", hidden=True, help="Run trials quietly for a parent trainer sweep --workers N."),
 ) -> None:
     """Search hyperparameters with Optuna: trials are runs in SWEEP_DIR/trial-NNNN; trials.csv, sweep.json, best.yaml and plots."""
-    from trainer.cli.common import interrupts_as_keyboard_interrupt, prepare_keras
-    from trainer.config import load_config
+    from trainer.api import plan_sweep, sweep as search, sweep_command
+    from trainer.cli.common import interrupts_as_keyboard_interrupt, quiet_tensorflow
     from trainer.errors import EXIT_INTERRUPTED, RunInterrupted
-    from trainer.sweep import plan_sweep
 
-    overrides = [*_worker_overrides(), *(set_ or [])] if worker else (set_ or [])
-    loaded = load_config(config, overrides)
-    plan = plan_sweep(loaded, trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, config_file=config)
+    plan = plan_sweep(config, overrides=set_ or [], trials=trials, storage=storage, study=study, sweep_dir=sweep_dir, worker=worker)
     _quiet_optuna()
-    command = continue_command(config, overrides, plan, trials, storage, study, workers, storage_from_env=_storage_from_env(ctx))
+    command = sweep_command(plan, trials=trials, storage=storage, study=study, workers=workers, storage_from_env=_storage_from_env(ctx))
+    display = QuietSweep() if worker else SweepDisplay()
     with interrupts_as_keyboard_interrupt():
         try:
-            if workers > 1 and not worker:
-                summary = run_with_workers(plan, workers, config, overrides, trials, storage, study)
-            else:
-                prepare_keras(backend=loaded.backend)
-                summary = run_here(plan, quiet=worker)
+            summary = search(plan, workers=workers, events=display, trial_events=[] if worker else [display.trial_events], worker=worker,
+                             set_environment=True, before_keras=quiet_tensorflow)
         except (RunInterrupted, KeyboardInterrupt) as error:
             if worker:  # the parent says what happened and how to continue
                 raise typer.Exit(EXIT_INTERRUPTED) from None
-            _final_outputs_quietly(plan)
             interrupted = error if isinstance(error, RunInterrupted) else RunInterrupted(
                 "the sweep stopped; trials that were running are recorded as interrupted and their budget will be re-used."
             )
@@ -78,53 +64,6 @@ def sweep(
     print_summary(plan, summary)
 
 
-# --------------------------------------------------------------------------- one process
-
-
-def run_here(plan, *, quiet: bool = False):
-    """Trials in this process, shown live; returns the summary (outputs written unless ``quiet``: a worker's parent writes them)."""
-    from trainer.api import train
-    from trainer.sweep import run_trials, write_outputs
-    from trainer.sweep.driver import open_plan_study
-    from trainer.integrations.optuna import budget_used
-
-    study = open_plan_study(plan)
-    if quiet:
-        run_trials(plan, QuietSweep(), train=train, study=study)
-        return None
-    display = SweepDisplay()
-    display.on_sweep_start(plan.start_info(budget_used(study)))
-    with tracked_sweep(plan, study):
-        try:
-            run_trials(plan, display, train=train, trial_events=[display.trial_events], study=study,
-                       after_trial=lambda s: write_outputs(plan, s, final=False))
-        finally:
-            display.close()
-    return write_outputs(plan, study)
-
-
-def tracked_sweep(plan, study):
-    """With tracking.mlflow: the sweep's parent MLflow run is open while trials run; FINISHED, or KILLED on Ctrl-C."""
-    from trainer.sweep.driver import tracking_parent
-
-    run_id = tracking_parent(plan, study)
-    if run_id is None:
-        return contextlib.nullcontext()
-    from trainer.integrations.mlflow import ends_run
-
-    return ends_run(plan.trial_config, run_id)
-
-
-def _final_outputs_quietly(plan) -> None:
-    """After Ctrl-C: what finished is still written (a second Ctrl-C here skips it)."""
-    from trainer.sweep import write_outputs
-
-    try:
-        write_outputs(plan, final=False)
-    except Exception:  # noqa: BLE001 - the interrupt is what the user must see
-        pass
-
-
 def _quiet_optuna() -> None:
     """Optuna logs every trial at INFO on stderr; the sweep's own display says it better."""
     try:
@@ -132,107 +71,6 @@ def _quiet_optuna() -> None:
     except ImportError:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-# --------------------------------------------------------------------------- several processes
-
-
-def run_with_workers(plan, workers: int, config: Path, overrides: list[str], trials, storage, study):
-    """``workers`` child processes run trials against the study; this one shows them finish and writes the outputs."""
-    from trainer.integrations.optuna import budget_used, fail_lost_trials
-    from trainer.sweep.driver import open_plan_study
-
-    live = open_plan_study(plan)  # created here once, before the workers race to create it
-    display = SweepDisplay()
-    for number in fail_lost_trials(live):
-        display.on_notice(f"trial {number} was left running by a process that stopped; it is marked lost and its budget re-used.")
-    display.on_sweep_start(plan.start_info(budget_used(live), workers))
-    seen = {t.number: t.state.name for t in live.get_trials(deepcopy=False)}
-    command, env = worker_command(plan, config, overrides)
-    # Own sessions: a Ctrl-C in the terminal reaches this process only, which then stops each worker once (SIGTERM)
-    with tracked_sweep(plan, live):  # the parent MLflow run exists before the workers look for it in the study
-        return _watch_workers(plan, live, display, seen, command, env, workers)
-
-
-def worker_command(plan, config: Path, overrides: list[str], base_env=None) -> tuple[list[str], dict[str, str]]:
-    """A worker process's command line and environment: the storage travels in STORAGE_ENV, never on the command line (``ps``)."""
-    import os
-
-    from trainer.secrets import secret_env
-
-    from trainer.secrets import has_secret
-
-    hidden = any(has_secret(o) for o in overrides)  # all of them, in order: later --set values win
-    command = [sys.executable, "-m", "trainer", "sweep", str(config), *(a for o in ([] if hidden else overrides) for a in ("--set", o)),
-               "--sweep-dir", str(plan.sweep_dir), "--study", plan.study_name, "--trials", str(plan.budget), "--worker"]
-    env = {k: v for k, v in (os.environ if base_env is None else base_env).items() if k not in (STORAGE_ENV, WORKER_SET_ENV)}
-    if hidden:
-        env = secret_env(WORKER_SET_ENV, json.dumps(overrides), env)
-    return command, secret_env(STORAGE_ENV, plan.storage, env) if plan.storage else env
-
-
-def _worker_overrides() -> list[str]:
-    """A worker's --set values that its parent passed in WORKER_SET_ENV (one of them held a credential)."""
-    import os
-
-    from trainer.errors import BadInputError
-
-    text = os.environ.get(WORKER_SET_ENV)
-    if not text:
-        return []
-    try:
-        values = json.loads(text)
-    except ValueError:
-        values = None
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise BadInputError(f"{WORKER_SET_ENV} is not a JSON list of --set values (a trainer sweep --workers parent sets it).")
-    return values
-
-
-def _watch_workers(plan, live, display, seen, command, env, workers: int):
-    """Start the workers, show their trials as they change state, stop them on Ctrl-C; returns the summary."""
-    from trainer.errors import BadInputError
-    from trainer.sweep import write_outputs
-    from trainer.sweep.outputs import trial_record
-
-    children = [subprocess.Popen(command, env=env, start_new_session=True) for _ in range(workers)]
-
-    def watch() -> None:
-        changed = False
-        for trial in live.get_trials(deepcopy=False):
-            state = trial.state.name
-            if seen.get(trial.number) == state:
-                continue
-            seen[trial.number] = state
-            record = trial_record(trial)
-            if record.status == "surplus":
-                continue
-            changed = True
-            (display.on_trial_start if state == "RUNNING" else display.on_trial_end)(record)
-        if changed:
-            write_outputs(plan, live, final=False)
-
-    try:
-        while any(child.poll() is None for child in children):
-            time.sleep(POLL_SECONDS)
-            watch()
-        watch()
-    except KeyboardInterrupt:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()  # SIGTERM: the worker records its trial as interrupted
-        for child in children:
-            child.wait()
-        watch()
-        raise
-    finally:
-        display.close()
-    codes = [child.returncode for child in children]
-    if any(code in (130, -2, -15) for code in codes):
-        raise KeyboardInterrupt
-    if any(code not in (0, None) for code in codes):
-        raise BadInputError(f"a worker stopped with exit code {max(codes, key=abs)} (its message is above); the other trials are kept.")
-    return write_outputs(plan, live)
 
 
 # --------------------------------------------------------------------------- display
@@ -312,6 +150,9 @@ class SweepDisplay(SweepEvents):
         from rich.console import Group
 
         return Group(trials_table(list(self.records.values()), self.info, limit=15), self.progress)
+
+    def on_sweep_end(self) -> None:
+        self.close()
 
     def close(self) -> None:
         if self.live is not None:
@@ -405,25 +246,6 @@ def print_summary(plan, summary) -> None:
         f"({', '.join(summary.best.overrides)}); rerun it with: trainer run {plan.sweep_dir / 'best.yaml'}",
         soft_wrap=True, highlight=False, markup=True,
     )
-
-
-def continue_command(config: Path, overrides: list[str], plan, trials, storage, study, workers: int, *, storage_from_env: bool = False) -> str:
-    """The command that continues this search (a storage password shown as ``***``, with a word on what to put there)."""
-    from trainer.secrets import has_secret, mask_url
-
-    parts = ["trainer", "sweep", str(config), *(a for o in overrides for a in ("--set", mask_url(o))), "--sweep-dir", str(plan.sweep_dir)]
-    if trials is not None:
-        parts += ["--trials", str(trials)]
-    if storage is not None and not storage_from_env:  # from STORAGE_ENV: still there for the next command
-        parts += ["--storage", mask_url(storage)]
-    if study is not None:
-        parts += ["--study", study]
-    if workers > 1:
-        parts += ["--workers", str(workers)]
-    text = shlex.join(parts)
-    if (storage is not None and not storage_from_env and has_secret(storage)) or any(has_secret(o) for o in overrides):
-        text += f" (with your passwords in place of ***; a --storage URL may instead be given in {STORAGE_ENV})"
-    return text
 
 
 def _storage_from_env(context: typer.Context) -> bool:

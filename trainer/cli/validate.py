@@ -15,27 +15,17 @@ def validate(
     set_: Optional[List[str]] = typer.Option(None, "--set", help=SET_HELP, show_default=False),
 ) -> None:
     """Check a config and the loss / label / model agreement, without TensorFlow (fast)."""
-    from trainer.config import load_config
-    from trainer.config.checks import plan_run
-    from trainer.config.checks import check_sweep
-    from trainer.runtime.distribute import check_backend
+    from trainer.api import validate as check
     from trainer.console import info, notice
 
-    loaded = load_config(config, set_ or [])
-    plan = plan_run(loaded)
-    check_sweep(loaded, config)
-    backend, backend_notice = check_backend(loaded)
-    for text in ([backend_notice] if backend_notice else []) + plan.notices:
+    checked = check(config, set_ or [])
+    loaded, plan = checked.config, checked.labels
+    for text in checked.notices:
         notice(text)
     info(
         f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
-        f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}, on the {backend} backend."
+        f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}, on the {checked.backend} backend."
     )
-    from trainer.data.folder import describe_layout
-
-    layout = describe_layout(loaded.data)
-    if layout is not None:
-        (notice if layout.startswith("cannot be read") else info)(f"data.path {loaded.data.path}: {layout}")
     if loaded.sweep is not None:
         sweep = loaded.sweep
         metric = sweep.metric_for(loaded)

@@ -171,3 +171,49 @@ def evaluate_run(run: LoadedRun, split: str = "test", tta: str | None = None) ->
         class_names=list(run.class_names),
         tta=averaged,
     )
+
+
+# --------------------------------------------------------------------------- the report on disk and in MLflow
+# What ``trainer eval`` and ``trainer.evaluate(..., write=True)`` write and log (trainer.api.evaluation runs the steps).
+
+
+def _report_what(output: Path | None) -> str:
+    return "--output" if output is not None else "the report"
+
+
+def _picture_what(output: Path | None) -> str:
+    return "the confusion matrix beside --output" if output is not None else "the confusion matrix"
+
+
+def check_eval_outputs(report: Path, split: str, overwrite: bool, output: Path | None) -> None:
+    """The report and the confusion matrix beside it, under the output rule (trainer.outputs): checked before any work."""
+    from trainer.inference.plots import confusion_matrix_file, is_trainer_png
+    from trainer.outputs import check_output_file
+
+    expected = f"a file name for the JSON report, such as {report / f'eval-{split}.json'}"
+    picture = report.parent / confusion_matrix_file(split)
+    if report.name == picture.name:
+        raise ConfigError(f"--output {report}: is the name of the confusion matrix eval writes beside the report; choose another name, such as {report.with_name(f'eval-{split}.json')}.")
+    check_output_file(report, _report_what(output), overwrite=overwrite, is_own=is_eval_report, expected=expected)
+    check_output_file(picture, _picture_what(output), overwrite=overwrite, is_own=is_trainer_png, expected="a .png file name")
+
+
+def write_eval_files(result: EvalResult, report: Path, *, overwrite: bool, output: Path | None) -> Path:
+    """The confusion matrix PNG beside ``report``, then the report; a report that cannot be written takes the new picture with it.
+
+    Returns the picture's path.
+    """
+    from trainer.inference.plots import confusion_matrix_file, write_confusion_matrix
+    from trainer.outputs import Made
+
+    split = result.split
+    picture = report.parent / confusion_matrix_file(split)
+    made = Made()
+    with made.undone_on_error():
+        new_picture = not (picture.exists() or picture.is_symlink())
+        write_confusion_matrix(result.confusion_matrix, result.class_names, picture, f"{split}: rows true class, columns predicted",
+                               overwrite=overwrite, what=_picture_what(output))
+        if new_picture:
+            made.track_file(picture)
+        write_eval_report(result, report, overwrite=overwrite, what=_report_what(output))
+    return picture

@@ -135,19 +135,21 @@ def check_encoding(config: Config, manifest: Manifest | None, encoding: str, whe
 
 
 def load_run(
-    target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = (), code_dirs: list[Path] | tuple[Path, ...] = ()
+    target: Path, *, config_path: Path | None = None, overrides: list[str] | tuple[str, ...] = (), code_dirs: list[Path] | tuple[Path, ...] = (),
+    opened: tuple[Path, Path, Path, "Manifest | None"] | None = None,
 ) -> LoadedRun:
     """Load a run directory (or a model file + its config) with the run's classes and encoding.
 
     Custom code the model needs is imported only from ``code_dirs`` (``--code``) and, when
-    ``config_path`` is given, from that config's folder and the working directory.
+    ``config_path`` is given, from that config's folder and the working directory. ``opened``:
+    what ``open_run(target, config_path)`` returned already (its checks are not made twice).
     """
     from trainer.catalogue.user_code import code_dirs_for
     from trainer.models.keras_objects import load_custom_objects
     from trainer.config.checks import plan_run
     from trainer.catalogue.datasets import DATASETS
 
-    config_file, model_file, run_dir, manifest = open_run(target, config_path)
+    config_file, model_file, run_dir, manifest = opened if opened is not None else open_run(target, config_path)
     config = load_config(config_file, list(overrides))
     plan = plan_run(config, training=False)  # a finished run: what it trained with is history
     if config_path is not None or overrides:
@@ -166,7 +168,7 @@ def load_run(
     if getattr(model, "loss", None) is None:  # saved without its compile state: compile as training did
         from trainer.models.compile import compile_model
 
-        compile_model(model, config, plan_run(config, training=False))
+        compile_model(model, config, plan)  # the plan made above: planned once
     num_classes = int(model.output_shape[-1])
     if len(class_names) != num_classes:
         class_names = [str(i) for i in range(num_classes)]

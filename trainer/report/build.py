@@ -49,6 +49,7 @@ def why_no_predictions(view: RunView) -> str | None:
 
 def report(
     run_dir: Path, output: Path | None = None, *, overwrite: bool = False, predict: bool = True, predictions: Any = None, absent: str | None = None,
+    before_predict: Any = None,
 ) -> Report:
     """Write ``report.html`` of ``run_dir`` (into the run directory, or ``output``); returns the ``Report``.
 
@@ -68,6 +69,8 @@ def report(
         if absent is None:
             from trainer.report.predictions import predict_test_split
 
+            if before_predict is not None:  # Keras is started only when model.h5 will run (the CLI: quietly)
+                before_predict()
             try:
                 predictions = predict_test_split(view.path)
             except TrainerError as exc:  # data gone, a model that does not load: the page says so

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from trainer.config import Config
 from trainer.errors import BadInputError
@@ -47,6 +46,8 @@ def check_ramp(start: float, end: float, steps: int) -> None:
 
 def ramp(start: float, end: float, steps: int) -> np.ndarray:
     """``steps`` rates rising exponentially from ``start`` to ``end`` (both included)."""
+    import numpy as np  # here: trainer.api imports this module's defaults, and `import trainer` stays free of NumPy
+
     if steps == 1:
         return np.array([float(start)])
     return float(start) * (float(end) / float(start)) ** (np.arange(steps) / (steps - 1))
@@ -83,6 +84,8 @@ def smooth_both_ways(losses: list[float], beta: float) -> list[float]:
 
 def suggest(rates: list[float], smoothed: list[float]) -> int | None:
     """The index of steepest descent of ``smoothed`` against log(rate), at or before its lowest point; None if it never falls."""
+    import numpy as np
+
     finite = 0
     while finite < len(smoothed) and math.isfinite(smoothed[finite]):
         finite += 1
@@ -192,10 +195,9 @@ def run_ramp(training: Any, rates: np.ndarray, beta: float, events: Any) -> tupl
 
 
 def find_learning_rate(
-    config: Config, ramp_config: Config, *, start: float, end: float, steps: int, output: Path | None, events: Any, setup: Any,
-    config_file: str | None = None,
+    config: Config, plan: Any, *, start: float, end: float, steps: int, output: Path | None, events: Any, config_file: str | None = None,
 ) -> LrFindResult:
-    """Run the range test on ``ramp_config`` (``config`` with ``ramp_overrides``); write and return its results.
+    """Run the range test as ``plan`` (a ``TrainingPlan`` of ``config`` with ``ramp_overrides``) says; write and return its results.
 
     ``config`` is the user's, unchanged: the suggested ``--set`` is phrased for it.
     """
@@ -210,8 +212,8 @@ def find_learning_rate(
     made = Made()
     with made.undone_on_error():
         folder = claim_output(output, config, made)
-        training = Training(ramp_config, None, events=events, setup=setup)
-        training.prepare_runtime()
+        training = Training(plan, events=events)
+        training.start_devices()
         training.load_data()
         training.build_and_compile()
         losses, smoothed, stopped = run_ramp(training, rates, beta, events)

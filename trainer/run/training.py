@@ -1,7 +1,8 @@
 """A run in named steps: runtime -> data -> model -> run directory -> fit -> finish.
 
-``Training(config, ...).run()`` is what ``trainer.train`` and ``trainer run`` call. Each step is
-one method; what happens is told through run events (``trainer.run.events``), never printed.
+``Training(plan, events=...).run()`` is what ``trainer.train`` and ``trainer run`` call, with the
+``TrainingPlan`` that ``trainer.api.plan_training`` made once (config, labels, runtime set-up, run
+directory, resume state). Each step is one method; what happens is told through run events (``trainer.run.events``), never printed.
 Every ending (completed, failed, interrupted, stopped by an event handler) writes
 ``metrics.json`` when it can and calls ``on_run_end`` before an exception propagates.
 """
@@ -27,6 +28,7 @@ from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_bes
 from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
 from trainer.readers.records import Manifest, RunMetrics
+from trainer.run.plan import TrainingPlan
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
 
@@ -35,19 +37,17 @@ _RUNS_STARTED = 0  # runs this process has started (the first one has no previou
 
 
 class Training:
-    """One run of ``config``. ``run_dir`` None with ``unique_name`` set: a fresh ``<output.dir>/<name>-<time>`` folder."""
+    """One run of ``plan`` (a ``TrainingPlan``: config, labels, runtime set-up, run directory, resume state)."""
 
-    def __init__(
-        self, config: Config, run_dir: Path | None, *, events: EventBus, setup: Any, resume: ResumeState | None = None,
-        callbacks: tuple[Any, ...] = (), dry_run: bool = False, unique_name: bool = False, feature_cache: Path | None = None,
-        at_end: Any = None,
-    ):
-        self.config, self.run_dir, self.events, self.setup = config, run_dir, events, setup
+    def __init__(self, plan: TrainingPlan, *, events: EventBus, callbacks: tuple[Any, ...] = (), at_end: Any = None):
+        self.planned = plan  # decided once, before TensorFlow (trainer.api.plan_training); no step computes it again
+        self.config, self.run_dir, self.events, self.setup = plan.config, plan.run_dir, events, plan.setup
+        self.plan = plan.labels  # label encoding, loss and its parameters (trainer.config.checks.Plan)
+        self.resume, self.extra_callbacks, self.dry_run, self.unique_name = plan.resume, tuple(callbacks), plan.dry_run, plan.unique_name
+        self.feature_cache = plan.feature_cache  # a folder shared with other runs (a sweep's), else the run's own, removed
         self.at_end = at_end  # called with this Training at every ending (the API's report.html); returns a notice or None
-        self.resume, self.extra_callbacks, self.dry_run, self.unique_name = resume, tuple(callbacks), dry_run, unique_name
         self.started = time.perf_counter()
         self.rows: list[dict[str, Any]] = []
-        self.feature_cache = feature_cache  # a folder shared with other runs (a sweep's), else the run's own, removed
         self.scratch: Path | None = None  # the run directory of a process other than 0 (removed at the end)
         self.completed = False  # metrics.json says completed
         self.ended = False  # on_run_end was called
@@ -58,7 +58,7 @@ class Training:
 
     def run(self) -> RunResult:
         """All the steps; returns the result of a completed, stopped or dry run and raises for the others."""
-        self.prepare_runtime()
+        self.start_devices()
         self.load_data()
         self.build_and_compile()
         if self.dry_run:
@@ -66,6 +66,7 @@ class Training:
 
             self.events.on_run_start(self.start_info())
             return RunResult("dry-run", None, plan=self.plan, model_summary=model_summary_text(self.model))  # ~0.1 s to render
+        self.check_resume_weights()  # before the run directory is touched: a refused resume leaves it as it was
         try:
             with self.open_run_dir():
                 try:
@@ -92,17 +93,15 @@ class Training:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def prepare_runtime(self) -> None:
-        """Check the plan and the catalogue (no data read yet), start devices and distribution, seed everything."""
+    def start_devices(self) -> None:
+        """Start devices and distribution as planned, check the catalogue (no data read yet), seed everything."""
         import keras
 
         from trainer.config.overview import check_catalogue
-        from trainer.config.checks import plan_run
         from trainer.data.batches import needs_tf_data
         from trainer.runtime.hidden_tensorflow import set_random_seed
         from trainer.runtime import start_runtime
 
-        self.plan = plan_run(self.config)
         for text in self.plan.notices:
             self.events.on_notice(text)
         global _RUNS_STARTED
@@ -120,6 +119,23 @@ class Training:
         for text in self.distribution.setup.notices + self.distribution.notices:
             self.events.on_notice(text)
         set_random_seed(self.config.seed, tf_data=needs_tf_data())  # TensorFlow's seed only where it feeds the batches
+
+    def check_resume_weights(self) -> None:
+        """Read a completed run's ``model.h5`` and last weights file into the model before anything is written.
+
+        A resume of a completed run continues from ``last.h5`` (or ``model.h5``); a damaged or
+        crafted one is refused here, while ``metrics.json`` still says ``completed`` (``write_run_files``
+        deletes it). The checkpointer loads the same files again when ``fit`` starts, so these
+        weights are only a check. Weights only: a fine-tune phase compiles another optimizer.
+        """
+        if self.resume is None or not self.resume.completed or not self.distribution.is_chief:
+            return
+        from trainer.readers.model_h5 import load_h5_state
+        from trainer.run.checkpoint.state import h5_read_limit
+
+        limit = h5_read_limit(self.model)
+        for name in dict.fromkeys((MODEL_FILE, self.resume.weights_file)):
+            load_h5_state(self.model, Path(self.run_dir) / name, Path(self.run_dir), limit=limit, optimizer=False)
 
     def load_data(self) -> None:
         """The splits as arrays, the sample weights and the fit settings that depend on them."""

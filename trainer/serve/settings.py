@@ -42,6 +42,13 @@ class ServeSettings:
         return self
 
     @property
+    def max_pixels(self) -> int:
+        """The most pixels an uploaded image may have: the decoders' limit, as for ``trainer predict``."""
+        from trainer.readers.decoders import image_pixel_limit
+
+        return image_pixel_limit()
+
+    @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
 

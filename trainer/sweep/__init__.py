@@ -1,7 +1,7 @@
 """``trainer sweep``: a hyperparameter search on Optuna whose trials are ordinary runs.
 
 ``plan_sweep(config, ...)`` resolves where the search lives (sweep directory, storage, study);
-``run_trials(plan, events)`` runs trials in this process until the budget is used;
+``run_trials(plan, events, train=trainer.api.train)`` runs trials in this process until the budget is used;
 ``write_outputs(plan)`` writes ``trials.csv``, ``sweep.json``, ``best.yaml`` and the plots.
 Progress is reported through ``SweepEvents``; nothing here prints.
 """

@@ -1,6 +1,7 @@
 """The trial loop: ask Optuna for values, train them as an ordinary run, tell Optuna how it went.
 
-Each trial is ``trainer.api.train(config, overrides=[KEY=VALUE, ...], run_dir=SWEEP_DIR/trial-NNNN)``
+Each trial is ``trainer.api.train(config, overrides=[KEY=VALUE, ...], run_dir=SWEEP_DIR/trial-NNNN)`` (the API
+passes its ``train`` down)
 with a pruning handler among its run events. Several processes (``--workers``, other machines)
 run this same loop against one study; the storage hands out trial numbers, so none is run twice.
 """
@@ -12,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from trainer.config import Config
 from trainer.config.checks import check_sweep
@@ -39,6 +40,8 @@ class SweepPlan:
     metric: str
     direction: str
     budget: int
+    config_file: Path | None = None  # the YAML the config came from: worker processes read it again
+    overrides: tuple[str, ...] = ()  # the --set values applied to it, in order
 
     @property
     def storage_label(self) -> str:
@@ -56,7 +59,7 @@ class SweepPlan:
 
 def plan_sweep(
     config: Config, *, trials: int | None = None, storage: str | None = None, study: str | None = None,
-    sweep_dir: str | Path | None = None, config_file: str | Path | None = None,
+    sweep_dir: str | Path | None = None, config_file: str | Path | None = None, overrides: Iterable[str] = (),
 ) -> SweepPlan:
     """Resolve a config's sweep section and the command line's choices; refuses a missing or invalid section."""
     if config.sweep is None:
@@ -79,6 +82,7 @@ def plan_sweep(
     trial_config = config.model_copy(update={"sweep": None})
     return SweepPlan(
         config, trial_config, sweep, folder.resolve(), sweep.storage, study_name, metric, sweep.direction_for(metric), budget,
+        Path(config_file) if config_file is not None else None, tuple(overrides),
     )
 
 
@@ -145,12 +149,14 @@ def preflight(plan: SweepPlan) -> None:
         raise ConfigError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} in sweep.space:", problems=problems)
 
 
-def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, train: Callable[..., Any], trial_events: Iterable[Any] = (),
-               study: Any = None, after_trial: Any = None) -> Any:
+def run_trials(plan: SweepPlan, events: SweepEvents | None = None, *, train: Any, trial_events: Iterable[Any] = (), study: Any = None,
+               after_trial: Any = None) -> Any:
     """Run trials in this process until the study has ``plan.budget`` counted trials; returns the study.
 
-    ``train``: what trains one trial, ``trainer.api.train`` (passed in: the sweep sits below the API
-    that offers it, docs/architecture.md). ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
+    ``train``: ``trainer.api.train`` (passed down by ``trainer.api.sweep``: the sweep package never
+    imports the API above it), called as ``train(config, overrides=..., run_dir=..., events=..., feature_cache=...)``.
+
+    ``trial_events``: run-event handlers added to every trial (a display). ``after_trial(study)``:
     called after each trial (the CLI rewrites trials.csv there). Ctrl-C records the running trial
     as interrupted and raises ``RunInterrupted``; a config or data problem that fails the first
     trials raises its ``BadInputError``.
@@ -204,9 +210,8 @@ def tracking_parent(plan: SweepPlan, study: Any) -> str | None:
     return run_id
 
 
-def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any],
-                  train: Callable[..., Any]) -> TrialRecord:
-    """Sample, train (with ``train``, ``trainer.api.train``) and record one trial."""
+def run_one_trial(plan: SweepPlan, study: Any, trial: Any, events: SweepEvents, trial_events: Iterable[Any], train: Any) -> TrialRecord:
+    """Sample, train (``train``: ``trainer.api.train``) and record one trial."""
     optuna = bridge.import_optuna()
     bridge.reseed_sampler(study, plan.sweep, trial.number)
     values = bridge.suggest(trial, plan.sweep)

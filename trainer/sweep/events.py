@@ -52,5 +52,8 @@ class SweepEvents:
     def on_trial_end(self, record: TrialRecord) -> None:
         """A trial ended (any status), as recorded in the study."""
 
+    def on_sweep_end(self) -> None:
+        """Trials stopped running here (the budget is used, Ctrl-C, an error); the outputs are written next."""
+
     def on_notice(self, text: str) -> None:
         """Something the user should know (lost trials marked, a budget already used)."""
