@@ -379,7 +379,16 @@ def test_a_vgg16_file_still_loads(tmp_path, vgg16):
     from trainer.models.vgg16_head import load_backbone_weights
 
     path = write_legacy_h5(vgg16, tmp_path / "w.h5")
-    load_backbone_weights(vgg16, path)  # the same weights back: no error
+    written = vgg16.get_weights()
+    vgg16.set_weights([np.zeros_like(w) for w in written])
+    try:
+        load_backbone_weights(vgg16, path)  # the file's weights, every layer's, back into the model
+        loaded = vgg16.get_weights()
+    finally:
+        vgg16.set_weights(written)  # the module's other tests keep their model
+    assert len(loaded) == len(written) == 26 and any(w.any() for w in written)
+    for got, want in zip(loaded, written):
+        np.testing.assert_array_equal(got, want)
 
 
 # --------------------------------------------------------------------------- 7, 8. image_size and crop
