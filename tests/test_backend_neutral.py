@@ -268,19 +268,14 @@ def test_export_without_tensorflow_is_refused_with_the_install_command(tmp_path,
 @pytest.mark.slow
 def test_the_tensorboard_callback_writes_event_files_without_tensorflow(tmp_path, mnist_npz, write_config):
     """Read back with TensorBoard's own reader: epoch scalars equal history.csv, train and validation sides."""
-    from tests.test_tensorboard import read_epoch_scalars
-    from trainer.run.rundir import read_history
+    from tests.test_tensorboard import assert_event_scalars_match_history
 
     path = write_config(tiny_config(mnist_npz, train={"epochs": 2}, callbacks=["tensorboard"]))
     run_dir = tmp_path / "run"
     done = _trainer(["run", path, "--run-dir", run_dir], tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "TENSORFLOW_LOADED False" in done.stderr
-    history = read_history(run_dir / "history.csv")
-    for side, tag, column in [("train", "epoch_loss", "loss"), ("validation", "epoch_accuracy", "val_accuracy")]:
-        scalars = read_epoch_scalars(run_dir / "tensorboard" / side)
-        assert [step for step, _ in scalars[tag]] == [0, 1]
-        assert [value for _, value in scalars[tag]] == pytest.approx([row[column] for row in history], rel=1e-6)
+    assert_event_scalars_match_history(run_dir, 2)
 
 
 @needs_backend
