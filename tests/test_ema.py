@@ -441,7 +441,7 @@ _values = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(slot=st.sampled_from([1, 2, 3]), value=_values, cut=st.booleans())
 def test_a_mutated_ema_state_is_a_run_dir_error(slot, value, cut):
     stored = _valid_state()

@@ -504,7 +504,7 @@ def mutate(data: bytes, edits: list[tuple[int, int, int]], cut: int | None) -> b
 
 EDITS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2**31), st.integers(0, 255)), min_size=1, max_size=6)
 CUTS = st.none() | st.integers(0, 2**31)
-MUTATIONS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+MUTATIONS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
@@ -592,7 +592,7 @@ def cifar_members() -> dict[str, bytes]:
 
 
 @given(edits=EDITS, cut=CUTS, member=st.sampled_from(["data_batch_1", "test_batch", "batches.meta"]))
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))  # each example writes and loads a CIFAR folder
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))  # each example writes and loads a CIFAR folder
 def test_mutated_cifar_batches_are_a_data_error_or_load(tmp_path_factory, cifar_members, edits, cut, member):
     from trainer.data.formats import load_cifar
 
@@ -619,7 +619,7 @@ def valid_images() -> dict[str, bytes]:
 
 @given(edits=EDITS, cut=CUTS, fmt=st.sampled_from(["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM"]),
        mode=st.sampled_from(["rgb", "grayscale"]))
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 def test_mutated_images_are_a_data_error_or_decode(tmp_path_factory, valid_images, edits, cut, fmt, mode):
     from trainer.data.folder import decode_image
 
