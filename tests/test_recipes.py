@@ -322,6 +322,7 @@ def test_normalization_biases_learn_at_the_scaled_rate_and_decay_at_the_plain_on
     np.testing.assert_allclose(adam["out/bias"], [-0.1], rtol=1e-4)
 
 
+@pytest.mark.slow  # trains (model.fit): seconds
 def test_the_scaled_rate_holds_inside_the_compiled_training_step():
     """fit, SGD with Nesterov momentum: after one step beta moved exactly 64 x as far as without the scale, every other weight alike."""
     x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")

@@ -290,6 +290,7 @@ def test_a_run_on_images_too_small_stops_before_the_run_directory(cli, write_con
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # trains (two compiled steps): seconds
 def test_the_first_training_batch_sets_the_filters_in_a_compiled_step_under_mixed_bfloat16():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
