@@ -92,6 +92,7 @@ def check_bias_freeze(steps_per_execution: int) -> None:
     np.testing.assert_allclose(keras.ops.convert_to_numpy(whiten(inputs)), no_bias + bias_at_freeze, atol=1e-5)  # ... unused
 
 
+@pytest.mark.slow  # trains (model.fit): seconds
 @pytest.mark.parametrize("steps_per_execution", [1, 2])
 def test_the_bias_is_frozen_after_bias_epochs(steps_per_execution):
     check_bias_freeze(steps_per_execution)
@@ -109,6 +110,7 @@ def test_the_bias_is_frozen_after_bias_epochs_on_jax(subprocess_env):
     assert done.returncode == 0 and "FROZEN OK" in done.stdout, done.stderr[-3000:]
 
 
+@pytest.mark.slow  # trains (model.fit): seconds
 def test_without_a_schedule_or_bias_epochs_the_bias_trains_on():
     model, whiten = _whitening_model(bias_epochs=2)  # never scheduled: freeze_step stays -1
     images = (smooth_images(16) / 127.5 - 1.0).astype(np.float32)
@@ -120,6 +122,7 @@ def test_without_a_schedule_or_bias_epochs_the_bias_trains_on():
     assert len(layer.weights) == 3  # kernel, bias, initialised: models saved before the option load as before
 
 
+@pytest.mark.slow  # trains (model.fit): seconds
 def test_bias_epochs_zero_never_trains_the_bias():
     model, whiten = _whitening_model(bias_epochs=0)
     schedule_bias_freeze(model, steps_per_epoch=2)

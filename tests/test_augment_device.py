@@ -1,4 +1,8 @@
-"""data.augment inside the training step (trainer.data.device_augment): equal to the NumPy reference, uint8 to the step."""
+"""data.augment inside the training step (trainer.data.device_augment): equal to the NumPy reference, uint8 to the step.
+
+(That the PyDataset and tf.data hand the step the same uint8 batches and params, step by step with train.steps_per_epoch,
+is tests/test_backend_neutral.py's test_the_pydataset_gives_the_tf_data_batches_of_each_step_with_steps_per_epoch[device-*].)
+"""
 from __future__ import annotations
 
 import json
@@ -189,34 +193,3 @@ def test_a_run_augmented_on_the_device_trains_as_the_host_augmented_one(write_co
         assert a["loss"] == pytest.approx(b["loss"], rel=2e-4) and a["val_loss"] == pytest.approx(b["val_loss"], rel=2e-4)
     metrics = json.loads((tmp_path / "device" / "metrics.json").read_text())
     assert metrics["validation"]["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-5)  # validation: the plain images
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("initial_epoch", [0, 2])
-def test_the_pydataset_hands_over_the_tf_data_batches_and_params_of_each_step_with_steps_per_epoch(initial_epoch):
-    """train.steps_per_epoch (4 steps, 5 batches a pass, so epochs span two passes): step k of epoch N gets the same
-    uint8 images, params and targets on both paths, from a fresh start and from a resumed one."""
-    import tensorflow as tf
-
-    from trainer.data.batches import ArrayBatches, EpochCounter, make_batches
-
-    rng = np.random.default_rng(1)
-    x = rng.integers(0, 256, size=(23, 8, 8, 3)).astype(np.uint8)
-    y = rng.integers(0, 4, size=23)
-    settings = dict(
-        batch_size=5, encoding="onehot", num_classes=4, shuffle=True, seed=3, augment=AugmentConfig(**CHANGES["everything"]),
-        repeat=True, steps_per_epoch=4, augment_on_device=True,
-    )
-    variable, counter = tf.Variable(initial_epoch, dtype=tf.int64), EpochCounter(initial_epoch)
-    iterator = iter(make_batches(x, y, epoch_variable=variable, initial_epoch=initial_epoch, **settings))
-    neutral = ArrayBatches(x, y, epoch_variable=counter, **settings)
-    for epoch in range(initial_epoch, 4):
-        variable.assign(epoch)
-        counter.assign(epoch)
-        for step in range(4):
-            (want_images, want_params), want_targets = next(iterator)
-            (images, params), targets = neutral[(epoch - initial_epoch) * 4 + step]
-            assert want_images.dtype == tf.uint8 and images.dtype == np.uint8
-            np.testing.assert_array_equal(images, want_images.numpy())
-            np.testing.assert_array_equal(params, want_params.numpy())
-            np.testing.assert_array_equal(targets, want_targets.numpy())

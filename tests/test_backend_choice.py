@@ -175,7 +175,7 @@ MANIFEST = {"dataset": "mnist", "num_classes": 10, "class_names": [str(i) for i 
             "label_encoding": "sparse", "loss": {"name": "sparse_categorical_crossentropy"}, "model_output": "softmax"}
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(trained_on=st.one_of(
     JSON_VALUES,
     st.fixed_dictionaries({"backend": JSON_VALUES, "kind": JSON_VALUES, "devices": JSON_VALUES, "precision": JSON_VALUES}),

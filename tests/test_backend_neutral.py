@@ -86,12 +86,22 @@ def test_the_pydataset_gives_the_tf_data_batches_of_each_epoch(weights, augment)
                 np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
 
 
+def _leaves(batch):
+    """A batch's arrays in order: ``((images, params), targets)`` (data.augment on the device) -> images, params, targets."""
+    return [leaf for part in batch for leaf in (_leaves(part) if isinstance(part, tuple) else [part])]
+
+
+# data.augment on the device: everything that runs in the step, mixing included (tests/test_augment_device.py's "everything")
+DEVICE_AUGMENT = {"mixup": 0.2, "cutmix": 1.0, "crop": 4, "crop_padding": "reflect", "flip": "alternating", "random_erasing": 0.5, "contrast": 0.1}
+
+
 @needs_tensorflow
 @pytest.mark.parametrize("initial_epoch", [0, 2])
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", ["none", "host", "device"])
 def test_the_pydataset_gives_the_tf_data_batches_of_each_step_with_steps_per_epoch(augment, initial_epoch):
     """train.steps_per_epoch (4 steps, 5 batches a pass): step k of epoch N is the same batch on both paths, from a
-    fresh start and from a resumed one (the tf.data stream starts at ``initial_epoch``; Keras's PyDataset index restarts)."""
+    fresh start and from a resumed one (the tf.data stream starts at ``initial_epoch``; Keras's PyDataset index restarts).
+    With data.augment on the device both hand over the same uint8 images and the same per-example params."""
     import tensorflow as tf
 
     from trainer.config.schema import AugmentConfig
@@ -100,10 +110,10 @@ def test_the_pydataset_gives_the_tf_data_batches_of_each_step_with_steps_per_epo
     rng = np.random.default_rng(1)
     x = rng.integers(0, 256, size=(23, 8, 8, 3)).astype(np.uint8)
     y = rng.integers(0, 4, size=23)
-    settings = dict(
-        batch_size=5, encoding="onehot", num_classes=4, shuffle=True, seed=3, augment=AugmentConfig(**AUGMENT) if augment else None,
-        repeat=True, steps_per_epoch=4,
-    )
+    config = {"none": None, "host": AugmentConfig(**AUGMENT), "device": AugmentConfig(**DEVICE_AUGMENT)}[augment]
+    settings = dict(batch_size=5, encoding="onehot", num_classes=4, shuffle=True, seed=3, augment=config, repeat=True, steps_per_epoch=4)
+    if augment == "device":
+        settings["augment_on_device"] = True
     variable, counter = tf.Variable(initial_epoch, dtype=tf.int64), EpochCounter(initial_epoch)
     iterator = iter(make_batches(x, y, epoch_variable=variable, initial_epoch=initial_epoch, **settings))
     neutral = ArrayBatches(x, y, epoch_variable=counter, **settings)
@@ -111,7 +121,12 @@ def test_the_pydataset_gives_the_tf_data_batches_of_each_step_with_steps_per_epo
         variable.assign(epoch)
         counter.assign(epoch)
         for step in range(4):
-            want, got = next(iterator), neutral[(epoch - initial_epoch) * 4 + step]
+            want, got = _leaves(next(iterator)), _leaves(neutral[(epoch - initial_epoch) * 4 + step])
+            assert len(got) == len(want) == (3 if augment == "device" else 2)
+            if augment == "device":  # uint8 images to the step, which augments; the same params and targets, exactly
+                assert want[0].dtype == tf.uint8 and got[0].dtype == np.uint8
+                for a, b in zip(got, want, strict=True):
+                    np.testing.assert_array_equal(a, b.numpy())
             for a, b in zip(got, want, strict=True):
                 np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=1e-4)
 
@@ -253,19 +268,14 @@ def test_export_without_tensorflow_is_refused_with_the_install_command(tmp_path,
 @pytest.mark.slow
 def test_the_tensorboard_callback_writes_event_files_without_tensorflow(tmp_path, mnist_npz, write_config):
     """Read back with TensorBoard's own reader: epoch scalars equal history.csv, train and validation sides."""
-    from tests.test_tensorboard import read_epoch_scalars
-    from trainer.run.rundir import read_history
+    from tests.test_tensorboard import assert_event_scalars_match_history
 
     path = write_config(tiny_config(mnist_npz, train={"epochs": 2}, callbacks=["tensorboard"]))
     run_dir = tmp_path / "run"
     done = _trainer(["run", path, "--run-dir", run_dir], tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "TENSORFLOW_LOADED False" in done.stderr
-    history = read_history(run_dir / "history.csv")
-    for side, tag, column in [("train", "epoch_loss", "loss"), ("validation", "epoch_accuracy", "val_accuracy")]:
-        scalars = read_epoch_scalars(run_dir / "tensorboard" / side)
-        assert [step for step, _ in scalars[tag]] == [0, 1]
-        assert [value for _, value in scalars[tag]] == pytest.approx([row[column] for row in history], rel=1e-6)
+    assert_event_scalars_match_history(run_dir, 2)
 
 
 @needs_backend

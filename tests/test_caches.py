@@ -218,7 +218,7 @@ def _mutate(data: bytes, mutations) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(which=st.sampled_from(["npy", "index", "both"]), mutations=st.lists(MUTATIONS, min_size=1, max_size=4))
 def test_mutated_feature_cache_files_are_refused_by_name_or_read_intact(which, mutations, tmp_path_factory):
     """Property: a mutated .npy or index record is either read back equal to what was written or a RunDirError naming it."""

@@ -12,18 +12,25 @@ PROBE = """
 import sys
 from typer.testing import CliRunner
 from trainer.cli import app
-result = CliRunner().invoke(app, {args!r})
-print(result.exit_code)
-print(result.output)
-print("TF-IMPORTED" if "tensorflow" in sys.modules or "keras" in sys.modules else "TF-NOT-IMPORTED")
+for args in {calls!r}:
+    result = CliRunner().invoke(app, args)
+    print(repr((result.exit_code, result.output, "tensorflow" in sys.modules or "keras" in sys.modules)))
 """
 
 
-def probe(args, env):
-    done = subprocess.run([sys.executable, "-c", PROBE.format(args=args)], env=env, capture_output=True, text=True, timeout=120)
+def probe_each(calls, env) -> list[tuple[int, str, bool]]:
+    """Run each argument list through the CLI, in order, in one fresh process: (exit code, output, TensorFlow or Keras
+    imported by then?) after each. Modules only accumulate, so the first call to import TensorFlow is the first True."""
+    import ast
+
+    done = subprocess.run([sys.executable, "-c", PROBE.format(calls=calls)], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    code, *rest = done.stdout.splitlines()
-    return int(code), "\n".join(rest)
+    return [ast.literal_eval(line) for line in done.stdout.splitlines()]
+
+
+def probe(args, env):
+    ((code, output, imported),) = probe_each([args], env)
+    return code, output + ("\nTF-IMPORTED" if imported else "\nTF-NOT-IMPORTED")
 
 
 def test_importing_the_cli_does_not_import_tensorflow(subprocess_env):
@@ -32,16 +39,15 @@ def test_importing_the_cli_does_not_import_tensorflow(subprocess_env):
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["validate"]])
-def test_help_does_not_import_tensorflow(subprocess_env, command):
-    code, output = probe([*command, "--help"], subprocess_env)
-    assert code == 0 and "Usage" in output and "TF-NOT-IMPORTED" in output
-
-
-def test_validate_does_not_import_tensorflow(subprocess_env, write_config):
+def test_help_and_validate_do_not_import_tensorflow(subprocess_env, write_config):
+    """trainer --help, run --help, validate --help, then validate of a config whose data does not exist: one process."""
     config = write_config(tiny_config("/nonexistent.npz"))
-    code, output = probe(["validate", str(config)], subprocess_env)
-    assert code == 0 and "valid" in output and "TF-NOT-IMPORTED" in output
+    calls = [["--help"], ["run", "--help"], ["validate", "--help"], ["validate", str(config)]]
+    results = probe_each(calls, subprocess_env)
+    assert len(results) == len(calls)
+    for args, (code, output, imported) in zip(calls, results):
+        assert code == 0 and not imported, (args, code, output)
+        assert ("Usage" in output) if args[-1] == "--help" else ("valid" in output), (args, output)
 
 
 def test_loss_label_mismatch_refused_before_tensorflow_or_data(subprocess_env, write_config, tmp_path):

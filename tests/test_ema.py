@@ -423,7 +423,11 @@ def _valid_state() -> list[np.ndarray]:
 
 
 def test_a_valid_ema_state_passes():
-    check_average_state("ckpt.npz", _valid_state(), [1, 2], WEIGHTS, 3)
+    stored = _valid_state()
+    check_average_state("ckpt.npz", stored, [1, 2], WEIGHTS, 3)  # no refusal
+    stored[3] = np.array(-1, "int32")  # the same state with one step count out of range: refused, so the check reads it
+    with pytest.raises(RunDirError, match="optimizer/000003"):
+        check_average_state("ckpt.npz", stored, [1, 2], WEIGHTS, 3)
 
 
 _values = st.one_of(
@@ -437,7 +441,7 @@ _values = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(slot=st.sampled_from([1, 2, 3]), value=_values, cut=st.booleans())
 def test_a_mutated_ema_state_is_a_run_dir_error(slot, value, cut):
     stored = _valid_state()

@@ -129,7 +129,7 @@ def _mutate(document, path: list, value):
     return copy
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     which=st.sampled_from(["export-onnx.json", "manifest.json"]),
     path=st.lists(st.integers(0, 50), min_size=0, max_size=4),

@@ -26,25 +26,22 @@ def test_gpu_check_runs_on_a_cpu_and_prints_the_table(subprocess_env):
     assert "| case | backend | device | images/s | epoch s | first epoch s (compile) | augmented / plain | accuracy (synthetic data) |" in done.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the check trains on JAX (pip install -e '.[jax]')")
-def test_the_cifar10_94_case_trains_on_jpeg_folders_and_times_augmentation(tmp_path, subprocess_env):
-    """--data DIR with the JPEG class folders (cifar10-jpg/ as ../shared/data holds them, unpacked): the case uses them."""
+def test_data_with_jpeg_folders_feeds_them_to_the_cifar10_94_case_and_the_table_says_real_data(tmp_path):
+    """--data DIR with the JPEG class folders (cifar10-jpg/ as ../shared/data holds them, unpacked): the case trains on
+    them, not on synthetic images. (The case's training on JAX and PyTorch, its device line, first epoch and
+    augmented / plain ratio: every row of .ci/torch-venv's gpu_check, tests/test_neutral_venv.py.)"""
     from tests.datagen import write_image_folders
 
     classes = tuple(f"class{number}" for number in range(10))
-    write_image_folders(tmp_path / "cifar10-jpg", classes=classes, n_per_class=4, size=(32, 32), modes=("RGB",), formats=("jpg",))
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--tiny", "--backends", "jax", "--only", "cifar10_94",
-         "--data", str(tmp_path), "--budget", "1500"],  # two runs (with and without augmentation) on a shared CPU
-        env=subprocess_env, capture_output=True, text=True, timeout=1600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    row = next(line for line in done.stdout.splitlines() if line.startswith("| cifar10_94 | jax |")).split(" | ")
-    assert row[2] == "CPU (JAX, mixed bfloat16)" and row[-1] == "ok |"
-    first_epoch, ratio = float(row[5]), float(row[6])  # both measured
-    assert first_epoch > 0 and ratio > 0
-    assert "accuracy (synthetic data)" not in done.stdout  # real folders, not the synthetic ones
+    write_image_folders(tmp_path / "given" / "cifar10-jpg", classes=classes, n_per_class=1, size=(32, 32), modes=("RGB",), formats=("jpg",))
+    data = gpu_check.write_data(tmp_path / "scratch", tiny=True, data=tmp_path / "given")
+    assert data["cifar10_jpg"] == (tmp_path / "given" / "cifar10-jpg", False)
+    assert data["mnist"][1] and data["cifar10"][1]  # absent from DIR: synthetic
+    config = gpu_check.case_configs(data, tiny=True)["cifar10_94"]
+    assert config["data"]["path"] == str(tmp_path / "given" / "cifar10-jpg") and config["data"]["dataset"] == "folder"
+    assert config["data"]["augment"] and gpu_check.plain_config(config, tiny=True)["data"]["augment"] is None
+    row = gpu_check.Result("cifar10_94", "jax", device="CPU (JAX, mixed bfloat16)", synthetic=False)
+    assert "accuracy (synthetic data)" not in gpu_check.table([row], cpu=True, synthetic=False)
 
 
 def test_data_finds_the_jpeg_folders_and_fills_the_rest(tmp_path):

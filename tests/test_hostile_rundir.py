@@ -500,13 +500,13 @@ def _checkpoint_outcome(run: Path) -> None:
     assert all(set(entry) <= {"wait", "best", "best_epoch", "stopped_epoch", "cooldown_counter", "best_weights_file"} for entry in state.callbacks)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(index=st.integers(min_value=0, max_value=40), replacement=JSON_VALUES)
 def test_property_mutated_checkpoint_json_nodes_are_refused_or_bounded(index, replacement, tmp_path):
     _checkpoint_outcome(checkpoint_only_run(tmp_path, _mutate_json(valid_checkpoint(), index, replacement)))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_property_mutated_checkpoint_json_bytes_are_refused_or_bounded(data, tmp_path):
     raw = bytearray(json.dumps(valid_checkpoint()).encode())
@@ -601,7 +601,7 @@ def test_the_history_writer_reads_the_header_with_the_bounds(tmp_path):
         HistoryWriter(path)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())
 def test_property_mutated_history_csv_is_listed_or_refused(data, tmp_path):
     from trainer.run.listing import describe_run

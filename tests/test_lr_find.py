@@ -191,7 +191,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(sorted(DOCUMENTED_FIELDS) + ["other"]), value=JSON_VALUES, cut=st.integers(0, 400), drop=st.booleans())
 def test_mutated_records_raise_run_dir_error_and_nothing_else(tmp_path, key, value, cut, drop):
     data = valid_record()

@@ -49,6 +49,12 @@ def test_the_backend_neutral_tests_and_the_gpu_check_pass_on_pytorch_without_ten
     cases = {line.split(" | ")[0].strip("| ") for line in rows}
     # every case of gpu_check ran on both backends, and each row is ok
     assert rows and all(" | ok |" in line for line in rows) and len(rows) == 2 * len(cases) >= 6, tail
+    assert "| case | backend | device | images/s | epoch s | first epoch s (compile) | augmented / plain |" in done.stdout, tail
+    for line in rows:  # columns: case, backend, device, images/s, epoch s, first epoch s, augmented / plain, ...
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert float(cells[5]) > 0, line  # the first epoch, compiling included, measured
+        if cells[0] in ("cifar10_cnn", "cifar10_94"):  # the cases with data.augment: also timed without it
+            assert float(cells[6]) > 0, line
 
 
 def test_the_no_tensorflow_requirements_are_pyprojects_dependencies_less_tensorflow():

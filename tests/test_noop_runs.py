@@ -70,6 +70,8 @@ def test_sample_weights_zero_only_on_validation_examples_are_fine():
     from trainer.config.checks import check_sample_weights
 
     check_sample_weights(np.r_[np.ones(3), np.zeros(5)], "w.npy")  # some weight somewhere: trains
+    with pytest.raises(Exception, match="all 8 training examples weight 0"):  # the same check, nothing weighted: refused
+        check_sample_weights(np.zeros(8), "w.npy")
 
 
 def test_class_weights_that_zero_every_training_class_are_refused(cli, write_config, mnist_npz, tmp_path):

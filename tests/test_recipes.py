@@ -322,6 +322,7 @@ def test_normalization_biases_learn_at_the_scaled_rate_and_decay_at_the_plain_on
     np.testing.assert_allclose(adam["out/bias"], [-0.1], rtol=1e-4)
 
 
+@pytest.mark.slow  # trains (model.fit): seconds
 def test_the_scaled_rate_holds_inside_the_compiled_training_step():
     """fit, SGD with Nesterov momentum: after one step beta moved exactly 64 x as far as without the scale, every other weight alike."""
     x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
@@ -362,8 +363,19 @@ def test_weight_decay_exclusion_is_validated(cli, write_config, optimizer, expec
 
 
 def test_adamw_has_a_default_weight_decay(cli, write_config):
+    """exclude_from_weight_decay needs no weight_decay with adamw (Keras's default 0.004 decays), and it applies to it."""
     result = cli("validate", write_config({"name": "m", "optimizer": {"name": "adamw", "exclude_from_weight_decay": True}}))
     assert result.exit_code == 0, result.output
+    model = small_model()
+    optimizer = build_optimizer("adamw", {"learning_rate": 0.1, "exclude_from_weight_decay": True}, model=model)
+    assert optimizer.weight_decay == pytest.approx(0.004)
+    variables = model.trainable_variables
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in variables}
+    optimizer.apply([keras.ops.zeros(v.shape) for v in variables], variables)  # zero gradients: only the decay moves a weight
+    after = {v.path: keras.ops.convert_to_numpy(v) for v in variables}
+    for path in ("hidden/kernel", "out/kernel"):
+        np.testing.assert_allclose(after[path], before[path] * (1 - 0.1 * 0.004), rtol=1e-6)
+    np.testing.assert_array_equal(after["bn/gamma"], before["bn/gamma"])  # ones, excluded: not decayed
 
 
 # --------------------------------------------------------------------------- whole runs

@@ -90,11 +90,14 @@ def test_export_formats_that_need_the_tensorflow_backend_are_one_sentence_on_eve
 
 
 def test_savedmodel_export_is_not_refused_on_jax(monkeypatch):
+    from trainer.errors import BadInputError
     from trainer.inference.export import check_export_backend, get_format
 
     monkeypatch.setattr("trainer.runtime.loaded_keras_backend", lambda: None)
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     check_export_backend(get_format("savedmodel"))  # Keras traces JAX through jax2tf: works (measured, parity 1.5e-8)
+    with pytest.raises(BadInputError, match="KERAS_BACKEND=jax"):  # the same set-up refuses onnx: it is JAX's case
+        check_export_backend(get_format("onnx"))
 
 
 def _trainer(args, cwd: Path, backend: str) -> subprocess.CompletedProcess:

@@ -290,6 +290,7 @@ def test_a_run_on_images_too_small_stops_before_the_run_directory(cli, write_con
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # trains (two compiled steps): seconds
 def test_the_first_training_batch_sets_the_filters_in_a_compiled_step_under_mixed_bfloat16():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -312,7 +313,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(eps=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(), st.text(max_size=5), st.none(),
                      st.booleans(), st.lists(st.floats(), max_size=2)))
 def test_a_saved_whitening_config_builds_only_with_a_sound_eps(eps):

@@ -102,7 +102,7 @@ def test_visible_escapes(text, shown):
     assert visible(text) == shown
 
 
-@settings(max_examples=200)
+@settings(max_examples=50)
 @given(st.lists(texts, min_size=1, max_size=4))
 def test_tables_show_every_cell_header_and_title_as_text(values):
     """records_table / key_value_table: whatever the strings, no raw control reaches the output and every bracket is kept."""
@@ -140,7 +140,7 @@ def _write_run(root: Path, name: str, status: str, reason: str | None = None) ->
     return run
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(runs=st.lists(st.tuples(texts, texts.filter(lambda s: 1 <= len(s) <= 64)), min_size=1, max_size=3))
 def test_runs_shows_names_and_statuses_as_text(tmp_path_factory, runs):
     root = tmp_path_factory.mktemp("runs")

@@ -24,9 +24,25 @@ def read_epoch_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return scalars
 
 
+EVENT_CHECKS = [("train", "epoch_loss", "loss"), ("validation", "epoch_accuracy", "val_accuracy")]
+
+
+def assert_event_scalars_match_history(run_dir: Path, epochs: int, checks=EVENT_CHECKS) -> None:
+    """RUN_DIR/tensorboard/<side>'s ``tag`` has one scalar an epoch (steps 0..epochs-1), equal to history.csv's ``column``.
+
+    The one check of the event files: here on TensorFlow and on JAX with TensorFlow installed, and in
+    tests/test_backend_neutral.py where TensorFlow is absent (.ci/neutral-venv, .ci/torch-venv)."""
+    history = read_history(run_dir / "history.csv")
+    assert len(history) == epochs
+    for side, tag, column in checks:
+        scalars = read_epoch_scalars(run_dir / "tensorboard" / side)
+        assert [step for step, _ in scalars[tag]] == list(range(epochs)), (side, tag, scalars.keys())
+        assert [value for _, value in scalars[tag]] == pytest.approx([row[column] for row in history], rel=1e-6), (side, tag)
+
+
 @pytest.fixture(scope="module")
-def tensorboard_run(tmp_path_factory):
-    """One 3-epoch run with callbacks: [tensorboard]: its history rows and its train / validation scalars."""
+def tensorboard_run(tmp_path_factory) -> Path:
+    """One 3-epoch run with callbacks: [tensorboard]: its run directory."""
     import yaml
 
     import trainer
@@ -36,9 +52,7 @@ def tensorboard_run(tmp_path_factory):
     data = write_mnist_npz(root / "mnist.npz", n_train=256, n_test=64, seed=0)
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(tiny_config(data, train={"epochs": 3}, callbacks=["tensorboard"], output={"dir": str(root / "outputs")})))
-    result = trainer.train(path)
-    events = result.run_dir / "tensorboard"
-    return read_history(result.run_dir / "history.csv"), {"train": read_epoch_scalars(events / "train"), "validation": read_epoch_scalars(events / "validation")}
+    return trainer.train(path).run_dir
 
 
 @pytest.mark.slow
@@ -50,9 +64,7 @@ def tensorboard_run(tmp_path_factory):
     ],
 )
 def test_tensorboard_event_scalars_match_history_csv(tensorboard_run, side, tag, column):
-    history, scalars = tensorboard_run
-    assert [step for step, _ in scalars[side][tag]] == [0, 1, 2]
-    assert [value for _, value in scalars[side][tag]] == pytest.approx([row[column] for row in history], rel=1e-6)
+    assert_event_scalars_match_history(tensorboard_run, 3, [(side, tag, column)])
 
 
 # Runs the CLI and reports on stderr whether TensorFlow was imported, *without* hiding it
@@ -83,8 +95,4 @@ def test_the_tensorboard_callback_on_jax_never_imports_an_installed_tensorflow(t
                           env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "TENSORFLOW_LOADED False" in done.stderr
-    history = read_history(run_dir / "history.csv")
-    for side, tag, column in [("train", "epoch_loss", "loss"), ("validation", "epoch_accuracy", "val_accuracy")]:
-        scalars = read_epoch_scalars(run_dir / "tensorboard" / side)
-        assert [step for step, _ in scalars[tag]] == [0, 1]
-        assert [value for _, value in scalars[tag]] == pytest.approx([row[column] for row in history], rel=1e-6)
+    assert_event_scalars_match_history(run_dir, 2)

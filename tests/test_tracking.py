@@ -432,7 +432,7 @@ def mutated_tracking_json(draw) -> bytes:
     return raw
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=mutated_tracking_json())
 def test_mutated_tracking_json_never_connects_and_never_raises_anything_but_exit_2(tmp_path, no_connections, content):
     from trainer.errors import BadInputError

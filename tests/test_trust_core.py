@@ -43,7 +43,7 @@ def test_mask_url_hides_every_credential_and_keeps_the_rest(url, shown):
 secret_text = st.text(alphabet=string.ascii_letters + string.digits + "!$%^*()-_+[]{}~", min_size=6, max_size=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(secret=secret_text, user=st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=8),
        scheme=st.sampled_from(["postgresql", "postgresql+psycopg", "mysql", "https", "http", "databricks"]),
        form=st.sampled_from(["userinfo", "query", "both"]))
@@ -161,7 +161,7 @@ def test_read_csv_bounds_rows_columns_and_fields(tmp_path):
 valid_record = json.dumps({"epoch": 3, "name": "x"}).encode()
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_mutated_records_are_read_or_refused_with_one_message(tmp_path, data):
     content = bytearray(valid_record)

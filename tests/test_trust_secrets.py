@@ -72,7 +72,7 @@ def test_mask_url_cases(url, shown):
     assert has_secret(url) == (url != shown)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(password=passwords, scheme=schemes, tail=tails, encode=st.booleans())
 def test_mask_url_hides_any_password_exactly(password, scheme, tail, encode):
     given_password = quote(password, safe="") if encode else password
@@ -83,7 +83,7 @@ def test_mask_url_hides_any_password_exactly(password, scheme, tail, encode):
     assert without_credentials(url) == f"{scheme}://{HOST}{tail}"
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(password=passwords, scheme=schemes)
 def test_the_stores_parsers_read_no_more_than_the_mask_hides(password, scheme):
     """What urllib and SQLAlchemy take for the password is inside the masked span: masked whatever they read."""
@@ -94,7 +94,7 @@ def test_the_stores_parsers_read_no_more_than_the_mask_hides(password, scheme):
         assert part not in shown or part in url_for(scheme, MASK)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(password=passwords, scheme=schemes)
 def test_scrub_removes_a_password_a_driver_repeats_in_any_form(password, scheme):
     assume(all(len(form) >= 3 for form in forms(password)))  # shorter values are not scrubbed from prose (they would mask words)
@@ -118,7 +118,7 @@ def rendered_error(error) -> str:
     return captured.get()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(password=passwords, scheme=schemes, quoted=st.booleans())
 def test_error_messages_on_the_terminal(password, scheme, quoted):
     def render(pw):
@@ -134,7 +134,7 @@ def test_the_issues_concrete_case_on_the_terminal():
     assert "Secret1" not in shown and "Pa#" not in shown and "ann:***@host/db" in shown
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(password=passwords)
 def test_config_yaml_and_best_yaml(password, tmp_path_factory):
     from trainer.config.loading import load_config
@@ -157,7 +157,7 @@ def test_config_yaml_and_best_yaml(password, tmp_path_factory):
     assert not leaked(password, render(password), render)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(password=passwords, scheme=schemes)
 def test_tracking_json(password, scheme):
     from trainer.integrations.mlflow import stored_uri
@@ -173,7 +173,7 @@ def plan_for(storage: str, folder: Path):
     return SimpleNamespace(storage=storage, sweep_dir=folder, study_name="study", budget=4)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(password=passwords, scheme=schemes)
 def test_worker_command_line_and_continue_hint(password, scheme, tmp_path_factory):
     from trainer.sweep.workers import STORAGE_ENV, WORKER_SET_ENV, continue_command, worker_command
