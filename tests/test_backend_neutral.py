@@ -252,6 +252,59 @@ def test_runs_resumes_evaluates_and_predicts_without_tensorflow(tmp_path, mnist_
 @needs_backend
 @without_tensorflow
 @pytest.mark.slow
+def test_report_compare_and_serve_without_tensorflow(tmp_path, mnist_npz, write_config):
+    """report.html at the run's end, trainer report, runs --compare and trainer serve on BACKEND; TensorFlow never loaded."""
+    for package in ("fastapi", "uvicorn", "multipart"):
+        pytest.importorskip(package, reason="the [serve] extra is not installed")
+    import re
+    import time
+
+    from PIL import Image
+
+    from benchmarks import serve_load
+
+    path = write_config(tiny_config(mnist_npz, train={"epochs": 1, "batch_size": 32}))
+    run_dir = tmp_path / "runs" / "one"
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.load(mnist_npz)["x_test"][0].astype(np.uint8)).save(image)
+    for args in (["run", path, "--run-dir", run_dir], ["report", run_dir, "--output", tmp_path / "again.html"],
+                 ["runs", run_dir.parent, "--compare"], ["predict", run_dir, image, "--output", tmp_path / "predicted.json"]):
+        done = _trainer(args, tmp_path)
+        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
+        assert "TENSORFLOW_LOADED False" in done.stderr, args
+        assert "Traceback" not in done.stdout + done.stderr, args
+    for page in (run_dir / "report.html", tmp_path / "again.html"):
+        text = page.read_text()
+        assert text.startswith("<!DOCTYPE html>") and "<h2>Confusion matrix (test split)</h2>" in text, page
+        assert "<h2>Worst-misclassified test images</h2>" in text and "backend" in text and BACKEND in text, page
+    expected = json.loads((tmp_path / "predicted.json").read_text())[0]
+    log = tmp_path / "serve.log"
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "KERAS_BACKEND": BACKEND, "HOME": str(tmp_path),
+           "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, str(REPO_ROOT / "tests" / "no_tensorflow.py"), "serve", str(run_dir), "--port", "0"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        url = None
+        for _ in range(900):
+            found = re.search(r"listening on (http://\S+?/)", log.read_text(errors="replace"))
+            if found or process.poll() is not None:
+                url = found.group(1) if found else None
+                break
+            time.sleep(0.2)
+        assert url is not None, log.read_text(errors="replace")[-3000:]
+        status, answer = serve_load.post_image(url, image)
+        assert status == 200, answer
+        assert answer["predicted"] == expected["predicted"]
+        assert answer["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+    finally:
+        serve_load.stop_server(process)
+    assert "TENSORFLOW_LOADED False" in log.read_text(errors="replace")
+
+
+@needs_backend
+@without_tensorflow
+@pytest.mark.slow
 def test_export_without_tensorflow_is_refused_with_the_install_command(tmp_path, mnist_npz, write_config):
     path = write_config(tiny_config(mnist_npz))
     run_dir = tmp_path / "run"
