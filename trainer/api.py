@@ -556,6 +556,7 @@ class Validation:
     labels: Any  # trainer.config.checks.Plan
     backend: str
     notices: list[str]
+    layout: str | None = None  # a folder or CSV dataset: the layout found at data.path ("cannot be read: ..." when it cannot)
 
 
 def validate(config: str | Path | Config, overrides: Sequence[str] = ()) -> Validation:
@@ -568,7 +569,9 @@ def validate(config: str | Path | Config, overrides: Sequence[str] = ()) -> Vali
     labels = plan_run(loaded)
     check_sweep(loaded, config if _is_path(config) else None)
     backend, backend_notice = check_backend(loaded)
-    return Validation(loaded, labels, backend, ([backend_notice] if backend_notice else []) + list(labels.notices))
+    from trainer.data.folder import describe_layout
+
+    return Validation(loaded, labels, backend, ([backend_notice] if backend_notice else []) + list(labels.notices), describe_layout(loaded.data))
 
 
 def list_runs(folder: str | Path | None = None) -> tuple[Path, list[dict[str, Any]]]:

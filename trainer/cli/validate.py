@@ -26,6 +26,8 @@ def validate(
         f"{config}: valid. {loaded.model.type} on {loaded.data.dataset}, loss {plan.loss_name} "
         f"with {plan.encoding} labels, {loaded.train.epochs} epochs of batch {loaded.train.batch_size}, on the {checked.backend} backend."
     )
+    if checked.layout is not None:
+        (notice if checked.layout.startswith("cannot be read") else info)(f"data.path {loaded.data.path}: {checked.layout}")
     if loaded.sweep is not None:
         sweep = loaded.sweep
         metric = sweep.metric_for(loaded)
