@@ -15,6 +15,7 @@ import http.server
 import os
 import re
 import shutil
+import tempfile
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -24,10 +25,28 @@ import pytest
 
 
 def chromium_binary() -> str:
-    """The chromium executable; installed with apt-get when missing (as root); the test skips with the reason otherwise."""
+    """The chromium executable; installed with apt-get when missing (as root; one installer at a time across pytest-xdist's
+    workers, under a lock file; ``apt-get update`` once if the first try fails); the test skips with the reason otherwise."""
+    import fcntl
+
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get): apt-get install -y chromium")
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(Path(tempfile.gettempdir()) / "trainer-tests-chromium.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits here, then finds it installed
+        result = None
+        for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+            if shutil.which("chromium"):
+                break
+            result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+    found = shutil.which("chromium")
+    if not found:
+        detail = f"exit {result.returncode}: {result.stderr.strip()[-300:]}" if result is not None else "not found after installing"
+        pytest.skip(f"chromium could not be installed (apt-get install -y chromium: {detail})")
+    return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get): apt-get install -y chromium")
     result = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, timeout=900,

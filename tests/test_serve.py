@@ -423,19 +423,10 @@ def test_an_onnx_export_is_served_under_predicts_trust_rules(run_dir, tmp_path):
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (as root); skipped, saying why, only when that fails."""
-    path = shutil.which("chromium")
-    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for command in (["apt-get", "install", "-y", "-q", "chromium"], ["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            subprocess.run(command, env=environment, capture_output=True, timeout=900)
-            path = shutil.which("chromium")
-            if path:
-                break
-    if path is None:
-        pytest.skip("headless Chromium is not available: Debian's chromium is not installed and `apt-get install -y chromium` "
-                    "failed or needs root")
-    return path
+    """Debian's chromium (tests/browser.py installs it when missing, as root; skipped, saying why, only when that fails)."""
+    from tests.browser import chromium_binary
+
+    return chromium_binary()
 
 
 @pytest.mark.slow
