@@ -382,6 +382,8 @@ class Training:
         from trainer.inference.scores import test_figures
         from trainer.inference.probabilities import tta_probabilities
 
+        if self.distribution.setup.num_processes > 1:  # a predict over a sharded split would be each process's share:
+            return {}  # across processes only the compiled metrics are recorded (trainer eval computes the figures from model.h5)
         labels = np.asarray(self.data.y_test)
         labels = labels.argmax(axis=1) if labels.ndim > 1 else labels
         if probs is None:
