@@ -109,25 +109,15 @@ def report_at_end(training: Any) -> str | None:
         predictions, absent = None, None
         processes = distribution.setup.num_processes
         computed = getattr(training, "test_probabilities", None)  # the test split's probabilities metrics.json's figures came from
-        if training.completed and computed is not None:
+        if training.completed and computed is not None:  # every completed one-process run (Training.test_figures)
             from trainer.report.predictions import from_outputs
 
             data = training.data
             predictions = from_outputs(data.x_test, data.y_test, computed, "softmax", list(data.class_names or []))
         elif training.completed and processes > 1:  # a predict on process 0 alone could wait for the others' collectives forever
             absent = f"the run trained across {processes} processes; trainer report {run_dir} computes them from model.h5 in one."
-        elif training.completed and getattr(training, "cached", None) is not None:  # the test features are gone: a full backbone pass
-            absent = f"the backbone was frozen (cached features), so its pass over the test split was not repeated here; trainer report {run_dir} computes them from model.h5."
-        elif training.completed:
-            from trainer.data.batches import make_batches
-            from trainer.data.streaming import surfacing_data_errors
-            from trainer.report.predictions import from_outputs
-
-            data = training.data
-            batches = make_batches(data.x_test, data.y_test, batch_size=training.config.train.batch_size, encoding=training.plan.encoding, num_classes=data.num_classes)
-            with surfacing_data_errors():
-                outputs = training.model.predict(batches, verbose=0)
-            predictions = from_outputs(data.x_test, data.y_test, outputs, training.config.model.output, list(data.class_names or []))
+        elif training.completed:  # a one-process run measures its test split (Training.test_figures) unless it has none
+            absent = "the data has no test split."
         report(Path(run_dir), predictions=predictions, predict=not training.completed, absent=absent)  # not completed: the page says why
     except Exception as exc:  # noqa: BLE001 - the run's own files are written; the page must not turn its ending into another
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
