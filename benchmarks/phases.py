@@ -21,7 +21,10 @@ def mark(text: str) -> None:
 
 
 def timed(owner, name: str, label: str | None = None) -> None:
-    original = getattr(owner, name)
+    original = getattr(owner, name, None)
+    if original is None:  # a step renamed or gone (an older or newer trainer): say so, time the rest
+        mark(f"(not timed: {getattr(owner, '__name__', owner)}.{name} does not exist)")
+        return
 
     @functools.wraps(original)
     def wrapper(*args, **kwargs):
@@ -38,15 +41,18 @@ def main() -> None:
     from trainer.cli import entrypoint
     import importlib
 
-    run_command = importlib.import_module("trainer.cli.run")  # the module (trainer.cli.run is also the command function)
-    from trainer.run import checkpoint, features, training
+    common = importlib.import_module("trainer.cli.common")
+    from trainer.report import build
+    from trainer.run import features, training
+    from trainer.run.checkpoint import writer
 
-    timed(run_command, "quiet_tensorflow", "import tensorflow and keras")
-    for step in ("prepare_runtime", "load_data", "build_and_compile", "write_run_files", "fit", "finish"):
+    timed(common, "quiet_tensorflow", "import tensorflow and keras")
+    for step in ("start_devices", "load_data", "build_and_compile", "write_run_files", "fit", "keep_last_then_use_best", "test_figures", "test_with_tta", "finish"):
         timed(training.Training, step)
     timed(features, "compute_features", "backbone features")
-    timed(checkpoint.CheckpointWriter, "_write", "checkpoint written (background thread)")
+    timed(writer.CheckpointWriter, "_write", "checkpoint written (background thread)")
     timed(training, "write_h5_atomically", "model.h5 written")
+    timed(build, "report_at_end", "report.html written")
     atexit.register(mark, "exit handlers")
     sys.argv = ["trainer", *sys.argv[1:]]
     entrypoint()

@@ -43,7 +43,7 @@ def run(data: Path, cache: str, run_dir: Path, epochs: int, env: dict) -> tuple[
 
 
 def linked_copies(source: Path, target: Path, copies: int) -> Path:
-    """``target`` holding every image of ``source`` ``copies`` times (hard links: no extra disk); tests/test_streaming.py uses it too."""
+    """``target`` holding every image of ``source`` ``copies`` times (hard links: no extra disk); tests/data/test_streaming.py uses it too."""
     for file in source.rglob("*"):
         if file.is_file():
             folder = target / file.parent.relative_to(source)

@@ -1,4 +1,4 @@
-"""The one rule for every file trainer writes (stdlib only); ``tests/test_outputs_rule.py`` fails on any other writer.
+"""The one rule for every file trainer writes (stdlib only); ``tests/project/test_outputs_rule.py`` fails on any other writer.
 
 - Write into a folder trainer created, or one that is empty (``claim_dir``).
 - Write a named output file (``--output FILE``, the picture beside it) with ``write_file``: a new

@@ -3,7 +3,7 @@
 TensorFlow is imported only inside the bodies of commands that need it, so ``--help`` and
 ``trainer validate`` stay fast. A new command is a function in ``trainer.api`` and a module here
 with one function, added to ``COMMANDS`` below; below ``trainer.api`` a command imports only the
-console, the errors and the event types it renders (tests/test_cli_door.py).
+console, the errors and the event types it renders (tests/cli/test_cli_door.py).
 """
 from __future__ import annotations
 

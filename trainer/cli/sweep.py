@@ -15,7 +15,7 @@ SWEEP_EPILOG = (
     "again to continue). Several machines: the same command with the same --storage postgresql://... and --study "
     "on each (docs/sweep.md)."
 )
-STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # = trainer.sweep.workers.STORAGE_ENV (tests/test_cli_door.py checks): --storage from the environment
+STORAGE_ENV = "TRAINER_SWEEP_STORAGE"  # = trainer.sweep.workers.STORAGE_ENV (tests/cli/test_cli_door.py checks): --storage from the environment
 
 
 @handles_errors
