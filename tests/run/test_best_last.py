@@ -119,14 +119,14 @@ def test_a_completed_checkpoint_record_names_only_its_h5(values, ok, tmp_path):
     ],
 )
 def test_metrics_best_is_a_bounded_record(best, ok, tmp_path):
-    from trainer.readers.records import RunMetrics
+    from trainer.readers.run_files import MetricsRecord
 
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "best": best}))
     if ok:
-        assert RunMetrics.read(tmp_path).best["epoch"] == 2
+        assert MetricsRecord.read(tmp_path).best.epoch == 2
     else:
         with pytest.raises(RunDirError):
-            RunMetrics.read(tmp_path)
+            MetricsRecord.read(tmp_path)
 
 
 # --------------------------------------------------------------------------- runs

@@ -478,12 +478,12 @@ def test_fine_tune_phases_carry_the_average_and_resume_across_the_boundary(tmp_p
     from trainer.run.rundir import read_history
 
     keras.utils.set_random_seed(11)
-    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(tmp_path / "start.weights.h5")
+    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(tmp_path / "start.weights.h5")
     data = write_mnist_npz(tmp_path / "m.npz", n_train=16, n_test=8, num_classes=3)
     config = tiny_config(data, train={"epochs": 1, "batch_size": 8, "ema": {"decay": 0.5, "warmup": True}})
     config["model"] = {
-        "type": "backbone_head", "backbone": "mobilenet_v2", "weights": str(tmp_path / "start.weights.h5"),
-        "head": {"hidden_units": [4], "dropout": 0.0}, "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze": 12},
+        "type": "backbone_head", "backbone": "vgg16", "weights": str(tmp_path / "start.weights.h5"),  # few layers: quick to trace
+        "head": {"hidden_units": [4], "dropout": 0.0}, "fine_tune": {"epochs": 1, "learning_rate": 0.01, "unfreeze": 4},
     }
     path = tmp_path / "ft.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -81,12 +81,12 @@ def is_run_weights(path: Path) -> bool:
 
 def _no_last_file(target: Path) -> str:
     """Why a run has no ``last.h5``: its last epoch was the best (``model.h5``), or it did not complete."""
-    from trainer.readers.records import RunMetrics
+    from trainer.readers.run_files import MetricsRecord
 
-    metrics = RunMetrics.read(target.parent)
+    metrics = MetricsRecord.read(target.parent)
     best = metrics.best if metrics is not None else None
-    if best is not None and best.get("last_weights") == MODEL_FILE:
-        return f"{target} does not exist: the last epoch ({best.get('last_epoch')}) was the best by {best.get('monitor')}, so {target.parent / MODEL_FILE} holds it."
+    if best is not None and best.last_weights == MODEL_FILE:
+        return f"{target} does not exist: the last epoch ({best.last_epoch}) was the best by {best.monitor}, so {target.parent / MODEL_FILE} holds it."
     return f"{target} does not exist; a completed run writes it when its last epoch is not the best (see {target.parent / 'metrics.json'})."
 
 

@@ -1,4 +1,4 @@
-"""The run directory's two records, typed once: ``manifest.json`` and ``metrics.json`` (stdlib only).
+"""``manifest.json``, typed once (``metrics.json`` is ``trainer.readers.run_files.MetricsRecord``).
 
 ``trainer run`` writes them, ``trainer runs`` lists them, ``trainer eval`` / ``predict`` / the
 API's ``load_run`` read them back. Reading tolerates files written by older versions (missing
@@ -13,10 +13,7 @@ from typing import Any
 
 from trainer.errors import RunDirError
 from trainer.outputs import atomic_write_json
-from trainer.readers.run_files import MANIFEST_FILE, METRICS_FILE
-
-STATUSES = ("completed", "failed", "interrupted", "pruned", "stopped")
-
+from trainer.readers.run_files import MANIFEST_FILE
 
 def _short(value: Any) -> str:
     text = repr(value)
@@ -162,68 +159,3 @@ def _is_trained_on(value: Any) -> bool:
 
 def _manifest_problems(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, allowed) for name, (ok, allowed) in _MANIFEST_FIELDS.items() if name in values and not ok(values[name])]
-
-
-@dataclass
-class RunMetrics:
-    """``metrics.json``: how a run ended and what it measured."""
-
-    status: str
-    train: dict[str, Any] | None = None
-    validation: dict[str, Any] | None = None
-    test: dict[str, Any] | None = None
-    test_tta: dict[str, Any] | None = None  # evaluate.tta: the test split with test-time augmentation (absent when off)
-    epochs_completed: int = 0
-    wall_seconds: float | None = None
-    seed: int | None = None
-    device: dict[str, Any] | None = None
-    distribute: dict[str, Any] | None = None
-    versions: dict[str, Any] | None = None
-    run_dir: str | None = None
-    reason: str | None = None
-    ema: dict[str, Any] | None = None  # train.ema: validation and test measured the average of the weights
-    best: dict[str, Any] | None = None  # trainer.run.best: monitor, mode, the epoch model.h5 holds and its value, last_weights
-
-    @classmethod
-    def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "RunMetrics":
-        """The last history row split into train and validation numbers."""
-        last = rows[-1] if rows else {}
-        return cls(
-            status=status,
-            train={k: v for k, v in last.items() if k != "epoch" and not k.startswith("val_")} or None,
-            validation={k[4:]: v for k, v in last.items() if k.startswith("val_")} or None,
-            epochs_completed=len(rows),
-            **values,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for optional in ("test_tta", "ema", "best"):
-            if data[optional] is None:
-                del data[optional]
-        if data["reason"] is None:
-            del data["reason"]
-        else:  # the reason right after the status, where people look
-            data = {"status": data.pop("status"), "reason": data.pop("reason"), **data}
-        return data
-
-    def write(self, run_dir: Path) -> dict[str, Any]:
-        data = self.to_dict()
-        atomic_write_json(Path(run_dir) / METRICS_FILE, data)
-        return data
-
-    @classmethod
-    def read(cls, run_dir: Path) -> "RunMetrics | None":
-        """The run's metrics, or None when it has none yet (a run in progress or killed before any ending).
-
-        Read as a typed, bounded record (``trainer.readers.run_files.MetricsRecord``); a malformed
-        file is a RunDirError naming the file and the field.
-        """
-        from trainer.readers.run_files import read_metrics_record
-
-        record = read_metrics_record(run_dir)
-        if record is None:
-            return None
-        values = record.model_dump()
-        values["best"] = record.best.model_dump() if record.best is not None else None
-        return cls(**values)

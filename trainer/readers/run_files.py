@@ -36,6 +36,7 @@ RUN_JSON_LIMIT = 16 * MiB  # metrics.json, manifest.json (a manifest with a mill
 HISTORY_LIMIT = 64 * MiB  # ~150 bytes an epoch
 HISTORY_MAX_COLUMNS = 1_000
 HISTORY_COLUMN_NAME = 256  # characters in a column name
+REASON_LIMIT = 64 * KiB  # characters of metrics.json's reason
 MAX_EPOCH = 2**31 - 1  # as train.epochs
 MAX_CALLBACKS = 1_000
 MAX_SEED_GENERATORS = 100_000
@@ -188,7 +189,11 @@ class BestRecord(_Record):
 
 
 class MetricsRecord(BaseModel):
-    """``metrics.json``: how a run ended and what it measured."""
+    """``metrics.json``: how a run ended and what it measured; one model for the writer (``trainer run``) and every reader.
+
+    The writer builds it through the same validation a reader applies, so a run never writes a
+    ``metrics.json`` that its own ``trainer eval`` would refuse.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -204,7 +209,7 @@ class MetricsRecord(BaseModel):
     distribute: Optional[dict[str, Any]] = None
     versions: Optional[dict[str, Any]] = None
     run_dir: Optional[Annotated[StrictStr, Field(max_length=4096)]] = None
-    reason: Optional[Annotated[StrictStr, Field(max_length=64 * KiB)]] = None
+    reason: Optional[Annotated[StrictStr, Field(max_length=REASON_LIMIT)]] = None
     ema: Optional[dict[str, Any]] = None  # train.ema's settings (trainer.config.ema bounds them)
     best: Optional[BestRecord] = None  # which epoch model.h5 holds; absent in runs from before best/last
 
@@ -216,6 +221,44 @@ class MetricsRecord(BaseModel):
 
             EmaConfig.model_validate(value)
         return value
+
+    @classmethod
+    def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "MetricsRecord":
+        """The writer's record: the last history row split into train and validation numbers, plus ``values``."""
+        last = rows[-1] if rows else {}
+        if values.get("reason") is not None and len(values["reason"]) > REASON_LIMIT:  # a huge error text: its start
+            values["reason"] = values["reason"][: REASON_LIMIT - 3] + "..."
+        return cls.model_validate({
+            "status": status,
+            "train": {k: v for k, v in last.items() if k != "epoch" and not k.startswith("val_")} or None,
+            "validation": {k[4:]: v for k, v in last.items() if k.startswith("val_")} or None,
+            "epochs_completed": len(rows),
+            **values,
+        })
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``metrics.json`` holds: ``test_tta``, ``ema``, ``best`` only when set; ``reason`` right after the status."""
+        data = self.model_dump()
+        for optional in ("test_tta", "ema", "best"):
+            if data[optional] is None:
+                del data[optional]
+        if data["reason"] is None:
+            del data["reason"]
+        else:  # the reason right after the status, where people look
+            data = {"status": data.pop("status"), "reason": data.pop("reason"), **data}
+        return data
+
+    def write(self, run_dir: Path | str) -> dict[str, Any]:
+        from trainer.outputs import atomic_write_json
+
+        data = self.to_dict()
+        atomic_write_json(Path(run_dir) / METRICS_FILE, data)
+        return data
+
+    @classmethod
+    def read(cls, run_dir: Path | str) -> "MetricsRecord | None":
+        """The run's ``metrics.json``; None when it has none (a run in progress or killed); RunDirError naming the file and field."""
+        return read_metrics_record(run_dir)
 
 
 def read_run_json(path: Path | str, *, limit: int = RUN_JSON_LIMIT, what: str = "the JSON object trainer run writes") -> dict[str, Any]:

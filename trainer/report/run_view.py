@@ -15,7 +15,7 @@ from typing import Any
 
 from trainer.errors import BadInputError, RunDirError
 
-CONFIG_FILE, METRICS_FILE, HISTORY_FILE, MANIFEST_FILE, MODEL_FILE = "config.yaml", "metrics.json", "history.csv", "manifest.json", "model.h5"
+from trainer.readers.run_files import CONFIG_FILE, HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, MODEL_FILE
 MAX_CONFIG_LEAVES = 10_000  # keys shown in a config's differences: a config has ~100
 
 

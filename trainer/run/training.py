@@ -27,7 +27,8 @@ from trainer.run.checkpoint import (
 from trainer.run.best import best_epoch_for, best_record, keep_last_then_use_best, last_weights_file
 from trainer.run.checkpoint import finish_checkpoints
 from trainer.run.events import EventBus, RunResult, RunStartInfo, StopRun
-from trainer.readers.records import Manifest, RunMetrics
+from trainer.readers.records import Manifest
+from trainer.readers.run_files import MetricsRecord
 from trainer.run.plan import TrainingPlan
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, HistoryWriter, atomic_write_text, create_run_dir, h5_size_estimate, save_model_h5, write_h5_atomically
 
@@ -479,7 +480,7 @@ class Training:
     ) -> dict[str, Any]:
         from trainer.models.compile import versions
 
-        return RunMetrics.from_history(
+        return MetricsRecord.from_history(
             status, self.rows, test=test, test_tta=test_tta, reason=reason, wall_seconds=round(time.perf_counter() - self.started, 3),
             seed=self.config.seed, device=self.device.to_dict(), distribute=self.distribution.to_dict(), versions=versions(),
             run_dir=str(self.run_dir), ema=self.config.train.ema.model_dump() if self.config.train.ema is not None else None,
