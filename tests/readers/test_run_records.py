@@ -50,3 +50,26 @@ def test_none_when_absent_and_a_run_dir_error_naming_the_field_when_bad(tmp_path
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": -1}))
     with pytest.raises(RunDirError, match="epochs_completed"):
         MetricsRecord.read(tmp_path)
+
+
+def test_the_manifest_written_reads_back_equal_and_an_old_one_takes_the_defaults(tmp_path):
+    from trainer.readers.records import Manifest
+
+    split = {"fraction": 0.1, "seed": 3, "validation": 5, "train": 45, "digest": "a" * 64}
+    written = Manifest(dataset="folder", num_classes=2, class_names=["cat", "dog"], input_shape=[32, 32, 3], label_encoding="onehot",
+                       loss={"name": "categorical_crossentropy"}, model_output="logits", validation_split=split)
+    written.write(tmp_path)
+    assert Manifest.read(tmp_path) == written and "test_split" not in written.to_dict() and written.to_dict()["validation_split"] == split
+    old = Manifest.from_dict({"class_names": ["a", "b", "c"], "unknown_key": 1})  # before num_classes; a key it does not know
+    assert (old.num_classes, old.label_encoding, old.model_output, old.dataset) == (3, "sparse", "softmax", "unknown")
+
+
+def test_a_malformed_manifest_names_each_bad_field_its_value_and_what_is_allowed():
+    from trainer.readers.records import Manifest
+
+    with pytest.raises(RunDirError) as refused:
+        Manifest.from_dict({"num_classes": True, "input_shape": [28, 0], "custom_objects": [{"ref": "os.system"}], "label_encoding": "x"}, "r/manifest.json")
+    message = str(refused.value)
+    assert message.startswith("r/manifest.json is malformed: num_classes is True, expected a whole number from 1 to 1000000;")
+    assert "input_shape is [28, 0], expected a list of positive whole numbers" in message and "label_encoding is 'x', expected sparse or onehot" in message
+    assert "custom_objects is [{'ref': 'os.system'}], expected a list of {ref: 'module:attr'" in message

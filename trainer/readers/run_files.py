@@ -4,8 +4,8 @@ A run directory is untrusted data (it may be copied from anywhere or edited by h
 is read through ``trainer.readers`` (a regular file inside the run directory, at most a stated
 size, strict UTF-8) and parsed into a typed record whose every field is bounded; anything else is
 a ``RunDirError`` (exit 2) naming the file and the field. Nothing else in trainer opens these
-files. ``manifest.json`` keeps its own field checks (``trainer.readers.records.Manifest``) and is
-read through ``read_run_json``.
+files. ``manifest.json`` is ``trainer.readers.records.Manifest`` (pydantic too), read through
+``read_run_json``; ``metrics.json`` is ``MetricsRecord`` here, the one model its writer and readers share.
 """
 from __future__ import annotations
 
