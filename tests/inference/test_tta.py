@@ -234,3 +234,24 @@ def test_large_images_are_averaged_in_smaller_chunks(monkeypatch):
     model = LeftRightModel([1.0, 0.0], [0.0, 1.0])
     probs = tta_probabilities(model, np.concatenate([row_image([5, 1])] * 5), "softmax", "flip")
     assert probs.shape == (5, 2) and model.calls == 3 * 2
+
+
+@pytest.mark.slow
+def test_a_run_compiled_with_many_steps_per_call_predicts_every_batch_before_and_after_the_one_batch_calls():
+    """probabilities() predicts one batch per compiled call, then restores steps_per_execution and drops that predict
+    function: a later plain ``predict`` (batches grouped by the restored setting) still returns every row, the same ones."""
+    import keras
+
+    from trainer.inference.probabilities import probabilities
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", steps_per_execution=4)
+    images = np.random.default_rng(0).normal(size=(37, 4)).astype("float32")  # 10 batches of 4, the last one short
+    plain = probabilities(model, images, "softmax", batch_size=4)
+    assert plain.shape == (37, 3) and model.steps_per_execution == 4 and model.predict_function is None
+    after = model.predict(images, batch_size=4, verbose=0)
+    np.testing.assert_allclose(after, plain, rtol=1e-6, atol=1e-7)
+    built = model.predict_function
+    np.testing.assert_allclose(probabilities(model, images, "softmax", batch_size=4), plain, rtol=1e-6, atol=1e-7)
+    assert model.predict_function is built  # a predict function already built is used as it is
