@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from trainer.errors import RunDirError
-from trainer.readers.run_files import REASON_LIMIT, MetricsRecord
+from trainer.readers.run_files import REASON_LIMIT, MetricsRecord, read_metrics_record
 
 ROWS = [{"epoch": 1, "loss": 0.9, "accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.4, "phase": "head"},
         {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.7, "val_accuracy": 0.6, "phase": "head"}]
@@ -21,19 +21,19 @@ def test_what_the_run_writes_reads_back_equal(tmp_path):
     assert written["train"] == {"loss": 0.5, "accuracy": 0.8, "phase": "head"} and written["validation"] == {"loss": 0.7, "accuracy": 0.6}
     assert written["epochs_completed"] == 2 and written["best"] == BEST and "reason" not in written and "test_tta" not in written
     assert json.loads((tmp_path / "metrics.json").read_text()) == written
-    assert MetricsRecord.read(tmp_path).to_dict() == written
-    assert MetricsRecord.read(tmp_path).best.epoch == 2
+    assert read_metrics_record(tmp_path).to_dict() == written
+    assert read_metrics_record(tmp_path).best.epoch == 2
 
 
 def test_a_failed_run_puts_its_reason_after_the_status_and_a_huge_one_is_cut_to_a_readable_start(tmp_path):
     written = MetricsRecord.from_history("failed", ROWS[:1], reason="x" * (REASON_LIMIT * 3)).write(tmp_path)
     assert list(written)[:2] == ["status", "reason"] and len(written["reason"]) == REASON_LIMIT and written["reason"].endswith("...")
-    assert MetricsRecord.read(tmp_path).reason == written["reason"]
+    assert read_metrics_record(tmp_path).reason == written["reason"]
 
 
 def test_a_diverged_run_round_trips_its_non_finite_numbers(tmp_path):
     MetricsRecord.from_history("failed", [{"epoch": 1, "loss": float("nan"), "val_loss": float("inf")}], reason="loss is nan").write(tmp_path)
-    read = MetricsRecord.read(tmp_path)
+    read = read_metrics_record(tmp_path)
     assert math.isnan(read.train["loss"]) and read.validation["loss"] == math.inf
 
 
@@ -46,10 +46,10 @@ def test_the_writer_refuses_what_a_reader_would(tmp_path):
 
 
 def test_none_when_absent_and_a_run_dir_error_naming_the_field_when_bad(tmp_path):
-    assert MetricsRecord.read(tmp_path) is None
+    assert read_metrics_record(tmp_path) is None
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "epochs_completed": -1}))
     with pytest.raises(RunDirError, match="epochs_completed"):
-        MetricsRecord.read(tmp_path)
+        read_metrics_record(tmp_path)
 
 
 def test_the_manifest_written_reads_back_equal_and_an_old_one_takes_the_defaults(tmp_path):

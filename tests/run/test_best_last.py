@@ -119,14 +119,14 @@ def test_a_completed_checkpoint_record_names_only_its_h5(values, ok, tmp_path):
     ],
 )
 def test_metrics_best_is_a_bounded_record(best, ok, tmp_path):
-    from trainer.readers.run_files import MetricsRecord
+    from trainer.readers.run_files import read_metrics_record
 
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed", "best": best}))
     if ok:
-        assert MetricsRecord.read(tmp_path).best.epoch == 2
+        assert read_metrics_record(tmp_path).best.epoch == 2
     else:
         with pytest.raises(RunDirError):
-            MetricsRecord.read(tmp_path)
+            read_metrics_record(tmp_path)
 
 
 # --------------------------------------------------------------------------- runs

@@ -81,9 +81,9 @@ def is_run_weights(path: Path) -> bool:
 
 def _no_last_file(target: Path) -> str:
     """Why a run has no ``last.h5``: its last epoch was the best (``model.h5``), or it did not complete."""
-    from trainer.readers.run_files import MetricsRecord
+    from trainer.readers.run_files import read_metrics_record
 
-    metrics = MetricsRecord.read(target.parent)
+    metrics = read_metrics_record(target.parent)
     best = metrics.best if metrics is not None else None
     if best is not None and best.last_weights == MODEL_FILE:
         return f"{target} does not exist: the last epoch ({best.last_epoch}) was the best by {best.monitor}, so {target.parent / MODEL_FILE} holds it."

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 
 from trainer.errors import RunDirError
 from trainer.outputs import atomic_write_json
-from trainer.readers.run_files import MANIFEST_FILE
+from trainer.readers.run_files import MANIFEST_FILE, EmaSettings
 
 
 def _short(value: Any) -> str:
@@ -57,19 +57,6 @@ def _is_split(value: Any, held: str = "validation") -> bool:
         and all(_is_int(value.get(key), -(2**63), 2**63 - 1) for key in ("seed", held, "train"))
         and isinstance(value.get("digest"), str) and re.fullmatch(r"[0-9a-f]{64}", value["digest"]) is not None
     )
-
-
-def _is_ema(value: Any) -> bool:
-    """``ema``: the settings of the average (shown, never acted on), as ``trainer.config.ema.EmaConfig`` bounds them."""
-    from pydantic import ValidationError
-
-    from trainer.config.ema import EmaConfig
-
-    try:
-        EmaConfig.model_validate(value)
-    except ValidationError:
-        return False
-    return True
 
 
 def _is_trained_on(value: Any) -> bool:
@@ -133,7 +120,7 @@ class Manifest(BaseModel):
     custom_objects: Annotated[list[Any], _checked(lambda v: all(_is_custom_object(e) for e in v))] = []
     model_type: Optional[StrictStr] = None
     trained_on: Annotated[Optional[dict[str, Any]], _checked(_is_trained_on)] = None  # backend, device kind and names, precision
-    ema: Annotated[Optional[dict[str, Any]], _checked(_is_ema)] = None  # train.ema: model.h5 holds the average ({decay, warmup, every})
+    ema: EmaSettings = None  # train.ema: model.h5 holds the average ({decay, warmup, every})
     # data.validation: FRACTION: {fraction, seed, validation, train, digest} of the split (trainer.data.loaders.split_record)
     validation_split: Annotated[Optional[dict[str, Any]], _checked(_is_split)] = None
     # data.test: FRACTION: {fraction, seed, test, train, digest} of the split (trainer.data.loaders.test_split_record)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator, model_validator
 
 from trainer.errors import RunDirError
+from trainer.outputs import atomic_write_json
 from trainer.readers import KiB, MiB, read_csv, read_json_object, validate
 
 # The files of a run directory, by name (``trainer.run.rundir`` writes them; the readers here read them back)
@@ -188,6 +189,17 @@ class BestRecord(_Record):
     last_weights: Literal["last.h5", "model.h5"] = "model.h5"
 
 
+def _ema_settings(value: Any) -> Any:
+    if value is not None:
+        from trainer.config.ema import EmaConfig
+
+        EmaConfig.model_validate(value)  # shown, never acted on: bounded as train.ema is
+    return value
+
+
+EmaSettings = Annotated[Optional[dict[str, Any]], AfterValidator(_ema_settings)]  # metrics.json's and manifest.json's ema
+
+
 class MetricsRecord(BaseModel):
     """``metrics.json``: how a run ended and what it measured; one model for the writer (``trainer run``) and every reader.
 
@@ -210,17 +222,8 @@ class MetricsRecord(BaseModel):
     versions: Optional[dict[str, Any]] = None
     run_dir: Optional[Annotated[StrictStr, Field(max_length=4096)]] = None
     reason: Optional[Annotated[StrictStr, Field(max_length=REASON_LIMIT)]] = None
-    ema: Optional[dict[str, Any]] = None  # train.ema's settings (trainer.config.ema bounds them)
+    ema: EmaSettings = None  # train.ema's settings
     best: Optional[BestRecord] = None  # which epoch model.h5 holds; absent in runs from before best/last
-
-    @field_validator("ema")
-    @classmethod
-    def _ema_settings(cls, value: Any) -> Any:
-        if value is not None:
-            from trainer.config.ema import EmaConfig
-
-            EmaConfig.model_validate(value)
-        return value
 
     @classmethod
     def from_history(cls, status: str, rows: list[dict[str, Any]], **values: Any) -> "MetricsRecord":
@@ -249,16 +252,9 @@ class MetricsRecord(BaseModel):
         return data
 
     def write(self, run_dir: Path | str) -> dict[str, Any]:
-        from trainer.outputs import atomic_write_json
-
         data = self.to_dict()
         atomic_write_json(Path(run_dir) / METRICS_FILE, data)
         return data
-
-    @classmethod
-    def read(cls, run_dir: Path | str) -> "MetricsRecord | None":
-        """The run's ``metrics.json``; None when it has none (a run in progress or killed); RunDirError naming the file and field."""
-        return read_metrics_record(run_dir)
 
 
 def read_run_json(path: Path | str, *, limit: int = RUN_JSON_LIMIT, what: str = "the JSON object trainer run writes") -> dict[str, Any]:

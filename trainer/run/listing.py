@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import RunDirError
-from trainer.readers.run_files import MetricsRecord
+from trainer.readers.run_files import read_metrics_record
 from trainer.run.rundir import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, read_history
 
 
@@ -25,7 +25,7 @@ def describe_run(run_dir: Path) -> dict[str, Any] | None:
     if not config_file.is_file():
         return None
     try:
-        record = MetricsRecord.read(run_dir)
+        record = read_metrics_record(run_dir)
         metrics: dict[str, Any] = record.to_dict() if record is not None else {}
     except RunDirError:
         metrics = {"status": f"unreadable {METRICS_FILE}"}
